@@ -1,0 +1,51 @@
+/**
+ * The contract between `rules/` (which decides), the proxy (which enforces) and step-up (which asks).
+ */
+import type { StatementInfo } from '../sql/types.js';
+
+export type Action = 'allow' | 'step-up' | 'deny';
+
+/** Who runs a statement, from where and when: everything a rule can match on besides the statement itself. */
+export interface Subject {
+  user: string;
+  groups: string[];
+  database: string;
+  application: string;
+  /** Client IP address as seen by stepgate (IPv4, IPv6 or IPv4-mapped IPv6). */
+  clientAddress: string;
+  tls: boolean;
+  now: Date;
+}
+
+export interface Approvers {
+  /** Members of any of these groups may approve. Empty: the statement's own user approves. */
+  groups: string[];
+  /** Distinct approvals needed. */
+  count: number;
+}
+
+export interface Decision {
+  action: Action;
+  /** Name of the deciding rule; null when the file's `default` decided. */
+  rule: string | null;
+  /** File the deciding rule (or default) came from, relative to the rules directory. */
+  file: string | null;
+  /** The rule's message for the person at the keyboard; may be empty. */
+  message: string;
+  /** Why this decision: which statement and which match keys held. For `rules explain` and the audit trail. */
+  reason: string;
+  /** Step-up only: how long an approval lets the same rule pass without asking again (ms); 0 = no grant. */
+  grantMs: number;
+  grantScope: 'connection' | 'user';
+  /** Step-up only: how long a held statement waits for approval (ms). */
+  timeoutMs: number;
+  /** Step-up only: who approves; undefined = the statement's own user. */
+  approvers?: Approvers;
+  /** Index of the statement (in the message) that decided; -1 when there was none. */
+  statementIndex: number;
+}
+
+/** A loaded, validated rule set: what the proxy asks for each statement. */
+export interface RuleSet {
+  decide(statements: StatementInfo[], subject: Subject): Decision;
+}
