@@ -1,0 +1,69 @@
+/**
+ * What the proxy tells the audit trail. The session calls these on its hot path: implementations must
+ * not block (queue and commit in batches), except `durable()` which a session awaits before it answers a
+ * held, approved, rejected or denied statement.
+ */
+import type { Decision } from '../rules/types.js';
+import type { StatementInfo } from '../sql/types.js';
+import type { HoldOutcome } from '../stepup/types.js';
+
+export interface ConnectionFacts {
+  connectionId: string;
+  user: string;
+  database: string;
+  application: string;
+  clientAddress: string;
+  tls: boolean;
+  serverPid: number;
+}
+
+export interface StatementEvent {
+  connectionId: string;
+  /** Text with secrets redacted by the sink. */
+  sql: string;
+  statements: StatementInfo[];
+  decision: Decision;
+  /** Bind parameters as text where available; only recorded when configured. */
+  params: (string | null)[] | null;
+}
+
+export interface StatementOutcome {
+  /** Command tag (e.g. "DELETE 3"), '' for an empty query, null when the statement failed or was skipped. */
+  tag: string | null;
+  sqlstate: string | null;
+  message: string | null;
+  skipped: boolean;
+  durationMs: number;
+}
+
+export interface AuditSink {
+  connectionStart(facts: ConnectionFacts): void;
+  connectionEnd(connectionId: string, stats: { durationMs: number; bytesIn: number; bytesOut: number; reason: string }): void;
+  /** Returns an id the later events of this statement refer to. */
+  statement(event: StatementEvent): number;
+  challengeCreated(statementId: number, challengeId: string): void;
+  challengeResolved(statementId: number, challengeId: string | null, outcome: HoldOutcome): void;
+  /** `index`: the statement's position in its message. */
+  outcome(statementId: number, index: number, outcome: StatementOutcome): void;
+  /** Resolves once everything recorded so far is committed; rejects when the store failed. */
+  durable(): Promise<void>;
+  /** False when the store failed: the session fails closed. */
+  readonly healthy: boolean;
+}
+
+/** Records nothing (rules explain, tests that do not look at the audit trail). */
+export class NoAudit implements AuditSink {
+  readonly healthy = true;
+  private next = 1;
+  connectionStart(): void {}
+  connectionEnd(): void {}
+  statement(): number {
+    return this.next++;
+  }
+  challengeCreated(): void {}
+  challengeResolved(): void {}
+  outcome(): void {}
+  durable(): Promise<void> {
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,142 @@
+/**
+ * `stepgate users add|list|remove|passwd`: the people who may connect through stepgate.
+ */
+import { IdentityStore } from '../identity/store.js';
+import { makeVerifier } from '../protocol/scram.js';
+import { resolveDataDir } from '../config.js';
+import { parse, println, readAll, UsageError, type CommandIO } from './io.js';
+
+export const USERS_HELP = `Usage: stepgate users <add|list|remove|passwd> [options]
+
+Manage the people who connect through stepgate. Passwords are stored as SCRAM-SHA-256
+verifiers (never the password itself) in DATA/identity.db; a running stepgate sees changes at
+the next login, without a restart.
+
+  stepgate users add NAME [--groups a,b] [--password-stdin]
+      Create a user. Without --password-stdin the password is asked for on the terminal.
+  stepgate users passwd NAME [--password-stdin]
+      Set a new password.
+  stepgate users list [--json]
+      Show users and their groups.
+  stepgate users remove NAME
+      Delete a user.
+
+Options:
+  --data DIR          data directory (default ./.stepgate)
+  --config FILE       take the data directory from this config file
+  --groups a,b        comma-separated groups (rules match on them; "dba" may approve, ...)
+  --password-stdin    read the password from standard input (first line)
+  --json              machine-readable output (list)
+`;
+
+const OPTIONS = {
+  data: { type: 'string' },
+  config: { type: 'string' },
+  groups: { type: 'string' },
+  'password-stdin': { type: 'boolean' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+async function readPassword(io: CommandIO, fromStdin: boolean): Promise<string> {
+  if (fromStdin) {
+    const text = await readAll(io.stdin);
+    const password = text.split(/\r?\n/)[0];
+    if (!password) throw new UsageError('no password on standard input');
+    return password;
+  }
+  const stdin = io.stdin as NodeJS.ReadStream;
+  if (!stdin.isTTY) throw new UsageError('standard input is not a terminal: pass the password with --password-stdin');
+  const first = await promptHidden(io, 'Password: ');
+  const second = await promptHidden(io, 'Repeat password: ');
+  if (first !== second) throw new UsageError('the passwords do not match');
+  if (!first) throw new UsageError('the password must not be empty');
+  return first;
+}
+
+function promptHidden(io: CommandIO, prompt: string): Promise<string> {
+  const stdin = io.stdin as NodeJS.ReadStream;
+  io.stderr.write(prompt);
+  return new Promise((resolve) => {
+    let value = '';
+    stdin.setRawMode(true);
+    stdin.resume();
+    const onData = (chunk: Buffer): void => {
+      for (const ch of chunk.toString('utf8')) {
+        if (ch === '\r' || ch === '\n') {
+          stdin.setRawMode(false);
+          stdin.pause();
+          stdin.off('data', onData);
+          io.stderr.write('\n');
+          resolve(value);
+          return;
+        }
+        if (ch === '\u0003') process.exit(130);
+        if (ch === '\u007f') value = value.slice(0, -1);
+        else value += ch;
+      }
+    };
+    stdin.on('data', onData);
+  });
+}
+
+export async function usersCommand(args: string[], io: CommandIO): Promise<number> {
+  const [sub, ...rest] = args;
+  const { values, positionals } = parse(rest, OPTIONS);
+  if (values.help || !sub || sub === 'help') {
+    println(io.stdout, USERS_HELP);
+    return sub ? 0 : 2;
+  }
+  const store = new IdentityStore(resolveDataDir(values));
+  try {
+    switch (sub) {
+      case 'add': {
+        const name = onePositional(positionals, 'users add NAME');
+        const groups = values.groups ? values.groups.split(',').map((g) => g.trim()).filter(Boolean) : [];
+        if (store.getUser(name)) throw new UsageError(`user "${name}" already exists (use "stepgate users passwd ${name}" to change the password)`);
+        const password = await readPassword(io, values['password-stdin'] ?? false);
+        store.addUser(name, groups, makeVerifier(password));
+        println(io.stdout, `added user ${name}${groups.length ? ` (groups: ${groups.join(', ')})` : ''}`);
+        return 0;
+      }
+      case 'passwd': {
+        const name = onePositional(positionals, 'users passwd NAME');
+        if (!store.getUser(name)) throw new UsageError(`no user "${name}"`);
+        store.setVerifier(name, makeVerifier(await readPassword(io, values['password-stdin'] ?? false)));
+        println(io.stdout, `password of ${name} changed`);
+        return 0;
+      }
+      case 'list': {
+        const users = store.listUsers();
+        if (values.json) {
+          println(io.stdout, JSON.stringify(users.map((u) => ({ name: u.name, groups: u.groups, created: u.createdAt.toISOString() }))));
+        } else if (users.length === 0) {
+          println(io.stdout, 'no users yet: stepgate users add NAME');
+        } else {
+          const width = Math.max(4, ...users.map((u) => u.name.length));
+          println(io.stdout, `${'NAME'.padEnd(width)}  GROUPS`);
+          for (const u of users) println(io.stdout, `${u.name.padEnd(width)}  ${u.groups.join(',') || '-'}`);
+        }
+        return 0;
+      }
+      case 'remove': {
+        const name = onePositional(positionals, 'users remove NAME');
+        if (!store.removeUser(name)) throw new UsageError(`no user "${name}"`);
+        println(io.stdout, `removed user ${name}`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown users command "${sub}"; use add, passwd, list or remove`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    throw new UsageError((err as Error).message);
+  } finally {
+    store.close();
+  }
+}
+
+function onePositional(positionals: string[], usage: string): string {
+  if (positionals.length !== 1) throw new UsageError(`usage: stepgate ${usage}`);
+  return positionals[0];
+}

