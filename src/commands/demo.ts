@@ -1,0 +1,97 @@
+/**
+ * `stepgate demo` (what `npm start` runs): a real PostgreSQL with the sample database `shop`, stepgate in
+ * front of it with the shipped rules, a demo user, and how to connect. Data stays in the data directory
+ * between runs; Ctrl-C stops stepgate and the server.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { startApp } from '../app.js';
+import { loadConfig } from '../config.js';
+import { ensureDatabase, startDemoPostgres } from '../demo/embedded-postgres.js';
+import { SHOP_SCHEMA } from '../demo/shop.js';
+import { IdentityStore } from '../identity/store.js';
+import { createLogger } from '../log.js';
+import { makeVerifier } from '../protocol/scram.js';
+import { logLevel, reportStartupError, untilSignal } from './serve.js';
+import { parse, println, type CommandIO } from './io.js';
+
+export const DEMO_HELP = `Usage: stepgate demo [options]
+
+Starts a real PostgreSQL (embedded, version 15) with a sample database "shop", and
+stepgate in front of it with the shipped rules. Prints how to connect. Data is kept in
+DATA/demo between runs; Ctrl-C stops everything.
+
+Options:
+  --data DIR            data directory (default ./.stepgate)
+  --listen HOST:PORT    where clients connect (default 127.0.0.1:6432)
+  --console HOST:PORT   web console (default 127.0.0.1:6480)
+  --log-level LEVEL     debug, info, warn or error (default warn: the demo keeps quiet)
+`;
+
+const OPTIONS = {
+  data: { type: 'string' },
+  listen: { type: 'string' },
+  console: { type: 'string' },
+  'log-level': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+export const DEMO_USER = { name: 'demo', password: 'demo' };
+
+export async function demoCommand(args: string[], io: CommandIO): Promise<number> {
+  const { values } = parse(args, OPTIONS, false);
+  if (values.help) {
+    println(io.stdout, DEMO_HELP);
+    return 0;
+  }
+  const log = createLogger({ level: logLevel(values['log-level'] ?? 'warn') });
+  const dataDir = path.resolve(values.data ?? '.stepgate');
+  // Traversable (not listable) by others: the server runs as the "postgres" user when we are root.
+  fs.mkdirSync(dataDir, { recursive: true, mode: 0o711 });
+  println(io.stdout, 'Starting PostgreSQL 15 ...');
+  const { server: postgres, created, dataDir: clusterDir } = await startDemoPostgres(path.join(dataDir, 'demo'), (line) => log.debug('postgres', { line }));
+  let app;
+  try {
+    if (await ensureDatabase(postgres, 'shop', SHOP_SCHEMA)) println(io.stdout, 'Created the sample database "shop" (customers, products, orders).');
+    const identity = new IdentityStore(dataDir);
+    try {
+      if (!identity.getUser(DEMO_USER.name)) identity.addUser(DEMO_USER.name, ['dev'], makeVerifier(DEMO_USER.password));
+    } finally {
+      identity.close();
+    }
+    const config = loadConfig({ listen: values.listen, console: values.console, upstream: postgres.url('postgres'), data: dataDir });
+    app = await startApp(config, log);
+  } catch (err) {
+    await postgres.stop();
+    const code = reportStartupError(err, io);
+    if (code !== null) return code;
+    println(io.stderr, `stepgate demo: ${(err as Error).message}`);
+    return 1;
+  }
+  const { address, port } = app.proxyAddress;
+  const host = address.includes(':') ? `[${address}]` : address;
+  println(
+    io.stdout,
+    `
+stepgate is running in front of PostgreSQL${created ? ' (new cluster)' : ''}.
+
+  Connect:   psql "postgres://${DEMO_USER.name}:${DEMO_USER.password}@${host}:${port}/shop"
+  Rules:     ${app.config.rulesDir}
+  Data:      ${dataDir} (PostgreSQL cluster: ${clusterDir})
+
+Try:
+  SELECT name, country FROM customers LIMIT 5;      -- a read: runs as usual
+  DELETE FROM orders;                               -- no WHERE: needs step-up
+  DROP DATABASE shop;                               -- denied by the shipped rules
+
+Ask stepgate why:  npx stepgate rules explain "DELETE FROM orders"
+Press Ctrl-C to stop stepgate and PostgreSQL.
+`,
+  );
+  await untilSignal();
+  println(io.stdout, '\nStopping ...');
+  await app.close();
+  await postgres.stop();
+  println(io.stdout, 'Stopped.');
+  return 0;
+}
