@@ -5,16 +5,21 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { NoAudit, type AuditSink } from '../../src/audit/types.js';
+import { fileURLToPath } from 'node:url';
+import { startApp, type App } from '../../src/app.js';
+import type { AuditSink } from '../../src/audit/types.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { IdentityStore } from '../../src/identity/store.js';
 import { createLogger } from '../../src/log.js';
 import { makeVerifier } from '../../src/protocol/scram.js';
-import { ProxyServer, type ProxyServices } from '../../src/proxy/server.js';
-import type { RuleSet } from '../../src/rules/types.js';
-import { UnavailableStepUp, type StepUpBroker } from '../../src/stepup/types.js';
-import { testClassifier, testRules } from './rules.js';
+import type { ProxyServer } from '../../src/proxy/server.js';
+import type { StepUpBroker } from '../../src/stepup/types.js';
 import type { TestPostgres } from './postgres.js';
+
+/** The repository root (this file is compiled to dist/test/helpers/). */
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+/** Rules that let everything through, for tests of the relay itself. */
+export const ALLOW_ALL_RULES = path.join(REPO_ROOT, 'fixtures', 'rules', 'allow-all');
 
 export interface TestUser {
   name: string;
@@ -29,6 +34,7 @@ export interface TestStepgate {
   dataDir: string;
   identity: IdentityStore;
   server: ProxyServer;
+  app: App;
   /** Every log line, parsed. */
   logs: Record<string, unknown>[];
   /** Connection settings for node-postgres. */
@@ -43,8 +49,8 @@ export const ALICE: TestUser = { name: 'alice', password: 'alice-secret-pw', gro
 
 export interface StepgateOptions {
   users?: TestUser[];
+  /** Default: ALLOW_ALL_RULES. */
   rulesDir?: string;
-  rules?: RuleSet;
   stepUp?: StepUpBroker;
   audit?: AuditSink;
   /** Extra config file content (YAML), merged before flags. */
@@ -62,32 +68,24 @@ export async function startStepgate(
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-data-'));
   const configFile = path.join(dataDir, 'stepgate.yaml');
   fs.writeFileSync(configFile, `listen: 127.0.0.1:0\nupstream: ${JSON.stringify(pg.url())}\ndata: ${JSON.stringify(dataDir)}\n${options.configYaml ?? ''}`);
-  const config = loadConfig({ config: configFile, ...(options.flags as object) });
+  const config = loadConfig({ config: configFile, rules: options.rulesDir ?? ALLOW_ALL_RULES, ...(options.flags as object) });
   config.limits.authFailureDelayMs = 50;
   options.tweak?.(config);
-  const identity = new IdentityStore(dataDir);
-  for (const u of options.users ?? [ALICE]) identity.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
   const logs: Record<string, unknown>[] = [];
   const log = createLogger({ level: 'debug', write: (line) => logs.push(JSON.parse(line) as Record<string, unknown>) });
-  const services: ProxyServices = {
-    identity,
-    classify: testClassifier(),
-    rules: (() => {
-      const rules = options.rules ?? testRules(options.rulesDir);
-      return () => rules;
-    })(),
-    stepUp: options.stepUp ?? new UnavailableStepUp('step-up is not configured in this test'),
-    audit: options.audit ?? new NoAudit(),
-    log,
-  };
-  const server = new ProxyServer(config, services);
-  const { port } = await server.listen();
+  // Users first: the app opens the same identity file.
+  const setup = new IdentityStore(dataDir);
+  for (const u of options.users ?? [ALICE]) setup.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
+  setup.close();
+  const app = await startApp(config, log, { stepUp: options.stepUp, audit: options.audit });
+  const identity = app.identity;
+  const server = app.proxy;
+  const { port } = app.proxyAddress;
   let closed = false;
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
-    await server.close();
-    identity.close();
+    await app.close();
     fs.rmSync(dataDir, { recursive: true, force: true });
   };
   t.teardown(close);
@@ -100,6 +98,7 @@ export async function startStepgate(
     dataDir,
     identity,
     server,
+    app,
     logs,
     pgConfig: (u, database = 'postgres') => ({ host, port, user: userOf(u).name, password: userOf(u).password, database }),
     env: (u, database = 'postgres') => ({
