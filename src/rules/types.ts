@@ -43,6 +43,25 @@ export interface Decision {
   approvers?: Approvers;
   /** Index of the statement (in the message) that decided; -1 when there was none. */
   statementIndex: number;
+  /**
+   * Step-up only: every distinct rule (or the default, rule null) that asked for step-up in this message,
+   * in statement order; the first is the deciding one. When a message mixes statements held by different
+   * rules, a grant or approval for one of them must not let the others through: the proxy passes the
+   * message on a grant only when every entry has one, and otherwise asks with the strictest approvers.
+   * Set on every step-up decision (one entry when a single rule asked).
+   */
+  stepUps?: StepUpRequirement[];
+}
+
+/** One step-up rule's demands, as in Decision. */
+export interface StepUpRequirement {
+  rule: string | null;
+  file: string | null;
+  statementIndex: number;
+  grantMs: number;
+  grantScope: 'connection' | 'user';
+  timeoutMs: number;
+  approvers?: Approvers;
 }
 
 /** A loaded, validated rule set: what the proxy asks for each statement. */

@@ -1,0 +1,144 @@
+/**
+ * Deciding: for each statement the first matching rule (files in name order, rules in file order), else
+ * the default; for the message the strictest of those (deny > step-up > allow; ties: earliest statement).
+ * Runs for every statement the proxy sees, so everything that can be is done when rules load.
+ */
+import type { StatementInfo } from '../sql/types.js';
+import { classMask, compileMatch, flagMask, matches, type CompiledMatch, type MatchInput } from './match.js';
+import { DEFAULT_TIMEOUT_MS, type RuleSpec } from './schema.js';
+import type { Action, Decision, RuleSet, StepUpRequirement, Subject } from './types.js';
+
+const RANK: Record<Action, number> = { allow: 0, 'step-up': 1, deny: 2 };
+
+export interface CompiledRule {
+  spec: RuleSpec;
+  match: CompiledMatch;
+}
+
+/** The rule (or the default, rule null) that decided one statement. */
+export interface StatementVerdict {
+  statementIndex: number;
+  action: Action;
+  rule: CompiledRule | null;
+}
+
+export class CompiledRuleSet implements RuleSet {
+  readonly rules: readonly CompiledRule[];
+
+  constructor(
+    rules: readonly RuleSpec[],
+    /** Action when no rule matches. */
+    readonly defaultAction: Action,
+    /** File that set the default, relative to the rules directory; null when the built-in fallback applies. */
+    readonly defaultFile: string | null,
+  ) {
+    this.rules = rules.map((spec) => ({ spec, match: compileMatch(spec.match) }));
+  }
+
+  decide(statements: StatementInfo[], subject: Subject): Decision {
+    if (statements.length === 0) {
+      // Nothing will run (an empty query string): there is nothing to hold back.
+      return {
+        action: 'allow',
+        rule: null,
+        file: null,
+        message: '',
+        reason: 'the message holds no statement',
+        grantMs: 0,
+        grantScope: 'connection',
+        timeoutMs: 0,
+        statementIndex: -1,
+      };
+    }
+    const input: MatchInput = { statement: statements[0]!, classMask: 0, flagMask: 0, subject };
+    let bestIndex = -1;
+    let bestRank = -1;
+    let bestRule: CompiledRule | null = null;
+    let stepUps: StepUpRequirement[] | undefined;
+    for (let i = 0; i < statements.length; i++) {
+      const rule = this.firstMatch(statements[i]!, input);
+      const action = rule === null ? this.defaultAction : rule.spec.action;
+      if (action === 'step-up') stepUps = this.addStepUp(stepUps, rule, i);
+      const rank = RANK[action];
+      if (rank > bestRank) {
+        bestRank = rank;
+        bestIndex = i;
+        bestRule = rule;
+        if (action === 'deny') break; // Nothing is stricter; the earliest deny wins.
+      }
+    }
+    const decision = this.decision(bestRule, statements, bestIndex);
+    if (decision.action === 'step-up' && stepUps !== undefined) decision.stepUps = stepUps;
+    return decision;
+  }
+
+  /** The verdict for each statement on its own (for `rules explain`). */
+  decideEach(statements: StatementInfo[], subject: Subject): StatementVerdict[] {
+    const input: MatchInput = { statement: statements[0]!, classMask: 0, flagMask: 0, subject };
+    return statements.map((statement, statementIndex) => {
+      const rule = this.firstMatch(statement, input);
+      return { statementIndex, rule, action: rule === null ? this.defaultAction : rule.spec.action };
+    });
+  }
+
+  /** First rule whose match holds for `statement`; `input` is reused to avoid allocating per statement. */
+  private firstMatch(statement: StatementInfo, input: MatchInput): CompiledRule | null {
+    input.statement = statement;
+    input.classMask = classMask(statement.classes);
+    input.flagMask = flagMask(statement.flags);
+    const rules = this.rules;
+    for (let r = 0; r < rules.length; r++) {
+      if (matches(rules[r]!.match, input)) return rules[r]!;
+    }
+    return null;
+  }
+
+  private addStepUp(list: StepUpRequirement[] | undefined, rule: CompiledRule | null, statementIndex: number): StepUpRequirement[] {
+    const name = rule === null ? null : rule.spec.name;
+    if (list?.some((entry) => entry.rule === name)) return list;
+    const entry: StepUpRequirement = rule === null
+      ? { rule: null, file: this.defaultFile, statementIndex, grantMs: 0, grantScope: 'connection', timeoutMs: DEFAULT_TIMEOUT_MS }
+      : {
+          rule: rule.spec.name,
+          file: rule.spec.file,
+          statementIndex,
+          grantMs: rule.spec.grantMs,
+          grantScope: rule.spec.grantScope,
+          timeoutMs: rule.spec.timeoutMs,
+          ...(rule.spec.approvers ? { approvers: rule.spec.approvers } : {}),
+        };
+    return list === undefined ? [entry] : [...list, entry];
+  }
+
+  private decision(rule: CompiledRule | null, statements: StatementInfo[], index: number): Decision {
+    const statement = statements[index]!;
+    const which = statements.length === 1 ? `statement 1 (${statement.command})` : `statement ${index + 1} of ${statements.length} (${statement.command})`;
+    if (rule === null) {
+      const source = this.defaultFile === null ? 'no rule file sets `default`, so stepgate fails closed' : `from ${this.defaultFile}`;
+      return {
+        action: this.defaultAction,
+        rule: null,
+        file: this.defaultFile,
+        message: '',
+        reason: `${which}: no rule matched; default ${this.defaultAction} (${source})`,
+        grantMs: 0,
+        grantScope: 'connection',
+        timeoutMs: this.defaultAction === 'step-up' ? DEFAULT_TIMEOUT_MS : 0,
+        statementIndex: index,
+      };
+    }
+    const spec = rule.spec;
+    return {
+      action: spec.action,
+      rule: spec.name,
+      file: spec.file,
+      message: spec.message,
+      reason: `${which} matched rule \`${spec.name}\` (${spec.file}): ${rule.match.summary}`,
+      grantMs: spec.grantMs,
+      grantScope: spec.grantScope,
+      timeoutMs: spec.timeoutMs,
+      ...(spec.approvers ? { approvers: spec.approvers } : {}),
+      statementIndex: index,
+    };
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * What `rules explain` (and a failing `rules test` case) prints: how each statement was classified, which
+ * rule decided it and why, and the decision for the whole message. Text for people, JSON for tools.
+ */
+import type { Classification, StatementInfo, TableRef } from '../sql/types.js';
+import type { CompiledRuleSet, StatementVerdict } from './decide.js';
+import { formatDuration } from './duration.js';
+import { classMask, flagMask, type MatchInput } from './match.js';
+import { describeSubject } from './subject.js';
+import type { Decision, Subject } from './types.js';
+
+/** A classifier as `rules explain` and `rules test` need it: the session context is fixed by the caller. */
+export type Classify = (sql: string) => Classification & { unresolvedFunctions?: string[] };
+
+export interface Explanation {
+  classification: Classification & { unresolvedFunctions?: string[] };
+  verdicts: StatementVerdict[];
+  decision: Decision;
+  subject: Subject;
+}
+
+export function explain(sql: string, classify: Classify, ruleSet: CompiledRuleSet, subject: Subject): Explanation {
+  const classification = classify(sql);
+  return {
+    classification,
+    verdicts: ruleSet.decideEach(classification.statements, subject),
+    decision: ruleSet.decide(classification.statements, subject),
+    subject,
+  };
+}
+
+const LABEL_WIDTH = 11;
+const line = (label: string, value: string) => `  ${label.padEnd(LABEL_WIDTH)}${value}`;
+const list = (values: readonly string[]) => (values.length ? values.join(', ') : '-');
+
+function tableText(table: TableRef): string {
+  return table.schema === null ? `${table.name} ${table.access} (schema from search_path)` : `${table.schema}.${table.name} ${table.access}`;
+}
+
+function matchedText(verdict: StatementVerdict, statement: StatementInfo, subject: Subject): string[] {
+  if (verdict.rule === null) return [];
+  const input: MatchInput = { statement, classMask: classMask(statement.classes), flagMask: flagMask(statement.flags), subject };
+  if (verdict.rule.match.checks.length === 0) return ['every statement (empty match)'];
+  return verdict.rule.match.checks.map((check) => `${check.key} ${check.patterns}: ${check.witness(input) || '(held)'}`);
+}
+
+export function formatExplanationText(explanation: Explanation): string {
+  const { classification, verdicts, decision, subject } = explanation;
+  const out: string[] = [];
+  out.push(`Subject: ${describeSubject(subject)}`);
+  if (classification.error) {
+    out.push(`Parse error at position ${classification.error.position}: ${classification.error.message} (the statement is treated as unknown)`);
+  }
+  const count = classification.statements.length;
+  classification.statements.forEach((statement, i) => {
+    const verdict = verdicts[i]!;
+    out.push('');
+    out.push(`Statement ${i + 1}${count > 1 ? ` of ${count}` : ''}: ${oneLine(statement.sql)}`);
+    out.push(line('command', statement.command));
+    out.push(line('classes', list(statement.classes)));
+    out.push(line('tables', list(statement.tables.map(tableText))));
+    out.push(line('columns', list(statement.columns)));
+    out.push(line('functions', list(statement.functions)));
+    out.push(line('flags', list(statement.flags)));
+    statement.reasons.forEach((reason, r) => out.push(line(r === 0 ? 'reasons' : '', reason)));
+    if (statement.prepare) out.push(line('prepares', `${statement.prepare.name}: ${statement.prepare.statement.command} (${list(statement.prepare.statement.classes)})`));
+    if (verdict.rule === null) {
+      out.push(line('decided by', `no rule matched: default ${verdict.action}`));
+    } else {
+      out.push(line('decided by', `rule ${verdict.rule.spec.name} (${verdict.rule.spec.file}): ${verdict.action}`));
+      matchedText(verdict, statement, subject).forEach((text, m) => out.push(line(m === 0 ? 'matched' : '', text)));
+    }
+  });
+  if (classification.unresolvedFunctions?.length) {
+    out.push('');
+    out.push(
+      `Functions not known to be read-only, treated as procedural: ${classification.unresolvedFunctions.join(', ')} ` +
+        '(the proxy asks the server for their volatility, so a STABLE or IMMUTABLE function may be read there)',
+    );
+  }
+  out.push('');
+  out.push(`Decision: ${decision.action.toUpperCase()}${decision.rule ? ` by rule ${decision.rule} (${decision.file})` : decision.statementIndex >= 0 ? ` by the default${decision.file ? ` (${decision.file})` : ''}` : ''}`);
+  out.push(line('why', decision.reason));
+  if (decision.message) out.push(line('message', decision.message));
+  if (decision.action === 'step-up') {
+    const who = decision.approvers
+      ? `${decision.approvers.count} approval${decision.approvers.count === 1 ? '' : 's'} from ${decision.approvers.groups.join(' or ')} (not the author)`
+      : 'the author approves with their passkey';
+    out.push(line('approval', who));
+    out.push(line('timeout', formatDuration(decision.timeoutMs)));
+    out.push(line('grant', decision.grantMs ? `${formatDuration(decision.grantMs)} per ${decision.grantScope}` : 'none (asks every time)'));
+    if (decision.stepUps && decision.stepUps.length > 1) {
+      out.push(line('also held', decision.stepUps.slice(1).map((s) => `statement ${s.statementIndex + 1} by ${s.rule ?? 'the default'}`).join('; ')));
+    }
+  }
+  return `${out.join('\n')}\n`;
+}
+
+function oneLine(sql: string): string {
+  const text = sql.replace(/\s+/g, ' ').trim();
+  return text.length > 200 ? `${text.slice(0, 197)}...` : text;
+}
+
+/** The `--json` shape: `{statements: [...], decision: {...}}` plus subject and parse details. */
+export function explanationJson(explanation: Explanation): Record<string, unknown> {
+  const { classification, verdicts, decision, subject } = explanation;
+  return {
+    subject: { ...subject, now: subject.now.toISOString() },
+    statements: classification.statements.map((statement, i) => ({
+      sql: statement.sql,
+      command: statement.command,
+      classes: statement.classes,
+      tables: statement.tables.map(({ schema, name, access }) => ({ schema, name, access })),
+      columns: statement.columns,
+      functions: statement.functions,
+      flags: statement.flags,
+      reasons: statement.reasons,
+      decision: {
+        action: verdicts[i]!.action,
+        rule: verdicts[i]!.rule?.spec.name ?? null,
+        file: verdicts[i]!.rule?.spec.file ?? null,
+        matched: matchedText(verdicts[i]!, statement, subject),
+      },
+    })),
+    ...(classification.error ? { error: classification.error } : {}),
+    ...(classification.unresolvedFunctions?.length ? { unresolvedFunctions: classification.unresolvedFunctions } : {}),
+    decision,
+  };
+}

@@ -1,0 +1,201 @@
+/**
+ * Compiles a rule's `match:` block into a list of checks that run without allocating: class and flag sets
+ * become bit masks, globs become one regular expression per key, CIDRs a BlockList.
+ */
+import { STATEMENT_CLASSES, STATEMENT_FLAGS, type StatementClass, type StatementFlag, type StatementInfo } from '../sql/types.js';
+import { compileCidrList } from './client.js';
+import { compileGlobList } from './glob.js';
+import { compileColumnPatterns, compileFunctionPatterns, compileTablePatterns } from './names.js';
+import { MATCH_KEYS, type MatchKey, type MatchSpec } from './schema.js';
+import { windowMatches } from './timewindow.js';
+import type { Subject } from './types.js';
+
+const CLASS_BIT = new Map<string, number>(STATEMENT_CLASSES.map((name, i) => [name, 1 << i]));
+const FLAG_BIT = new Map<string, number>(STATEMENT_FLAGS.map((name, i) => [name, 1 << i]));
+
+/** Classes as a bit mask. Unknown names (a newer classifier) set no bit. */
+export function classMask(classes: readonly StatementClass[]): number {
+  let mask = 0;
+  for (const name of classes) mask |= CLASS_BIT.get(name) ?? 0;
+  return mask;
+}
+
+export function flagMask(flags: readonly StatementFlag[]): number {
+  let mask = 0;
+  for (const name of flags) mask |= FLAG_BIT.get(name) ?? 0;
+  return mask;
+}
+
+/** What a check sees: the statement, its class and flag masks (computed once per statement), the subject. */
+export interface MatchInput {
+  statement: StatementInfo;
+  classMask: number;
+  flagMask: number;
+  subject: Subject;
+}
+
+export interface KeyCheck {
+  key: MatchKey;
+  /** The key's patterns as written, for explanations: `write, ddl`. */
+  patterns: string;
+  test(input: MatchInput): boolean;
+  /** What in the statement or subject made the key hold (only called to explain a decision). */
+  witness(input: MatchInput): string;
+}
+
+export interface CompiledMatch {
+  checks: KeyCheck[];
+  /** `class write; flags no_where; database prod*`, or `every statement (empty match)`. */
+  summary: string;
+}
+
+/** Cheapest checks first: most rules are rejected by the first key that fails. */
+const CHECK_ORDER: readonly MatchKey[] = [
+  'tls',
+  'class',
+  'flags',
+  'command',
+  'database',
+  'user',
+  'application',
+  'groups',
+  'client',
+  'tables',
+  'functions',
+  'columns',
+  'time',
+];
+
+export function compileMatch(spec: MatchSpec): CompiledMatch {
+  const checks: KeyCheck[] = [];
+  for (const key of CHECK_ORDER) {
+    const check = compileKey(key, spec);
+    if (check) checks.push(check);
+  }
+  const written = MATCH_KEYS.map((key) => checks.find((check) => check.key === key)).filter((c) => c !== undefined);
+  const summary = written.length ? written.map((check) => `${check.key} ${check.patterns}`).join('; ') : 'every statement (empty match)';
+  return { checks, summary };
+}
+
+/** True when every check holds. */
+export function matches(match: CompiledMatch, input: MatchInput): boolean {
+  const checks = match.checks;
+  for (let i = 0; i < checks.length; i++) if (!checks[i]!.test(input)) return false;
+  return true;
+}
+
+function compileKey(key: MatchKey, spec: MatchSpec): KeyCheck | null {
+  switch (key) {
+    case 'class': {
+      if (!spec.class) return null;
+      const mask = classMask(spec.class);
+      return {
+        key,
+        patterns: spec.class.join(', '),
+        test: (input) => (input.classMask & mask) !== 0,
+        witness: (input) => input.statement.classes.filter((name) => spec.class!.includes(name)).join(', '),
+      };
+    }
+    case 'flags': {
+      if (!spec.flags) return null;
+      const mask = flagMask(spec.flags);
+      return {
+        key,
+        patterns: spec.flags.join(', '),
+        test: (input) => (input.flagMask & mask) !== 0,
+        witness: (input) => input.statement.flags.filter((name) => spec.flags!.includes(name)).join(', '),
+      };
+    }
+    case 'command': {
+      if (!spec.command) return null;
+      const test = compileGlobList(spec.command, true);
+      return {
+        key,
+        patterns: spec.command.join(', '),
+        test: (input) => test(input.statement.command),
+        witness: (input) => input.statement.command,
+      };
+    }
+    case 'tables': {
+      if (!spec.tables) return null;
+      const test = compileTablePatterns(spec.tables);
+      return {
+        key,
+        patterns: spec.tables.join(', '),
+        test: (input) => {
+          const tables = input.statement.tables;
+          for (let i = 0; i < tables.length; i++) if (test(tables[i]!)) return true;
+          return false;
+        },
+        witness: (input) =>
+          input.statement.tables
+            .filter(test)
+            .map((t) => (t.schema === null ? `${t.name} (schema unknown: search_path)` : `${t.schema}.${t.name}`))
+            .join(', '),
+      };
+    }
+    case 'functions':
+      return spec.functions ? listCheck(key, spec.functions, compileFunctionPatterns(spec.functions), (s) => s.statement.functions) : null;
+    case 'columns':
+      return spec.columns ? listCheck(key, spec.columns, compileColumnPatterns(spec.columns), (s) => s.statement.columns) : null;
+    case 'groups':
+      // Group names come from the identity provider: matched as written (case-sensitive).
+      return spec.groups ? listCheck(key, spec.groups, compileGlobList(spec.groups, false), (s) => s.subject.groups) : null;
+    case 'user':
+      // Role and database names are SQL names: case-insensitive.
+      return spec.user ? valueCheck(key, spec.user, compileGlobList(spec.user, true), (s) => s.subject.user) : null;
+    case 'database':
+      return spec.database ? valueCheck(key, spec.database, compileGlobList(spec.database, true), (s) => s.subject.database) : null;
+    case 'application':
+      return spec.application
+        ? valueCheck(key, spec.application, compileGlobList(spec.application, false), (s) => s.subject.application)
+        : null;
+    case 'client':
+      return spec.client ? valueCheck(key, spec.client, compileCidrList(spec.client), (s) => s.subject.clientAddress) : null;
+    case 'tls': {
+      if (spec.tls === undefined) return null;
+      const wanted = spec.tls;
+      return {
+        key,
+        patterns: String(wanted),
+        test: (input) => input.subject.tls === wanted,
+        witness: (input) => String(input.subject.tls),
+      };
+    }
+    case 'time': {
+      if (!spec.time) return null;
+      const windows = spec.time;
+      return {
+        key,
+        patterns: windows.map((w) => w.text).join(' | '),
+        test: (input) => {
+          for (let i = 0; i < windows.length; i++) if (windowMatches(windows[i]!, input.subject.now)) return true;
+          return false;
+        },
+        witness: (input) => input.subject.now.toISOString(),
+      };
+    }
+  }
+}
+
+function valueCheck(key: MatchKey, patterns: string[], test: (text: string) => boolean, value: (input: MatchInput) => string): KeyCheck {
+  return { key, patterns: patterns.join(', '), test: (input) => test(value(input)), witness: value };
+}
+
+function listCheck(
+  key: MatchKey,
+  patterns: string[],
+  test: (text: string) => boolean,
+  values: (input: MatchInput) => readonly string[],
+): KeyCheck {
+  return {
+    key,
+    patterns: patterns.join(', '),
+    test: (input) => {
+      const list = values(input);
+      for (let i = 0; i < list.length; i++) if (test(list[i]!)) return true;
+      return false;
+    },
+    witness: (input) => values(input).filter(test).join(', '),
+  };
+}

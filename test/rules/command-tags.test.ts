@@ -1,0 +1,41 @@
+/**
+ * `command:` patterns are validated against COMMAND_TAGS; if the classifier reported a command missing
+ * from that list, no rule could name it. Check a broad sample of statements.
+ */
+import t from 'tap';
+import { classify, initParser } from '../../src/sql/classify.js';
+import { COMMAND_TAGS } from '../../src/rules/command-tags.js';
+
+const SAMPLE = `
+SELECT 1; SELECT * INTO t2 FROM t; SELECT 1 FOR UPDATE; INSERT INTO t VALUES (1); UPDATE t SET a = 1; DELETE FROM t;
+MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE; TRUNCATE t; COPY t TO STDOUT; COPY t FROM STDIN;
+CREATE TABLE t (a int); CREATE TABLE t2 AS SELECT 1; CREATE VIEW v AS SELECT 1; CREATE MATERIALIZED VIEW mv AS SELECT 1;
+CREATE INDEX ON t (a); CREATE SCHEMA s; CREATE SEQUENCE q; CREATE TYPE e AS ENUM ('a'); CREATE DOMAIN d AS int;
+CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1'; CREATE PROCEDURE p() LANGUAGE sql AS 'SELECT 1';
+CREATE TRIGGER tr AFTER INSERT ON t FOR EACH ROW EXECUTE FUNCTION f(); CREATE EXTENSION x; CREATE ROLE r; CREATE DATABASE d;
+CREATE POLICY p ON t USING (true); CREATE PUBLICATION p FOR ALL TABLES; CREATE RULE r AS ON INSERT TO t DO NOTHING;
+ALTER TABLE t ADD COLUMN b int; ALTER INDEX i RENAME TO j; ALTER VIEW v RENAME TO w; ALTER FUNCTION f() OWNER TO r;
+ALTER ROLE r LOGIN; ALTER DATABASE d SET work_mem = '1MB'; ALTER SYSTEM SET work_mem = '1MB'; ALTER SCHEMA s RENAME TO s2;
+ALTER SEQUENCE q RESTART; ALTER TYPE e ADD VALUE 'b'; ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO r;
+DROP TABLE t; DROP VIEW v; DROP INDEX i; DROP SCHEMA s; DROP FUNCTION f(); DROP ROLE r; DROP DATABASE d; DROP OWNED BY r;
+DROP EXTENSION x; DROP TYPE e; DROP SEQUENCE q; DROP TRIGGER tr ON t; DROP POLICY p ON t; REASSIGN OWNED BY r TO s;
+GRANT SELECT ON t TO r; REVOKE SELECT ON t FROM r; GRANT r TO s; REVOKE r FROM s; COMMENT ON TABLE t IS 'x';
+BEGIN; START TRANSACTION; COMMIT; ROLLBACK; SAVEPOINT s; RELEASE s; ROLLBACK TO s; PREPARE TRANSACTION 'x';
+COMMIT PREPARED 'x'; ROLLBACK PREPARED 'x'; SET work_mem = '1MB'; RESET work_mem; SHOW work_mem; SET CONSTRAINTS ALL DEFERRED;
+SET ROLE r; LISTEN c; UNLISTEN c; NOTIFY c; DISCARD ALL; DISCARD PLANS; PREPARE p AS SELECT 1; EXECUTE p; DEALLOCATE p;
+DEALLOCATE ALL; DECLARE c CURSOR FOR SELECT 1; FETCH c; MOVE c; CLOSE c; CLOSE ALL; VACUUM; ANALYZE; REINDEX TABLE t;
+CLUSTER t; CHECKPOINT; LOCK TABLE t; LOAD 'x'; DO 'BEGIN END'; CALL p(); EXPLAIN SELECT 1; REFRESH MATERIALIZED VIEW mv;
+SECURITY LABEL ON TABLE t IS 'x'; IMPORT FOREIGN SCHEMA s FROM SERVER f INTO t; CREATE SERVER f FOREIGN DATA WRAPPER w;
+CREATE USER MAPPING FOR r SERVER f; CREATE FOREIGN TABLE ft (a int) SERVER f; CREATE TABLESPACE ts LOCATION '/x';
+CREATE CAST (int AS text) WITH INOUT; CREATE COLLATION c (locale = 'C'); CREATE AGGREGATE a (int) (sfunc = f, stype = int);
+CREATE OPERATOR === (function = f, leftarg = int, rightarg = int); CREATE STATISTICS st ON a, b FROM t;
+CREATE EVENT TRIGGER et ON ddl_command_start EXECUTE FUNCTION f(); CREATE SUBSCRIPTION sub CONNECTION '' PUBLICATION p;
+`;
+
+t.test('every command the classifier reports is a command rules may name', async (t) => {
+  await initParser();
+  const { statements } = classify(SAMPLE, { standardConformingStrings: true });
+  t.ok(statements.length > 100, `${statements.length} statements`);
+  const missing = [...new Set(statements.map((s) => s.command))].filter((command) => !COMMAND_TAGS.includes(command));
+  t.same(missing, [], 'commands missing from COMMAND_TAGS');
+});
