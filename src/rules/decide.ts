@@ -32,7 +32,7 @@ export class CompiledRuleSet implements RuleSet {
     /** File that set the default, relative to the rules directory; null when the built-in fallback applies. */
     readonly defaultFile: string | null,
   ) {
-    this.rules = rules.map((spec) => ({ spec, match: compileMatch(spec.match) }));
+    this.rules = rules.map((spec) => ({ spec, match: compileMatch(spec.match, spec.action === 'allow') }));
   }
 
   decide(statements: StatementInfo[], subject: Subject): Decision {

@@ -66,10 +66,17 @@ const CHECK_ORDER: readonly MatchKey[] = [
   'time',
 ];
 
-export function compileMatch(spec: MatchSpec): CompiledMatch {
+/**
+ * `covering`: the rule allows, so it must cover the whole statement. A rule that denies or asks matches
+ * when ANY of the statement's classes, tables, columns or functions is in its lists (one risky part is
+ * enough); a rule that allows matches only when ALL of them are, and only names it can be sure of
+ * count. Otherwise `allow class: [read]` would let `WITH d AS (DELETE ...) SELECT ...` through, and
+ * `allow tables: [scratch.*]` a statement that also writes to `billing.invoices`.
+ */
+export function compileMatch(spec: MatchSpec, covering = false): CompiledMatch {
   const checks: KeyCheck[] = [];
   for (const key of CHECK_ORDER) {
-    const check = compileKey(key, spec);
+    const check = compileKey(key, spec, covering);
     if (check) checks.push(check);
   }
   const written = MATCH_KEYS.map((key) => checks.find((check) => check.key === key)).filter((c) => c !== undefined);
@@ -84,7 +91,7 @@ export function matches(match: CompiledMatch, input: MatchInput): boolean {
   return true;
 }
 
-function compileKey(key: MatchKey, spec: MatchSpec): KeyCheck | null {
+function compileKey(key: MatchKey, spec: MatchSpec, covering: boolean): KeyCheck | null {
   switch (key) {
     case 'class': {
       if (!spec.class) return null;
@@ -92,7 +99,7 @@ function compileKey(key: MatchKey, spec: MatchSpec): KeyCheck | null {
       return {
         key,
         patterns: spec.class.join(', '),
-        test: (input) => (input.classMask & mask) !== 0,
+        test: covering ? (input) => input.classMask !== 0 && (input.classMask & ~mask) === 0 : (input) => (input.classMask & mask) !== 0,
         witness: (input) => input.statement.classes.filter((name) => spec.class!.includes(name)).join(', '),
       };
     }
@@ -118,12 +125,16 @@ function compileKey(key: MatchKey, spec: MatchSpec): KeyCheck | null {
     }
     case 'tables': {
       if (!spec.tables) return null;
-      const test = compileTablePatterns(spec.tables);
+      const test = compileTablePatterns(spec.tables, covering);
       return {
         key,
         patterns: spec.tables.join(', '),
         test: (input) => {
           const tables = input.statement.tables;
+          if (covering) {
+            for (let i = 0; i < tables.length; i++) if (!test(tables[i]!)) return false;
+            return tables.length > 0;
+          }
           for (let i = 0; i < tables.length; i++) if (test(tables[i]!)) return true;
           return false;
         },
@@ -135,9 +146,13 @@ function compileKey(key: MatchKey, spec: MatchSpec): KeyCheck | null {
       };
     }
     case 'functions':
-      return spec.functions ? listCheck(key, spec.functions, compileFunctionPatterns(spec.functions), (s) => s.statement.functions) : null;
+      return spec.functions
+        ? listCheck(key, spec.functions, compileFunctionPatterns(spec.functions, covering), (s) => s.statement.functions, covering)
+        : null;
     case 'columns':
-      return spec.columns ? listCheck(key, spec.columns, compileColumnPatterns(spec.columns), (s) => s.statement.columns) : null;
+      return spec.columns
+        ? listCheck(key, spec.columns, compileColumnPatterns(spec.columns, covering), (s) => s.statement.columns, covering)
+        : null;
     case 'groups':
       // Group names come from the identity provider: matched as written (case-sensitive).
       return spec.groups ? listCheck(key, spec.groups, compileGlobList(spec.groups, false), (s) => s.subject.groups) : null;
@@ -182,17 +197,23 @@ function valueCheck(key: MatchKey, patterns: string[], test: (text: string) => b
   return { key, patterns: patterns.join(', '), test: (input) => test(value(input)), witness: value };
 }
 
+/** A list key: ANY value matching, or with `covering` ALL of at least one value. */
 function listCheck(
   key: MatchKey,
   patterns: string[],
   test: (text: string) => boolean,
   values: (input: MatchInput) => readonly string[],
+  covering = false,
 ): KeyCheck {
   return {
     key,
     patterns: patterns.join(', '),
     test: (input) => {
       const list = values(input);
+      if (covering) {
+        for (let i = 0; i < list.length; i++) if (!test(list[i]!)) return false;
+        return list.length > 0;
+      }
       for (let i = 0; i < list.length; i++) if (test(list[i]!)) return true;
       return false;
     },

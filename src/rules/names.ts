@@ -54,21 +54,26 @@ function partRegex(pattern: string): RegExp {
 
 export type TableMatcher = (table: TableRef) => boolean;
 
-/** Matches a table reference against `table` / `schema.table` patterns (validated beforehand). */
-export function compileTablePatterns(patterns: readonly string[]): TableMatcher {
+/**
+ * Matches a table reference against `table` / `schema.table` patterns (validated beforehand).
+ * `certain`: for rules that allow, a name matches only when it surely refers to a matching table, so an
+ * unqualified name matches a qualified pattern only when the schema part matches any schema (`*`).
+ */
+export function compileTablePatterns(patterns: readonly string[], certain = false): TableMatcher {
   const anySchema: string[] = [];
-  const qualified: Array<{ schema: RegExp; name: RegExp }> = [];
+  const qualified: Array<{ schema: RegExp; name: RegExp; anySchema: boolean }> = [];
   for (const pattern of patterns) {
     const { qualifier, name } = split(pattern);
     if (qualifier === null) anySchema.push(globSource(name, PART_STAR, PART_ONE));
-    else qualified.push({ schema: partRegex(qualifier), name: partRegex(name) });
+    else qualified.push({ schema: partRegex(qualifier), name: partRegex(name), anySchema: /^\*+$/.test(qualifier) });
   }
   const anySchemaName = anySchema.length ? new RegExp(`^(?:${anySchema.join('|')})$`, 'i') : null;
   return (table) => {
     if (anySchemaName !== null && anySchemaName.test(table.name)) return true;
     for (const pattern of qualified) {
-      // Unknown schema (search_path): the table part decides. See the module comment.
-      if (pattern.name.test(table.name) && (table.schema === null || pattern.schema.test(table.schema))) return true;
+      // Unknown schema (search_path): the table part decides, unless the rule needs certainty.
+      if (!pattern.name.test(table.name)) continue;
+      if (table.schema === null ? !certain || pattern.anySchema : pattern.schema.test(table.schema)) return true;
     }
     return false;
   };
@@ -80,13 +85,15 @@ export type NameMatcher = (name: string) => boolean;
  * Matches function names as the classifier reports them (`name`, or `schema.name` when written so)
  * against `function` / `schema.function` patterns.
  */
-export function compileFunctionPatterns(patterns: readonly string[]): NameMatcher {
+export function compileFunctionPatterns(patterns: readonly string[], certain = false): NameMatcher {
   const alternatives = patterns.map((pattern) => {
     const { qualifier, name } = split(pattern);
     const nameSource = globSource(name, PART_STAR, PART_ONE);
-    // `f` matches `f` and `any.f`; `s.f` matches `s.f` and unqualified `f` (unknown schema).
+    // `f` matches `f` and `any.f`; `s.f` matches `s.f` and unqualified `f` (unknown schema) unless the
+    // rule needs certainty (see compileTablePatterns).
     const qualifierSource = qualifier === null ? PART_STAR : globSource(qualifier, PART_STAR, PART_ONE);
-    return `(?:${qualifierSource}\\.)?${nameSource}`;
+    const unqualifiedMatches = !certain || qualifier === null || /^\*+$/.test(qualifier);
+    return `(?:${qualifierSource}\\.)${unqualifiedMatches ? '?' : ''}${nameSource}`;
   });
   const regex = new RegExp(`^(?:${alternatives.join('|')})$`, 'i');
   return (name) => regex.test(name);
@@ -98,17 +105,21 @@ export function compileFunctionPatterns(patterns: readonly string[]): NameMatche
  * `table.column` patterns. A star (`t.*` or `*`, from `SELECT *`) reads every column, so it matches any
  * pattern whose table part matches: a rule about `users.password` must see `SELECT * FROM users`.
  */
-export function compileColumnPatterns(patterns: readonly string[]): NameMatcher {
+export function compileColumnPatterns(patterns: readonly string[], certain = false): NameMatcher {
   const alternatives: string[] = [];
   for (const pattern of patterns) {
     const { qualifier, name } = split(pattern);
     const nameSource = globSource(name, PART_STAR, PART_ONE);
+    // For rules that allow, a star (every column) is covered only by a pattern for every column, and a
+    // column of an unknown table only by a pattern for any table.
+    const column = certain ? nameSource : `(?:${nameSource}|\\*)`;
     if (qualifier === null) {
-      alternatives.push(`(?:[^]*\\.)?(?:${nameSource}|\\*)`);
+      alternatives.push(`(?:[^]*\\.)?${column}`);
     } else {
       const tableSource = globSource(qualifier, PART_STAR, PART_ONE);
+      const tableOptional = !certain || /^\*+$/.test(qualifier);
       // Optional schema, optional (unknown) table, then the column or a star.
-      alternatives.push(`(?:(?:[^.]*\\.)?${tableSource}\\.)?(?:${nameSource}|\\*)`);
+      alternatives.push(`(?:(?:[^.]*\\.)?${tableSource}\\.)${tableOptional ? '?' : ''}${column}`);
     }
   }
   const regex = new RegExp(`^(?:${alternatives.join('|')})$`, 'i');
