@@ -1,0 +1,157 @@
+/**
+ * The three things the benchmark compares, all in front of one disposable PostgreSQL: the server itself
+ * (TCP), pgbouncer in session mode (when installed), and stepgate as its own process with audit on.
+ * Both proxies reach the server over its Unix socket, as they would on one host.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort, type TestPostgres } from '../../test/helpers/postgres.js';
+import type { PgbenchTarget } from './pgbench.js';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+
+export interface Target extends PgbenchTarget {
+  name: 'direct' | 'pgbouncer' | 'stepgate';
+  pid: number | null;
+  stop(): Promise<void>;
+}
+
+function socketUrl(db: TestPostgres, database: string): string {
+  return `postgres://postgres:${db.password}@localhost:${db.port}/${database}?host=${encodeURIComponent(db.socketDir)}&sslmode=disable`;
+}
+
+export function directTarget(db: TestPostgres, database: string): Target {
+  return { name: 'direct', host: '127.0.0.1', port: db.port, user: 'postgres', password: db.password, database, pid: null, stop: async () => {} };
+}
+
+export function hasPgbouncer(): boolean {
+  try {
+    execFileSync('pgbouncer', ['--version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+/** Waits until `port` accepts connections, or the child exits. */
+async function waitForPort(child: ChildProcess, port: number, what: string, output: () => string): Promise<void> {
+  const net = await import('node:net');
+  const deadline = Date.now() + 30_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`${what} exited with status ${child.exitCode}:\n${output()}`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port }, () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.on('error', () => resolve(false));
+    });
+    if (ok) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${what} did not start listening on port ${port}:\n${output()}`);
+}
+
+export async function startPgbouncer(db: TestPostgres, database: string, maxClients: number): Promise<Target> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-bench-pgbouncer-'));
+  fs.chmodSync(dir, 0o777);
+  const port = await freePort();
+  fs.writeFileSync(path.join(dir, 'userlist.txt'), `"postgres" "${db.password}"\n`);
+  fs.writeFileSync(
+    path.join(dir, 'pgbouncer.ini'),
+    `[databases]
+${database} = host=${db.socketDir} port=${db.port} dbname=${database} user=postgres password=${db.password}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = ${port}
+unix_socket_dir =
+auth_type = trust
+auth_file = ${dir}/userlist.txt
+pool_mode = session
+max_client_conn = ${maxClients + 100}
+default_pool_size = ${maxClients + 10}
+ignore_startup_parameters = extra_float_digits
+logfile = ${dir}/pgbouncer.log
+pidfile = ${dir}/pgbouncer.pid
+`,
+  );
+  for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o644);
+  // pgbouncer refuses to run as root: run it as the server's own unprivileged user.
+  const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
+  const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
+  const isRoot = process.getuid?.() === 0;
+  const child = spawn('pgbouncer', [path.join(dir, 'pgbouncer.ini')], { stdio: ['ignore', 'pipe', 'pipe'], ...(isRoot ? { uid, gid } : {}) });
+  let output = '';
+  child.stdout?.on('data', (d) => (output += d));
+  child.stderr?.on('data', (d) => (output += d));
+  await waitForPort(child, port, 'pgbouncer', () => output + (fs.existsSync(`${dir}/pgbouncer.log`) ? fs.readFileSync(`${dir}/pgbouncer.log`, 'utf8') : ''));
+  return {
+    name: 'pgbouncer',
+    host: '127.0.0.1',
+    port,
+    user: 'postgres',
+    password: db.password,
+    database,
+    pid: child.pid ?? null,
+    async stop() {
+      await stopChild(child);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export async function startStepgateProcess(db: TestPostgres, database: string, rulesDir: string): Promise<Target> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-bench-'));
+  const port = await freePort();
+  const user = { name: 'bench', password: 'bench-password' };
+  execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin/stepgate.js'), 'users', 'add', user.name, '--password-stdin', '--data', dir], {
+    input: user.password + '\n',
+    stdio: ['pipe', 'ignore', 'inherit'],
+  });
+  fs.writeFileSync(
+    path.join(dir, 'stepgate.yaml'),
+    `listen: 127.0.0.1:${port}\nupstream: ${JSON.stringify(socketUrl(db, database))}\ndata: ${JSON.stringify(dir)}\nrules: ${JSON.stringify(rulesDir)}\nconsole: 127.0.0.1:0\nlimits:\n  max_connections: 5000\n`,
+  );
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/stepgate.js'), 'serve', '--config', path.join(dir, 'stepgate.yaml'), '--log-level', 'warn'], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let output = '';
+  child.stderr?.on('data', (d) => (output += d));
+  await waitForPort(child, port, 'stepgate', () => output);
+  return {
+    name: 'stepgate',
+    host: '127.0.0.1',
+    port,
+    user: user.name,
+    password: user.password,
+    database,
+    pid: child.pid ?? null,
+    async stop() {
+      await stopChild(child);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resident memory of a process in KiB (Linux). */
+export function rssKiB(pid: number): number {
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(status);
+  return m ? Number(m[1]) : NaN;
+}

@@ -1,0 +1,263 @@
+/**
+ * `npm run bench`: stepgate against a direct connection and pgbouncer, in one run on one machine.
+ *
+ * pgbench runs against the three targets interleaved (A B C, A B C, ...) so that drift in the machine's
+ * speed hits all of them alike; each ratio is taken within a round, and the report shows the median of
+ * the ratios. Also COPY TO STDOUT throughput and stepgate's memory per idle connection.
+ *
+ *   npm run bench                       # the full run (several minutes)
+ *   npm run bench -- --duration 5 --rounds 2 --copy-mb 50 --idle 200
+ */
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import pg from 'pg';
+import { to as copyTo } from 'pg-copy-streams';
+import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
+import { hasPgbench, runPgbench, type PgbenchResult } from './lib/pgbench.js';
+import { median } from './lib/stats.js';
+import { directTarget, hasPgbouncer, REPO_ROOT, rssKiB, startPgbouncer, startStepgateProcess, type Target } from './lib/targets.js';
+
+export interface BenchOptions {
+  durationSec: number;
+  rounds: number;
+  scale: number;
+  copyMb: number;
+  idleConnections: number;
+  workloads?: string[];
+  clients?: number[];
+  log(line: string): void;
+}
+
+export interface WorkloadResult {
+  workload: string;
+  clients: number;
+  /** Per target: one result per round. */
+  runs: Record<string, PgbenchResult[]>;
+  ratios: { stepgateVsDirect: number; stepgateVsPgbouncer: number | null };
+  /** 1 client: stepgate's average latency minus direct's, in µs (median over rounds). */
+  addedLatencyUs: number;
+}
+
+export interface BenchReport {
+  machine: { cpu: string; cores: number; memoryGiB: number; node: string; postgres: string; pgbouncer: boolean };
+  workloads: WorkloadResult[];
+  copy: { mb: number; directMBps: number; stepgateMBps: number; ratio: number } | null;
+  memory: { idleConnections: number; baselineKiB: number; loadedKiB: number; perConnectionKiB: number } | null;
+}
+
+const WORKLOADS: Record<string, { args: string[]; rules: string }> = {
+  'select-only simple': { args: ['-S', '-M', 'simple'], rules: path.join(REPO_ROOT, 'rules') },
+  'select-only extended': { args: ['-S', '-M', 'extended'], rules: path.join(REPO_ROOT, 'rules') },
+  // tpcb-like writes; a rule set without step-up measures the relay, not a person.
+  'tpcb-like simple': { args: ['-M', 'simple'], rules: path.join(REPO_ROOT, 'fixtures', 'rules', 'no-step-up') },
+  'tpcb-like extended': { args: ['-M', 'extended'], rules: path.join(REPO_ROOT, 'fixtures', 'rules', 'no-step-up') },
+};
+
+const DATABASE = 'bench';
+
+export async function runBench(options: BenchOptions): Promise<BenchReport> {
+  const cleanups: (() => unknown)[] = [];
+  const t = { teardown: (fn: () => unknown) => cleanups.push(fn) };
+  try {
+    if (!(await hasPgbench())) throw new Error('pgbench is not installed (Debian/Ubuntu: apt install postgresql-client)');
+    const withPgbouncer = hasPgbouncer();
+    if (!withPgbouncer) options.log('pgbouncer is not installed: skipping it (Debian/Ubuntu: apt install pgbouncer)');
+    const maxClients = Math.max(options.idleConnections, ...(options.clients ?? [1, 8]));
+    const db = await startPostgres(t, { tcp: true, settings: { max_connections: String(maxClients + 50), shared_buffers: '256MB' } });
+    await db.query(`CREATE DATABASE ${DATABASE}`);
+    const direct = directTarget(db, DATABASE);
+    options.log(`pgbench -i -s ${options.scale} ...`);
+    await runPgbench(direct, ['-i', '-q', '-s', String(options.scale)], 600_000).catch((err: Error) => {
+      // pgbench -i prints no tps summary; only a failure matters.
+      if (!/unexpected pgbench output/.test(err.message)) throw err;
+    });
+    const version = (await db.query('SHOW server_version')).rows[0].server_version as string;
+
+    const report: BenchReport = {
+      machine: {
+        cpu: os.cpus()[0]?.model ?? 'unknown',
+        cores: os.cpus().length,
+        memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+        node: process.version,
+        postgres: version,
+        pgbouncer: withPgbouncer,
+      },
+      workloads: [],
+      copy: null,
+      memory: null,
+    };
+
+    const pgbouncer = withPgbouncer ? await startPgbouncer(db, DATABASE, maxClients) : null;
+    if (pgbouncer) cleanups.push(() => pgbouncer.stop());
+    const stepgates = new Map<string, Target>();
+    const stepgateFor = async (rules: string): Promise<Target> => {
+      let target = stepgates.get(rules);
+      if (!target) {
+        target = await startStepgateProcess(db, DATABASE, rules);
+        const started = target;
+        cleanups.push(() => started.stop());
+        stepgates.set(rules, target);
+      }
+      return target;
+    };
+
+    for (const name of options.workloads ?? Object.keys(WORKLOADS)) {
+      const workload = WORKLOADS[name];
+      if (!workload) throw new Error(`unknown workload "${name}"; known: ${Object.keys(WORKLOADS).join(', ')}`);
+      const stepgate = await stepgateFor(workload.rules);
+      const targets = [direct, ...(pgbouncer ? [pgbouncer] : []), stepgate];
+      for (const clients of options.clients ?? [1, 8]) {
+        const runs: Record<string, PgbenchResult[]> = Object.fromEntries(targets.map((x) => [x.name, []]));
+        for (let round = 0; round < options.rounds; round++) {
+          for (const target of targets) {
+            const args = ['-n', ...workload.args, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(options.durationSec)];
+            const result = await runPgbench(target, args, (options.durationSec + 60) * 1000);
+            runs[target.name].push(result);
+            options.log(`${name}, ${clients} client(s), round ${round + 1}: ${target.name} ${result.tps.toFixed(0)} tps, ${(result.latencyMs * 1000).toFixed(0)} µs, ${result.failed} failed`);
+          }
+        }
+        const ratio = (a: string, b: string): number => median(runs[a].map((r, i) => r.tps / runs[b][i].tps));
+        report.workloads.push({
+          workload: name,
+          clients,
+          runs,
+          ratios: { stepgateVsDirect: ratio('stepgate', 'direct'), stepgateVsPgbouncer: pgbouncer ? ratio('stepgate', 'pgbouncer') : null },
+          addedLatencyUs: median(runs.stepgate.map((r, i) => (r.latencyMs - runs.direct[i].latencyMs) * 1000)),
+        });
+      }
+    }
+
+    // COPY TO is a bulk export, which the shipped rules hold for step-up: measure the relay.
+    const relayOnly = WORKLOADS['tpcb-like simple'].rules;
+    if (options.copyMb > 0) report.copy = await benchCopy(db, direct, await stepgateFor(relayOnly), options);
+    if (options.idleConnections > 0) report.memory = await benchIdleMemory(await stepgateFor(relayOnly), options);
+    return report;
+  } finally {
+    for (const fn of cleanups.reverse()) await fn();
+  }
+}
+
+async function copyOnce(target: Target): Promise<{ bytes: number; seconds: number }> {
+  const client = new pg.Client({ host: target.host, port: target.port, user: target.user, password: target.password, database: target.database });
+  await client.connect();
+  try {
+    const started = process.hrtime.bigint();
+    const stream = client.query(copyTo('COPY bench_copy TO STDOUT'));
+    let bytes = 0;
+    for await (const chunk of stream) bytes += (chunk as Buffer).length;
+    return { bytes, seconds: Number(process.hrtime.bigint() - started) / 1e9 };
+  } finally {
+    await client.end();
+  }
+}
+
+async function benchCopy(db: TestPostgres, direct: Target, stepgate: Target, options: BenchOptions): Promise<BenchReport['copy']> {
+  // ~100 bytes per row in COPY text format.
+  const rows = Math.ceil((options.copyMb * 1024 * 1024) / 100);
+  options.log(`COPY: creating ${options.copyMb} MB of rows ...`);
+  await db.query(
+    `CREATE TABLE bench_copy AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || '-' || (g % 1000) AS payload FROM generate_series(1, ${rows}) g`,
+    DATABASE,
+  );
+  const speeds: Record<string, number[]> = { direct: [], stepgate: [] };
+  let bytes = 0;
+  for (let round = 0; round < Math.max(2, options.rounds); round++) {
+    for (const target of [direct, stepgate]) {
+      const r = await copyOnce(target);
+      bytes = r.bytes;
+      speeds[target.name].push(r.bytes / 2 ** 20 / r.seconds);
+      options.log(`COPY TO STDOUT round ${round + 1}: ${target.name} ${(r.bytes / 2 ** 20 / r.seconds).toFixed(0)} MB/s`);
+    }
+  }
+  const directMBps = median(speeds.direct);
+  const stepgateMBps = median(speeds.stepgate);
+  return { mb: Math.round(bytes / 2 ** 20), directMBps, stepgateMBps, ratio: median(speeds.stepgate.map((s, i) => s / speeds.direct[i])) };
+}
+
+async function benchIdleMemory(stepgate: Target, options: BenchOptions): Promise<BenchReport['memory']> {
+  const pid = stepgate.pid as number;
+  const clients: pg.Client[] = [];
+  const baselineKiB = rssKiB(pid);
+  options.log(`memory: opening ${options.idleConnections} idle connections through stepgate ...`);
+  try {
+    for (let i = 0; i < options.idleConnections; i += 50) {
+      const batch = Array.from({ length: Math.min(50, options.idleConnections - i) }, () => {
+        const c = new pg.Client({ host: stepgate.host, port: stepgate.port, user: stepgate.user, password: stepgate.password, database: stepgate.database });
+        clients.push(c);
+        return c.connect();
+      });
+      await Promise.all(batch);
+    }
+    // Every connection has run a query, so its buffers and caches are as they stay when idle.
+    await Promise.all(clients.map((c) => c.query('SELECT 1')));
+    const loadedKiB = rssKiB(pid);
+    return { idleConnections: options.idleConnections, baselineKiB, loadedKiB, perConnectionKiB: (loadedKiB - baselineKiB) / options.idleConnections };
+  } finally {
+    await Promise.all(clients.map((c) => c.end().catch(() => {})));
+  }
+}
+
+const f = (n: number, digits = 0): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
+
+export function formatReport(report: BenchReport): string {
+  const m = report.machine;
+  const lines: string[] = [];
+  lines.push(`Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; Node ${m.node}; PostgreSQL ${m.postgres}; pgbouncer ${m.pgbouncer ? 'yes' : 'not installed'}`);
+  lines.push('');
+  lines.push('| workload | clients | direct tps | pgbouncer tps | stepgate tps | stepgate/direct | stepgate/pgbouncer | direct µs | stepgate µs | added µs |');
+  lines.push('|---|---|---|---|---|---|---|---|---|---|');
+  for (const w of report.workloads) {
+    const tps = (name: string): string => (w.runs[name] ? f(median(w.runs[name].map((r) => r.tps))) : '-');
+    const lat = (name: string): string => (w.runs[name] ? f(median(w.runs[name].map((r) => r.latencyMs * 1000))) : '-');
+    lines.push(
+      `| ${w.workload} | ${w.clients} | ${tps('direct')} | ${tps('pgbouncer')} | ${tps('stepgate')} | ${f(w.ratios.stepgateVsDirect, 2)}× | ${
+        w.ratios.stepgateVsPgbouncer === null ? '-' : `${f(w.ratios.stepgateVsPgbouncer, 2)}×`
+      } | ${lat('direct')} | ${lat('stepgate')} | ${f(w.addedLatencyUs)} |`,
+    );
+  }
+  if (report.copy) {
+    lines.push('');
+    lines.push(`COPY TO STDOUT of ${report.copy.mb} MB: direct ${f(report.copy.directMBps)} MB/s, stepgate ${f(report.copy.stepgateMBps)} MB/s (${f(report.copy.ratio, 2)}×)`);
+  }
+  if (report.memory) {
+    lines.push(
+      `Memory: ${report.memory.idleConnections} idle connections: stepgate RSS ${f(report.memory.baselineKiB / 1024)} → ${f(report.memory.loadedKiB / 1024)} MiB, ${f(report.memory.perConnectionKiB, 1)} KiB per connection`,
+    );
+  }
+  return lines.join('\n');
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      duration: { type: 'string', default: '10' },
+      rounds: { type: 'string', default: '3' },
+      scale: { type: 'string', default: '10' },
+      'copy-mb': { type: 'string', default: '256' },
+      idle: { type: 'string', default: '1000' },
+      workload: { type: 'string', multiple: true },
+      clients: { type: 'string', multiple: true },
+      json: { type: 'string' },
+    },
+  });
+  const report = await runBench({
+    durationSec: Number(values.duration),
+    rounds: Number(values.rounds),
+    scale: Number(values.scale),
+    copyMb: Number(values['copy-mb']),
+    idleConnections: Number(values.idle),
+    workloads: values.workload,
+    clients: values.clients?.map(Number),
+    log: (line) => process.stderr.write(line + '\n'),
+  });
+  if (values.json) (await import('node:fs')).writeFileSync(values.json, JSON.stringify(report, null, 2));
+  process.stdout.write(formatReport(report) + '\n');
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === path.resolve(new URL(import.meta.url).pathname)) {
+  main().catch((err: Error) => {
+    process.stderr.write(`bench failed: ${err.stack ?? err.message}\n`);
+    process.exitCode = 1;
+  });
+}
