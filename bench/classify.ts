@@ -9,7 +9,7 @@ import { ClassificationCache } from '../src/sql/cache.js';
 import { classify, initParser } from '../src/sql/classify.js';
 import { LITERAL_STRIDE, shapeKey } from '../src/sql/shape.js';
 import type { ClassifyContext } from '../src/sql/types.js';
-import { corpusStatements } from '../test/sql/corpus.js';
+import { corpusStatements } from '../test/helpers/sql-corpus.js';
 
 const UNCACHED_TARGET_US = 50;
 const CACHED_TARGET_US = 2;
@@ -80,10 +80,13 @@ async function main(): Promise<void> {
 
   const cache = new ClassificationCache({ maxEntries: texts.length * 2, maxShapes: texts.length * 2 });
   for (const sql of texts) cache.classify(sql, ctx);
-  for (const sql of texts) cache.classify(sql, ctx);
-  const before = cache.stats();
-  runs.push(measure('cached, repeated texts', texts, (sql) => cache.classify(sql, ctx)));
-  const afterExact = cache.stats();
+  // Exact hits: the texts the cache now answers from its exact-text map (the others hit by shape).
+  const exactTexts = texts.filter((sql) => {
+    const before = cache.stats().exactHits;
+    cache.classify(sql, ctx);
+    return cache.stats().exactHits > before;
+  });
+  runs.push(measure('cached, exact text hits', exactTexts, (sql) => cache.classify(sql, ctx)));
 
   // Shape hits: statements whose result was stored by shape, with their literals changed.
   const variants: string[] = [];
@@ -111,14 +114,14 @@ async function main(): Promise<void> {
     console.log(`${r.name.padEnd(26)}${String(r.count).padStart(9)}${String(perSecond).padStart(11)}${fmt(r.p50, 2)}${fmt(r.p99, 2)}`);
   }
   console.log(
-    `repeated texts: ${afterExact.exactHits - before.exactHits} exact hits, ${afterExact.shapeHits - before.shapeHits} shape hits; ` +
-      `new literal values: ${shapeAfter.shapeHits - shapeBefore.shapeHits}/${variants.length} shape hits ` +
-      `(misses ${shapeAfter.misses - shapeBefore.misses})`,
+    `${exactTexts.length} corpus texts hit by exact text; ` +
+      `${shapeAfter.shapeHits - shapeBefore.shapeHits}/${variants.length} texts with new literal values hit by shape ` +
+      `(cache: ${shapeAfter.entries} texts, ${shapeAfter.shapes} shapes)`,
   );
   const [uncached, exact, shape] = runs as [Run, Run, Run];
   const verdict = (p50: number, target: number) => (p50 <= target ? 'meets' : 'MISSES');
   console.log(`target uncached p50 ≤ ${UNCACHED_TARGET_US} µs: ${verdict(uncached.p50, UNCACHED_TARGET_US)} (${uncached.p50.toFixed(2)} µs)`);
-  console.log(`target cached p50 ≤ ${CACHED_TARGET_US} µs: repeated ${verdict(exact.p50, CACHED_TARGET_US)} (${exact.p50.toFixed(2)} µs), shape ${verdict(shape.p50, CACHED_TARGET_US)} (${shape.p50.toFixed(2)} µs)`);
+  console.log(`target cached p50 ≤ ${CACHED_TARGET_US} µs: exact ${verdict(exact.p50, CACHED_TARGET_US)} (${exact.p50.toFixed(2)} µs), shape ${verdict(shape.p50, CACHED_TARGET_US)} (${shape.p50.toFixed(2)} µs)`);
 }
 
 main().catch((err) => {

@@ -90,6 +90,14 @@ export interface ClassifyContext {
    * server), or undefined when it has not been looked up yet. Names are lower-case, as written (qualified or not).
    */
   functionVolatility?(name: string): 'read' | 'procedural' | undefined;
+  /**
+   * Added by sql/: whether a schema other than pg_catalog also defines a function (kind 'function') or an
+   * operator (kind 'operator') with this built-in name, e.g. public.now(integer). An unqualified call could
+   * then resolve to it (another overload, or search_path order), so it is not trusted to be the built-in:
+   * a function is asked of functionVolatility instead, an operator counts as procedural. Absent: the
+   * built-in table is trusted for every unqualified name.
+   */
+  shadowedBuiltin?(name: string, kind: 'function' | 'operator'): boolean;
 }
 
 export interface ClassifyResult extends Classification {

@@ -1,0 +1,203 @@
+/**
+ * Accumulates what is learnt about one statement while its parse tree is walked, and turns it into a
+ * StatementInfo. Classes and flags are bit sets so that adding one is cheap on the hot path.
+ */
+import type { ClassifyContext, StatementClass, StatementFlag, StatementInfo, TableRef } from './types.js';
+import { STATEMENT_CLASSES, STATEMENT_FLAGS } from './types.js';
+
+/** Classes and flags are reported sorted alphabetically. */
+const SORTED_CLASSES: readonly StatementClass[] = [...STATEMENT_CLASSES].sort();
+const SORTED_FLAGS: readonly StatementFlag[] = [...STATEMENT_FLAGS].sort();
+const CLASS_BIT = new Map<StatementClass, number>(SORTED_CLASSES.map((c, i) => [c, 1 << i]));
+const FLAG_BIT = new Map<StatementFlag, number>(SORTED_FLAGS.map((f, i) => [f, 1 << i]));
+
+/** Generic reasons, for classes a handler added without saying why. */
+const CLASS_DESCRIPTION: Record<StatementClass, string> = {
+  read: 'a read',
+  write: 'a write',
+  ddl: 'a schema change',
+  export: 'a bulk export',
+  import: 'a bulk import',
+  privilege: 'a change of privileges or roles',
+  admin: 'server administration',
+  maintenance: 'maintenance',
+  procedural: 'procedural code',
+  transaction: 'transaction control',
+  session: 'a session command',
+  unknown: 'not understood',
+};
+
+export function classBit(c: StatementClass): number {
+  return CLASS_BIT.get(c)!;
+}
+
+/** Answers the context gave while classifying: a cached result is valid only while they still hold. */
+export interface ContextDependencies {
+  functions: { name: string; answer: 'read' | 'procedural' | undefined }[];
+  prepared: { name: string; statement: StatementInfo | undefined }[];
+  /** Built-in names checked with shadowedBuiltin (only when the context has it). */
+  shadowed: { name: string; kind: 'function' | 'operator'; answer: boolean }[];
+}
+
+/** State shared by all statements of one text. */
+export class TextEnvironment {
+  readonly unresolved = new Set<string>();
+  readonly dependencies: ContextDependencies = { functions: [], prepared: [], shadowed: [] };
+  /** PREPAREs and DEALLOCATEs earlier in the same text: the server runs them before later statements. */
+  readonly localPrepared = new Map<string, StatementInfo | null>();
+  /** DEALLOCATE ALL / DISCARD ALL earlier in the text: no earlier prepared statement survives. */
+  localDeallocatedAll = false;
+  shapeSafe = true;
+
+  constructor(readonly ctx: ClassifyContext) {}
+
+  /** Whether an unqualified built-in name may resolve to something else (see ClassifyContext.shadowedBuiltin). */
+  isShadowed(name: string, kind: 'function' | 'operator'): boolean {
+    const lookup = this.ctx.shadowedBuiltin;
+    if (lookup === undefined) return false;
+    const answer = lookup.call(this.ctx, name, kind) === true;
+    this.dependencies.shadowed.push({ name, kind, answer });
+    return answer;
+  }
+
+  /** The statement EXECUTE name would run, or undefined when it cannot be known. */
+  preparedStatement(name: string): StatementInfo | undefined {
+    const local = this.localPrepared.get(name);
+    if (local !== undefined) return local ?? undefined;
+    if (this.localDeallocatedAll) return undefined;
+    const statement = this.ctx.preparedStatement?.(name);
+    this.dependencies.prepared.push({ name, statement });
+    return statement;
+  }
+}
+
+export class StatementAnalysis {
+  command = 'UNKNOWN';
+  private classMask = 0;
+  /** Classes added with a reason; the others get a generic one in finish(). */
+  private explainedMask = 0;
+  private flagMask = 0;
+  private readonly tables = new Map<string, TableRef>();
+  private readonly columns = new Set<string>();
+  private readonly functions = new Set<string>();
+  private readonly reasons: string[] = [];
+  changesParsing = false;
+  prepare?: StatementInfo['prepare'];
+  deallocate?: StatementInfo['deallocate'];
+  /**
+   * > 0 while walking code that this statement defines but does not run (a view's query, a function body,
+   * a rule's actions, a policy's expression): tables and functions are listed, classes and flags are not.
+   */
+  deferred = 0;
+
+  constructor(readonly env: TextEnvironment) {}
+
+  addClass(c: StatementClass, reason?: string): void {
+    if (this.deferred > 0) return;
+    const bit = CLASS_BIT.get(c)!;
+    this.classMask |= bit;
+    if (reason !== undefined) {
+      this.explainedMask |= bit;
+      this.addReason(reason);
+    }
+  }
+
+  hasClass(c: StatementClass): boolean {
+    return (this.classMask & CLASS_BIT.get(c)!) !== 0;
+  }
+
+  addFlag(f: StatementFlag, reason?: string): void {
+    if (this.deferred > 0) return;
+    this.flagMask |= FLAG_BIT.get(f)!;
+    if (reason !== undefined) this.addReason(reason);
+  }
+
+  hasFlag(f: StatementFlag): boolean {
+    return (this.flagMask & FLAG_BIT.get(f)!) !== 0;
+  }
+
+  addReason(reason: string): void {
+    if (this.deferred > 0) return;
+    if (!this.reasons.includes(reason)) this.reasons.push(reason);
+  }
+
+  /** A table the statement touches; write wins over read. Deferred code only ever reads. */
+  addTable(schema: string | null, name: string, access: 'read' | 'write'): void {
+    if (this.deferred > 0) access = 'read';
+    const key = schema === null ? name : `${schema}\u0000${name}`;
+    const known = this.tables.get(key);
+    if (known === undefined) this.tables.set(key, { schema, name, access });
+    else if (access === 'write' && known.access === 'read') known.access = 'write';
+  }
+
+  addColumn(column: string): void {
+    this.columns.add(column);
+  }
+
+  addFunction(name: string): void {
+    this.functions.add(name);
+  }
+
+  /** The classification depends on literal values: it must not be reused for other statements of this shape. */
+  literalDependent(): void {
+    this.env.shapeSafe = false;
+  }
+
+  /** Merges another statement's findings (EXECUTE of a prepared statement, the query of a COPY ...). */
+  mergeStatement(info: StatementInfo): void {
+    for (const c of info.classes) this.addClass(c);
+    for (const f of info.flags) if (f !== 'multi_statement') this.addFlag(f);
+    for (const t of info.tables) this.addTable(t.schema, t.name, t.access);
+    for (const c of info.columns) this.addColumn(c);
+    for (const f of info.functions) this.addFunction(f);
+    for (const r of info.reasons) this.addReason(r);
+    if (info.changesParsing) this.changesParsing = true;
+  }
+
+  finish(sql: string): StatementInfo {
+    const classes: StatementClass[] = [];
+    for (let i = 0; i < SORTED_CLASSES.length; i++) if (this.classMask & (1 << i)) classes.push(SORTED_CLASSES[i]!);
+    if (classes.length === 0) {
+      // Every statement handler adds a class; reaching this is a bug, and a bug must not read as `read`.
+      classes.push('unknown');
+      this.reasons.push('no class was determined');
+    }
+    const unexplained = this.classMask & ~this.explainedMask & ~CLASS_BIT.get('read')!;
+    if (unexplained !== 0) {
+      for (let i = 0; i < SORTED_CLASSES.length; i++) {
+        if (unexplained & (1 << i)) this.reasons.push(`${this.command} is ${CLASS_DESCRIPTION[SORTED_CLASSES[i]!]}`);
+      }
+    }
+    const flags: StatementFlag[] = [];
+    for (let i = 0; i < SORTED_FLAGS.length; i++) if (this.flagMask & (1 << i)) flags.push(SORTED_FLAGS[i]!);
+    const info: StatementInfo = {
+      sql,
+      command: this.command,
+      classes,
+      tables: [...this.tables.values()],
+      columns: [...this.columns],
+      functions: [...this.functions],
+      flags,
+      reasons: this.reasons,
+      changesParsing: this.changesParsing,
+    };
+    if (this.prepare) info.prepare = this.prepare;
+    if (this.deallocate) info.deallocate = this.deallocate;
+    return info;
+  }
+}
+
+/** A StatementInfo for text that cannot be read with certainty. */
+export function unknownStatement(sql: string, reason: string, command = 'UNKNOWN'): StatementInfo {
+  return {
+    sql,
+    command,
+    classes: ['unknown'],
+    tables: [],
+    columns: [],
+    functions: [],
+    flags: [],
+    reasons: [reason],
+    changesParsing: true,
+  };
+}

@@ -1,0 +1,103 @@
+/**
+ * classify(): parses a text (one query message, possibly several statements) and classifies each statement.
+ *
+ * Fails closed: a text that does not parse, or that PostgreSQL may read differently from libpg-query
+ * (standard_conforming_strings off with backslashes, a NUL, broken UTF-16), gives `unknown` statements.
+ */
+import { TextEnvironment, unknownStatement, type ContextDependencies } from './analysis.js';
+import { parseText, preparedQueryText } from './parser.js';
+import { analyzeStatement } from './statements.js';
+import type { ClassifyContext, ClassifyResult, StatementInfo } from './types.js';
+
+export { initParser, splitStatements } from './parser.js';
+
+/** Classifies every statement of `sql` for a session described by `ctx`. Pure: no I/O. */
+export function classify(sql: string, ctx: ClassifyContext): ClassifyResult {
+  return classifyTracked(sql, ctx).result;
+}
+
+export interface TrackedClassification {
+  result: ClassifyResult;
+  /** What the context answered: the result holds only while the context still answers the same. */
+  dependencies: ContextDependencies;
+  /** Each statement's [start, end) UTF-16 offsets in the text, flattened. */
+  spans: number[];
+}
+
+const NO_DEPENDENCIES: ContextDependencies = Object.freeze({ functions: [], prepared: [], shadowed: [] }) as ContextDependencies;
+
+/** classify(), plus the context answers the result depends on (for the cache). */
+export function classifyTracked(sql: string, ctx: ClassifyContext): TrackedClassification {
+  const unreadable = unreadableText(sql);
+  if (unreadable !== null) return { result: failure(sql, unreadable, 0), dependencies: NO_DEPENDENCIES, spans: [0, sql.length] };
+
+  const parsed = parseText(sql);
+  if (!parsed.ok) {
+    return {
+      result: failure(sql, `does not parse: ${parsed.message}`, parsed.position),
+      dependencies: NO_DEPENDENCIES,
+      spans: [0, sql.length],
+    };
+  }
+
+  const env = new TextEnvironment(ctx);
+  const statements: StatementInfo[] = [];
+  const spans: number[] = [];
+  const backslashMisread = ctx.standardConformingStrings === false && sql.includes('\\');
+  let parsingMayHaveChanged = false;
+  for (const p of parsed.statements) {
+    let info = analyzeStatement(env, p.node, p.text, () => preparedQueryText(p.text));
+    if (backslashMisread) {
+      info = unknownAfterAll(info, 'standard_conforming_strings is off and the text has a backslash: the server may read it differently');
+    } else if (parsingMayHaveChanged && p.text.includes('\\')) {
+      info = unknownAfterAll(info, 'an earlier statement in the same text may change standard_conforming_strings, and this one has a backslash');
+    }
+    // A later EXECUTE in the same text must see the prepared statement as it is reported.
+    if (info.prepare) env.localPrepared.set(info.prepare.name, info.prepare.statement);
+    if (info.changesParsing) parsingMayHaveChanged = true;
+    statements.push(info);
+    spans.push(p.start, p.end);
+  }
+  if (statements.length > 1) {
+    for (const s of statements) s.flags = withFlag(s.flags, 'multi_statement');
+  }
+  const shapeSafe = env.shapeSafe && !backslashMisread && statements.every((s) => !s.classes.includes('unknown'));
+  return {
+    result: { statements, unresolvedFunctions: [...env.unresolved], shapeSafe },
+    dependencies: env.dependencies,
+    spans,
+  };
+}
+
+/** Why libpg-query cannot be trusted to read this text as the server would, or null. */
+function unreadableText(sql: string): string | null {
+  // The wire protocol cannot carry NUL, and libpg-query would stop reading at one.
+  if (sql.includes('\u0000')) return 'the text contains a NUL character';
+  // Lone surrogates have no UTF-8 form: byte offsets and the server's reading would not match.
+  if (LONE_SURROGATE.test(sql)) return 'the text is not valid Unicode';
+  return null;
+}
+
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+function failure(sql: string, reason: string, position: number): ClassifyResult {
+  return {
+    statements: [unknownStatement(sql, reason)],
+    error: { message: reason, position },
+    unresolvedFunctions: [],
+    shapeSafe: false,
+  };
+}
+
+/** The statement as parsed, but `unknown`: its reading may be wrong, so its classes are worthless. */
+function unknownAfterAll(info: StatementInfo, reason: string): StatementInfo {
+  const unknown: StatementInfo = { ...info, classes: ['unknown'], reasons: [...info.reasons, reason], changesParsing: true };
+  // A PREPARE read wrongly would hand its wrong reading to every later EXECUTE.
+  if (info.prepare) unknown.prepare = { name: info.prepare.name, statement: unknownAfterAll(info.prepare.statement, reason) };
+  return unknown;
+}
+
+function withFlag(flags: StatementInfo['flags'], flag: StatementInfo['flags'][number]): StatementInfo['flags'] {
+  if (flags.includes(flag)) return flags;
+  return [...flags, flag].sort();
+}
