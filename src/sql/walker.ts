@@ -329,6 +329,10 @@ export class QueryWalker {
     const column = fieldName(fields[n - 1]!);
     if (n === 1) {
       this.a.addColumn(this.qualifyUnqualified(column));
+      // `SELECT u FROM users u` and `row_to_json(u)` read the whole row when no column is named u, which
+      // only the server knows: count it as every column of that table, too.
+      const wholeRow = this.findRelation(column);
+      if (wholeRow !== undefined) this.a.addColumn(`${wholeRow.table ?? column}.*`);
       return;
     }
     const qualifier = fieldName(fields[n - 2]!);

@@ -79,6 +79,9 @@ const READS: Case[] = [
     shapeSafe: true,
   },
   { sql: 'SELECT * FROM public.accounts a', classes: ['read'], tables: ['public.accounts:read'], columns: ['accounts.*'] },
+  // A whole-row reference reads every column (when no column is named like the alias).
+  { sql: 'SELECT u FROM users u', classes: ['read'], tables: ['users:read'], columns: ['users.u', 'users.*'] },
+  { sql: 'SELECT row_to_json(u) FROM users u', classes: ['read'], tables: ['users:read'], columns: ['users.u', 'users.*'] },
   { sql: 'VALUES (1), (2)', command: 'SELECT', classes: ['read'], tables: [] },
   { sql: 'TABLE t', command: 'SELECT', classes: ['read'], tables: ['t:read'] },
   { sql: 'SELECT a.x FROM a JOIN b ON a.id = b.id WHERE a.z IN (SELECT z FROM c)', classes: ['read'], tables: ['a:read', 'b:read', 'c:read'] },
