@@ -105,10 +105,15 @@ export function backendKeyData(processId: number, secretKey: Buffer): Buffer {
   return message('K', Buffer.concat([int32(processId), secretKey]));
 }
 
-export function negotiateProtocolVersion(newestMinor: number, unsupportedOptions: string[]): Buffer {
+/**
+ * `newestVersion` is the whole protocol version number (major << 16 | minor), not just the minor number:
+ * that is what PostgreSQL sends (PG_PROTOCOL_LATEST, 196608 for 3.0), and libpq 18 reads the field as a
+ * full version, refusing anything below 3.0.
+ */
+export function negotiateProtocolVersion(newestVersion: number, unsupportedOptions: string[]): Buffer {
   return message(
     'v',
-    Buffer.concat([int32(newestMinor), int32(unsupportedOptions.length), ...unsupportedOptions.map(cstring)]),
+    Buffer.concat([int32(newestVersion), int32(unsupportedOptions.length), ...unsupportedOptions.map(cstring)]),
   );
 }
 

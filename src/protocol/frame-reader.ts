@@ -29,8 +29,16 @@ export class FrameError extends Error {
 }
 
 export interface FrameReaderOptions {
-  /** Largest accepted message length (the int32 length field). Larger ones raise FrameError 08P01. */
+  /**
+   * Largest accepted length (the int32 length field) of a buffered message, which is held in memory whole.
+   * Larger ones raise FrameError 08P01.
+   */
   maxLength: number;
+  /**
+   * Largest accepted length of a message delivered in parts (CopyData ...), which is never held whole.
+   * Default: the protocol's limit (2^31 - 1).
+   */
+  maxStreamedLength?: number;
   /** Types that must be delivered whole (their content is read); all others may come in parts. */
   buffered: Uint8Array; // 256 entries, 1 = buffered
 }
@@ -120,11 +128,12 @@ export class FrameReader {
     if (length < 4) {
       throw new FrameError(`invalid message length ${length} (message type 0x${type.toString(16)})`, '08P01');
     }
-    if (length > this.options.maxLength) {
-      throw new FrameError(
-        `message of ${length} bytes (type 0x${type.toString(16)}) exceeds the limit of ${this.options.maxLength} bytes`,
-        '08P01',
-      );
+    // The limit protects memory, so it applies to what is held whole. Messages delivered in parts (a
+    // CopyData of a large row: pg_restore sends one per row) are bound only by the protocol, as on the
+    // server (1 GB for CopyData).
+    const max = this.options.buffered[type] === 1 ? this.options.maxLength : (this.options.maxStreamedLength ?? 0x7fffffff);
+    if (length > max) {
+      throw new FrameError(`message of ${length} bytes (type 0x${type.toString(16)}) exceeds the limit of ${max} bytes`, '08P01');
     }
     return length;
   }

@@ -5,8 +5,11 @@
 import { randomBytes, randomInt, timingSafeEqual } from 'node:crypto';
 
 export interface Cancellable {
-  /** The client asked to cancel what its connection is running or waiting for. */
-  cancel(): void;
+  /**
+   * The client asked to cancel what its connection is running or waiting for. Resolves once the cancel
+   * has been delivered (to the server, or to the held statement), never rejects.
+   */
+  cancel(): Promise<void>;
 }
 
 interface Entry {

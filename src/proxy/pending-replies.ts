@@ -47,6 +47,11 @@ export interface PendingReply {
   trackers: ReplyTracker[] | null;
   /** Set when the message's statements may change how later SQL is read (see StatementInfo.changesParsing). */
   changesParsing: boolean;
+  /**
+   * CopyDone/CopyFail messages the client had sent when this message was forwarded: tells which Syncs were
+   * sent during a COPY IN (the server ignores those).
+   */
+  copyEnds: number;
 }
 
 export function reply(kind: ReplyKind, batch: number): PendingReply {
@@ -60,6 +65,7 @@ export function reply(kind: ReplyKind, batch: number): PendingReply {
     replacement: null,
     trackers: null,
     changesParsing: false,
+    copyEnds: 0,
   };
 }
 
@@ -82,6 +88,12 @@ export class ReplyQueue {
 
   at(i: number): PendingReply | undefined {
     return this.items[this.head + i];
+  }
+
+  /** Removes the reply at position i (0 = head); rare (COPY IN), so a splice is fine. */
+  removeAt(i: number): PendingReply | undefined {
+    if (i < 0 || i >= this.length) return undefined;
+    return this.items.splice(this.head + i, 1)[0];
   }
 
   shift(): PendingReply | undefined {

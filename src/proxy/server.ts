@@ -13,6 +13,7 @@ import type { IdentityStore } from '../identity/store.js';
 import type { Logger } from '../log.js';
 import * as backend from '../protocol/backend-messages.js';
 import { ProtocolViolation } from '../protocol/payload-reader.js';
+import { PROTOCOL_3_0 } from '../protocol/startup-messages.js';
 import type { RuleSet } from '../rules/types.js';
 import type { ClassifyContext, ClassifyResult } from '../sql/types.js';
 import type { StepUpBroker } from '../stepup/types.js';
@@ -20,6 +21,7 @@ import { CancelKeys } from './cancel-keys.js';
 import { ServerFunctionCatalog, type FunctionCatalog } from './catalog.js';
 import { AuthFailed, authenticateClient } from './client-auth.js';
 import { HandshakeClosed, HandshakeReader } from './handshake-reader.js';
+import { endAndLinger } from './linger.js';
 import { Session } from './session.js';
 import { settingAsSql, startupSettings, StartupSettingsError } from './startup-settings.js';
 import { connectUpstream, sendUpstreamCancel, UpstreamError, type UpstreamTarget } from './upstream.js';
@@ -44,6 +46,8 @@ class StartupRefused extends Error {
     super(message);
   }
 }
+
+class TlsHandshakeFailed extends HandshakeClosed {}
 
 export class ProxyServer {
   private readonly server: net.Server;
@@ -121,7 +125,7 @@ export class ProxyServer {
         err instanceof UpstreamError && err.fields
           ? { severity: 'FATAL', code: err.fields.code ?? err.sqlstate, message: err.fields.message, detail: err.fields.detail, hint: err.fields.hint }
           : { severity: 'FATAL', code: err.sqlstate, message: err.message, ...(err instanceof StartupRefused ? err.extra : {}) };
-      socket.end(backend.errorResponse(fields));
+      endAndLinger(socket, backend.errorResponse(fields));
     };
 
     try {
@@ -141,12 +145,16 @@ export class ProxyServer {
           } else {
             socket.write('S');
             const tlsSocket = new tls.TLSSocket(socket, { isServer: true, secureContext: this.secureContext });
+            // Always listening: a failed handshake can emit more than one error (an alert, then a reset),
+            // and an 'error' without a listener would bring the whole process down.
+            tlsSocket.on('error', () => {});
             await new Promise<void>((resolve, reject) => {
               tlsSocket.once('secure', resolve);
-              tlsSocket.once('error', reject);
+              // A client that cannot or will not complete the handshake (plain text after SSLRequest, an
+              // unknown CA, a scanner) is the client's failure, not an internal error.
+              tlsSocket.once('error', (err) => reject(new TlsHandshakeFailed(`TLS handshake failed: ${err.message}`)));
               tlsSocket.once('close', () => reject(new HandshakeClosed('client closed the connection during the TLS handshake')));
             });
-            tlsSocket.on('error', () => {});
             reader.replaceSocket(tlsSocket);
             socket = tlsSocket;
             secure = true;
@@ -155,9 +163,11 @@ export class ProxyServer {
           if (reader.pending > 0) throw new ProtocolViolation('received unencrypted data after GSSAPI encryption request');
           socket.write('N');
         } else if (packet.kind === 'cancel') {
+          // Close the cancel connection only once the cancel has reached the server (see Session.cancel);
+          // the startup timer still bounds the wait.
+          await this.cancelKeys.find(packet.processId, packet.secretKey)?.cancel();
           clearTimeout(timer);
-          this.cancelKeys.find(packet.processId, packet.secretKey)?.cancel();
-          socket.end();
+          endAndLinger(socket);
           return;
         } else {
           break;
@@ -170,7 +180,7 @@ export class ProxyServer {
       }
       if (packet.minor > 0 || packet.protocolOptions.length > 0) {
         // Protocol 3.2 (PostgreSQL 18) and _pq_ extensions: we speak 3.0, as a server of version 17 would.
-        socket.write(backend.negotiateProtocolVersion(0, packet.protocolOptions));
+        socket.write(backend.negotiateProtocolVersion(PROTOCOL_3_0, packet.protocolOptions));
       }
       if (tooMany) throw new StartupRefused('sorry, too many clients already', '53300');
       if (this.config.requireTls && !secure) {
@@ -272,8 +282,11 @@ export class ProxyServer {
         refuse(err);
       } else if (err instanceof ProtocolViolation) {
         this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: `protocol violation: ${err.message}` });
-        socket.end(backend.errorResponse({ severity: 'FATAL', code: '08P01', message: err.message }));
+        endAndLinger(socket, backend.errorResponse({ severity: 'FATAL', code: '08P01', message: err.message }));
       } else if (err instanceof HandshakeClosed || (err as NodeJS.ErrnoException)?.code === 'ECONNRESET') {
+        if (err instanceof TlsHandshakeFailed) {
+          this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: err.message });
+        }
         socket.destroy();
       } else {
         throw err;

@@ -33,6 +33,7 @@ import type { ClassifyContext, ClassifyResult, StatementInfo } from '../sql/type
 import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
 import type { FunctionCatalog } from './catalog.js';
 import { ReplyKind, ReplyQueue, reply, type PendingReply, type ReplyTracker } from './pending-replies.js';
+import { endAndLinger } from './linger.js';
 import { decodeSql } from './sql-text.js';
 import { StatementRegistry, type PreparedStatement } from './statement-registry.js';
 
@@ -75,7 +76,7 @@ const INBOX_HIGH_WATER = 1 << 20;
 
 const Z = 0x5a, E = 0x45, C = 0x43, I = 0x49, S = 0x53, PORTAL_SUSPENDED = 0x73;
 const PARSE_COMPLETE = 0x31, BIND_COMPLETE = 0x32, CLOSE_COMPLETE = 0x33;
-const PARAMETER_DESCRIPTION = 0x74, ROW_DESCRIPTION = 0x54, NO_DATA = 0x6e, FUNCTION_CALL_RESPONSE = 0x56;
+const PARAMETER_DESCRIPTION = 0x74, ROW_DESCRIPTION = 0x54, NO_DATA = 0x6e, FUNCTION_CALL_RESPONSE = 0x56, COPY_IN_RESPONSE = 0x47;
 
 interface InboxItem {
   type: number;
@@ -154,6 +155,14 @@ export class Session {
   /** An Execute with such a change was forwarded; the Sync that ends its batch will carry it. */
   private parsingChangeUnsynced = false;
   private lastForwardedEndsBatch = true;
+  /**
+   * COPY FROM STDIN: the server ignores Sync and Flush while it reads copy data (libpq sends a Sync right
+   * after the Execute of a COPY), so such a Sync gets no ReadyForQuery. `copyEnds` counts the client's
+   * CopyDone/CopyFail; `copyIn` is set while the server is known to be in COPY IN and the client has not
+   * ended it yet.
+   */
+  private copyEnds = 0;
+  private copyIn = false;
 
   /** A message waiting for something (catalog lookup, step-up): later messages wait in the inbox. */
   private blocked = false;
@@ -170,6 +179,8 @@ export class Session {
   private toClientStart = 0;
   private toClientEnd = 0;
 
+  /** The server's own last word (a FATAL ErrorResponse) before it closes, for the log; null until then. */
+  private serverFatal: string | null = null;
   private serverBackpressure = false;
   private clientBackpressure = false;
   private closed = false;
@@ -189,7 +200,8 @@ export class Session {
     this.catalog = options.catalog;
     this.cancelUpstream = options.cancelUpstream;
     this.parameters = new Map(options.serverParameters);
-    this.clientFrames = new FrameReader({ maxLength: options.services.limits.maxMessageBytes, buffered: CLIENT_BUFFERED });
+    // CopyData streams: bound like on the server (PQ_LARGE_MESSAGE_LIMIT, 1 GB), not by max_message_size.
+    this.clientFrames = new FrameReader({ maxLength: options.services.limits.maxMessageBytes, maxStreamedLength: 0x3fffffff, buffered: CLIENT_BUFFERED });
     this.onClosed = new Promise((resolve) => (this.resolveClosed = resolve));
 
     this.client.on('data', this.onClientData);
@@ -205,6 +217,13 @@ export class Session {
     this.server.on('error', (err) => this.serverGone(`the connection to the server failed: ${err.message}`));
     this.client.resume();
     this.server.resume();
+    if (this.client.destroyed) {
+      // The client went away while stepgate logged in upstream (or the startup timeout fired meanwhile): its
+      // 'close' event is already past, so without this the session, and its server backend, would never
+      // be closed.
+      this.close('client closed the connection during login');
+      return;
+    }
     if (options.clientLeftover.length > 0) this.onClientData(options.clientLeftover);
   }
 
@@ -218,18 +237,26 @@ export class Session {
   }
   private txStatus = 0x49;
 
-  /** CancelRequest from the client: ends a hold, or asks the server to cancel. */
-  cancel(): void {
+  /**
+   * CancelRequest from the client: ends a hold, or asks the server to cancel. Resolves once the server has
+   * taken the cancel request (closed the cancel connection), so the caller can close the client's cancel
+   * connection only then, as PostgreSQL does: libpq's PQcancel waits for that close, and a client that
+   * sends its next query afterwards must not have that query hit by a cancel still on its way.
+   */
+  cancel(): Promise<void> {
     if (this.hold) {
       this.hold.end('cancelled');
-      return;
+      return Promise.resolve();
     }
-    this.cancelUpstream().catch((err: Error) => this.services.log.warn('cancel.failed', { connection: this.connectionId, error: err.message }));
+    return this.cancelUpstream().catch((err: Error) => this.services.log.warn('cancel.failed', { connection: this.connectionId, error: err.message }));
   }
 
   // ───────────────────────────── client → server ─────────────────────────────
 
   private readonly onClientData = (chunk: Buffer): void => {
+    // After a protocol violation the client may still be sending: its bytes are discarded while the
+    // connection closes (the frame reader cannot continue after an error anyway).
+    if (this.closed) return;
     this.bytesIn += chunk.length;
     try {
       this.clientFrames.read(chunk, this.onClientFrame);
@@ -321,6 +348,11 @@ export class Session {
       }
       case ClientType.Sync:
         frontend.expectEmpty(buf, start, end);
+        if (this.copyIn) {
+          // Ignored by the server during COPY IN: no reply to wait for.
+          this.forward(buf, start, end);
+          return;
+        }
         this.expect(reply(ReplyKind.Sync, this.batch), true);
         this.batch++;
         this.forward(buf, start, end);
@@ -332,8 +364,12 @@ export class Session {
       case ClientType.FunctionCall:
         return this.onFunctionCall(buf, start, end);
       case ClientType.CopyData:
+        this.forward(buf, start, end);
+        return;
       case ClientType.CopyDone:
       case ClientType.CopyFail:
+        this.copyEnds++;
+        this.copyIn = false;
         this.forward(buf, start, end);
         return;
       case ClientType.Terminate:
@@ -353,6 +389,7 @@ export class Session {
       this.parsingChangeUnsynced = false;
     }
     if (r.changesParsing) this.uncertainReplies++;
+    r.copyEnds = this.copyEnds;
     this.pending.push(r);
     this.lastForwardedEndsBatch = endsBatch;
   }
@@ -592,8 +629,10 @@ export class Session {
         backend.noticeResponse({
           severity: 'NOTICE',
           code: '01000',
-          message: `stepgate: statement held for step-up by rule "${decision.rule ?? 'default'}"${decision.message ? `: ${decision.message}` : ''}`,
-          detail: `Approve it with your passkey at ${hold.url}`,
+          message: `stepgate: ${describeStatements(statements)} held for step-up by rule "${decision.rule ?? 'default'}"${decision.message ? `: ${decision.message}` : ''}`,
+          detail: decision.approvers?.groups.length
+            ? `It needs ${decision.approvers.count > 1 ? `${decision.approvers.count} approvals` : 'an approval'} by ${decision.approvers.groups.join(', ')} (not you) at ${hold.url}`
+            : `Approve it with your passkey at ${hold.url}`,
           hint: `It waits ${Math.round(decision.timeoutMs / 1000)} s; press Ctrl-C to withdraw it.`,
         }),
       );
@@ -689,6 +728,9 @@ export class Session {
         this.onReadyForQuery(buf[start + 5]);
         break;
       case E:
+        // An error ends COPY IN on the server's side; from here the server honours Sync again.
+        this.copyIn = false;
+        if (whole) this.noteFatal(buf, start, end);
         if (this.onServerError(buf, start, end)) return; // swallowed
         break;
       case C:
@@ -727,9 +769,30 @@ export class Session {
       case S:
         if (whole) this.onParameterStatus(buf, start, end);
         break;
+      case COPY_IN_RESPONSE:
+        if (head) this.onCopyIn(head);
+        break;
     }
     this.relay(buf, start, end);
   };
+
+  /**
+   * The server entered COPY IN for `head` (an Execute or Query). Syncs the client sent after that message
+   * and before ending the copy are ignored by the server: they get no ReadyForQuery, so they must not
+   * stay in the queue (every later reply would be matched to the wrong message). Syncs the client sends
+   * from now until CopyDone/CopyFail are not queued at all (see process()).
+   */
+  private onCopyIn(head: PendingReply): void {
+    for (let next = this.pending.at(1); next && next.kind === ReplyKind.Sync && next.copyEnds === head.copyEnds; next = this.pending.at(1)) {
+      this.pending.removeAt(1);
+      if (next.changesParsing) {
+        // Its parsing change travels with the next Sync instead.
+        this.uncertainReplies--;
+        this.parsingChangeUnsynced = true;
+      }
+    }
+    this.copyIn = this.copyEnds === head.copyEnds;
+  }
 
   private onReadyForQuery(status: number): void {
     this.txStatus = status;
@@ -853,7 +916,7 @@ export class Session {
 
   private writeClient(bytes: Buffer): void {
     if (this.toClientBuf !== null) this.flushToClient();
-    if (this.client.destroyed) return;
+    if (this.client.destroyed || this.client.writableEnded) return;
     if (!this.client.write(bytes) && !this.clientBackpressure) {
       this.clientBackpressure = true;
       this.updateReading();
@@ -905,8 +968,20 @@ export class Session {
     this.close(this.closeReason);
   }
 
+  /** A FATAL/PANIC from the server (pg_terminate_backend, shutdown ...) is followed by its close. */
+  private noteFatal(buf: Buffer, start: number, end: number): void {
+    const fields = backend.readErrorFields(buf, start, end);
+    const severity = fields.get('V') ?? fields.get('S');
+    if (severity === 'FATAL' || severity === 'PANIC') this.serverFatal = `${fields.get('C') ?? ''} ${fields.get('M') ?? ''}`.trim();
+  }
+
   private serverGone(reason: string): void {
     if (this.closed) return;
+    if (this.serverFatal !== null) {
+      // The client has the server's own FATAL already (relayed): like PostgreSQL, nothing follows it.
+      this.close(`the server ended the connection: ${this.serverFatal}`);
+      return;
+    }
     this.closeReason = reason;
     this.flushToClient();
     this.writeClient(
@@ -933,8 +1008,8 @@ export class Session {
     this.inbox.length = 0;
     if (!this.server.destroyed) this.server.end(TERMINATE);
     this.server.destroySoon();
-    this.client.end();
-    this.client.destroySoon();
+    // Not destroySoon(): a client still sending would get RST and could lose the last error (see linger.ts).
+    endAndLinger(this.client);
     let open = 2;
     const done = (): void => {
       if (--open === 0) this.resolveClosed();
