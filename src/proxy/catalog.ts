@@ -11,6 +11,15 @@ import { Parser } from 'pg-protocol/dist/parser.js';
 import { connectUpstream, type UpstreamTarget } from './upstream.js';
 
 export interface FunctionCatalog {
+  /**
+   * Loads (or starts refreshing) the names of functions and operators defined outside pg_catalog. Await it
+   * before classifying: until it has loaded, every built-in name counts as shadowed (fail closed).
+   */
+  ready(): Promise<void>;
+  /** True when the first load is done (ready() would not wait). */
+  readonly loaded: boolean;
+  /** Whether a schema other than pg_catalog defines a function or operator of this built-in name. */
+  shadowedBuiltin(name: string, kind: 'function' | 'operator'): boolean;
   /** 'read' when every function of that name is STABLE or IMMUTABLE; undefined when not looked up yet. */
   volatility(name: string): 'read' | 'procedural' | undefined;
   /** Looks the names up; names the server does not know become 'procedural'. */
@@ -29,6 +38,13 @@ JOIN pg_catalog.pg_proc p ON p.proname = CASE WHEN strpos(wanted.name, '.') > 0 
 JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
 WHERE strpos(wanted.name, '.') = 0 OR n.nspname = split_part(wanted.name, '.', 1)
 GROUP BY wanted.name`;
+
+const SHADOW_SQL = `
+SELECT 'f', p.proname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+UNION
+SELECT 'o', o.oprname FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')`;
 
 const OID_SQL = `SELECT n.nspname, p.proname FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = $1::oid`;
 
@@ -115,11 +131,41 @@ class CatalogConnection {
 
 export class ServerFunctionCatalog implements FunctionCatalog {
   private readonly connection: CatalogConnection;
+  /** Names defined outside pg_catalog; null until loaded (then everything counts as shadowed). */
+  private shadow: { functions: Set<string>; operators: Set<string> } | null = null;
+  private shadowLoadedAt = 0;
+  private shadowLoading: Promise<void> | null = null;
   private readonly known = new Map<string, { value: 'read' | 'procedural'; expires: number }>();
   private readonly oids = new Map<number, { value: { schema: string; name: string } | null; expires: number }>();
 
   constructor(target: UpstreamTarget, database: string, timeoutMs: number) {
     this.connection = new CatalogConnection(target, database, timeoutMs);
+  }
+
+  get loaded(): boolean {
+    return this.shadow !== null;
+  }
+
+  ready(): Promise<void> {
+    const stale = Date.now() - this.shadowLoadedAt > TTL_MS;
+    if (stale && !this.shadowLoading) {
+      this.shadowLoading = this.connection
+        .query(SHADOW_SQL, [])
+        .then((rows) => {
+          const shadow = { functions: new Set<string>(), operators: new Set<string>() };
+          for (const [kind, name] of rows) (kind === 'o' ? shadow.operators : shadow.functions).add(name as string);
+          this.shadow = shadow;
+          this.shadowLoadedAt = Date.now();
+        })
+        .finally(() => (this.shadowLoading = null));
+    }
+    // A refresh runs in the background; only the first load is waited for.
+    return this.shadow !== null ? Promise.resolve() : (this.shadowLoading ?? Promise.resolve());
+  }
+
+  shadowedBuiltin(name: string, kind: 'function' | 'operator'): boolean {
+    if (this.shadow === null) return true;
+    return (kind === 'function' ? this.shadow.functions : this.shadow.operators).has(name);
   }
 
   volatility(name: string): 'read' | 'procedural' | undefined {

@@ -78,6 +78,13 @@ const Z = 0x5a, E = 0x45, C = 0x43, I = 0x49, S = 0x53, PORTAL_SUSPENDED = 0x73;
 const PARSE_COMPLETE = 0x31, BIND_COMPLETE = 0x32, CLOSE_COMPLETE = 0x33;
 const PARAMETER_DESCRIPTION = 0x74, ROW_DESCRIPTION = 0x54, NO_DATA = 0x6e, FUNCTION_CALL_RESPONSE = 0x56, COPY_IN_RESPONSE = 0x47;
 
+/** SQL bytes as the server will read them, classified; `invalid` when the server would refuse the bytes. */
+interface Classified {
+  sql: string;
+  result: ClassifyResult;
+  invalid: backend.ErrorFields | null;
+}
+
 interface InboxItem {
   type: number;
   bytes: Buffer;
@@ -164,6 +171,8 @@ export class Session {
   private copyEnds = 0;
   private copyIn = false;
 
+  /** The first statement waited for the catalog's shadowed names (whether or not they could be loaded). */
+  private catalogWaited = false;
   /** A message waiting for something (catalog lookup, step-up): later messages wait in the inbox. */
   private blocked = false;
   private readonly inbox: InboxItem[] = [];
@@ -413,6 +422,7 @@ export class Session {
         return s && s.statements.length === 1 ? s.statements[0] : undefined;
       },
       functionVolatility: this.catalog ? (name) => this.catalog?.volatility(name) : undefined,
+      shadowedBuiltin: this.catalog ? (name, kind) => this.catalog?.shadowedBuiltin(name, kind) ?? true : undefined,
     };
   }
 
@@ -420,7 +430,18 @@ export class Session {
    * Classifies SQL bytes as the server will read them. Asks the server's catalog about functions the
    * classifier does not know, once per function and database.
    */
-  private classifyBytes(bytes: Buffer): { sql: string; result: ClassifyResult } | Promise<{ sql: string; result: ClassifyResult }> {
+  private classifyBytes(bytes: Buffer): Classified | Promise<Classified> {
+    const catalog = this.catalog;
+    if (catalog && !catalog.loaded && !this.catalogWaited) {
+      // The first statement of a database waits for the list of names that shadow built-ins.
+      this.catalogWaited = true;
+      return catalog
+        .ready()
+        .catch((err: Error) => this.services.log.warn('catalog.unavailable', { connection: this.connectionId, error: err.message }))
+        .then(() => this.classifyBytes(bytes));
+    }
+    // Refreshes in the background once a minute.
+    catalog?.ready().catch(() => {});
     const decoded = decodeSql(bytes, {
       clientEncoding: this.parameters.get('client_encoding') ?? 'UTF8',
       serverEncoding: this.parameters.get('server_encoding') ?? 'UTF8',
@@ -429,16 +450,23 @@ export class Session {
     });
     if (!decoded.ok) {
       const sql = bytes.toString('latin1');
-      return { sql, result: { statements: [unknownStatement(sql, decoded.message)], unresolvedFunctions: [], shapeSafe: false, error: { message: decoded.message, position: 0 } } };
+      const result: ClassifyResult = {
+        statements: [unknownStatement(sql, decoded.message)],
+        unresolvedFunctions: [],
+        shapeSafe: false,
+        error: { message: decoded.message, position: 0 },
+      };
+      // Bytes the server would refuse as well get its error, not a step-up.
+      return { sql, result, invalid: decoded.unreadable ? null : { severity: 'ERROR', code: decoded.sqlstate, message: decoded.message } };
     }
     const sql = decoded.text;
     const result = this.services.classify(sql, this.classifyContext());
-    if (result.unresolvedFunctions.length === 0 || !this.catalog) return { sql, result };
-    return this.catalog.lookup(result.unresolvedFunctions).then(
-      () => ({ sql, result: this.services.classify(sql, this.classifyContext()) }),
+    if (result.unresolvedFunctions.length === 0 || !catalog) return { sql, result, invalid: null };
+    return catalog.lookup(result.unresolvedFunctions).then(
+      () => ({ sql, result: this.services.classify(sql, this.classifyContext()), invalid: null }),
       (err: Error) => {
         this.services.log.warn('catalog.lookup_failed', { connection: this.connectionId, error: err.message });
-        return { sql, result };
+        return { sql, result, invalid: null };
       },
     );
   }
@@ -450,11 +478,12 @@ export class Session {
   private onQuery(buf: Buffer, start: number, end: number): Promise<void> | void {
     const bytes = frontend.readQuery(buf, start, end);
     const classified = this.classifyBytes(bytes);
-    if (classified instanceof Promise) return classified.then(({ sql, result }) => this.decideQuery(buf, start, end, sql, result));
-    return this.decideQuery(buf, start, end, classified.sql, classified.result);
+    if (classified instanceof Promise) return classified.then((c) => this.decideQuery(buf, start, end, c));
+    return this.decideQuery(buf, start, end, classified);
   }
 
-  private decideQuery(buf: Buffer, start: number, end: number, sql: string, result: ClassifyResult): Promise<void> | void {
+  private decideQuery(buf: Buffer, start: number, end: number, { sql, result, invalid }: Classified): Promise<void> | void {
+    if (invalid) return this.rejectQuery(invalid);
     const statements = result.statements;
     if (statements.length === 0) return this.forwardQuery(buf, start, end, statements, 0); // only whitespace or comments
     const decision = this.decide(statements);
@@ -503,8 +532,9 @@ export class Session {
   private onParse(buf: Buffer, start: number, end: number): Promise<void> | void {
     const parse = frontend.readParse(buf, start, end);
     const classified = this.classifyBytes(parse.sql);
-    const define = ({ sql, result }: { sql: string; result: ClassifyResult }): void => {
-      const statement: PreparedStatement = { sql, statements: sql.trim() === '' ? [] : result.statements };
+    const define = ({ sql, result, invalid }: Classified): void => {
+      if (invalid) return this.rejectExtended(invalid);
+      const statement: PreparedStatement = { sql, statements: result.statements };
       const r = reply(ReplyKind.Parse, this.batch);
       r.undo = this.registry.defineStatement(parse.name, statement);
       this.expect(r);
