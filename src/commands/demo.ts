@@ -1,12 +1,14 @@
 /**
  * `stepgate demo` (what `npm start` runs): a real PostgreSQL with the sample database `shop`, stepgate in
- * front of it with the shipped rules, a demo user, and how to connect. Data stays in the data directory
- * between runs; Ctrl-C stops stepgate and the server.
+ * front of it with the shipped rules, a demo user, its step-up console, and how to connect. Until the demo
+ * user has a passkey it prints an enrollment link. Data stays in the data directory between runs; Ctrl-C
+ * stops stepgate and the server.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { startApp } from '../app.js';
 import { loadConfig } from '../config.js';
+import { enrollmentLink } from '../console/url.js';
 import { ensureDatabase, startDemoPostgres } from '../demo/embedded-postgres.js';
 import { SHOP_SCHEMA } from '../demo/shop.js';
 import { IdentityStore } from '../identity/store.js';
@@ -18,8 +20,10 @@ import { parse, println, type CommandIO } from './io.js';
 export const DEMO_HELP = `Usage: stepgate demo [options]
 
 Starts a real PostgreSQL (embedded, version 15) with a sample database "shop", and
-stepgate in front of it with the shipped rules. Prints how to connect. Data is kept in
-DATA/demo between runs; Ctrl-C stops everything.
+stepgate in front of it with the shipped rules and its web console for step-up approvals.
+Prints how to connect, the console's address and, until the demo user has a passkey, a
+one-time link to register one. Data is kept in DATA/demo between runs; Ctrl-C stops
+everything.
 
 Options:
   --data DIR            data directory (default ./.stepgate)
@@ -70,18 +74,31 @@ export async function demoCommand(args: string[], io: CommandIO): Promise<number
   }
   const { address, port } = app.proxyAddress;
   const host = address.includes(':') ? `[${address}]` : address;
+  const consoleUrl = app.consoleUrl!;
+  const enroll =
+    app.identity.passkeyCount(DEMO_USER.name) === 0
+      ? `
+First, register a passkey for the demo user (the link works once, for 24 hours):
+  ${enrollmentLink(consoleUrl, app.identity.issueEnrollment(DEMO_USER.name).token)}
+Open it in Chrome, Edge, Firefox or Safari on this machine and click "Register a passkey".
+`
+      : `
+The demo user has a passkey. Sign in at ${consoleUrl} (a new link: stepgate users enroll ${DEMO_USER.name} --data ${dataDir}).
+`;
   println(
     io.stdout,
     `
 stepgate is running in front of PostgreSQL${created ? ' (new cluster)' : ''}.
 
   Connect:   psql "postgres://${DEMO_USER.name}:${DEMO_USER.password}@${host}:${port}/shop"
+  Console:   ${consoleUrl}   (approve held statements with your passkey; keep it open)
   Rules:     ${app.config.rulesDir}
   Data:      ${dataDir} (PostgreSQL cluster: ${clusterDir})
-
+${enroll}
 Try:
   SELECT name, country FROM customers LIMIT 5;      -- a read: runs as usual
-  DELETE FROM orders;                               -- no WHERE: needs step-up
+  DELETE FROM orders;                               -- no WHERE: held until you approve it
+                                                    -- in the console (psql prints the link)
   DROP DATABASE shop;                               -- denied by the shipped rules
 
 Ask stepgate why:  npx stepgate rules explain "DELETE FROM orders"

@@ -1,12 +1,13 @@
 /**
- * `stepgate users add|list|remove|passwd`: the people who may connect through stepgate.
+ * `stepgate users add|enroll|list|remove|passwd`: the people who may connect through stepgate.
  */
-import { IdentityStore } from '../identity/store.js';
+import { enrollmentLink, resolveConsoleUrl } from '../console/url.js';
+import { IdentityStore, type Enrollment } from '../identity/store.js';
 import { makeVerifier } from '../protocol/scram.js';
 import { resolveDataDir } from '../config.js';
 import { parse, println, readAll, UsageError, type CommandIO } from './io.js';
 
-export const USERS_HELP = `Usage: stepgate users <add|list|remove|passwd> [options]
+export const USERS_HELP = `Usage: stepgate users <add|enroll|list|remove|passwd> [options]
 
 Manage the people who connect through stepgate. Passwords are stored as SCRAM-SHA-256
 verifiers (never the password itself) in DATA/identity.db; a running stepgate sees changes at
@@ -14,24 +15,32 @@ the next login, without a restart.
 
   stepgate users add NAME [--groups a,b] [--password-stdin]
       Create a user. Without --password-stdin the password is asked for on the terminal.
+      Prints a one-time enrollment link: the user opens it to register a passkey, which
+      approves the statements stepgate holds for step-up.
+  stepgate users enroll NAME
+      A new enrollment link (for a new device, or a lost passkey). Older links of this user
+      stop working. A link works once and expires after 24 hours.
   stepgate users passwd NAME [--password-stdin]
       Set a new password.
   stepgate users list [--json]
-      Show users and their groups.
+      Show users, their groups and how many passkeys they have.
   stepgate users remove NAME
-      Delete a user.
+      Delete a user (with their passkeys).
 
 Options:
   --data DIR          data directory (default ./.stepgate)
-  --config FILE       take the data directory from this config file
+  --config FILE       take the data directory and the console URL from this config file
+  --console-url URL   the console's address for enrollment links (default: from the config,
+                      else http://localhost:6480)
   --groups a,b        comma-separated groups (rules match on them; "dba" may approve, ...)
   --password-stdin    read the password from standard input (first line)
-  --json              machine-readable output (list)
+  --json              machine-readable output (list, add, enroll)
 `;
 
 const OPTIONS = {
   data: { type: 'string' },
   config: { type: 'string' },
+  'console-url': { type: 'string' },
   groups: { type: 'string' },
   'password-stdin': { type: 'boolean' },
   json: { type: 'boolean' },
@@ -96,7 +105,28 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
         if (store.getUser(name)) throw new UsageError(`user "${name}" already exists (use "stepgate users passwd ${name}" to change the password)`);
         const password = await readPassword(io, values['password-stdin'] ?? false);
         store.addUser(name, groups, makeVerifier(password));
-        println(io.stdout, `added user ${name}${groups.length ? ` (groups: ${groups.join(', ')})` : ''}`);
+        const enrollment = store.issueEnrollment(name);
+        const link = enrollmentLink(resolveConsoleUrl({ config: values.config, consoleUrl: values['console-url'] }), enrollment.token);
+        if (values.json) {
+          println(io.stdout, JSON.stringify({ user: name, groups, enrollmentLink: link, expires: enrollment.expiresAt.toISOString() }));
+        } else {
+          println(io.stdout, `added user ${name}${groups.length ? ` (groups: ${groups.join(', ')})` : ''}`);
+          printEnrollment(io, enrollment, link);
+        }
+        return 0;
+      }
+      case 'enroll': {
+        const name = onePositional(positionals, 'users enroll NAME');
+        if (!store.getUser(name)) throw new UsageError(`no user "${name}"`);
+        const enrollment = store.issueEnrollment(name);
+        const link = enrollmentLink(resolveConsoleUrl({ config: values.config, consoleUrl: values['console-url'] }), enrollment.token);
+        if (values.json) {
+          println(io.stdout, JSON.stringify({ user: name, enrollmentLink: link, expires: enrollment.expiresAt.toISOString() }));
+        } else {
+          const count = store.passkeyCount(name);
+          println(io.stdout, `new enrollment link for ${name} (older links no longer work)${count ? `; ${name} has ${count} passkey${count > 1 ? 's' : ''} already, this adds one` : ''}`);
+          printEnrollment(io, enrollment, link);
+        }
         return 0;
       }
       case 'passwd': {
@@ -109,13 +139,17 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
       case 'list': {
         const users = store.listUsers();
         if (values.json) {
-          println(io.stdout, JSON.stringify(users.map((u) => ({ name: u.name, groups: u.groups, created: u.createdAt.toISOString() }))));
+          println(
+            io.stdout,
+            JSON.stringify(users.map((u) => ({ name: u.name, groups: u.groups, passkeys: store.passkeyCount(u.name), created: u.createdAt.toISOString() }))),
+          );
         } else if (users.length === 0) {
           println(io.stdout, 'no users yet: stepgate users add NAME');
         } else {
           const width = Math.max(4, ...users.map((u) => u.name.length));
-          println(io.stdout, `${'NAME'.padEnd(width)}  GROUPS`);
-          for (const u of users) println(io.stdout, `${u.name.padEnd(width)}  ${u.groups.join(',') || '-'}`);
+          const groupsWidth = Math.max(6, ...users.map((u) => (u.groups.join(',') || '-').length));
+          println(io.stdout, `${'NAME'.padEnd(width)}  ${'GROUPS'.padEnd(groupsWidth)}  PASSKEYS`);
+          for (const u of users) println(io.stdout, `${u.name.padEnd(width)}  ${(u.groups.join(',') || '-').padEnd(groupsWidth)}  ${store.passkeyCount(u.name)}`);
         }
         return 0;
       }
@@ -126,7 +160,7 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
         return 0;
       }
       default:
-        throw new UsageError(`unknown users command "${sub}"; use add, passwd, list or remove`);
+        throw new UsageError(`unknown users command "${sub}"; use add, enroll, passwd, list or remove`);
     }
   } catch (err) {
     if (err instanceof UsageError) throw err;
@@ -134,6 +168,14 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
   } finally {
     store.close();
   }
+}
+
+function printEnrollment(io: CommandIO, enrollment: Enrollment, link: string): void {
+  println(io.stdout, '');
+  println(io.stdout, `Enrollment link for ${enrollment.user} (works once, until ${enrollment.expiresAt.toISOString().replace(/\.\d+Z$/, 'Z')}):`);
+  println(io.stdout, `  ${link}`);
+  println(io.stdout, '');
+  println(io.stdout, 'Send it to them privately: whoever opens it first registers a passkey for this user.');
 }
 
 function onePositional(positionals: string[], usage: string): string {

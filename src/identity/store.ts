@@ -3,7 +3,7 @@
  * (`identity.db` in the data directory). The CLI and a running server may use the file at the same time:
  * WAL mode lets the server see `stepgate users add` at the next login, without a restart.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
@@ -44,7 +44,101 @@ export const IDENTITY_MIGRATIONS: Migration[] = [
       CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL);
     `);
   },
+  // 2: passkeys (WebAuthn credentials), their per-user handles, and one-time enrollment links.
+  (db) => {
+    db.exec(`
+      CREATE TABLE webauthn_handles (
+        user_name TEXT PRIMARY KEY REFERENCES users(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        handle BLOB NOT NULL UNIQUE
+      );
+      CREATE TABLE passkeys (
+        id TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        public_key BLOB NOT NULL,
+        counter INTEGER NOT NULL DEFAULT 0,
+        transports TEXT NOT NULL DEFAULT '[]',
+        name TEXT NOT NULL,
+        device_type TEXT,
+        backed_up INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER
+      );
+      CREATE INDEX passkeys_user ON passkeys (user_name);
+      CREATE TABLE enrollments (
+        token_hash BLOB PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at INTEGER
+      );
+      CREATE INDEX enrollments_user ON enrollments (user_name);
+    `);
+  },
 ];
+
+/** A registered WebAuthn credential. */
+export interface Passkey {
+  /** Credential ID, base64url. */
+  id: string;
+  user: string;
+  publicKey: Uint8Array;
+  /** Signature counter last seen (0 for authenticators that do not count). */
+  counter: number;
+  transports: string[];
+  /** The person's label for it ("work laptop"). */
+  name: string;
+  deviceType: string | null;
+  backedUp: boolean;
+  createdAt: Date;
+  lastUsedAt: Date | null;
+}
+
+export const PASSKEY_NAME_MAX = 64;
+
+/** How long an enrollment link stays valid. */
+export const ENROLLMENT_TTL_MS = 24 * 60 * 60 * 1000;
+
+export interface Enrollment {
+  /** The secret part of the link, shown once; only its hash is stored. */
+  token: string;
+  user: string;
+  expiresAt: Date;
+}
+
+interface PasskeyRow {
+  id: string;
+  user_name: string;
+  public_key: Buffer;
+  counter: number;
+  transports: string;
+  name: string;
+  device_type: string | null;
+  backed_up: number;
+  created_at: number;
+  last_used_at: number | null;
+}
+
+const toPasskey = (row: PasskeyRow): Passkey => ({
+  id: row.id,
+  user: row.user_name,
+  publicKey: new Uint8Array(row.public_key),
+  counter: row.counter,
+  transports: JSON.parse(row.transports) as string[],
+  name: row.name,
+  deviceType: row.device_type,
+  backedUp: row.backed_up === 1,
+  createdAt: new Date(row.created_at),
+  lastUsedAt: row.last_used_at === null ? null : new Date(row.last_used_at),
+});
+
+const hashToken = (token: string): Buffer => createHash('sha256').update(token, 'utf8').digest();
+
+export function cleanPasskeyName(name: unknown): string | null {
+  if (typeof name !== 'string') return null;
+  const clean = name.replace(/[\u0000-\u001f\u007f]/g, ' ').trim().replace(/\s+/g, ' ');
+  if (!clean || clean.length > PASSKEY_NAME_MAX) return null;
+  return clean;
+}
 
 export function openDatabase(file: string, migrations: Migration[]): Database.Database {
   fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
@@ -133,6 +227,108 @@ export class IdentityStore {
 
   removeUser(name: string): boolean {
     return this.db.prepare('DELETE FROM users WHERE name = ?').run(name).changes > 0;
+  }
+
+  // ───────────────────────────── passkeys ─────────────────────────────
+
+  /** The user's WebAuthn user handle (random, 32 bytes): what a discoverable credential returns as userHandle. */
+  webauthnHandle(user: string): Buffer {
+    const get = (): Buffer | undefined =>
+      (this.db.prepare('SELECT handle FROM webauthn_handles WHERE user_name = ?').get(user) as { handle: Buffer } | undefined)?.handle;
+    const found = get();
+    if (found) return found;
+    if (!this.getUser(user)) throw new Error(`no user "${user}"`);
+    this.db.prepare('INSERT OR IGNORE INTO webauthn_handles (user_name, handle) VALUES (?, ?)').run(user, randomBytes(32));
+    return get()!;
+  }
+
+  passkeys(user: string): Passkey[] {
+    return (this.db.prepare('SELECT * FROM passkeys WHERE user_name = ? ORDER BY created_at, id').all(user) as PasskeyRow[]).map(toPasskey);
+  }
+
+  passkey(id: string): Passkey | null {
+    const row = this.db.prepare('SELECT * FROM passkeys WHERE id = ?').get(id) as PasskeyRow | undefined;
+    return row ? toPasskey(row) : null;
+  }
+
+  passkeyCount(user: string): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM passkeys WHERE user_name = ?').get(user) as { n: number }).n;
+  }
+
+  /** Users with at least one passkey. */
+  usersWithPasskeys(): Set<string> {
+    return new Set((this.db.prepare('SELECT DISTINCT user_name FROM passkeys').all() as { user_name: string }[]).map((r) => r.user_name));
+  }
+
+  addPasskey(p: Omit<Passkey, 'createdAt' | 'lastUsedAt'>): Passkey {
+    const now = Date.now();
+    try {
+      this.db
+        .prepare(
+          'INSERT INTO passkeys (id, user_name, public_key, counter, transports, name, device_type, backed_up, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        )
+        .run(p.id, p.user, Buffer.from(p.publicKey), p.counter, JSON.stringify(p.transports), p.name, p.deviceType, p.backedUp ? 1 : 0, now);
+    } catch (err) {
+      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new Error('this passkey is already registered');
+      throw err;
+    }
+    return { ...p, createdAt: new Date(now), lastUsedAt: null };
+  }
+
+  /**
+   * Records a verified use of a passkey. The counter only moves forward: false when another use with the
+   * same or a higher counter was recorded meanwhile (a cloned authenticator or a replay racing this one).
+   */
+  recordPasskeyUse(id: string, previousCounter: number, newCounter: number): boolean {
+    const { changes } = this.db
+      .prepare('UPDATE passkeys SET counter = ?, last_used_at = ? WHERE id = ? AND counter = ?')
+      .run(newCounter, Date.now(), id, previousCounter);
+    return changes === 1;
+  }
+
+  renamePasskey(user: string, id: string, name: string): boolean {
+    return this.db.prepare('UPDATE passkeys SET name = ? WHERE id = ? AND user_name = ?').run(name, id, user).changes === 1;
+  }
+
+  removePasskey(user: string, id: string): boolean {
+    return this.db.prepare('DELETE FROM passkeys WHERE id = ? AND user_name = ?').run(id, user).changes === 1;
+  }
+
+  // ───────────────────────────── enrollment links ─────────────────────────────
+
+  /** A new one-time enrollment token for `user`; every older one of this user stops working. */
+  issueEnrollment(user: string, ttlMs = ENROLLMENT_TTL_MS): Enrollment {
+    if (!this.getUser(user)) throw new Error(`no user "${user}"`);
+    const token = randomBytes(32).toString('base64url');
+    const now = Date.now();
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM enrollments WHERE user_name = ?').run(user);
+      this.db.prepare('INSERT INTO enrollments (token_hash, user_name, created_at, expires_at) VALUES (?, ?, ?, ?)').run(hashToken(token), user, now, now + ttlMs);
+    })();
+    return { token, user, expiresAt: new Date(now + ttlMs) };
+  }
+
+  /** The user an enrollment token is for, while it is unused and unexpired; null otherwise. */
+  enrollmentUser(token: string): string | null {
+    if (typeof token !== 'string' || token.length === 0 || token.length > 200) return null;
+    const row = this.db
+      .prepare('SELECT user_name FROM enrollments WHERE token_hash = ? AND used_at IS NULL AND expires_at > ?')
+      .get(hashToken(token), Date.now()) as { user_name: string } | undefined;
+    return row?.user_name ?? null;
+  }
+
+  /**
+   * Uses up an enrollment token and stores the passkey it registered, atomically: of two registrations
+   * racing with one token, exactly one succeeds. Throws when the token is no longer valid.
+   */
+  enrollPasskey(token: string, passkey: Omit<Passkey, 'createdAt' | 'lastUsedAt'>): Passkey {
+    return this.db.transaction(() => {
+      const { changes } = this.db
+        .prepare('UPDATE enrollments SET used_at = ? WHERE token_hash = ? AND user_name = ? AND used_at IS NULL AND expires_at > ?')
+        .run(Date.now(), hashToken(token), passkey.user, Date.now());
+      if (changes !== 1) throw new Error('this enrollment link was already used or has expired');
+      return this.addPasskey(passkey);
+    })();
   }
 
   /** A per-installation random secret, created on first use (decoy SCRAM salts, signing keys ...). */

@@ -13,6 +13,7 @@ import { IdentityStore } from '../../src/identity/store.js';
 import { createLogger } from '../../src/log.js';
 import { makeVerifier } from '../../src/protocol/scram.js';
 import type { ProxyServer } from '../../src/proxy/server.js';
+import type { ConsoleBroker } from '../../src/stepup/broker.js';
 import type { StepUpBroker } from '../../src/stepup/types.js';
 import type { TestPostgres } from './postgres.js';
 
@@ -35,6 +36,9 @@ export interface TestStepgate {
   identity: IdentityStore;
   server: ProxyServer;
   app: App;
+  /** The web console's URL (http://localhost:PORT), null when `stepUp` replaced the console broker. */
+  consoleUrl: string | null;
+  broker: ConsoleBroker | null;
   /** Every log line, parsed. */
   logs: Record<string, unknown>[];
   /** Connection settings for node-postgres. */
@@ -68,7 +72,9 @@ export async function startStepgate(
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-data-'));
   const configFile = path.join(dataDir, 'stepgate.yaml');
   fs.writeFileSync(configFile, `listen: 127.0.0.1:0\nupstream: ${JSON.stringify(pg.url())}\ndata: ${JSON.stringify(dataDir)}\n${options.configYaml ?? ''}`);
-  const config = loadConfig({ config: configFile, rules: options.rulesDir ?? ALLOW_ALL_RULES, ...(options.flags as object) });
+  // The console on an ephemeral port too, unless the test chose one.
+  const consoleFlag = /^console:/m.test(options.configYaml ?? '') ? {} : { console: '127.0.0.1:0' };
+  const config = loadConfig({ config: configFile, rules: options.rulesDir ?? ALLOW_ALL_RULES, ...consoleFlag, ...(options.flags as object) });
   config.limits.authFailureDelayMs = 50;
   options.tweak?.(config);
   const logs: Record<string, unknown>[] = [];
@@ -99,6 +105,8 @@ export async function startStepgate(
     identity,
     server,
     app,
+    consoleUrl: app.consoleUrl,
+    broker: app.broker,
     logs,
     pgConfig: (u, database = 'postgres') => ({ host, port, user: userOf(u).name, password: userOf(u).password, database }),
     env: (u, database = 'postgres') => ({

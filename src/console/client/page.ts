@@ -1,0 +1,98 @@
+/**
+ * The console's one HTML page. Everything dynamic is filled in by app.js from the API and the WebSocket
+ * (with textContent: no HTML is ever built from data). No inline script or style: the CSP forbids them.
+ */
+const ICON =
+  "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 32 32'%3E%3Crect width='32' height='32' rx='7' fill='%23335eea'/%3E%3Cpath d='M9 21h5v-5h5v-5h5' stroke='white' stroke-width='3' fill='none' stroke-linecap='round' stroke-linejoin='round'/%3E%3C/svg%3E";
+
+export function pageHtml(): string {
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light dark">
+<title>stepgate console</title>
+<link rel="icon" href="${ICON}">
+<link rel="stylesheet" href="/static/app.css">
+<script src="/static/webauthn.js" defer></script>
+<script type="module" src="/static/app.js"></script>
+</head>
+<body>
+<a class="skip" href="#main">Skip to content</a>
+<header class="top">
+  <a class="brand" href="/"><img src="${ICON}" alt="" width="24" height="24"> stepgate <span class="sub">console</span></a>
+  <p id="status" class="status" role="status" aria-live="polite"></p>
+  <div id="who" class="who" hidden>
+    <span>Signed in as <strong id="who-name"></strong></span>
+    <button type="button" class="link" data-action="sign-out">Sign out</button>
+  </div>
+</header>
+
+<main id="main" tabindex="-1">
+  <section id="view-loading" class="view">
+    <p class="muted">Loading…</p>
+  </section>
+
+  <section id="view-signin" class="view narrow" hidden aria-labelledby="signin-title">
+    <h1 id="signin-title">Sign in</h1>
+    <p>stepgate holds statements that need a second look until you approve them here with your passkey.</p>
+    <button type="button" class="primary big" data-action="sign-in">Sign in with a passkey</button>
+    <p id="signin-error" class="error" role="alert"></p>
+    <p class="muted small">No passkey yet? Ask your stepgate administrator for an enrollment link
+      (<code>stepgate users enroll YOUR-NAME</code>) and open it in this browser.</p>
+  </section>
+
+  <section id="view-enroll" class="view narrow" hidden aria-labelledby="enroll-title">
+    <h1 id="enroll-title">Register a passkey</h1>
+    <div id="enroll-ready" hidden>
+      <p>Welcome, <strong id="enroll-user"></strong>. Register a passkey for stepgate: your fingerprint, face,
+        device PIN or security key. You will use it to sign in here and to approve statements that
+        stepgate holds for you.</p>
+      <p class="muted small" id="enroll-existing" hidden></p>
+      <label class="field" for="enroll-name">Name for this passkey
+        <input id="enroll-name" name="passkey-name" maxlength="64" autocomplete="off" required>
+      </label>
+      <button type="button" class="primary big" data-action="register-passkey">Register a passkey</button>
+    </div>
+    <p id="enroll-error" class="error" role="alert"></p>
+  </section>
+
+  <section id="view-console" class="view" hidden>
+    <section class="panel" aria-labelledby="pending-title">
+      <h1 id="pending-title">Waiting for approval <span id="pending-count" class="count" hidden></span></h1>
+      <p id="pending-empty" class="empty">Nothing is waiting. Statements that need your passkey appear here
+        the moment stepgate holds them; keep this page open.</p>
+      <div id="pending" class="cards"></div>
+    </section>
+
+    <div class="columns">
+      <section class="panel" aria-labelledby="grants-title">
+        <h2 id="grants-title">Active grants</h2>
+        <p class="muted small">After an approval, some rules let the same kind of statement through for a while
+          without asking again. Revoke a grant to be asked again at once.</p>
+        <p id="grants-empty" class="empty">No active grants.</p>
+        <ul id="grants" class="list"></ul>
+      </section>
+
+      <section class="panel" aria-labelledby="recent-title">
+        <h2 id="recent-title">Recently decided</h2>
+        <p id="recent-empty" class="empty">Nothing yet.</p>
+        <ol id="recent" class="list"></ol>
+      </section>
+    </div>
+
+    <section class="panel" aria-labelledby="passkeys-title">
+      <h2 id="passkeys-title">Your passkeys</h2>
+      <ul id="passkeys" class="list"></ul>
+      <button type="button" data-action="add-passkey">Add a passkey</button>
+      <p id="passkeys-error" class="error" role="alert"></p>
+    </section>
+  </section>
+</main>
+<div id="announcer" class="visually-hidden" aria-live="assertive" aria-atomic="true"></div>
+<noscript><p class="error">The stepgate console needs JavaScript.</p></noscript>
+</body>
+</html>
+`;
+}

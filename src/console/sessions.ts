@@ -1,0 +1,117 @@
+/**
+ * Console sign-in sessions: a short-lived token signed with jose (HS256, key from identity.secret) in an
+ * HttpOnly, SameSite=Strict cookie (Secure and `__Host-` prefixed over https).
+ *
+ * - `exp`: 30 minutes; an open console page refreshes it, so it slides while the page is in use.
+ * - `sat`: when the person signed in with a passkey; no refresh beyond 12 hours after it.
+ * - `auth_time`: the last passkey assertion (sign-in or re-check); adding or removing passkeys needs one
+ *   in the last 5 minutes, so a stolen cookie alone cannot register an attacker's passkey.
+ * - `sid`: signing out revokes it (in memory: a token outlives a restart until its `exp`, at most 30 min).
+ * - `aud`: the console origin, so a token minted for one console is useless at another.
+ */
+import { randomBytes } from 'node:crypto';
+import { jwtVerify, SignJWT } from 'jose';
+import type { IdentityStore } from '../identity/store.js';
+
+export const SESSION_TTL_MS = 30 * 60_000;
+export const SESSION_MAX_MS = 12 * 60 * 60_000;
+export const RECENT_AUTH_MS = 5 * 60_000;
+
+export interface ConsoleSession {
+  user: string;
+  sid: string;
+  /** Epoch ms. */
+  expiresAt: number;
+  signedInAt: number;
+  authTime: number;
+}
+
+export class SessionManager {
+  private readonly key: Uint8Array;
+  private readonly revoked = new Map<string, number>();
+  readonly cookieName: string;
+
+  constructor(
+    private readonly identity: IdentityStore,
+    private readonly origin: string,
+    private readonly secure: boolean,
+    port: number,
+  ) {
+    this.key = new Uint8Array(identity.secret('console-session-key', 32));
+    // Cookies ignore ports: name it after this console, so two stepgates on one host do not clash.
+    this.cookieName = secure ? `__Host-stepgate_${port}` : `stepgate_${port}`;
+  }
+
+  async issue(user: string, previous?: ConsoleSession, freshAuth = true): Promise<{ token: string; session: ConsoleSession }> {
+    const now = Date.now();
+    const session: ConsoleSession = {
+      user,
+      sid: previous?.sid ?? randomBytes(16).toString('base64url'),
+      signedInAt: previous?.signedInAt ?? now,
+      authTime: freshAuth ? now : (previous?.authTime ?? now),
+      expiresAt: 0,
+    };
+    session.expiresAt = Math.min(now + SESSION_TTL_MS, session.signedInAt + SESSION_MAX_MS);
+    const token = await new SignJWT({ sid: session.sid, sat: Math.floor(session.signedInAt / 1000), auth_time: Math.floor(session.authTime / 1000) })
+      .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+      .setSubject(user)
+      .setAudience(this.origin)
+      .setIssuer('stepgate-console')
+      .setIssuedAt(Math.floor(now / 1000))
+      .setExpirationTime(Math.floor(session.expiresAt / 1000))
+      .sign(this.key);
+    return { token, session };
+  }
+
+  /** The session of a Cookie header, or null (missing, bad signature, expired, revoked, user gone). */
+  async verify(cookieHeader: string | undefined): Promise<ConsoleSession | null> {
+    const token = readCookie(cookieHeader, this.cookieName);
+    if (!token || token.length > 4096) return null;
+    try {
+      const { payload } = await jwtVerify(token, this.key, { algorithms: ['HS256'], audience: this.origin, issuer: 'stepgate-console' });
+      const user = payload.sub;
+      const sid = payload.sid;
+      if (typeof user !== 'string' || typeof sid !== 'string' || typeof payload.exp !== 'number') return null;
+      if (this.revoked.has(sid)) return null;
+      if (!this.identity.getUser(user)) return null;
+      return {
+        user,
+        sid,
+        expiresAt: payload.exp * 1000,
+        signedInAt: Number(payload.sat ?? 0) * 1000,
+        authTime: Number(payload.auth_time ?? 0) * 1000,
+      };
+    } catch {
+      return null;
+    }
+  }
+
+  isRevoked(sid: string): boolean {
+    return this.revoked.has(sid);
+  }
+
+  revoke(session: ConsoleSession): void {
+    this.revoked.set(session.sid, session.signedInAt + SESSION_MAX_MS);
+    const now = Date.now();
+    for (const [sid, until] of this.revoked) if (until < now) this.revoked.delete(sid);
+  }
+
+  cookie(token: string, session: ConsoleSession): string {
+    const maxAge = Math.max(0, Math.floor((session.expiresAt - Date.now()) / 1000));
+    return `${this.cookieName}=${token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAge}${this.secure ? '; Secure' : ''}`;
+  }
+
+  clearCookie(): string {
+    return `${this.cookieName}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0${this.secure ? '; Secure' : ''}`;
+  }
+}
+
+export function readCookie(header: string | undefined, name: string): string | null {
+  if (!header) return null;
+  for (const part of header.split(';')) {
+    const eq = part.indexOf('=');
+    if (eq === -1) continue;
+    if (part.slice(0, eq).trim() === name) return part.slice(eq + 1).trim();
+  }
+  return null;
+}

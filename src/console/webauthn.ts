@@ -1,0 +1,225 @@
+/**
+ * Passkey ceremonies for the console (on @simplewebauthn/server): every ceremony's challenge is made and
+ * remembered here, server-side, with what it is for, and can be used once.
+ *
+ * - Registration (enrollment link, or adding a passkey while signed in): user verification required,
+ *   resident key preferred, no attestation.
+ * - Sign-in: discoverable credentials (no allowCredentials); the credential names the user.
+ * - Approval of a held statement: the challenge is SHA-256("stepgate-approve" ‖ challengeId ‖ nonce) with
+ *   a random 32-byte nonce, remembered with the challenge id and the approving user. An assertion is only
+ *   accepted for that challenge id, from that user's session, with that user's passkey, once.
+ *
+ * `take()` removes a ceremony before its assertion is checked: whatever the outcome, a challenge is never
+ * accepted twice (replay), and a mismatched use (another statement, another user) burns it.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  generateAuthenticationOptions,
+  generateRegistrationOptions,
+  verifyAuthenticationResponse,
+  verifyRegistrationResponse,
+  type AuthenticationResponseJSON,
+  type PublicKeyCredentialCreationOptionsJSON,
+  type PublicKeyCredentialRequestOptionsJSON,
+  type RegistrationResponseJSON,
+} from '@simplewebauthn/server';
+import type { IdentityStore, Passkey } from '../identity/store.js';
+
+export type Purpose = 'enroll' | 'add-passkey' | 'signin' | 'reauth' | 'approve';
+
+export interface Ceremony {
+  purpose: Purpose;
+  /** Who it is for (null for sign-in: the credential tells). */
+  user: string | null;
+  /** approve: the held statement's challenge id. */
+  challengeId?: string;
+  /** enroll: the enrollment token it was started with. */
+  token?: string;
+  /** Console session that started it (null for enroll and sign-in). */
+  sid?: string | null;
+  expiresAt: number;
+}
+
+/** A ceremony taken to check a response: with the challenge the response must carry. */
+export interface TakenCeremony extends Ceremony {
+  challengeKey: string;
+}
+
+const CEREMONY_TTL_MS = 3 * 60_000;
+/** Anonymous ceremonies (sign-in, enrollment) kept at most; the oldest go first. */
+const MAX_ANONYMOUS = 5000;
+const MAX_PER_USER = 50;
+/** COSE algorithms offered: EdDSA, ES256, RS256. */
+const ALGORITHMS = [-8, -7, -257];
+
+export class CeremonyError extends Error {
+  constructor(
+    message: string,
+    readonly status = 400,
+  ) {
+    super(message);
+  }
+}
+
+export class Ceremonies {
+  private readonly anonymous = new Map<string, Ceremony>();
+  private readonly authenticated = new Map<string, Ceremony>();
+
+  constructor(
+    private readonly identity: IdentityStore,
+    readonly origin: string,
+    readonly rpId: string,
+  ) {}
+
+  private remember(challenge: string, ceremony: Omit<Ceremony, 'expiresAt'>, ttlMs = CEREMONY_TTL_MS): void {
+    this.sweep();
+    const full: Ceremony = { ...ceremony, expiresAt: Date.now() + ttlMs };
+    if (ceremony.sid) {
+      const mine = [...this.authenticated].filter(([, c]) => c.user === ceremony.user);
+      if (mine.length >= MAX_PER_USER) this.authenticated.delete(mine[0]![0]);
+      this.authenticated.set(challenge, full);
+    } else {
+      if (this.anonymous.size >= MAX_ANONYMOUS) this.anonymous.delete(this.anonymous.keys().next().value!);
+      this.anonymous.set(challenge, full);
+    }
+  }
+
+  /** The ceremony a response answers (by the challenge in its clientDataJSON), removed: single use. */
+  take(response: unknown, purpose: Purpose): TakenCeremony {
+    const challenge = clientChallenge(response);
+    const ceremony = this.authenticated.get(challenge) ?? this.anonymous.get(challenge);
+    this.authenticated.delete(challenge);
+    this.anonymous.delete(challenge);
+    if (!ceremony || ceremony.expiresAt < Date.now()) throw new CeremonyError('this passkey response does not answer a current request (used already, or expired): try again', 400);
+    if (ceremony.purpose !== purpose) throw new CeremonyError('this passkey response was made for something else', 400);
+    return { ...ceremony, challengeKey: challenge };
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const map of [this.anonymous, this.authenticated]) for (const [k, c] of map) if (c.expiresAt < now) map.delete(k);
+  }
+
+  // ───────────────────────────── registration ─────────────────────────────
+
+  async registrationOptions(user: string, ceremony: Omit<Ceremony, 'expiresAt' | 'user'>): Promise<PublicKeyCredentialCreationOptionsJSON> {
+    const existing = this.identity.passkeys(user);
+    const options = await generateRegistrationOptions({
+      rpName: 'stepgate',
+      rpID: this.rpId,
+      userName: user,
+      userDisplayName: user,
+      userID: new Uint8Array(this.identity.webauthnHandle(user)),
+      challenge: new Uint8Array(randomBytes(32)),
+      timeout: CEREMONY_TTL_MS - 10_000,
+      attestationType: 'none',
+      excludeCredentials: existing.map((p) => ({ id: p.id, transports: p.transports })),
+      authenticatorSelection: { residentKey: 'preferred', requireResidentKey: false, userVerification: 'required' },
+      supportedAlgorithmIDs: ALGORITHMS,
+    });
+    this.remember(options.challenge, { ...ceremony, user });
+    return options;
+  }
+
+  /** Verifies a registration answering `ceremony` and returns the passkey to store (not stored yet). */
+  async verifyRegistration(ceremony: TakenCeremony, response: unknown, name: string): Promise<Omit<Passkey, 'createdAt' | 'lastUsedAt'>> {
+    const user = ceremony.user!;
+    let verified;
+    try {
+      verified = await verifyRegistrationResponse({
+        response: response as RegistrationResponseJSON,
+        expectedChallenge: ceremony.challengeKey,
+        expectedOrigin: this.origin,
+        expectedRPID: this.rpId,
+        requireUserPresence: true,
+        requireUserVerification: true,
+        supportedAlgorithmIDs: ALGORITHMS,
+      });
+    } catch (err) {
+      throw new CeremonyError(`the passkey could not be registered: ${(err as Error).message}`);
+    }
+    if (!verified.verified) throw new CeremonyError('the passkey could not be registered');
+    const info = verified.registrationInfo;
+    return {
+      id: info.credential.id,
+      user,
+      publicKey: info.credential.publicKey,
+      counter: info.credential.counter,
+      transports: (info.credential.transports ?? []).map(String),
+      name,
+      deviceType: info.credentialDeviceType,
+      backedUp: info.credentialBackedUp,
+    };
+  }
+
+  // ───────────────────────────── assertions ─────────────────────────────
+
+  /** Options for an assertion. `user` null: discoverable (sign-in). `bindTo`: an approval's challenge id. */
+  async assertionOptions(ceremony: Omit<Ceremony, 'expiresAt'>, ttlMs = CEREMONY_TTL_MS): Promise<PublicKeyCredentialRequestOptionsJSON> {
+    let challenge: Uint8Array<ArrayBuffer> = new Uint8Array(randomBytes(32));
+    if (ceremony.purpose === 'approve') {
+      const nonce = randomBytes(32);
+      challenge = new Uint8Array(createHash('sha256').update('stepgate-approve\0').update(ceremony.challengeId!).update('\0').update(nonce).digest());
+    }
+    const allow = ceremony.user ? this.identity.passkeys(ceremony.user).map((p) => ({ id: p.id, transports: p.transports })) : undefined;
+    const options = await generateAuthenticationOptions({
+      rpID: this.rpId,
+      challenge,
+      timeout: Math.max(5_000, ttlMs - 5_000),
+      userVerification: 'required',
+      ...(allow ? { allowCredentials: allow } : {}),
+    });
+    this.remember(options.challenge, ceremony, ttlMs);
+    return options;
+  }
+
+  /**
+   * Verifies an assertion answering `ceremony`: the credential must be registered (to `ceremony.user` when
+   * set), user verification is required, the signature counter must move forward. Returns the passkey.
+   */
+  async verifyAssertion(ceremony: TakenCeremony, response: unknown): Promise<Passkey> {
+    const r = response as AuthenticationResponseJSON;
+    const passkey = typeof r?.id === 'string' ? this.identity.passkey(r.id) : null;
+    if (!passkey) throw new CeremonyError('this passkey is not registered with stepgate', 403);
+    if (ceremony.user !== null && passkey.user !== ceremony.user) throw new CeremonyError('this passkey belongs to someone else', 403);
+    const handle = r.response?.userHandle;
+    if (handle) {
+      const expected = this.identity.webauthnHandle(passkey.user).toString('base64url');
+      if (handle !== expected) throw new CeremonyError('this passkey does not belong to the user it names', 403);
+    }
+    let verified;
+    try {
+      verified = await verifyAuthenticationResponse({
+        response: r,
+        expectedChallenge: ceremony.challengeKey,
+        expectedOrigin: this.origin,
+        expectedRPID: this.rpId,
+        credential: { id: passkey.id, publicKey: passkey.publicKey as never, counter: passkey.counter, transports: passkey.transports as never },
+        requireUserVerification: true,
+      });
+    } catch (err) {
+      throw new CeremonyError(`the passkey check failed: ${(err as Error).message}`, 403);
+    }
+    if (!verified.verified || !verified.authenticationInfo.userVerified) throw new CeremonyError('the passkey check failed', 403);
+    if (!this.identity.recordPasskeyUse(passkey.id, passkey.counter, verified.authenticationInfo.newCounter)) {
+      throw new CeremonyError('this passkey was used by another request at the same time; try again', 409);
+    }
+    return { ...passkey, counter: verified.authenticationInfo.newCounter, lastUsedAt: new Date() };
+  }
+}
+
+/** The base64url challenge inside a browser response's clientDataJSON. */
+export function clientChallenge(response: unknown): string {
+  const r = response as { response?: { clientDataJSON?: unknown } } | null;
+  const data = r?.response?.clientDataJSON;
+  if (typeof data !== 'string' || data.length > 8192) throw new CeremonyError('not a passkey response');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(data, 'base64url').toString('utf8'));
+  } catch {
+    throw new CeremonyError('not a passkey response');
+  }
+  const challenge = (parsed as { challenge?: unknown })?.challenge;
+  if (typeof challenge !== 'string' || !/^[A-Za-z0-9_-]{16,200}$/.test(challenge)) throw new CeremonyError('not a passkey response');
+  return challenge;
+}
