@@ -1,6 +1,7 @@
 /**
  * The `stepgate` command: dispatches to subcommands, prints help, maps usage errors to exit 2.
  */
+import { auditCommand, AUDIT_HELP } from './commands/audit.js';
 import { demoCommand, DEMO_HELP } from './commands/demo.js';
 import { processIO, println, UsageError, type CommandIO } from './commands/io.js';
 import { serveCommand, SERVE_HELP } from './commands/serve.js';
@@ -14,12 +15,19 @@ Usage: stepgate <command> [options]
 Commands:
   serve                 run the proxy (see stepgate serve --help)
   demo                  stepgate in front of an embedded PostgreSQL with sample data
-  users add|passwd|list|remove
-                        the people who connect through stepgate
+  users add|enroll|passwd|list|remove
+                        the people who connect through stepgate, and their
+                        passkey enrollment links
   rules check [DIR]     validate rule files
   rules explain SQL     show how a statement is classified and decided
   rules test [DIR]      run the rule test cases (*.test.yaml)
+  audit verify|sessions|replay|export|pubkey
+                        check, read and export the audit trail
   help [COMMAND]        help for a command
+
+step-up approvals happen in the web console (default http://localhost:6480), which
+stepgate serve starts next to the proxy: people register a passkey there with their
+enrollment link and approve held statements with it. See docs/console.md.
 
 Every command takes --help. Exit status: 0 success, 1 failure, 2 usage or configuration error.
 `;
@@ -48,6 +56,7 @@ const COMMANDS: Record<string, { run: Command; help: string }> = {
   demo: { run: demoCommand, help: DEMO_HELP },
   users: { run: usersCommand, help: USERS_HELP },
   rules: { run: rulesCommand, help: RULES_HELP },
+  audit: { run: auditCommand, help: AUDIT_HELP },
 };
 
 export async function main(argv: string[], io: CommandIO = processIO): Promise<number> {

@@ -26,6 +26,24 @@ export interface Limits {
   upstreamConnectTimeoutMs: number;
 }
 
+/** The audit trail (`audit:` in the config file). */
+export interface AuditConfig {
+  /**
+   * When the audit store fails (disk full, locked, corrupt, writer died): `close` refuses every statement
+   * that must be recorded; `allow_reads` still lets statements that only read through (unrecorded) and
+   * refuses the rest. Step-up and deny always fail closed.
+   */
+  onFailure: 'close' | 'allow_reads';
+  /** Events older than this are pruned at a signed checkpoint (ms); null keeps everything. */
+  retentionMs: number | null;
+  /** Record bind parameters (redacted); off by default, they often hold personal data. */
+  bindParameters: boolean;
+  /** Sign a checkpoint of the chain head after this many events ... */
+  checkpointEvents: number;
+  /** ... or this long after the previous one (ms), and at shutdown. */
+  checkpointMs: number;
+}
+
 export interface Config {
   listen: HostPort;
   /** Default server and stepgate's credentials for it. */
@@ -41,6 +59,7 @@ export interface Config {
   consoleUrl: string | null;
   auth: 'scram-sha-256' | 'trust';
   limits: Limits;
+  audit: AuditConfig;
   /** Where the file came from, for messages. */
   source: string | null;
 }
@@ -64,6 +83,13 @@ export const DEFAULTS = {
     authFailureDelayMs: 1000,
     maxConnections: 2000,
     upstreamConnectTimeoutMs: 10_000,
+  },
+  audit: {
+    onFailure: 'close',
+    retentionMs: null,
+    bindParameters: false,
+    checkpointEvents: 10_000,
+    checkpointMs: 5 * 60_000,
   },
 } as const;
 
@@ -139,7 +165,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     const loc = where(nodes.get(key));
     return loc ? `${loc}: ` : '';
   };
-  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits'];
+  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit'];
   for (const key of Object.keys(raw)) {
     if (!known.includes(key)) {
       const near = known.find((k) => k.startsWith(key.slice(0, 3)));
@@ -262,6 +288,8 @@ export function loadConfig(flags: ConfigFlags): Config {
     }
   }
 
+  const audit = parseAuditSection(raw.audit, nodes.get('audit'), where, at('audit'), problems);
+
   const consoleUrl = str('console_url', raw.console_url) ?? null;
   if (consoleUrl !== null && !/^https?:\/\/[^\s]+$/.test(consoleUrl)) {
     problems.push(`${at('console_url')}console_url must be an http:// or https:// URL`);
@@ -280,8 +308,77 @@ export function loadConfig(flags: ConfigFlags): Config {
     consoleUrl,
     auth: auth as Config['auth'],
     limits,
+    audit,
     source: file,
   };
+}
+
+/** `audit:`: on_failure, retention, bind_parameters, checkpoint_every. Problems name the line of each key. */
+function parseAuditSection(value: unknown, node: Node | undefined, where: Where, sectionAt: string, problems: string[]): AuditConfig {
+  const audit: AuditConfig = { ...DEFAULTS.audit };
+  if (value === undefined || value === null) return audit;
+  if (typeof value !== 'object' || Array.isArray(value) || !isMap(node)) {
+    problems.push(`${sectionAt}"audit" must be a mapping with on_failure:, retention:, bind_parameters: or checkpoint_every:`);
+    return audit;
+  }
+  const keyAt = (key: string, atKey = false): string => {
+    const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === key);
+    const loc = where(((atKey ? pair?.key : pair?.value) ?? pair?.key ?? node) as Node);
+    return loc ? `${loc}: ` : sectionAt;
+  };
+  const valid = ['on_failure', 'retention', 'bind_parameters', 'checkpoint_every'];
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    switch (k) {
+      case 'on_failure':
+        if (v === 'close' || v === 'allow_reads') audit.onFailure = v;
+        else problems.push(`${keyAt(k)}audit.on_failure must be close or allow_reads, not ${JSON.stringify(v)}`);
+        break;
+      case 'retention': {
+        if (v === null || v === 'none' || v === 'forever') {
+          audit.retentionMs = null;
+          break;
+        }
+        const ms = typeof v === 'string' ? parseDuration(v) : null;
+        if (ms === null || ms <= 0) problems.push(`${keyAt(k)}audit.retention: ${JSON.stringify(v)} is not a duration (for example 90d, 12h; or none to keep everything)`);
+        else audit.retentionMs = ms;
+        break;
+      }
+      case 'bind_parameters':
+        if (typeof v === 'boolean') audit.bindParameters = v;
+        else problems.push(`${keyAt(k)}audit.bind_parameters must be true or false`);
+        break;
+      case 'checkpoint_every': {
+        // A number of events, a duration, or both: {events: 10000, time: 5m}.
+        const one = (x: unknown): boolean => {
+          if (Number.isInteger(x) && (x as number) > 0) {
+            audit.checkpointEvents = x as number;
+            return true;
+          }
+          const ms = typeof x === 'string' ? parseDuration(x) : null;
+          if (ms !== null && ms >= 1000) {
+            audit.checkpointMs = ms;
+            return true;
+          }
+          return false;
+        };
+        let ok: boolean;
+        if (typeof v === 'object' && v !== null && !Array.isArray(v)) {
+          const o = v as Record<string, unknown>;
+          const extra = Object.keys(o).filter((x) => x !== 'events' && x !== 'time');
+          ok = extra.length === 0 && (o.events === undefined || (Number.isInteger(o.events) && (o.events as number) > 0 && one(o.events))) && (o.time === undefined || one(String(o.time)));
+        } else {
+          ok = one(v);
+        }
+        if (!ok) problems.push(`${keyAt(k)}audit.checkpoint_every: ${JSON.stringify(v)} must be a number of events (10000), a duration of at least 1s (5m), or {events: 10000, time: 5m}`);
+        break;
+      }
+      default: {
+        const near = valid.find((x) => x.startsWith(k.slice(0, 3)));
+        problems.push(`${keyAt(k, true)}unknown key audit.${k}${near ? `: did you mean "${near}"?` : `; valid keys: ${valid.join(', ')}`}`);
+      }
+    }
+  }
+  return audit;
 }
 
 /** The upstream a client's database name routes to, and the database name to ask it for. */

@@ -47,8 +47,12 @@ export interface AuditSink {
   outcome(statementId: number, index: number, outcome: StatementOutcome): void;
   /** Resolves once everything recorded so far is committed; rejects when the store failed. */
   durable(): Promise<void>;
-  /** False when the store failed: the session fails closed. */
+  /** False when the store failed: the session fails closed (see Config.audit.onFailure for the rest). */
   readonly healthy: boolean;
+  /** Why `healthy` is false (null when healthy). Optional. */
+  readonly failure?: string | null;
+  /** Writes what is pending and stops (the app closes the sink it opened). Optional. */
+  close?(): Promise<void>;
 }
 
 /** Records nothing (rules explain, tests that do not look at the audit trail). */

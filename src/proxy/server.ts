@@ -34,6 +34,8 @@ export interface ProxyServices {
   audit: AuditSink;
   log: Logger;
   recordParams?: boolean;
+  /** audit.on_failure; default close. */
+  auditOnFailure?: 'close' | 'allow_reads';
 }
 
 /** A failure during startup that the client hears about as a FATAL ErrorResponse. */
@@ -245,6 +247,7 @@ export class ProxyServer {
           log: this.services.log,
           limits,
           recordParams: this.services.recordParams ?? false,
+          auditOnFailure: this.services.auditOnFailure ?? 'close',
         },
       });
       this.sessions.add(session);

@@ -46,6 +46,8 @@ export interface SessionServices {
   limits: Limits;
   /** Record Bind parameters in the audit trail (off by default: they may hold personal data). */
   recordParams: boolean;
+  /** What to do with allowed statements while the audit store is failing (step-up and deny always fail closed). */
+  auditOnFailure: 'close' | 'allow_reads';
 }
 
 export interface SessionOptions {
@@ -489,7 +491,10 @@ export class Session {
     const decision = this.decide(statements);
     const auditId = this.services.audit.statement({ connectionId: this.connectionId, sql, statements, decision, params: null });
     const release = (): void => this.forwardQuery(buf, start, end, statements, auditId);
-    if (decision.action === 'allow') return release();
+    if (decision.action === 'allow') {
+      const refusal = this.auditRefusal(statements);
+      return refusal ? this.rejectQuery(refusal) : release();
+    }
     return this.enforce(statements, decision, auditId, release, (error) => this.rejectQuery(error));
   }
 
@@ -579,7 +584,10 @@ export class Session {
     const decision = this.decide(statements);
     const params = portal?.params ? portal.params.map((p) => (p === null ? null : p.toString('utf8'))) : null;
     const auditId = this.services.audit.statement({ connectionId: this.connectionId, sql: statement.sql, statements, decision, params });
-    if (decision.action === 'allow') return release(auditId);
+    if (decision.action === 'allow') {
+      const refusal = this.auditRefusal(statements);
+      return refusal ? this.rejectExtended(refusal) : release(auditId);
+    }
     return this.enforce(statements, decision, auditId, () => release(auditId), (error) => this.rejectExtended(error));
   }
 
@@ -611,7 +619,10 @@ export class Session {
         this.batch++;
         this.forward(buf, start, end);
       };
-      if (decision.action === 'allow') return release();
+      if (decision.action === 'allow') {
+        const refusal = this.auditRefusal(statements);
+        return refusal ? this.rejectQuery(refusal) : release();
+      }
       return this.enforce(statements, decision, auditId, release, (error) => this.rejectQuery(error));
     });
   }
@@ -629,6 +640,7 @@ export class Session {
   ): Promise<void> {
     this.flushToServer();
     if (decision.action === 'deny') {
+      // Refused either way; the record of it should be on disk first.
       await this.durable();
       if (this.closed) return;
       reject(denyError(decision, statements));
@@ -640,6 +652,11 @@ export class Session {
     if (this.closed) return;
     if (this.failedBatch === this.batch) {
       this.services.audit.outcome(auditId, 0, { tag: null, sqlstate: null, message: null, skipped: true, durationMs: 0 });
+      return;
+    }
+    // Without an audit trail nobody can later prove who approved what: fail closed.
+    if (!this.services.audit.healthy) {
+      reject(auditUnavailableError(this.services.audit.failure));
       return;
     }
     const hold = this.services.stepUp.hold({
@@ -655,6 +672,14 @@ export class Session {
     if (hold.challengeId) {
       this.hold = hold;
       this.services.audit.challengeCreated(auditId, hold.challengeId);
+      // The held statement is on disk before anyone is asked (it survives a crash during the hold).
+      if (!(await this.durable())) {
+        hold.end('withdrawn');
+        this.hold = null;
+        if (!this.closed) reject(auditUnavailableError(this.services.audit.failure));
+        return;
+      }
+      if (this.closed) return; // the hold was withdrawn by close()
       this.writeClient(
         backend.noticeResponse({
           severity: 'NOTICE',
@@ -674,8 +699,13 @@ export class Session {
       this.hold = null;
     }
     this.services.audit.challengeResolved(auditId, hold.challengeId, outcome);
-    await this.durable();
+    // An approval is released only once it is on record.
+    const recorded = await this.durable();
     if (this.closed || outcome.status === 'withdrawn') return;
+    if (!recorded) {
+      reject(auditUnavailableError(this.services.audit.failure));
+      return;
+    }
     if (outcome.status === 'approved') {
       release();
       return;
@@ -683,14 +713,28 @@ export class Session {
     reject(holdError(outcome, decision));
   }
 
-  /** Waits until the audit trail has committed; if it cannot, the statement fails closed. */
-  private async durable(): Promise<void> {
+  /** Waits until the audit trail has committed; false (and a loud log line) when it cannot. */
+  private async durable(): Promise<boolean> {
     try {
       await this.services.audit.durable();
+      return true;
     } catch (err) {
       this.services.log.error('audit.unavailable', { connection: this.connectionId, error: (err as Error).message });
-      throw err;
+      return false;
     }
+  }
+
+  /**
+   * With the audit store failed, `audit.on_failure` decides for statements the rules allow: `close`
+   * refuses them all, `allow_reads` lets through what changes nothing (reads, transaction control,
+   * ordinary settings).
+   */
+  private auditRefusal(statements: StatementInfo[]): backend.ErrorFields | null {
+    const audit = this.services.audit;
+    if (audit.healthy) return null;
+    const harmless = (s: StatementInfo): boolean => s.classes.every((c) => c === 'read' || c === 'transaction' || c === 'session');
+    if (this.services.auditOnFailure === 'allow_reads' && statements.every(harmless)) return null;
+    return auditUnavailableError(audit.failure);
   }
 
   /** Resolves when the server has answered every message forwarded so far. */
@@ -1069,6 +1113,16 @@ function quoteIdent(name: string): string {
 
 function describeStatements(statements: StatementInfo[]): string {
   return statements.map((s) => `${s.command} (${s.classes.join(', ')})`).join('; ');
+}
+
+function auditUnavailableError(failure: string | null | undefined): backend.ErrorFields {
+  return {
+    severity: 'ERROR',
+    code: '58030',
+    message: 'stepgate: the audit trail is unavailable, so this statement cannot run',
+    detail: failure ? `The audit store failed: ${failure}` : undefined,
+    hint: 'An administrator must look at the stepgate log and the data directory.',
+  };
 }
 
 function denyError(decision: Decision, statements: StatementInfo[]): backend.ErrorFields {

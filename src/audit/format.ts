@@ -1,0 +1,204 @@
+/**
+ * The audit trail's on-disk format: event kinds, the canonical form each event is hashed in, and the
+ * JSON bodies. Shared by the writer (worker thread), `stepgate audit verify`, replay and export, so the
+ * rules for what a hash covers live in one place. See docs/audit.md for the field reference.
+ *
+ * Hash chain: every event stores
+ *
+ *     hash = hex(SHA-256(prev_hash + "\n" + seq + "\t" + session_no + "\t" + session_seq + "\t" + time + "\t" + kind + "\t" + body))
+ *
+ * where prev_hash is the previous event's hash (64 zeros before the first event, or the hash a signed
+ * retention checkpoint vouches for after pruning), `time` is integer Unix milliseconds and `body` the
+ * stored JSON text, byte for byte. Nothing is re-serialised when verifying.
+ */
+import crypto from 'node:crypto';
+
+export const FORMAT_VERSION = 1;
+
+/** 64 zeros: the "previous hash" of the very first event. */
+export const GENESIS_HASH = '0'.repeat(64);
+
+/** Session number 0 holds the audit trail's own events (opened, closed, pruned, gaps, keys). */
+export const SYSTEM_SESSION = 0;
+
+export const EVENT_KINDS = [
+  'connection.start',
+  'connection.end',
+  'statement',
+  'outcome',
+  'challenge.created',
+  'challenge.resolved',
+  'audit.open',
+  'audit.close',
+  'audit.key',
+  'audit.gap',
+  'audit.pruned',
+] as const;
+export type EventKind = (typeof EVENT_KINDS)[number];
+
+/** Record codes between the proxy thread and the writer (compact arrays, see store.ts). */
+export const REC = {
+  Start: 1,
+  End: 2,
+  Statement: 3,
+  Outcome: 4,
+  ChallengeCreated: 5,
+  ChallengeResolved: 6,
+} as const;
+
+export function canonical(seq: number, session: number, sessionSeq: number, time: number, kind: string, body: string): string {
+  return `${seq}\t${session}\t${sessionSeq}\t${time}\t${kind}\t${body}`;
+}
+
+const oneShot = (crypto as { hash?: (alg: string, data: string, enc: 'hex') => string }).hash;
+
+/** hex SHA-256 of a UTF-8 string. */
+export function sha256hex(text: string): string {
+  return oneShot ? oneShot('sha256', text, 'hex') : crypto.createHash('sha256').update(text).digest('hex');
+}
+
+export function chainHash(prevHash: string, canonicalText: string): string {
+  return sha256hex(prevHash + '\n' + canonicalText);
+}
+
+export function eventHash(prevHash: string, e: { seq: number; session: number; sseq: number; time: number; kind: string; body: string }): string {
+  return chainHash(prevHash, canonical(e.seq, e.session, e.sseq, e.time, e.kind, e.body));
+}
+
+/** Rows affected or returned, from a command tag: "SELECT 5" → 5, "INSERT 0 3" → 3; null when the tag has none. */
+export function rowsFromTag(tag: string | null): number | null {
+  if (!tag) return null;
+  if (tag === lastTag) return lastRows;
+  const m = /^(?:SELECT|INSERT \d+|UPDATE|DELETE|MERGE|FETCH|MOVE|COPY|CREATE TABLE AS|SELECT INTO) (\d+)$/.exec(tag);
+  lastTag = tag;
+  lastRows = m ? Number(m[1]) : null;
+  return lastRows;
+}
+let lastTag: string | null = null;
+let lastRows: number | null = null;
+
+/**
+ * One statement's outcome as stored inside a statement event (`outcomes`) or as an `outcome` event.
+ * To keep the trail small, fields that would be null or false are left out.
+ */
+export interface OutcomeBody {
+  index: number;
+  /** Command tag ("DELETE 3"); absent when the statement failed or was skipped; "" for an empty query. */
+  tag?: string;
+  /** Rows from the tag; absent when the tag has no count. */
+  rows?: number;
+  /** On error. */
+  sqlstate?: string;
+  message?: string;
+  /** Not run: an earlier statement of its message failed (or its batch was skipped). */
+  skipped?: true;
+  duration_ms: number;
+}
+
+export interface StatementClassBody {
+  command: string;
+  classes: string[];
+  tables: { schema: string | null; name: string; access: 'read' | 'write' }[];
+  /** Absent when empty. */
+  flags?: string[];
+  /** Absent when empty. */
+  functions?: string[];
+}
+
+export interface DecisionBody {
+  action: 'allow' | 'step-up' | 'deny';
+  rule: string | null;
+  file: string | null;
+  /** Why (which statement and match keys); absent for an allow by the file's default, where it says nothing more. */
+  reason?: string;
+  message?: string;
+  statement_index?: number;
+  timeout_ms?: number;
+  grant_ms?: number;
+  grant_scope?: 'connection' | 'user';
+  approvers?: { groups: string[]; count: number };
+  step_ups?: { rule: string | null; file: string | null; statement_index: number; approvers?: { groups: string[]; count: number } }[];
+}
+
+/** The JSON body of each kind of event, as stored (field order as written by the writer). */
+export interface Bodies {
+  'connection.start': {
+    connection: string;
+    user: string;
+    database: string;
+    application: string;
+    client: string;
+    tls: boolean;
+    server_pid: number;
+  };
+  'connection.end': { duration_ms: number; bytes_in: number; bytes_out: number; reason: string };
+  statement: {
+    sql: string;
+    /** Present only when bind parameters are recorded (audit.bind_parameters), redacted. */
+    params?: (string | null)[] | null;
+    statements: StatementClassBody[];
+    decision: DecisionBody;
+    /** Outcomes known when the event was written (most allowed statements); later ones are `outcome` events. */
+    outcomes: OutcomeBody[];
+  };
+  outcome: OutcomeBody & { statement: number };
+  'challenge.created': { statement: number; challenge: string };
+  'challenge.resolved': {
+    statement: number;
+    challenge: string | null;
+    status: 'approved' | 'rejected' | 'expired' | 'cancelled' | 'withdrawn' | 'unavailable';
+    approvers?: { user: string; credential: string | null }[];
+    grant?: boolean;
+    by?: string;
+    reason?: string;
+  };
+  'audit.open': { format: number; stepgate_pid: number; host: string; previous_run: string | null; clean_shutdown: boolean | null; open_sessions: string[] };
+  'audit.close': { events: number };
+  'audit.key': { kid: string; jwk: Record<string, unknown>; note: string };
+  'audit.gap': { dropped: number; by_kind: Record<string, number>; reason: string };
+  'audit.pruned': { through_seq: number; through_time: number; checkpoint: number; retention_ms: number; events: number };
+}
+
+/** A stored event row. */
+export interface EventRow {
+  seq: number;
+  session: number;
+  sseq: number;
+  time: number;
+  kind: string;
+  body: string;
+  hash: string;
+}
+
+/** A stored checkpoint row. */
+export interface CheckpointRow {
+  id: number;
+  seq: number;
+  hash: string;
+  time: number;
+  jws: string;
+}
+
+/** What a checkpoint signs (the JWS payload). */
+export interface CheckpointPayload {
+  typ: 'stepgate-audit-checkpoint';
+  v: number;
+  /** Checkpoint number in this audit database. */
+  id: number;
+  /** The chain head: the last event's global sequence number and hash. */
+  seq: number;
+  hash: string;
+  /** When it was signed (ISO 8601). */
+  time: string;
+  /** Why: interval, events, shutdown, retention, manual. */
+  reason: string;
+  /** The first event still stored when it was signed (after retention pruning). */
+  first_seq: number;
+}
+
+export const CHECKPOINT_TYPE = 'stepgate-audit-checkpoint';
+
+/** ISO time with milliseconds. */
+export function iso(ms: number): string {
+  return new Date(ms).toISOString();
+}

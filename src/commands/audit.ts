@@ -1,0 +1,325 @@
+/**
+ * `stepgate audit verify|sessions|replay|export|pubkey`: reading, checking and exporting the audit trail.
+ * Every subcommand reads DATA/audit.db and may run while stepgate writes to it.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type Database from 'better-sqlite3';
+import { resolveDataDir } from '../config.js';
+import { AuditDbMissing, openAuditDbForReading } from '../audit/db.js';
+import { csvHeader, csvRow, exportRecord } from '../audit/export.js';
+import { dataDirPublicKey, PUBLIC_KEY_FILE, publicKeyPem, readPublicKey, type PublicKey } from '../audit/keys.js';
+import { exportEvents, findSession, formatTime, listSessions, parseTime, SessionFacts, SessionLookupError, sessionEvents, shortId, type SessionRow } from '../audit/read.js';
+import { replaySteps } from '../audit/replay.js';
+import { verifyAudit } from '../audit/verify.js';
+import { parse, println, UsageError, type CommandIO } from './io.js';
+
+export const AUDIT_HELP = `Usage: stepgate audit <verify|sessions|replay|export|pubkey> [options]
+
+The audit trail (DATA/audit.db): every connection, statement, decision, approval and outcome,
+hash-chained (SHA-256) and sealed by checkpoints signed with an Ed25519 key. Passwords and other
+secrets are masked before anything is stored. See docs/audit.md.
+
+  stepgate audit verify [--pubkey FILE]
+      Walk the hash chain and check every signed checkpoint. Names the first event that was
+      altered, deleted or inserted. Exit status 0 when the trail is intact, 1 on any break.
+      --pubkey FILE: check the signatures with this public key (a JWK or PEM kept from
+      "stepgate audit pubkey") instead of the one in the data directory.
+  stepgate audit sessions [--user U] [--since T] [--until T] [--json]
+      List sessions (connections) active in the period: id, user, database, client,
+      application, start, end, statements, denied and held counts.
+  stepgate audit replay SESSION [--speed N | --instant] [--json]
+      Replay a session as a psql-like transcript: statements, decisions and rules, approvals
+      (who, with which passkey) and outcomes, with the pauses between them (real time; pauses
+      over 5 s are shortened and marked). --speed 10 plays ten times faster, --instant does not
+      wait, --json prints the session's events as export records. SESSION: an id as listed by
+      "stepgate audit sessions" or a unique prefix of it (like git), or #NUMBER.
+  stepgate audit export [--format jsonl|csv] [--since T] [--until T] [--user U] [--session ID]
+      Events for a SIEM, oldest first, on standard output. jsonl: one object per event with the
+      stored body under "data" and the chain hashes (re-verifiable); csv: one row per event with
+      a header. Field names are stable (docs/audit.md).
+  stepgate audit pubkey [--format jwk|pem]
+      Print the public key that verifies the checkpoints (default jwk). Keep a copy where the
+      stepgate host cannot change it, and verify with --pubkey.
+
+Options:
+  --data DIR          data directory (default ./.stepgate)
+  --config FILE       take the data directory from this config file
+
+Times (T): ISO 8601 (2025-11-24, 2025-11-24T10:00:00Z) or a time ago: 90s, 30m, 2h, 7d.
+`;
+
+const OPTIONS = {
+  data: { type: 'string' },
+  config: { type: 'string' },
+  pubkey: { type: 'string' },
+  user: { type: 'string' },
+  since: { type: 'string' },
+  until: { type: 'string' },
+  json: { type: 'boolean' },
+  speed: { type: 'string' },
+  instant: { type: 'boolean' },
+  format: { type: 'string' },
+  session: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+type Values = ReturnType<typeof parse<typeof OPTIONS>>['values'];
+
+/** Longest pause replay waits (after --speed); longer ones are shortened and marked. */
+const MAX_PAUSE_MS = 5000;
+
+export async function auditCommand(args: string[], io: CommandIO): Promise<number> {
+  const [sub, ...rest] = args;
+  if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
+    println(sub ? io.stdout : io.stderr, AUDIT_HELP);
+    return sub ? 0 : 2;
+  }
+  const { values, positionals } = parse(rest, OPTIONS);
+  if (values.help) {
+    println(io.stdout, AUDIT_HELP);
+    return 0;
+  }
+  const dataDir = resolveDataDir(values);
+  const allowed: Record<string, (keyof Values)[]> = {
+    verify: ['pubkey'],
+    sessions: ['user', 'since', 'until', 'json'],
+    replay: ['speed', 'instant', 'json'],
+    export: ['format', 'since', 'until', 'user', 'session'],
+    pubkey: ['format'],
+  };
+  const own = allowed[sub];
+  if (!own) throw new UsageError(`unknown audit command "${sub}"; use verify, sessions, replay, export or pubkey`);
+  for (const [k, v] of Object.entries(values)) {
+    if (v === undefined || k === 'data' || k === 'config' || k === 'help') continue;
+    if (!own.includes(k as keyof Values)) throw new UsageError(`--${k} does not apply to "audit ${sub}"`);
+  }
+  if (sub === 'pubkey') return pubkeyCommand(dataDir, values, positionals, io);
+
+  let db: Database.Database;
+  try {
+    db = openAuditDbForReading(dataDir);
+  } catch (err) {
+    if (err instanceof AuditDbMissing) {
+      println(io.stderr, `stepgate audit ${sub}: ${err.message}`);
+      return 1;
+    }
+    throw err;
+  }
+  try {
+    switch (sub) {
+      case 'verify':
+        noPositionals(positionals, 'audit verify');
+        return await verifyCommand(db, dataDir, values, io);
+      case 'sessions':
+        noPositionals(positionals, 'audit sessions');
+        return sessionsCommand(db, values, io);
+      case 'replay':
+        return await replayCommand(db, values, positionals, io);
+      default:
+        noPositionals(positionals, 'audit export');
+        return await exportCommand(db, values, io);
+    }
+  } catch (err) {
+    if (err instanceof SessionLookupError) throw new UsageError(err.message);
+    throw err;
+  } finally {
+    db.close();
+  }
+}
+
+function noPositionals(positionals: string[], what: string): void {
+  if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}" for ${what}`);
+}
+
+function time(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const t = parseTime(value);
+  if (t === null) throw new UsageError(`${flag} "${value}" is not a time: use ISO 8601 (2025-11-24T10:00:00Z) or a time ago (30m, 2h, 7d)`);
+  return t;
+}
+
+// ───────────────────────────── verify ─────────────────────────────
+
+async function verifyCommand(db: Database.Database, dataDir: string, values: Values, io: CommandIO): Promise<number> {
+  let key: PublicKey;
+  try {
+    key = values.pubkey ? await readPublicKey(path.resolve(values.pubkey)) : await dataDirPublicKey(dataDir);
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'ENOENT') {
+      println(io.stderr, `stepgate audit verify: no public key: ${values.pubkey ? values.pubkey : path.join(dataDir, PUBLIC_KEY_FILE)} not found`);
+      return 1;
+    }
+    if (values.pubkey) throw new UsageError(e.message);
+    throw err;
+  }
+  const r = await verifyAudit(db, key);
+  const out = io.stdout;
+  println(out, `stepgate audit verify: ${path.join(dataDir, 'audit.db')}`);
+  if (r.events === 0) println(out, 'events:       none');
+  else println(out, `events:       ${r.firstSeq} to ${r.lastSeq} (${r.events.toLocaleString('en')} events, ${r.sessions} sessions), ${formatTime(r.firstTime)} to ${formatTime(r.lastTime)} UTC`);
+  if (r.anchor) println(out, `retention:    events up to ${r.anchor.seq} were pruned; the chain continues from the hash signed by checkpoint ${r.anchor.checkpoint}`);
+  const invalid = r.checkpoints.total - r.checkpoints.valid;
+  println(
+    out,
+    `checkpoints:  ${r.checkpoints.total}${r.checkpoints.total ? (invalid ? `, ${invalid} NOT VALID` : ', all signatures valid') : ''} (key ${r.key.kid} from ${r.key.source})${r.checkpoints.lastSeq !== null ? `; the last covers event ${r.checkpoints.lastSeq}` : ''}`,
+  );
+  if (r.unsealed > 0) println(out, `not sealed:   ${r.unsealed} event(s) after the last checkpoint (a running stepgate signs one every 10,000 events or 5 minutes, and at shutdown)`);
+  const errors = r.problems.filter((p) => p.severity === 'error');
+  for (const p of r.problems.filter((p) => p.severity === 'warning')) println(out, `warning:      ${p.message}`);
+  if (errors.length === 0) {
+    println(out, 'OK: the audit trail is intact.');
+    return 0;
+  }
+  println(out, `FAILED: ${errors[0]!.message}`);
+  if (errors.length > 1) {
+    println(out, 'Other problems:');
+    for (const p of errors.slice(1)) println(out, `  - ${p.message}`);
+  }
+  return 1;
+}
+
+// ───────────────────────────── sessions ─────────────────────────────
+
+function sessionsCommand(db: Database.Database, values: Values, io: CommandIO): number {
+  const rows = listSessions(db, { user: values.user, since: time(values.since, '--since'), until: time(values.until, '--until') });
+  if (values.json) {
+    println(io.stdout, JSON.stringify(rows.map(sessionJson)));
+    return 0;
+  }
+  if (rows.length === 0) {
+    println(io.stdout, 'no sessions');
+    return 0;
+  }
+  const table = rows.map((r) => [
+    shortId(r.connection, r.session),
+    r.user ?? '?',
+    r.database ?? '?',
+    r.client ?? '?',
+    r.application ?? '',
+    formatTime(r.start_time),
+    r.end_time === null ? '-' : formatTime(r.end_time),
+    String(r.statements),
+    String(r.denied),
+    String(r.held),
+  ]);
+  const head = ['SESSION', 'USER', 'DATABASE', 'CLIENT', 'APPLICATION', 'START (UTC)', 'END (UTC)', 'STATEMENTS', 'DENIED', 'HELD'];
+  const widths = head.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
+  const line = (cells: string[]): string =>
+    cells
+      .map((c, i) => (i >= 7 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd();
+  println(io.stdout, line(head));
+  for (const row of table) println(io.stdout, line(row));
+  return 0;
+}
+
+function sessionJson(r: SessionRow): Record<string, unknown> {
+  return {
+    id: r.connection,
+    session_no: r.session,
+    user: r.user,
+    database: r.database,
+    client_address: r.client,
+    application: r.application,
+    tls: r.tls === null ? null : r.tls === 1,
+    server_pid: r.server_pid,
+    start: r.start_time === null ? null : new Date(r.start_time).toISOString(),
+    end: r.end_time === null ? null : new Date(r.end_time).toISOString(),
+    end_reason: r.end_reason,
+    duration_ms: r.duration_ms,
+    bytes_in: r.bytes_in,
+    bytes_out: r.bytes_out,
+    statements: r.statements,
+    denied: r.denied,
+    held: r.held,
+  };
+}
+
+// ───────────────────────────── replay ─────────────────────────────
+
+async function replayCommand(db: Database.Database, values: Values, positionals: string[], io: CommandIO): Promise<number> {
+  if (positionals.length !== 1) throw new UsageError('usage: stepgate audit replay SESSION [--speed N | --instant] [--json]');
+  if (values.speed !== undefined && values.instant) throw new UsageError('--speed and --instant exclude each other');
+  let speed = 1;
+  if (values.speed !== undefined) {
+    speed = Number(values.speed);
+    if (!Number.isFinite(speed) || speed <= 0) throw new UsageError(`--speed must be a positive number, not "${values.speed}"`);
+  }
+  const session = findSession(db, positionals[0]!);
+  const events = sessionEvents(db, session.session);
+  if (values.json) {
+    const facts = new SessionFacts(db);
+    const prevOf = db.prepare('SELECT hash FROM events WHERE seq = ?');
+    for (const e of events) {
+      const prevHash = (prevOf.get(e.seq - 1) as { hash: string } | undefined)?.hash ?? null;
+      await write(io.stdout, JSON.stringify(exportRecord({ ...e, prevHash }, facts)) + '\n');
+    }
+    return 0;
+  }
+  const steps = replaySteps(session, events);
+  let previous: number | null = null;
+  for (const step of steps) {
+    if (!values.instant && previous !== null) {
+      const wait = Math.max(0, step.time - previous) / speed;
+      if (wait > MAX_PAUSE_MS) {
+        await write(io.stdout, `-- (paused ${Math.round(wait / 1000)} s here; shortened to ${MAX_PAUSE_MS / 1000} s)\n`);
+        await sleep(MAX_PAUSE_MS);
+      } else if (wait > 0) {
+        await sleep(wait);
+      }
+    }
+    previous = step.time;
+    await write(io.stdout, step.lines.join('\n') + '\n');
+  }
+  return 0;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function write(stream: NodeJS.WritableStream, text: string): Promise<void> {
+  if (stream.write(text)) return Promise.resolve();
+  return new Promise((resolve) => stream.once('drain', () => resolve()));
+}
+
+// ───────────────────────────── export ─────────────────────────────
+
+async function exportCommand(db: Database.Database, values: Values, io: CommandIO): Promise<number> {
+  const format = values.format ?? 'jsonl';
+  if (format !== 'jsonl' && format !== 'csv') throw new UsageError(`--format must be jsonl or csv, not "${format}"`);
+  const sessions = values.session !== undefined ? [findSession(db, values.session).session] : undefined;
+  const facts = new SessionFacts(db);
+  if (format === 'csv') await write(io.stdout, csvHeader() + '\n');
+  let chunk = '';
+  for (const e of exportEvents(db, { since: time(values.since, '--since'), until: time(values.until, '--until'), user: values.user, sessions })) {
+    const record = exportRecord(e, facts);
+    chunk += (format === 'csv' ? csvRow(record) : JSON.stringify(record)) + '\n';
+    if (chunk.length > 64 * 1024) {
+      await write(io.stdout, chunk);
+      chunk = '';
+    }
+  }
+  if (chunk) await write(io.stdout, chunk);
+  return 0;
+}
+
+// ───────────────────────────── pubkey ─────────────────────────────
+
+async function pubkeyCommand(dataDir: string, values: Values, positionals: string[], io: CommandIO): Promise<number> {
+  noPositionals(positionals, 'audit pubkey');
+  const format = values.format ?? 'jwk';
+  if (format !== 'jwk' && format !== 'pem') throw new UsageError(`--format must be jwk or pem, not "${format}"`);
+  const file = path.join(dataDir, PUBLIC_KEY_FILE);
+  if (!fs.existsSync(file)) {
+    println(io.stderr, `stepgate audit pubkey: no signing key in ${dataDir} (stepgate creates it when it first starts)`);
+    return 1;
+  }
+  const key = await readPublicKey(file);
+  if (format === 'pem') io.stdout.write(publicKeyPem(key.jwk));
+  else println(io.stdout, JSON.stringify({ ...key.jwk, kid: key.kid, use: 'sig', alg: 'EdDSA' }, null, 2));
+  return 0;
+}
