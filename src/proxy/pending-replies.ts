@@ -41,8 +41,9 @@ export interface PendingReply {
   answered: number;
   /** DescribeStatement: ParameterDescription seen, RowDescription/NoData still to come. */
   sawParameters: boolean;
-  /** InjectedError: the ErrorResponse to send instead of the server's. */
+  /** InjectedError: the ErrorResponse to send instead of the server's, and its fields (for the audit trail). */
   replacement: Buffer | null;
+  replacementError: { code: string; message: string } | null;
   /** Query: one tracker per statement; Execute/FunctionCall: one. */
   trackers: ReplyTracker[] | null;
   /** Set when the message's statements may change how later SQL is read (see StatementInfo.changesParsing). */
@@ -63,6 +64,7 @@ export function reply(kind: ReplyKind, batch: number): PendingReply {
     answered: 0,
     sawParameters: false,
     replacement: null,
+    replacementError: null,
     trackers: null,
     changesParsing: false,
     copyEnds: 0,

@@ -230,6 +230,27 @@ export class ProxyServer {
       hello.push(backend.backendKeyData(processId, secretKey), backend.readyForQuery(0x49));
       socket.write(Buffer.concat(hello));
 
+      // Recorded before the session exists: pipelined bytes that came with the login are classified (and
+      // audited) as soon as it does.
+      const facts = {
+        connection: connectionId,
+        user: user.name,
+        database,
+        client: clientAddress,
+        application,
+        tls: secure,
+        server_pid: upstream.processId,
+      };
+      this.services.log.info('connection.start', facts);
+      this.services.audit.connectionStart({
+        connectionId,
+        user: user.name,
+        database,
+        application,
+        clientAddress,
+        tls: secure,
+        serverPid: upstream.processId,
+      });
       const session: Session = new Session({
         connectionId,
         client: socket,
@@ -251,25 +272,6 @@ export class ProxyServer {
         },
       });
       this.sessions.add(session);
-      const facts = {
-        connection: connectionId,
-        user: user.name,
-        database,
-        client: clientAddress,
-        application,
-        tls: secure,
-        server_pid: upstream.processId,
-      };
-      this.services.log.info('connection.start', facts);
-      this.services.audit.connectionStart({
-        connectionId,
-        user: user.name,
-        database,
-        application,
-        clientAddress,
-        tls: secure,
-        serverPid: upstream.processId,
-      });
       await session.finished;
       this.sessions.delete(session);
       this.cancelKeys.release(processId);

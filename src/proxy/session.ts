@@ -473,6 +473,13 @@ export class Session {
     );
   }
 
+  /** One outcome tracker per statement of a message, for the audit trail. */
+  private trackers(auditId: number, count: number): ReplyTracker[] {
+    const list: ReplyTracker[] = [];
+    for (let i = 0; i < count; i++) list.push(new StatementTracker(this.services.audit, auditId, i));
+    return list;
+  }
+
   private decide(statements: StatementInfo[]): Decision {
     return this.services.rules().decide(statements, { ...this.subject, now: new Date() });
   }
@@ -493,9 +500,9 @@ export class Session {
     const release = (): void => this.forwardQuery(buf, start, end, statements, auditId);
     if (decision.action === 'allow') {
       const refusal = this.auditRefusal(statements);
-      return refusal ? this.rejectQuery(refusal) : release();
+      return refusal ? this.rejectQuery(refusal, this.trackers(auditId, statements.length)) : release();
     }
-    return this.enforce(statements, decision, auditId, release, (error) => this.rejectQuery(error));
+    return this.enforce(statements, decision, auditId, release, (error) => this.rejectQuery(error, this.trackers(auditId, statements.length)));
   }
 
   private forwardQuery(buf: Buffer, start: number, end: number, statements: StatementInfo[], auditId: number): void {
@@ -509,7 +516,7 @@ export class Session {
       const undo = this.applyStatementEffects(s);
       if (undo) (r.statementUndos ??= []).push({ index: i, undo });
     }
-    r.trackers = statements.map((_, i) => new StatementTracker(this.services.audit, auditId, i));
+    r.trackers = this.trackers(auditId, statements.length);
     r.changesParsing = changesParsing;
     this.expect(r, true);
     this.batch++;
@@ -586,9 +593,9 @@ export class Session {
     const auditId = this.services.audit.statement({ connectionId: this.connectionId, sql: statement.sql, statements, decision, params });
     if (decision.action === 'allow') {
       const refusal = this.auditRefusal(statements);
-      return refusal ? this.rejectExtended(refusal) : release(auditId);
+      return refusal ? this.rejectExtended(refusal, this.trackers(auditId, 1)) : release(auditId);
     }
-    return this.enforce(statements, decision, auditId, () => release(auditId), (error) => this.rejectExtended(error));
+    return this.enforce(statements, decision, auditId, () => release(auditId), (error) => this.rejectExtended(error, this.trackers(auditId, 1)));
   }
 
   private onFunctionCall(buf: Buffer, start: number, end: number): Promise<void> {
@@ -621,9 +628,9 @@ export class Session {
       };
       if (decision.action === 'allow') {
         const refusal = this.auditRefusal(statements);
-        return refusal ? this.rejectQuery(refusal) : release();
+        return refusal ? this.rejectQuery(refusal, this.trackers(auditId, 1)) : release();
       }
-      return this.enforce(statements, decision, auditId, release, (error) => this.rejectQuery(error));
+      return this.enforce(statements, decision, auditId, release, (error) => this.rejectQuery(error, this.trackers(auditId, 1)));
     });
   }
 
@@ -746,23 +753,29 @@ export class Session {
   }
 
   /** Rejects a simple Query or FunctionCall: the server fails an injected Execute, then Syncs. */
-  private rejectQuery(error: backend.ErrorFields): void {
-    this.injectFailure(error);
+  private rejectQuery(error: backend.ErrorFields, trackers: ReplyTracker[] | null = null): void {
+    this.injectFailure(error, trackers);
     this.writeServer(SYNC);
     this.expect(reply(ReplyKind.Sync, this.batch), true);
     this.batch++;
   }
 
   /** Rejects an Execute: the server fails an injected Execute and skips the batch up to Sync, like us. */
-  private rejectExtended(error: backend.ErrorFields): void {
-    this.injectFailure(error);
+  private rejectExtended(error: backend.ErrorFields, trackers: ReplyTracker[] | null = null): void {
+    this.injectFailure(error, trackers);
     this.writeServer(FLUSH);
     this.failedBatch = this.batch;
   }
 
-  private injectFailure(error: backend.ErrorFields): void {
+  /**
+   * `trackers`: the rejected statements' outcomes for the audit trail (the first gets the error, the rest
+   * are skipped), recorded when the server's failure arrives in their place.
+   */
+  private injectFailure(error: backend.ErrorFields, trackers: ReplyTracker[] | null): void {
     const r = reply(ReplyKind.InjectedError, this.batch);
     r.replacement = backend.errorResponse(error);
+    r.replacementError = error;
+    r.trackers = trackers;
     this.expect(r);
     const body = Buffer.concat([this.rejectPortal, Buffer.from([0, 0, 0, 0])]);
     const execute = Buffer.allocUnsafe(5 + body.length);
@@ -904,6 +917,10 @@ export class Session {
         return false; // e.g. a deferred constraint failing at the implicit COMMIT
       case ReplyKind.InjectedError:
         this.shiftReply();
+        if (head.trackers) {
+          head.trackers[0]?.onError(head.replacementError?.code ?? '42501', head.replacementError?.message ?? '');
+          for (let i = 1; i < head.trackers.length; i++) head.trackers[i].onSkipped();
+        }
         this.failBatch(head.batch);
         this.relay(head.replacement as Buffer, 0, (head.replacement as Buffer).length);
         return true;

@@ -53,11 +53,11 @@ t.test('a session leaves its events in order, replays and exports', async (t) =>
     [
       'connection.start alice postgres audit-test',
       'statement allow "SELECT count(*)::int AS n FROM t" → SELECT 1 (1 rows)',
-      'statement deny:deny-drop "DROP TABLE t"',
+      'statement deny:deny-drop "DROP TABLE t" → ERROR 42501 stepgate: statement denied by rule "deny-drop": Dropping tables is refused here.',
       'statement step-up:step-up-truncate "TRUNCATE t" → TRUNCATE TABLE',
       'challenge.created ch-1',
       'challenge.resolved approved alice/cred-alice-1',
-      'statement step-up:step-up-unbounded "DELETE FROM t"',
+      'statement step-up:step-up-unbounded "DELETE FROM t" → ERROR 42501 stepgate: statement rejected by bob: not during business hours',
       'challenge.created ch-2',
       'challenge.resolved rejected by bob: not during business hours',
       'statement allow "SELECT $1::int * 2 AS x" → SELECT 1 (1 rows)',
@@ -190,7 +190,8 @@ const GOLDEN_REPLAY = `-- stepgate audit replay of session ID
 
 [T] postgres=> DROP TABLE t;
 -- DENIED by rule "deny-drop" (10-audit.yaml): Dropping tables is refused here.
-ERROR:  stepgate: statement denied by rule "deny-drop"
+ERROR:  stepgate: statement denied by rule "deny-drop": Dropping tables is refused here.
+-- SQLSTATE 42501, after D
 
 [T] postgres=> TRUNCATE t;
 -- held for step-up by rule "step-up-truncate" (10-audit.yaml): Approve the TRUNCATE with your passkey.
@@ -206,6 +207,7 @@ TRUNCATE TABLE
 -- [T] waiting for approval (challenge ch-2)
 -- [T] rejected by bob: not during business hours
 ERROR:  stepgate: statement rejected by bob: not during business hours
+-- SQLSTATE 42501, after D
 
 [T] postgres=> SELECT $1::int * 2 AS x;
 -- allowed by the default (10-audit.yaml)
