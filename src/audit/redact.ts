@@ -197,7 +197,19 @@ function literalValue(sql: string, t: Token): string {
 
 /** password=... in connection strings and user:password@ in URLs, inside one literal's source text. */
 function redactInsideLiteral(raw: string): string {
-  let out = raw.replace(/(\b(?:password|passwd|sslpassword)\s*=\s*)('(?:[^'\\]|\\.|'')*'|(?:[^\s'\\]|\\.)+)/gi, (_m, key: string) => `${key}***`);
+  // A plain '...' literal: work on its value (where '' is one quote, as conninfo quoting sees it), then
+  // quote it again. Other forms (E'', $$) are worked on as written.
+  if (raw.startsWith("'") && raw.endsWith("'") && raw.length >= 2) {
+    const value = raw.slice(1, -1).replace(/''/g, "'");
+    const cleaned = redactConnectionSecrets(value);
+    return cleaned === value ? raw : `'${cleaned.replace(/'/g, "''")}'`;
+  }
+  return redactConnectionSecrets(raw);
+}
+
+function redactConnectionSecrets(text: string): string {
+  // conninfo: key = 'quoted value with \' escapes' or an unquoted value up to whitespace.
+  let out = text.replace(/(\b(?:password|passwd|sslpassword)\s*=\s*)('(?:[^'\\]|\\.)*'?|(?:[^\s'\\]|\\.)+)/gi, (_m, key: string) => `${key}***`);
   out = out.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s:/@'"]*:)([^\s@'"/]+)(@)/gi, (_m, before: string, _pw: string, at: string) => `${before}***${at}`);
   return out;
 }

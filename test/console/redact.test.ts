@@ -22,6 +22,15 @@ const cases: [string, string][] = [
     `CREATE SUBSCRIPTION s CONNECTION 'host=db password=hunter2 dbname=app' PUBLICATION p`,
     `CREATE SUBSCRIPTION s CONNECTION 'host=db password=*** dbname=app' PUBLICATION p`,
   ],
+  // A conninfo value quoted inside the SQL literal ('' is one quote there), with spaces and an escaped quote.
+  [
+    `CREATE SUBSCRIPTION s CONNECTION 'host=db password=''hun ter2'' dbname=app' PUBLICATION p`,
+    `CREATE SUBSCRIPTION s CONNECTION 'host=db password=*** dbname=app' PUBLICATION p`,
+  ],
+  [
+    `CREATE SUBSCRIPTION s CONNECTION 'host=db password=''it\\''s2'' dbname=app' PUBLICATION p`,
+    `CREATE SUBSCRIPTION s CONNECTION 'host=db password=*** dbname=app' PUBLICATION p`,
+  ],
   [`SELECT dblink_connect('c', 'host=db password=hunter2')`, `SELECT dblink_connect('***', '***')`],
   [`SELECT 'postgres://u:hunter2@h/db'`, `SELECT 'postgres://u:***@h/db'`],
   [`SELECT crypt('hunter2', gen_salt('bf'))`, `SELECT crypt('***', gen_salt('bf'))`],
