@@ -35,6 +35,7 @@ import type { FunctionCatalog } from './catalog.js';
 import { ReplyKind, ReplyQueue, reply, type PendingReply, type ReplyTracker } from './pending-replies.js';
 import { endAndLinger } from './linger.js';
 import { decodeSql } from './sql-text.js';
+import { unknownStatement } from '../sql/analysis.js';
 import { StatementRegistry, type PreparedStatement } from './statement-registry.js';
 
 export interface SessionServices {
@@ -96,20 +97,6 @@ interface InboxItem {
 const FLUSH = Buffer.from([0x48, 0, 0, 0, 4]);
 const SYNC = Buffer.from([0x53, 0, 0, 0, 4]);
 const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
-
-function unknownStatement(sql: string, reason: string): StatementInfo {
-  return {
-    sql,
-    command: 'UNKNOWN',
-    classes: ['unknown'],
-    tables: [],
-    columns: [],
-    functions: [],
-    flags: [],
-    reasons: [reason],
-    changesParsing: true,
-  };
-}
 
 /** Audit bookkeeping for one statement's reply. */
 class StatementTracker implements ReplyTracker {

@@ -79,6 +79,7 @@ export class StatementAnalysis {
   private flagMask = 0;
   private readonly tables = new Map<string, TableRef>();
   private readonly columns = new Set<string>();
+  private readonly commands = new Set<string>();
   private readonly functions = new Set<string>();
   private readonly reasons: string[] = [];
   changesParsing = false;
@@ -130,6 +131,12 @@ export class StatementAnalysis {
     else if (access === 'write' && known.access === 'read') known.access = 'write';
   }
 
+  /** A command the statement runs besides its own (see StatementInfo.commands). */
+  addCommand(command: string): void {
+    if (this.deferred > 0) return;
+    this.commands.add(command);
+  }
+
   addColumn(column: string): void {
     this.columns.add(column);
   }
@@ -146,6 +153,7 @@ export class StatementAnalysis {
   /** Merges another statement's findings (EXECUTE of a prepared statement, the query of a COPY ...). */
   mergeStatement(info: StatementInfo): void {
     for (const c of info.classes) this.addClass(c);
+    for (const c of info.commands) this.addCommand(c);
     for (const f of info.flags) if (f !== 'multi_statement') this.addFlag(f);
     for (const t of info.tables) this.addTable(t.schema, t.name, t.access);
     for (const c of info.columns) this.addColumn(c);
@@ -170,9 +178,11 @@ export class StatementAnalysis {
     }
     const flags: StatementFlag[] = [];
     for (let i = 0; i < SORTED_FLAGS.length; i++) if (this.flagMask & (1 << i)) flags.push(SORTED_FLAGS[i]!);
+    this.commands.add(this.command);
     const info: StatementInfo = {
       sql,
       command: this.command,
+      commands: [...this.commands].sort(),
       classes,
       tables: [...this.tables.values()],
       columns: [...this.columns],
@@ -192,6 +202,7 @@ export function unknownStatement(sql: string, reason: string, command = 'UNKNOWN
   return {
     sql,
     command,
+    commands: [command],
     classes: ['unknown'],
     tables: [],
     columns: [],

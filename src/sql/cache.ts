@@ -177,6 +177,7 @@ export class ClassificationCache {
       statements[i] = Object.freeze({
         sql: sql.slice(offsets[2 * i], offsets[2 * i + 1]),
         command: s.command,
+        commands: s.commands,
         classes: s.classes,
         tables: s.tables,
         columns: s.columns,

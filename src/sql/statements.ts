@@ -405,6 +405,7 @@ class StatementClassifier {
   private query(node: AnyNode | undefined): void {
     if (node === undefined) return;
     const [type, body] = unwrapNode(node);
+    this.a.addCommand(commandTag(type, body));
     this.statement(type, body);
   }
 

@@ -46,6 +46,12 @@ export interface StatementInfo {
   sql: string;
   /** Upper-case command as PostgreSQL names it in its command tag: SELECT, DELETE, CREATE TABLE ... */
   command: string;
+  /**
+   * Every command the statement runs, `command` included, sorted: a data-modifying WITH adds its
+   * DELETE/UPDATE/INSERT/MERGE, EXPLAIN ANALYZE and COPY (query) their query's command, EXECUTE the prepared
+   * statement's. Rules match `command` against these, so `WITH d AS (DELETE ...) SELECT` is a DELETE too.
+   */
+  commands: string[];
   /** Sorted, without duplicates; never empty. */
   classes: StatementClass[];
   tables: TableRef[];

@@ -218,6 +218,7 @@ export class QueryWalker {
     const target = s.relation as AnyNode | undefined;
     const targetName = target ? qualifiedName(target) : '?';
     this.a.addClass('write', `${verb} writes ${targetName}`);
+    this.a.addCommand(verb);
     if (nested) this.a.addFlag('writing_cte', `data-modifying WITH clause (${verb} ${targetName})`);
     const scope = this.pushScope();
     try {

@@ -20,6 +20,7 @@ import { cli, openDb, readEvents, writeRules } from './helpers.js';
 const SELECT: StatementInfo = Object.freeze({
   sql: 'SELECT 1',
   command: 'SELECT',
+  commands: ['SELECT'],
   classes: Object.freeze(['read']) as StatementInfo['classes'],
   tables: Object.freeze([]) as unknown as StatementInfo['tables'],
   columns: [],

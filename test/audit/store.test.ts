@@ -14,7 +14,7 @@ import type { StatementInfo } from '../../src/sql/types.js';
 import { cli, openDb, readEvents } from './helpers.js';
 
 const info = (command: string, classes: StatementInfo['classes'] = ['read']): StatementInfo =>
-  Object.freeze({ sql: '', command, classes: Object.freeze(classes) as StatementInfo['classes'], tables: Object.freeze([]) as unknown as StatementInfo['tables'], columns: [], functions: Object.freeze([]) as unknown as string[], flags: Object.freeze([]) as unknown as StatementInfo['flags'], reasons: [], changesParsing: false });
+  Object.freeze({ sql: '', command, commands: [command], classes: Object.freeze(classes) as StatementInfo['classes'], tables: Object.freeze([]) as unknown as StatementInfo['tables'], columns: [], functions: Object.freeze([]) as unknown as string[], flags: Object.freeze([]) as unknown as StatementInfo['flags'], reasons: [], changesParsing: false });
 const allow: Decision = { action: 'allow', rule: null, file: 'a.yaml', message: '', reason: 'default', grantMs: 0, grantScope: 'connection', timeoutMs: 0, statementIndex: 0 };
 const ok = (tag: string) => ({ tag, sqlstate: null, message: null, skipped: false, durationMs: 0.5 });
 

@@ -31,6 +31,7 @@ t.teardown(() => broker.close());
 const statement: StatementInfo = {
   sql: 'DELETE FROM t',
   command: 'DELETE',
+  commands: ['DELETE'],
   classes: ['write'],
   tables: [{ schema: null, name: 't', access: 'write' }],
   columns: [],

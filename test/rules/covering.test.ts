@@ -12,6 +12,7 @@ const cteDelete = statement({
   tables: [{ schema: null, name: 'orders', access: 'write' }],
   flags: ['writing_cte', 'no_where'],
 });
+const cteDeleteCommands = statement({ ...cteDelete, commands: ['DELETE', 'SELECT'] });
 const scratchRead = statement({ tables: [{ schema: 'scratch', name: 'a', access: 'read' }] });
 const mixed = statement({
   command: 'INSERT',
@@ -32,6 +33,9 @@ const cases: [string, string, ReturnType<typeof statement>, boolean][] = [
   ['{class: [read]}', 'allow', cteDelete, false],
   ['{class: [read]}', 'deny', cteDelete, true],
   ['{class: [read, write]}', 'allow', cteDelete, true],
+  ['{command: [DELETE]}', 'deny', cteDeleteCommands, true],
+  ['{command: [SELECT]}', 'allow', cteDeleteCommands, false],
+  ['{command: [SELECT, DELETE]}', 'allow', cteDeleteCommands, true],
   ['{tables: ["scratch.*"]}', 'allow', scratchRead, true],
   ['{tables: ["scratch.*"]}', 'allow', mixed, false],
   ['{tables: ["scratch.*"]}', 'deny', mixed, true],

@@ -11,7 +11,8 @@ import { PassThrough } from 'node:stream';
 export function statement(partial: Partial<StatementInfo> = {}): StatementInfo {
   return {
     sql: partial.sql ?? 'SELECT 1',
-    command: 'SELECT',
+    command: partial.command ?? 'SELECT',
+    commands: partial.commands ?? [partial.command ?? 'SELECT'],
     classes: ['read'],
     tables: [],
     columns: [],

@@ -1,0 +1,186 @@
+/**
+ * Decisions in the proxy (real server): a rejection means exactly what a server error means, the
+ * connection stays usable, and an Execute is judged by the statement the server will really run — also
+ * when pipelined messages fail and are skipped, names are reused, or SQL-level PREPARE is involved.
+ * Rules here: deny DELETE and DROP TABLE, allow everything else.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import pg from 'pg';
+import { startPostgres } from '../helpers/postgres.js';
+import { ALICE, startStepgate } from '../helpers/stepgate.js';
+import { m, RawClient, type Msg } from '../helpers/raw-client.js';
+
+const rulesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-rules-'));
+t.teardown(() => fs.rmSync(rulesDir, { recursive: true, force: true }));
+fs.writeFileSync(
+  path.join(rulesDir, '00-test.yaml'),
+  `default: allow
+rules:
+  - name: no-deletes
+    match: {command: DELETE}
+    action: deny
+    message: no deletes in this test
+  - name: no-drops
+    match: {command: DROP TABLE}
+    action: deny
+`,
+);
+
+const db = await startPostgres(t);
+await db.query('CREATE TABLE t (id int PRIMARY KEY)');
+const sg = await startStepgate(t, db, { rulesDir });
+
+async function rows(): Promise<number[]> {
+  return (await db.query('SELECT id FROM t ORDER BY id')).rows.map((r) => r.id as number);
+}
+
+async function reset(values: number[] = []): Promise<void> {
+  await db.query('TRUNCATE t');
+  if (values.length) await db.query(`INSERT INTO t VALUES ${values.map((v) => `(${v})`).join(', ')}`);
+}
+
+async function raw(tt: { teardown(fn: () => unknown): void }): Promise<RawClient> {
+  const c = await RawClient.connect({ host: sg.host, port: sg.port });
+  tt.teardown(() => c.destroy());
+  await c.login({ user: ALICE.name, password: ALICE.password });
+  return c;
+}
+
+const types = (msgs: Msg[]): string[] => msgs.map((x) => x.type);
+const errors = (msgs: Msg[]): Msg[] => msgs.filter((x) => x.type === 'E');
+
+t.test('deny inside BEGIN: the transaction is aborted and COMMIT rolls back', async (t) => {
+  await reset();
+  const c = new pg.Client(sg.pgConfig());
+  await c.connect();
+  t.teardown(() => c.end());
+  await c.query('BEGIN');
+  await c.query('INSERT INTO t VALUES (1)');
+  await t.rejects(c.query('DELETE FROM t'), { code: '42501', message: /denied by rule "no-deletes": no deletes in this test/ });
+  await t.rejects(c.query('INSERT INTO t VALUES (2)'), { code: '25P02' }, 'the transaction is aborted, as after a server error');
+  const commit = await c.query('COMMIT');
+  t.equal(commit.command, 'ROLLBACK');
+  t.same(await rows(), [], 'nothing committed');
+  t.equal((await c.query('SELECT 1 AS one')).rows[0].one, 1, 'the connection is usable');
+});
+
+t.test('deny in the middle of a pipeline: nothing of the implicit transaction is committed', async (t) => {
+  await reset([5]);
+  const c = await raw(t);
+  c.send(
+    m.parse('', 'INSERT INTO t VALUES (1)'),
+    m.bind('', ''),
+    m.execute(''),
+    m.parse('', 'DELETE FROM t'),
+    m.bind('', ''),
+    m.execute(''),
+    m.parse('', 'INSERT INTO t VALUES (2)'),
+    m.bind('', ''),
+    m.execute(''),
+    m.sync(),
+  );
+  const replies = await c.untilReady();
+  t.same(types(replies), ['1', '2', 'C', '1', '2', 'E', 'Z'], 'the third statement is skipped after the error');
+  t.match(errors(replies)[0], { code: '42501', message: /no-deletes/ });
+  t.same(await rows(), [5], 'the first INSERT was rolled back with the implicit transaction');
+  t.same(types(await c.query('SELECT 1')), ['T', 'D', 'C', 'Z']);
+});
+
+t.test('deny in a multi-statement Query: nothing of it runs', async (t) => {
+  await reset([5]);
+  const c = await raw(t);
+  c.send(m.query('INSERT INTO t VALUES (1); DELETE FROM t WHERE id = 5; INSERT INTO t VALUES (2)'));
+  const replies = await c.untilReady();
+  t.same(types(replies), ['E', 'Z']);
+  t.match(errors(replies)[0], { code: '42501' });
+  t.same(await rows(), [5]);
+  t.same(types(await c.query('INSERT INTO t VALUES (3)')), ['C', 'Z']);
+  t.same(await rows(), [3, 5]);
+});
+
+t.test('a statement skipped by the server does not replace the unnamed statement stepgate judges', async (t) => {
+  await reset([1]);
+  const c = await raw(t);
+  c.send(m.parse('', 'DELETE FROM t'), m.sync());
+  t.same(types(await c.untilReady()), ['1', 'Z']);
+  // Bind to a statement that does not exist fails; the server skips the Parse that follows.
+  c.send(m.bind('', 'no_such_statement'), m.parse('', 'SELECT 1'), m.sync());
+  t.same(types(await c.untilReady()), ['E', 'Z']);
+  // The unnamed statement is still the DELETE: its Execute must be judged as one.
+  c.send(m.bind('', ''), m.execute(''), m.sync());
+  const replies = await c.untilReady();
+  t.match(errors(replies)[0], { code: '42501', message: /no-deletes/ });
+  t.same(await rows(), [1]);
+});
+
+t.test('a named statement cannot be redefined behind stepgate\'s back', async (t) => {
+  await reset([1]);
+  const c = await raw(t);
+  c.send(m.parse('s', 'DELETE FROM t'), m.sync());
+  t.same(types(await c.untilReady()), ['1', 'Z']);
+  c.send(m.parse('s', 'SELECT 1'), m.sync());
+  const dup = await c.untilReady();
+  t.match(errors(dup)[0], { code: '42P05' }, 'the server refuses the duplicate and keeps the DELETE');
+  c.send(m.bind('p', 's'), m.execute('p'), m.sync());
+  t.match(errors(await c.untilReady())[0], { code: '42501' });
+  t.same(await rows(), [1]);
+});
+
+t.test('a named portal cannot be rebound behind stepgate\'s back', async (t) => {
+  await reset([1]);
+  const c = await raw(t);
+  c.send(m.query('BEGIN'));
+  await c.untilReady();
+  c.send(m.parse('d', 'DELETE FROM t'), m.parse('q', 'SELECT 1'), m.bind('p', 'd'), m.sync());
+  t.same(types(await c.untilReady()), ['1', '1', '2', 'Z']);
+  c.send(m.bind('p', 'q'), m.sync());
+  t.match(errors(await c.untilReady())[0], { code: '42P03' }, 'the portal exists: the server keeps the DELETE portal');
+  c.send(m.query('ROLLBACK'));
+  await c.untilReady();
+  t.same(await rows(), [1]);
+});
+
+t.test('SQL-level PREPARE and EXECUTE share the namespace of protocol statements', async (t) => {
+  await reset([1]);
+  const c = await raw(t);
+  c.send(m.query('PREPARE x AS SELECT 1'));
+  await c.untilReady();
+  c.send(m.query('DEALLOCATE x; PREPARE x AS DELETE FROM t'));
+  t.same(errors(await c.untilReady()), []);
+  c.send(m.query('EXECUTE x'));
+  t.match(errors(await c.untilReady())[0], { code: '42501', message: /no-deletes/ });
+  // The same statement through the extended protocol.
+  c.send(m.bind('', 'x'), m.execute(''), m.sync());
+  t.match(errors(await c.untilReady())[0], { code: '42501' });
+  // A PREPARE that did not run (its Query failed before it) defines nothing.
+  c.send(m.query('SELECT 1/0; PREPARE y AS SELECT 1'));
+  t.match(errors(await c.untilReady())[0], { code: '22012' });
+  c.send(m.query('EXECUTE y'));
+  const unknown = errors(await c.untilReady())[0];
+  t.match(unknown, { code: '26000' }, 'the server does not know y either');
+  t.same(await rows(), [1]);
+});
+
+t.test('rule edits take effect for new statements without a restart', async (t) => {
+  await reset([1, 2]);
+  const c = new pg.Client(sg.pgConfig());
+  await c.connect();
+  t.teardown(() => c.end());
+  t.equal((await c.query('UPDATE t SET id = id + 10 WHERE id = 1')).rowCount, 1);
+  const reloaded = new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      if (sg.logs.some((l) => l.event === 'rules.reloaded')) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 10);
+  });
+  fs.writeFileSync(path.join(rulesDir, '10-updates.yaml'), 'rules:\n  - name: no-updates\n    match: {command: UPDATE}\n    action: deny\n');
+  t.teardown(() => fs.rmSync(path.join(rulesDir, '10-updates.yaml'), { force: true }));
+  await reloaded;
+  await t.rejects(c.query('UPDATE t SET id = id + 10 WHERE id = 2'), { code: '42501', message: /no-updates/ });
+  t.same(await rows(), [2, 11]);
+});
