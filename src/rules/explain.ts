@@ -56,7 +56,7 @@ export function formatExplanationText(explanation: Explanation): string {
     const verdict = verdicts[i]!;
     out.push('');
     out.push(`Statement ${i + 1}${count > 1 ? ` of ${count}` : ''}: ${oneLine(statement.sql)}`);
-    out.push(line('command', statement.command));
+    out.push(line('command', statement.commands.length > 1 ? `${statement.command} (runs ${statement.commands.filter((c) => c !== statement.command).join(', ')})` : statement.command));
     out.push(line('classes', list(statement.classes)));
     out.push(line('tables', list(statement.tables.map(tableText))));
     out.push(line('columns', list(statement.columns)));
@@ -109,6 +109,7 @@ export function explanationJson(explanation: Explanation): Record<string, unknow
     statements: classification.statements.map((statement, i) => ({
       sql: statement.sql,
       command: statement.command,
+      commands: statement.commands,
       classes: statement.classes,
       tables: statement.tables.map(({ schema, name, access }) => ({ schema, name, access })),
       columns: statement.columns,
