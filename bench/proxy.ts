@@ -6,7 +6,7 @@
  * the ratios. Also COPY TO STDOUT throughput and stepgate's memory per idle connection.
  *
  *   npm run bench                       # the full run (several minutes)
- *   npm run bench -- --duration 5 --rounds 2 --copy-mb 50 --idle 200
+ *   npm run bench -- --duration 5 --rounds 2 --copy-mb 50 --idle 200 --step-up 10
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +16,7 @@ import { to as copyTo } from 'pg-copy-streams';
 import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { hasPgbench, runPgbench, type PgbenchResult } from './lib/pgbench.js';
 import { median } from './lib/stats.js';
+import { benchStepUp, type StepUpBenchResult } from './stepup.js';
 import { directTarget, hasPgbouncer, REPO_ROOT, rssKiB, startPgbouncer, startStepgateProcess, type Target } from './lib/targets.js';
 
 export interface BenchOptions {
@@ -24,6 +25,8 @@ export interface BenchOptions {
   scale: number;
   copyMb: number;
   idleConnections: number;
+  /** Step-up latency samples with a real browser console (0 skips it). */
+  stepUpSamples: number;
   workloads?: string[];
   clients?: number[];
   log(line: string): void;
@@ -44,6 +47,7 @@ export interface BenchReport {
   workloads: WorkloadResult[];
   copy: { mb: number; directMBps: number; stepgateMBps: number; ratio: number } | null;
   memory: { idleConnections: number; baselineKiB: number; loadedKiB: number; perConnectionKiB: number } | null;
+  stepUp: StepUpBenchResult | null;
 }
 
 const WORKLOADS: Record<string, { args: string[]; rules: string }> = {
@@ -86,6 +90,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       workloads: [],
       copy: null,
       memory: null,
+      stepUp: null,
     };
 
     const pgbouncer = withPgbouncer ? await startPgbouncer(db, DATABASE, maxClients) : null;
@@ -132,6 +137,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     const relayOnly = WORKLOADS['tpcb-like simple'].rules;
     if (options.copyMb > 0) report.copy = await benchCopy(db, direct, await stepgateFor(relayOnly), options);
     if (options.idleConnections > 0) report.memory = await benchIdleMemory(await stepgateFor(relayOnly), options);
+    if (options.stepUpSamples > 0) {
+      options.log(`step-up: ${options.stepUpSamples} samples with a browser console ...`);
+      report.stepUp = await benchStepUp({ samples: options.stepUpSamples, log: options.log });
+    }
     return report;
   } finally {
     for (const fn of cleanups.reverse()) await fn();
@@ -225,6 +234,12 @@ export function formatReport(report: BenchReport): string {
       `Memory: ${report.memory.idleConnections} idle connections: stepgate RSS ${f(report.memory.baselineKiB / 1024)} → ${f(report.memory.loadedKiB / 1024)} MiB, ${f(report.memory.perConnectionKiB, 1)} KiB per connection`,
     );
   }
+  if (report.stepUp) {
+    const s = report.stepUp;
+    lines.push(
+      `Step-up (${s.samples} samples): statement → challenge on the console p50 ${f(s.challengeP50Ms, 1)} ms (p99 ${f(s.challengeP99Ms, 1)}); approval → first result byte p50 ${f(s.releaseP50Ms, 1)} ms (p99 ${f(s.releaseP99Ms, 1)})`,
+    );
+  }
   return lines.join('\n');
 }
 
@@ -236,6 +251,7 @@ async function main(): Promise<void> {
       scale: { type: 'string', default: '10' },
       'copy-mb': { type: 'string', default: '256' },
       idle: { type: 'string', default: '1000' },
+      'step-up': { type: 'string', default: '30' },
       workload: { type: 'string', multiple: true },
       clients: { type: 'string', multiple: true },
       json: { type: 'string' },
@@ -247,6 +263,7 @@ async function main(): Promise<void> {
     scale: Number(values.scale),
     copyMb: Number(values['copy-mb']),
     idleConnections: Number(values.idle),
+    stepUpSamples: Number(values['step-up']),
     workloads: values.workload,
     clients: values.clients?.map(Number),
     log: (line) => process.stderr.write(line + '\n'),
