@@ -127,6 +127,7 @@ export function loadConfig(flags: ConfigFlags): Config {
   const problems: string[] = [];
   let raw: Record<string, unknown> = {};
   let nodes = new Map<string, Node>();
+  const keyNodes = new Map<string, Node>();
   let where: Where = () => '';
   let baseDir = process.cwd();
   const file = flags.config ? path.resolve(flags.config) : null;
@@ -157,19 +158,30 @@ export function loadConfig(flags: ConfigFlags): Config {
     raw = (doc.toJS() ?? {}) as Record<string, unknown>;
     if (isMap(doc.contents)) {
       for (const pair of doc.contents.items) {
-        if (isScalar(pair.key)) nodes.set(String(pair.key.value), (pair.value ?? pair.key) as Node);
+        if (!isScalar(pair.key)) continue;
+        nodes.set(String(pair.key.value), (pair.value ?? pair.key) as Node);
+        keyNodes.set(String(pair.key.value), pair.key as Node);
       }
     }
   }
-  const at = (key: string): string => {
-    const loc = where(nodes.get(key));
+  const prefix = (node: Node | null | undefined): string => {
+    const loc = where(node);
     return loc ? `${loc}: ` : '';
+  };
+  /** Where a top-level key's value is; `sub`: a key inside it (its value), when it is a mapping. */
+  const at = (key: string, sub?: string): string => {
+    const value = nodes.get(key);
+    if (sub !== undefined && isMap(value)) {
+      const pair = value.items.find((p) => isScalar(p.key) && String(p.key.value) === sub);
+      if (pair) return prefix((pair.value ?? pair.key) as Node);
+    }
+    return prefix(value);
   };
   const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit'];
   for (const key of Object.keys(raw)) {
     if (!known.includes(key)) {
       const near = known.find((k) => k.startsWith(key.slice(0, 3)));
-      problems.push(`${at(key)}unknown key "${key}"${near ? `: did you mean "${near}"?` : `; valid keys: ${known.join(', ')}`}`);
+      problems.push(`${prefix(keyNodes.get(key))}unknown key "${key}"${near ? `: did you mean "${near}"?` : `; valid keys: ${known.join(', ')}`}`);
     }
   }
   const str = (key: string, value: unknown): string | undefined => {
@@ -208,10 +220,10 @@ export function loadConfig(flags: ConfigFlags): Config {
     } else {
       for (const [name, url] of Object.entries(raw.databases as Record<string, unknown>)) {
         if (typeof url !== 'string') {
-          problems.push(`${at('databases')}databases.${name} must be a postgres:// URL`);
+          problems.push(`${at('databases', name)}databases.${name} must be a postgres:// URL`);
           continue;
         }
-        const target = upstreamUrl(url, `${at('databases')}databases.${name}: `);
+        const target = upstreamUrl(url, `${at('databases', name)}databases.${name}: `);
         if (target) databases.set(name, target);
       }
     }
@@ -233,17 +245,17 @@ export function loadConfig(flags: ConfigFlags): Config {
   }
   const tlsObj = typeof rawTls === 'object' && rawTls !== null ? rawTls : {};
   for (const key of Object.keys(tlsObj)) {
-    if (!['cert', 'key', 'require'].includes(key)) problems.push(`${at('tls')}unknown key tls.${key}: valid keys are cert, key, require`);
+    if (!['cert', 'key', 'require'].includes(key)) problems.push(`${at('tls', key)}unknown key tls.${key}: valid keys are cert, key, require`);
   }
   const cert = flags.tlsCert ? path.resolve(flags.tlsCert) : tlsObj.cert ? resolvePath(String(tlsObj.cert)) : null;
   const key = flags.tlsKey ? path.resolve(flags.tlsKey) : tlsObj.key ? resolvePath(String(tlsObj.key)) : null;
-  if (tlsObj.require !== undefined && typeof tlsObj.require !== 'boolean') problems.push(`${at('tls')}tls.require must be true or false`);
+  if (tlsObj.require !== undefined && typeof tlsObj.require !== 'boolean') problems.push(`${at('tls', 'require')}tls.require must be true or false`);
   if (flags.requireTls === undefined && tlsObj.require === true) requireTls = true;
   if ((cert === null) !== (key === null)) {
     problems.push(`${at('tls')}TLS needs both a certificate and a key (--tls-cert FILE --tls-key FILE)`);
   } else if (cert && key) {
     for (const [what, p] of [['certificate', cert], ['key', key]] as const) {
-      if (!fs.existsSync(p)) problems.push(`${at('tls')}TLS ${what} file ${p} does not exist`);
+      if (!fs.existsSync(p)) problems.push(`${at('tls', what === 'key' ? 'key' : 'cert')}TLS ${what} file ${p} does not exist`);
     }
     tlsConf = { cert, key };
   }
@@ -272,7 +284,7 @@ export function loadConfig(flags: ConfigFlags): Config {
       for (const [k, v] of Object.entries(rawLimits as Record<string, unknown>)) {
         const spec = specs[k];
         if (!spec) {
-          problems.push(`${at('limits')}unknown key limits.${k}; valid keys: ${Object.keys(specs).join(', ')}`);
+          problems.push(`${at('limits', k)}unknown key limits.${k}; valid keys: ${Object.keys(specs).join(', ')}`);
           continue;
         }
         const [field, kind] = spec;
@@ -280,7 +292,7 @@ export function loadConfig(flags: ConfigFlags): Config {
           kind === 'count' ? (Number.isInteger(v) && (v as number) > 0 ? (v as number) : null) : kind === 'size' ? parseSize(String(v)) : parseDuration(String(v));
         if (parsed === null) {
           const example = kind === 'size' ? '64MB' : kind === 'duration' ? '30s' : '1000';
-          problems.push(`${at('limits')}limits.${k}: "${String(v)}" is not a ${kind === 'count' ? 'positive integer' : kind} (for example ${example})`);
+          problems.push(`${at('limits', k)}limits.${k}: "${String(v)}" is not a ${kind === 'count' ? 'positive integer' : kind} (for example ${example})`);
         } else {
           limits[field] = parsed;
         }

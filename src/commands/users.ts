@@ -92,8 +92,8 @@ function promptHidden(io: CommandIO, prompt: string): Promise<string> {
 export async function usersCommand(args: string[], io: CommandIO): Promise<number> {
   const [sub, ...rest] = args;
   const { values, positionals } = parse(rest, OPTIONS);
-  if (values.help || !sub || sub === 'help') {
-    println(io.stdout, USERS_HELP);
+  if (values.help || !sub || sub === 'help' || sub === '--help' || sub === '-h') {
+    println(sub ? io.stdout : io.stderr, USERS_HELP);
     return sub ? 0 : 2;
   }
   const store = new IdentityStore(resolveDataDir(values));
