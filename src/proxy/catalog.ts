@@ -18,6 +18,8 @@ export interface FunctionCatalog {
   ready(): Promise<void>;
   /** True when the first load is done (ready() would not wait). */
   readonly loaded: boolean;
+  /** Starts a background refresh of the shadowed names when they are older than a minute. */
+  refreshIfStale(): void;
   /** Whether a schema other than pg_catalog defines a function or operator of this built-in name. */
   shadowedBuiltin(name: string, kind: 'function' | 'operator'): boolean;
   /** 'read' when every function of that name is STABLE or IMMUTABLE; undefined when not looked up yet. */
@@ -144,6 +146,10 @@ export class ServerFunctionCatalog implements FunctionCatalog {
 
   get loaded(): boolean {
     return this.shadow !== null;
+  }
+
+  refreshIfStale(): void {
+    if (this.shadowLoading === null && Date.now() - this.shadowLoadedAt > TTL_MS) this.ready().catch(() => {});
   }
 
   ready(): Promise<void> {

@@ -403,17 +403,18 @@ export class Session {
     return this.parsingChangeUnsynced || this.uncertainReplies > 0;
   }
 
-  private classifyContext(): ClassifyContext {
- return {
-      standardConformingStrings: !this.parsingUncertain && this.parameters.get('standard_conforming_strings') !== 'off',
-      preparedStatement: (name) => {
-        const s = this.registry.statement(name);
-        return s && s.statements.length === 1 ? s.statements[0] : undefined;
-      },
-      functionVolatility: this.catalog ? (name) => this.catalog?.volatility(name) : undefined,
-      shadowedBuiltin: this.catalog ? (name, kind) => this.catalog?.shadowedBuiltin(name, kind) ?? true : undefined,
-    };
-  }
+  /** The classifier's view of this session: one object, read anew at each use (no allocation per statement). */
+  private readonly classifyCtx: ClassifyContext = ((session: Session): ClassifyContext => ({
+    get standardConformingStrings(): boolean {
+      return !session.parsingUncertain && session.parameters.get('standard_conforming_strings') !== 'off';
+    },
+    preparedStatement: (name) => {
+      const s = session.registry.statement(name);
+      return s && s.statements.length === 1 ? s.statements[0] : undefined;
+    },
+    functionVolatility: (name) => session.catalog?.volatility(name),
+    shadowedBuiltin: (name, kind) => session.catalog?.shadowedBuiltin(name, kind) ?? false,
+  }))(this);
 
   /**
    * Classifies SQL bytes as the server will read them. Asks the server's catalog about functions the
@@ -430,7 +431,7 @@ export class Session {
         .then(() => this.classifyBytes(bytes));
     }
     // Refreshes in the background once a minute.
-    catalog?.ready().catch(() => {});
+    catalog?.refreshIfStale();
     const decoded = decodeSql(bytes, {
       clientEncoding: this.parameters.get('client_encoding') ?? 'UTF8',
       serverEncoding: this.parameters.get('server_encoding') ?? 'UTF8',
@@ -449,10 +450,10 @@ export class Session {
       return { sql, result, invalid: decoded.unreadable ? null : { severity: 'ERROR', code: decoded.sqlstate, message: decoded.message } };
     }
     const sql = decoded.text;
-    const result = this.services.classify(sql, this.classifyContext());
+    const result = this.services.classify(sql, this.classifyCtx);
     if (result.unresolvedFunctions.length === 0 || !catalog) return { sql, result, invalid: null };
     return catalog.lookup(result.unresolvedFunctions).then(
-      () => ({ sql, result: this.services.classify(sql, this.classifyContext()), invalid: null }),
+      () => ({ sql, result: this.services.classify(sql, this.classifyCtx), invalid: null }),
       (err: Error) => {
         this.services.log.warn('catalog.lookup_failed', { connection: this.connectionId, error: err.message });
         return { sql, result, invalid: null };
@@ -599,7 +600,7 @@ export class Session {
       if (fn) {
         // Judge it as the equivalent SELECT, so built-in knowledge and rules on functions apply.
         sql = `SELECT ${quoteIdent(fn.schema)}.${quoteIdent(fn.name)}(${call.args.map((_, i) => `$${i + 1}`).join(', ')})`;
-        statements = this.services.classify(sql, this.classifyContext()).statements.map((s) => ({ ...s, command: 'FUNCTION CALL' }));
+        statements = this.services.classify(sql, this.classifyCtx).statements.map((s) => ({ ...s, command: 'FUNCTION CALL' }));
       } else {
         sql = `-- FunctionCall of function OID ${call.oid}`;
         statements = [unknownStatement(sql, `FunctionCall of function OID ${call.oid}, which stepgate could not look up`)];
