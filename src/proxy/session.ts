@@ -573,9 +573,13 @@ export class Session {
       if (auditId !== null) r.trackers = [new StatementTracker(this.services.audit, auditId, 0)];
       this.expect(r);
       if (statements.some((s) => s.changesParsing)) this.parsingChangeUnsynced = true;
+      if (portal) portal.releasedAs = auditId;
       this.forward(buf, start, end);
     };
     if (statements.length === 0) return release(null); // empty query
+    // An Execute with a row limit leaves the portal suspended; the next Execute continues the same
+    // statement, which was decided (and approved, if it had to be) the first time.
+    if (portal && portal.releasedAs !== undefined) return release(portal.releasedAs);
     const decision = this.decide(statements);
     const params = portal?.params ? portal.params.map((p) => (p === null ? null : p.toString('utf8'))) : null;
     const auditId = this.services.audit.statement({ connectionId: this.connectionId, sql: statement.sql, statements, decision, params });

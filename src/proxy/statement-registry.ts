@@ -23,6 +23,11 @@ export interface Portal {
   batch: number;
   /** Bind parameters, kept only when the audit trail records them. */
   params: (Buffer | null)[] | null;
+  /**
+   * Set once an Execute of this portal was released (its audit id, null when not audited): later Executes
+   * continue the same statement (fetching more rows) and are not decided again.
+   */
+  releasedAs?: number | null;
 }
 
 /** Restores one change; kept by the pending reply of the message that made it. */

@@ -12,6 +12,7 @@ import pg from 'pg';
 import { startPostgres } from '../helpers/postgres.js';
 import { ALICE, startStepgate } from '../helpers/stepgate.js';
 import { m, RawClient, type Msg } from '../helpers/raw-client.js';
+import type { Hold, StepUpBroker } from '../../src/stepup/types.js';
 
 const rulesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-rules-'));
 t.teardown(() => fs.rmSync(rulesDir, { recursive: true, force: true }));
@@ -26,12 +27,26 @@ rules:
   - name: no-drops
     match: {command: DROP TABLE}
     action: deny
+  - name: ask-for-secrets
+    match: {tables: [secrets]}
+    action: step-up
 `,
 );
 
+/** Approves every hold at once and counts them. */
+class ApproveAll implements StepUpBroker {
+  holds = 0;
+  hold(): Hold {
+    this.holds++;
+    return { challengeId: null, url: null, outcome: Promise.resolve({ status: 'approved', approvers: [{ user: 'alice', credentialId: null }], grant: false }), end() {} };
+  }
+  connectionClosed(): void {}
+}
+const broker = new ApproveAll();
+
 const db = await startPostgres(t);
-await db.query('CREATE TABLE t (id int PRIMARY KEY)');
-const sg = await startStepgate(t, db, { rulesDir });
+await db.query('CREATE TABLE t (id int PRIMARY KEY); CREATE TABLE secrets (v int); INSERT INTO secrets SELECT generate_series(1, 5)');
+const sg = await startStepgate(t, db, { rulesDir, stepUp: broker });
 
 async function rows(): Promise<number[]> {
   return (await db.query('SELECT id FROM t ORDER BY id')).rows.map((r) => r.id as number);
@@ -183,4 +198,24 @@ t.test('rule edits take effect for new statements without a restart', async (t) 
   await reloaded;
   await t.rejects(c.query('UPDATE t SET id = id + 10 WHERE id = 2'), { code: '42501', message: /no-updates/ });
   t.same(await rows(), [2, 11]);
+});
+
+t.test('a suspended portal continues without a new decision', async (t) => {
+  const c = await raw(t);
+  c.send(m.query('BEGIN'));
+  await c.untilReady();
+  const before = broker.holds;
+  c.send(m.parse('', 'SELECT v FROM secrets ORDER BY v'), m.bind('cur', ''), m.execute('cur', 2), m.sync());
+  t.same(types(await c.untilReady()), ['1', '2', 'D', 'D', 's', 'Z'], 'two rows, then PortalSuspended');
+  t.equal(broker.holds, before + 1, 'the first Execute was held and approved');
+  c.send(m.execute('cur', 2), m.sync(), m.execute('cur', 0), m.sync());
+  t.same(types(await c.untilReady()), ['D', 'D', 's', 'Z']);
+  t.same(types(await c.untilReady()), ['D', 'C', 'Z']);
+  t.equal(broker.holds, before + 1, 'fetching more rows of the same portal asks nobody again');
+  // A new portal of the same statement is a new execution: decided again.
+  c.send(m.bind('cur2', ''), m.execute('cur2', 1), m.sync());
+  await c.untilReady();
+  t.equal(broker.holds, before + 2);
+  c.send(m.query('COMMIT'));
+  await c.untilReady();
 });
