@@ -68,7 +68,11 @@ export class CompiledRuleSet implements RuleSet {
       }
     }
     const decision = this.decision(bestRule, statements, bestIndex);
-    if (decision.action === 'step-up' && stepUps !== undefined) decision.stepUps = stepUps;
+    if (decision.action === 'step-up' && stepUps !== undefined) {
+      decision.stepUps = stepUps;
+      // A message held by several rules waits no longer than the strictest of them allows.
+      for (const s of stepUps) if (s.timeoutMs > 0 && s.timeoutMs < decision.timeoutMs) decision.timeoutMs = s.timeoutMs;
+    }
     return decision;
   }
 

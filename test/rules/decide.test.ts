@@ -142,3 +142,23 @@ t.test('decide is fast enough for every statement', async (t) => {
   const perCallUs = Number(process.hrtime.bigint() - start) / 1000 / runs;
   t.ok(perCallUs < 200, `decide over 200 rules took ${perCallUs.toFixed(1)} µs per call`);
 });
+
+t.test('a message held by several rules waits no longer than the strictest timeout', async (t) => {
+  const rules = compile({
+    '00.yaml': `default: allow
+rules:
+  - name: slow
+    match: {class: ddl}
+    action: step-up
+    timeout: 300s
+  - name: quick
+    match: {flags: no_where}
+    action: step-up
+    timeout: 30s
+`,
+  });
+  const decision = rules.decide([ddl, write], subject());
+  t.equal(decision.rule, 'slow', 'the earliest statement names the rule');
+  t.equal(decision.timeoutMs, 30_000);
+  t.same(decision.stepUps?.map((s) => s.rule), ['slow', 'quick']);
+});
