@@ -91,21 +91,29 @@ function printErrors(stream: NodeJS.WritableStream, errors: RuleError[]): void {
   write(stream, `${plural(errors.length, 'error')}\n`);
 }
 
+/**
+ * Rule files and test files of a directory, every error printed (rule files, test files, test cases naming
+ * rules that do not exist); `tests` is null when there were errors.
+ */
+async function loadDirectory(dir: string, io: CommandIO) {
+  const loaded = await loadRules(dir);
+  const tests = await loadTestFiles(dir, new Date());
+  const errors = loaded.ok ? [...tests.errors, ...checkCaseRuleNames(tests.cases, ruleNames(loaded.rules))] : [...loaded.errors, ...tests.errors];
+  if (errors.length > 0) {
+    printErrors(io.stdout, errors);
+    return { loaded, tests: null };
+  }
+  return { loaded, tests };
+}
+
 /** `stepgate rules check [DIR]` */
 export async function rulesCheck(args: string[], io: CommandIO): Promise<number> {
   const parsed = parse(args, {}, RULES_CHECK_HELP, io);
   if (parsed === null) return 2;
   if (parsed.values['help']) return write(io.stdout, RULES_CHECK_HELP), 0;
   if (parsed.positionals.length > 1) return write(io.stderr, `expected at most one directory\n\n${RULES_CHECK_HELP}`), 2;
-  const dir = parsed.positionals[0] ?? shippedRulesDir();
-  const loaded = await loadRules(dir);
-  const tests = await loadTestFiles(dir, new Date());
-  const errors = loaded.ok ? [...tests.errors, ...checkCaseRuleNames(tests.cases, ruleNames(loaded.rules))] : [...loaded.errors, ...tests.errors];
-  if (errors.length > 0) {
-    printErrors(io.stdout, errors);
-    return 1;
-  }
-  if (!loaded.ok) return 1; // Unreachable: errors is non-empty then.
+  const { loaded, tests } = await loadDirectory(parsed.positionals[0] ?? shippedRulesDir(), io);
+  if (!loaded.ok || !tests) return 1;
   write(io.stdout, `${summary(loaded.rules)}; ${plural(tests.files.length, 'test file')}, ${plural(tests.cases.length, 'case')}\n`);
   return 0;
 }
@@ -175,14 +183,8 @@ export async function rulesTest(args: string[], io: CommandIO): Promise<number> 
   if (parsed.values['help']) return write(io.stdout, RULES_TEST_HELP), 0;
   if (parsed.positionals.length > 1) return write(io.stderr, `expected at most one directory\n\n${RULES_TEST_HELP}`), 2;
   const dir = parsed.positionals[0] ?? shippedRulesDir();
-  const loaded = await loadRules(dir);
-  const tests = await loadTestFiles(dir, new Date());
-  const errors = loaded.ok ? [...tests.errors, ...checkCaseRuleNames(tests.cases, ruleNames(loaded.rules))] : [...loaded.errors, ...tests.errors];
-  if (errors.length > 0) {
-    printErrors(io.stdout, errors);
-    return 1;
-  }
-  if (!loaded.ok) return 1;
+  const { loaded, tests } = await loadDirectory(dir, io);
+  if (!loaded.ok || !tests) return 1;
   if (tests.cases.length === 0) {
     write(io.stdout, `no test cases: add *.test.yaml files to ${dir} (see docs/rules.md)\n`);
     return 1;
