@@ -91,19 +91,8 @@ export interface ResolvedView {
   at: number;
 }
 
-export interface GrantView {
-  id: string;
+export interface GrantView extends Omit<Grant, 'rule'> {
   rule: string;
-  file: string | null;
-  user: string;
-  scope: 'connection' | 'user';
-  connectionId: string | null;
-  database: string;
-  application: string;
-  clientAddress: string;
-  approvedBy: string[];
-  createdAt: number;
-  expiresAt: number;
   /** This viewer holds it (else they approved it). */
   yours: boolean;
 }
