@@ -9,6 +9,9 @@ export interface ReplayStep {
   /** When it happened (Unix ms). */
   time: number;
   lines: string[];
+  /** The event it shows (absent for the header and notes: the console pages a timeline by it). */
+  seq?: number;
+  kind?: string;
 }
 
 interface OutcomeData {
@@ -139,17 +142,17 @@ export function replaySteps(session: SessionRow, events: AuditEvent[]): ReplaySt
           lines.push(`-- needs approval by ${who}${decision.timeout_ms ? `, within ${humanDuration(decision.timeout_ms)}` : ''}`);
         }
         for (const o of (d.outcomes as OutcomeData[]) ?? []) lines.push(...outcomeLines(o, count));
-        steps.push({ time: e.time, lines });
+        steps.push({ time: e.time, seq: e.seq, kind: e.kind, lines });
         break;
       }
       case 'outcome': {
         const state = statements.get(d.statement as number);
         // Printed like an outcome inside the statement event (which it is, when it arrives within the batch).
-        steps.push({ time: e.time, lines: outcomeLines(d as unknown as OutcomeData, state?.statements ?? 1) });
+        steps.push({ time: e.time, seq: e.seq, kind: e.kind, lines: outcomeLines(d as unknown as OutcomeData, state?.statements ?? 1) });
         break;
       }
       case 'challenge.created':
-        steps.push({ time: e.time, lines: [`-- ${stamp(e.time)} waiting for approval (challenge ${String(d.challenge)})`] });
+        steps.push({ time: e.time, seq: e.seq, kind: e.kind, lines: [`-- ${stamp(e.time)} waiting for approval (challenge ${String(d.challenge)})`] });
         break;
       case 'challenge.resolved': {
         const state = statements.get(d.statement as number);
@@ -181,17 +184,19 @@ export function replaySteps(session: SessionRow, events: AuditEvent[]): ReplaySt
             lines.push(`-- ${at} ${String(d.status)}`);
         }
         if (state && d.status !== 'approved') state.refused = true;
-        steps.push({ time: e.time, lines });
+        steps.push({ time: e.time, seq: e.seq, kind: e.kind, lines });
         break;
       }
       case 'connection.end':
         steps.push({
           time: e.time,
+          seq: e.seq,
+          kind: e.kind,
           lines: ['', `-- ${stamp(e.time)} session ended: ${String(d.reason)} (after ${humanDuration(Number(d.duration_ms))}; ${bytes(d.bytes_in as number)} in, ${bytes(d.bytes_out as number)} out)`],
         });
         break;
       default:
-        steps.push({ time: e.time, lines: [`-- ${stamp(e.time)} ${e.kind} ${e.body}`] });
+        steps.push({ time: e.time, seq: e.seq, kind: e.kind, lines: [`-- ${stamp(e.time)} ${e.kind} ${e.body}`] });
     }
   }
   if (session.end_time === null) steps.push({ time: last, lines: ['', '-- (no end recorded: the session is still open, or stepgate stopped without recording it)'] });

@@ -4,6 +4,8 @@
  * Pages (GET, no session needed; the page asks the API):
  *   /                the console (sign in, pending approvals, grants, passkeys)
  *   /c/ID            the same, focused on one held statement (the link in the client's notice)
+ *   /audit           the auditor view (members of `auditors`): sessions and the chain's verification
+ *   /audit/ID        the same, showing one session's timeline
  *   /enroll#token=…  register a passkey with a one-time enrollment link (the token stays in the fragment,
  *                    so it never reaches logs or Referer headers)
  *   /static/…        app.js, app.css, webauthn.js (the @simplewebauthn/browser bundle from node_modules)
@@ -27,6 +29,7 @@ import type { Config } from '../config.js';
 import { cleanPasskeyName, type IdentityStore, type Passkey } from '../identity/store.js';
 import type { Logger } from '../log.js';
 import type { ConsoleBroker } from '../stepup/broker.js';
+import { AUDITORS_GROUP, AuditorError, AuditorService } from './auditor.js';
 import { pageHtml } from './client/page.js';
 import { CONSOLE_CSS } from './client/styles.js';
 import { Hub } from './hub.js';
@@ -51,6 +54,7 @@ interface Ctx {
   req: http.IncomingMessage;
   res: http.ServerResponse;
   params: string[];
+  query: URLSearchParams;
   body: Record<string, unknown>;
   session: ConsoleSession | null;
 }
@@ -66,7 +70,7 @@ interface Route {
 }
 
 export interface ConsoleServerOptions {
-  config: Pick<Config, 'console' | 'consoleUrl' | 'tls'>;
+  config: Pick<Config, 'console' | 'consoleUrl' | 'tls' | 'dataDir'>;
   identity: IdentityStore;
   broker: ConsoleBroker;
   log: Logger;
@@ -85,6 +89,7 @@ export class ConsoleServer {
   private sessions!: SessionManager;
   private ceremonies!: Ceremonies;
   private hub!: Hub;
+  private readonly auditor: AuditorService;
   private csp = '';
   /** Public URL (no trailing slash), known once listening. */
   url = '';
@@ -96,6 +101,7 @@ export class ConsoleServer {
     this.broker = options.broker;
     this.log = options.log;
     this.tls = options.config.tls !== null;
+    this.auditor = new AuditorService(options.config.dataDir, options.log);
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     };
@@ -167,6 +173,7 @@ export class ConsoleServer {
   async close(): Promise<void> {
     this.hub?.close();
     this.wss.close();
+    await this.auditor.close();
     await new Promise<void>((resolve) => {
       this.server.close(() => resolve());
       for (const s of this.sockets) s.destroy();
@@ -179,7 +186,7 @@ export class ConsoleServer {
     this.securityHeaders(res);
     const url = new URL(req.url ?? '/', 'http://console.invalid');
     const p = url.pathname;
-    if (p.startsWith('/api/')) return this.api(req, res, p);
+    if (p.startsWith('/api/')) return this.api(req, res, p, url.searchParams);
     if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, 'method not allowed');
     // People who type the IP address land on the name passkeys are bound to.
     const host = req.headers.host ?? '';
@@ -187,7 +194,7 @@ export class ConsoleServer {
       res.writeHead(302, { location: `${this.url}${p}${url.search}` }).end();
       return;
     }
-    if (p === '/' || p === '/enroll' || /^\/c\/[A-Za-z0-9_-]{1,64}$/.test(p)) {
+    if (p === '/' || p === '/enroll' || p === '/audit' || /^\/(c|audit)\/[A-Za-z0-9_-]{1,64}$/.test(p)) {
       this.send(res, 200, 'text/html; charset=utf-8', Buffer.from(pageHtml()), 'no-store');
       return;
     }
@@ -203,7 +210,7 @@ export class ConsoleServer {
     throw new HttpError(404, 'not found');
   }
 
-  private async api(req: http.IncomingMessage, res: http.ServerResponse, p: string): Promise<void> {
+  private async api(req: http.IncomingMessage, res: http.ServerResponse, p: string, query: URLSearchParams): Promise<void> {
     res.setHeader('cache-control', 'no-store');
     const method = req.method ?? 'GET';
     // CSRF: a custom header (never sent cross-site without a preflight we do not grant) ...
@@ -225,8 +232,13 @@ export class ConsoleServer {
     }
     const session = await this.sessions.verify(req.headers.cookie);
     if (route.auth && !session) throw new HttpError(401, 'sign in with your passkey', 'signin');
-    const params = route.pattern.exec(p)!.slice(1).map(decodeURIComponent);
-    const result = await route.handler({ req, res, params, body, session });
+    let params: string[];
+    try {
+      params = route.pattern.exec(p)!.slice(1).map(decodeURIComponent);
+    } catch {
+      throw new HttpError(400, 'malformed path', 'bad_request');
+    }
+    const result = await route.handler({ req, res, params, query, body, session });
     this.json(res, 200, result ?? {});
   }
 
@@ -381,6 +393,25 @@ export class ConsoleServer {
       if (!this.broker.revokeGrant(params[0]!, session!.user)) throw new HttpError(404, 'no such grant');
       return { grants: this.broker.grantsFor(session!.user) };
     });
+
+    // The auditor view (members of `auditors` only; read-only: nothing here approves or changes the trail).
+    route('GET', '/api/audit/sessions', true, async ({ query, session }) => {
+      this.requireAuditor(session!);
+      return this.auditor.sessions(query);
+    });
+    // A session id as listed, a unique prefix of it, or #NUMBER (URL-encoded: %23NUMBER).
+    route('GET', '/api/audit/sessions/([A-Za-z0-9_%-]{1,200})', true, async ({ params, query, session }) => {
+      this.requireAuditor(session!);
+      return this.auditor.timeline(params[0]!, query);
+    });
+    route('GET', '/api/audit/verification', true, async ({ session }) => {
+      this.requireAuditor(session!);
+      return this.auditor.verification();
+    });
+    route('POST', '/api/audit/verify', true, async ({ session }) => {
+      this.requireAuditor(session!);
+      return this.auditor.verify(session!.user);
+    });
   }
 
   private me(session: ConsoleSession | null, userName?: string): Record<string, unknown> {
@@ -391,6 +422,7 @@ export class ConsoleServer {
       user: user.name,
       groups: user.groups,
       passkeys: this.identity.passkeys(name).map(passkeyView),
+      auditor: user.groups.includes(AUDITORS_GROUP),
       recentAuth: session ? Date.now() - session.authTime < RECENT_AUTH_MS : true,
       expiresAt: session?.expiresAt ?? null,
       consoleUrl: this.url,
@@ -407,6 +439,13 @@ export class ConsoleServer {
       );
     }
     return user;
+  }
+
+  /** Group membership is read now (from the identity store), not when the person signed in. */
+  private requireAuditor(session: ConsoleSession): void {
+    if (!this.identity.getUser(session.user)?.groups.includes(AUDITORS_GROUP)) {
+      throw new HttpError(403, `the audit trail is shown to members of the group "${AUDITORS_GROUP}" only`, 'not_auditor');
+    }
   }
 
   private requireRecentAuth(session: ConsoleSession): void {
@@ -477,6 +516,10 @@ export class ConsoleServer {
     let code = 'internal';
     let message = 'internal error (see the stepgate log)';
     if (err instanceof HttpError) {
+      status = err.status;
+      code = err.code;
+      message = err.message;
+    } else if (err instanceof AuditorError) {
       status = err.status;
       code = err.code;
       message = err.message;

@@ -104,8 +104,24 @@ async function withRecentAuth(fn) {
 // ───────────────────────────── views ─────────────────────────────
 
 function show(view) {
-  for (const v of ['loading', 'signin', 'enroll', 'console']) $(`view-${v}`).hidden = v !== view;
-  $('who').hidden = !(view === 'console' && state.me);
+  for (const v of ['loading', 'signin', 'enroll', 'console', 'audit']) $(`view-${v}`).hidden = v !== view;
+  const signedIn = (view === 'console' || view === 'audit') && !!state.me;
+  $('who').hidden = !signedIn;
+  if (signedIn) $('who-name').textContent = state.me.user;
+  // Only auditors have a second section to go to.
+  $('nav').hidden = !(signedIn && state.me.auditor);
+  for (const a of document.querySelectorAll('[data-nav]')) {
+    if (a.dataset.nav === view) a.setAttribute('aria-current', 'page');
+    else a.removeAttribute('aria-current');
+  }
+}
+
+const isAuditPath = () => location.pathname === '/audit' || location.pathname.startsWith('/audit/');
+
+/** After signing in: the view the address asks for. */
+function enter() {
+  if (isAuditPath()) auditView();
+  else consoleView();
 }
 
 function setStatus(kind, text) {
@@ -140,7 +156,7 @@ async function boot() {
   if (location.pathname === '/enroll') return enrollView();
   try {
     state.me = await api('GET', '/api/me');
-    consoleView();
+    enter();
   } catch (err) {
     if (err.status === 401) signinView();
     else {
@@ -166,7 +182,7 @@ async function signIn(button) {
       const response = await webauthn().startAuthentication({ optionsJSON });
       state.me = await api('POST', '/api/signin/verify', { response });
       state.signedOut = false;
-      consoleView();
+      enter();
       announce(`Signed in as ${state.me.user}`);
     } catch (err) {
       $('signin-error').textContent = friendly(err);
@@ -266,6 +282,7 @@ function stopLive() {
   clearInterval(state.ticker);
   clearInterval(state.refresher);
   state.ticker = state.refresher = null;
+  stopAudit();
   state.challenges.clear();
   for (const card of state.cards.values()) card.remove();
   state.cards.clear();
@@ -754,6 +771,324 @@ async function addPasskey(button) {
   });
 }
 
+// ───────────────────────────── the auditor view ─────────────────────────────
+// Members of `auditors`: sessions (every user's, read-only), one session's timeline as `stepgate audit
+// replay` prints it, and the hash chain's verification. The server refuses the API to everyone else.
+
+const audit = {
+  started: false,
+  filter: { user: '', since: '', until: '' },
+  /** Cursor of the next page of sessions (null: no more). */
+  next: null,
+  sessionsGen: 0,
+  /** The session whose timeline is shown (its id, or #NUMBER). */
+  open: null,
+  timelineNext: null,
+  timelineGen: 0,
+  poll: null,
+};
+
+const fmtUtc = (ms) => (ms === null || ms === undefined ? '—' : new Date(ms).toISOString().replace('T', ' ').slice(0, 19));
+
+function auditView() {
+  show('audit');
+  setStatus('', '');
+  document.title = 'Audit trail · stepgate console';
+  if (!state.refresher) state.refresher = setInterval(refreshSession, 10 * 60 * 1000);
+  const allowed = !!state.me.auditor;
+  $('audit-denied').hidden = allowed;
+  $('audit-body').hidden = !allowed;
+  if (!allowed || audit.started) return;
+  audit.started = true;
+  loadVerification(true);
+  loadSessions(true);
+  routeAudit();
+}
+
+function stopAudit() {
+  clearTimeout(audit.poll);
+  audit.poll = null;
+  audit.started = false;
+  audit.sessionsGen++;
+  audit.timelineGen++;
+  audit.open = null;
+  audit.next = audit.timelineNext = null;
+  $('audit-sessions').replaceChildren();
+  $('audit-timeline').replaceChildren();
+  $('audit-session-facts').replaceChildren();
+  $('audit-verify-facts').replaceChildren();
+  $('audit-problems').replaceChildren();
+  $('audit-status').textContent = '';
+  $('audit-status').setAttribute('data-audit-status', '');
+}
+
+/** Shared error handling of the auditor API: signed out, no longer an auditor, or a message. */
+function auditFailed(err, where) {
+  if (err.status === 401 && err.code === 'signin') return sessionEnded();
+  if (err.status === 403 && err.code === 'not_auditor') {
+    state.me.auditor = false;
+    stopAudit();
+    return auditView();
+  }
+  $(where).textContent = friendly(err);
+}
+
+/** The address says which session (if any) to show: /audit/ID, or #NUMBER kept in the history entry. */
+function routeAudit() {
+  const m = /^\/audit\/([A-Za-z0-9_-]+)$/.exec(location.pathname);
+  const key = m ? m[1] : (history.state && history.state.audit) || null;
+  if (key) {
+    if (key !== audit.open) openSession(key, false);
+  } else {
+    closeTimeline();
+  }
+}
+
+// Sessions.
+
+async function loadSessions(reset) {
+  if (reset) {
+    audit.sessionsGen++;
+    audit.next = null;
+    $('audit-sessions').replaceChildren();
+    $('audit-more').hidden = true;
+    $('audit-sessions-empty').hidden = true;
+  }
+  const gen = audit.sessionsGen;
+  const more = $('audit-more');
+  more.disabled = true;
+  $('audit-sessions-error').textContent = '';
+  try {
+    let cursor = audit.next;
+    let page;
+    let rounds = 0;
+    // A page examines a bounded number of sessions on the server; when a filter skipped them all, go on.
+    do {
+      const q = new URLSearchParams();
+      for (const k of ['user', 'since', 'until']) if (audit.filter[k]) q.set(k, audit.filter[k]);
+      if (cursor) q.set('cursor', cursor);
+      page = await api('GET', `/api/audit/sessions?${q}`);
+      if (gen !== audit.sessionsGen) return;
+      for (const s of page.sessions) $('audit-sessions').append(sessionRow(s));
+      cursor = page.next;
+    } while (page.sessions.length === 0 && cursor && ++rounds < 10);
+    audit.next = cursor;
+    more.hidden = !cursor;
+    $('audit-sessions-empty').hidden = $('audit-sessions').children.length > 0 || !!cursor;
+  } catch (err) {
+    if (gen === audit.sessionsGen) auditFailed(err, 'audit-sessions-error');
+  } finally {
+    more.disabled = false;
+  }
+}
+
+function sessionKey(s) {
+  return s.id || `#${s.no}`;
+}
+
+function sessionRow(s) {
+  const key = sessionKey(s);
+  const cell = (text, cls) => h('td', { class: cls, text: text === null || text === undefined || text === '' ? '—' : String(text) });
+  return h(
+    'tr',
+    { 'data-audit-session': key, 'data-session-no': s.no, class: s.denied ? 'has-denied' : null },
+    h('td', {}, h('button', { type: 'button', class: 'link mono', 'data-action': 'audit-open', 'data-id': key, 'aria-label': `Open session ${s.short} of ${s.user || 'unknown user'}`, text: s.short })),
+    cell(s.user),
+    cell(s.database),
+    cell(s.clientAddress),
+    cell(s.application),
+    cell(fmtUtc(s.start), 'time'),
+    cell(s.end === null ? 'open' : fmtUtc(s.end), 'time'),
+    cell(s.statements, 'num'),
+    cell(s.denied, s.denied ? 'num denied' : 'num'),
+    cell(s.held, s.held ? 'num held' : 'num'),
+  );
+}
+
+function applyFilter() {
+  audit.filter = { user: $('audit-user').value.trim(), since: $('audit-since').value.trim(), until: $('audit-until').value.trim() };
+  loadSessions(true);
+}
+
+function clearFilter() {
+  for (const id of ['audit-user', 'audit-since', 'audit-until']) $(id).value = '';
+  applyFilter();
+}
+
+// A session's timeline.
+
+async function openSession(key, push) {
+  audit.timelineGen++;
+  audit.open = key;
+  audit.timelineNext = null;
+  if (push) history.pushState({ audit: key }, '', key.startsWith('#') ? '/audit' : `/audit/${key}`);
+  $('audit-sessions-panel').hidden = true;
+  $('audit-timeline-panel').hidden = false;
+  $('audit-timeline').replaceChildren();
+  $('audit-session-facts').replaceChildren();
+  $('audit-timeline-error').textContent = '';
+  $('audit-timeline-more').hidden = true;
+  $('timeline-title').textContent = 'Session';
+  await loadTimeline();
+  $('audit-timeline-panel').scrollIntoView({ block: 'start' });
+}
+
+function closeTimeline() {
+  audit.timelineGen++;
+  audit.open = null;
+  $('audit-timeline-panel').hidden = true;
+  $('audit-sessions-panel').hidden = false;
+}
+
+function back() {
+  history.pushState({}, '', '/audit');
+  closeTimeline();
+}
+
+async function loadTimeline() {
+  const gen = audit.timelineGen;
+  const more = $('audit-timeline-more');
+  more.disabled = true;
+  try {
+    const q = new URLSearchParams();
+    if (audit.timelineNext !== null) q.set('after', String(audit.timelineNext));
+    const r = await api('GET', `/api/audit/sessions/${encodeURIComponent(audit.open)}?${q}`);
+    if (gen !== audit.timelineGen) return;
+    if (!$('audit-session-facts').children.length) renderSessionFacts(r.session);
+    for (const step of r.steps) $('audit-timeline').append(timelineStep(step));
+    audit.timelineNext = r.next;
+    more.hidden = r.next === null;
+  } catch (err) {
+    if (gen === audit.timelineGen) auditFailed(err, 'audit-timeline-error');
+  } finally {
+    more.disabled = false;
+  }
+}
+
+function renderSessionFacts(s) {
+  $('timeline-title').textContent = `Session ${s.short} · ${s.user || '?'}`;
+  const facts = $('audit-session-facts');
+  const rows = [
+    ['Session', s.id || `#${s.no}`],
+    ['User', s.user],
+    ['Database', s.database],
+    ['Client', s.clientAddress],
+    ['Application', s.application || '—'],
+    ['TLS', s.tls === null ? '—' : s.tls ? 'on' : 'off'],
+    ['Started (UTC)', fmtUtc(s.start)],
+    ['Ended (UTC)', s.end === null ? 'no end recorded' : `${fmtUtc(s.end)}${s.endReason ? ` (${s.endReason})` : ''}`],
+    ['Statements', `${s.statements} (${s.denied} denied, ${s.held} held)`],
+  ];
+  for (const [k, v] of rows) facts.append(h('div', {}, h('dt', { text: k }), h('dd', { text: v === null || v === undefined ? '—' : String(v) })));
+}
+
+function timelineStep(step) {
+  const tone =
+    step.kind === 'statement' ? `decision-${step.decision.action}` : step.kind === 'challenge.resolved' ? `resolved-${step.status}` : step.status === 'error' ? 'outcome-error' : '';
+  const li = h('li', {
+    class: `step kind-${step.kind.replace(/\./g, '-')} ${tone}`.trim(),
+    'data-audit-event': step.seq,
+    'data-kind': step.kind,
+    'data-decision': step.decision ? step.decision.action : null,
+    'data-status': step.status || null,
+  });
+  li.append(h('pre', {}, h('code', { text: step.lines.join('\n') })));
+  if (step.statements && step.statements.length) {
+    for (const st of step.statements) {
+      const chips = h('ul', { class: 'chips', 'aria-label': `classification of the ${st.command} statement` });
+      chips.append(h('li', { class: 'command', text: st.command }));
+      for (const c of st.classes) chips.append(h('li', { text: c }));
+      for (const t of st.tables) chips.append(h('li', { class: 'table', text: t }));
+      for (const f of st.flags) chips.append(h('li', { class: 'flag', text: f }));
+      li.append(chips);
+    }
+    if (step.decision && step.decision.reason) li.append(h('p', { class: 'muted small why', text: `Why: ${step.decision.reason}` }));
+  }
+  return li;
+}
+
+// Verification.
+
+async function loadVerification(startIfNever) {
+  try {
+    let v = await api('GET', '/api/audit/verification');
+    if (startIfNever && v.state === 'never') v = await api('POST', '/api/audit/verify');
+    if (!audit.started) return;
+    renderVerification(v);
+  } catch (err) {
+    if (audit.started) auditFailed(err, 'audit-status');
+  }
+}
+
+async function verifyNow(button) {
+  button.disabled = true;
+  try {
+    renderVerification(await api('POST', '/api/audit/verify'));
+  } catch (err) {
+    button.disabled = false;
+    auditFailed(err, 'audit-status');
+  }
+}
+
+function renderVerification(v) {
+  clearTimeout(audit.poll);
+  audit.poll = null;
+  const el = $('audit-status');
+  el.setAttribute('data-audit-status', v.state);
+  const last = v.last;
+  const button = document.querySelector('[data-action="verify-audit"]');
+  button.disabled = v.state === 'running';
+  button.textContent = v.state === 'running' ? 'Verifying…' : 'Verify now';
+  switch (v.state) {
+    case 'never':
+      el.textContent = 'Not checked yet.';
+      break;
+    case 'running':
+      el.textContent = `Checking the chain… (started ${fmtUtc(v.running.startedAt)} UTC by ${v.running.by})`;
+      break;
+    case 'verified':
+      el.textContent = last.events === 0 ? 'Verified: the trail has no events yet.' : `Verified: events ${last.firstSeq} to ${last.lastSeq} are intact.`;
+      break;
+    case 'broken':
+      el.textContent = `BROKEN: ${last.firstProblem ? last.firstProblem.message : 'the chain does not verify'}`;
+      break;
+    default:
+      el.textContent = `Could not verify: ${last.error}`;
+  }
+  const facts = [];
+  if (last && last.error === null) {
+    if (v.state === 'running') facts.push(`Previous result: ${last.ok ? 'verified' : 'BROKEN'}.`);
+    facts.push(
+      `Checked up to event ${last.lastSeq ?? '—'} (${last.events} events, ${last.sessions} sessions)${last.anchor ? `; events up to ${last.anchor.seq} were pruned by retention` : ''}.`,
+    );
+    const cps = last.checkpoints;
+    const invalid = cps.total - cps.valid;
+    facts.push(
+      cps.total === 0
+        ? 'No signed checkpoints yet.'
+        : `${cps.total} signed checkpoint${cps.total === 1 ? '' : 's'}${invalid ? `, ${invalid} NOT VALID` : ', all signatures valid'}${cps.lastSeq !== null ? `; the last covers event ${cps.lastSeq}` : ''}${last.unsealed ? `; ${last.unsealed} event${last.unsealed === 1 ? '' : 's'} after it not sealed yet` : ''}.`,
+    );
+  }
+  if (v.checkpoint) {
+    const c = v.checkpoint;
+    facts.push(`Latest signed checkpoint: #${c.id}, event ${c.seq}, signed ${fmtUtc(c.time)} UTC (${c.reason})${c.kid ? ` with key ${c.kid}` : ''}.`);
+  } else {
+    facts.push('Latest signed checkpoint: none yet.');
+  }
+  if (v.head) facts.push(`Newest event: ${v.head.seq}, ${fmtUtc(v.head.time)} UTC.`);
+  if (last) facts.push(`Checked ${fmtUtc(last.finishedAt)} UTC by ${last.by} (took ${last.durationMs < 1000 ? `${last.durationMs} ms` : `${(last.durationMs / 1000).toFixed(1)} s`}).`);
+  $('audit-verify-facts').replaceChildren(...facts.map((f) => h('li', { text: f })));
+  // The first break is in the status line; the rest (and warnings) below it.
+  const problems = last && last.problems ? last.problems.filter((p) => !(last.firstProblem && p.message === last.firstProblem.message && p.seq === last.firstProblem.seq)) : [];
+  const list = $('audit-problems');
+  list.replaceChildren(
+    ...problems.map((p) => h('li', { class: p.severity, 'data-seq': p.seq }, h('strong', { text: p.severity === 'error' ? 'also:' : 'warning:' }), ` ${p.message}`)),
+  );
+  if (last && last.moreProblems) list.append(h('li', { class: 'muted', text: `…and ${last.moreProblems} more (run stepgate audit verify for the list)` }));
+  list.hidden = list.children.length === 0;
+  if (v.state === 'running' && audit.started) audit.poll = setTimeout(() => loadVerification(false), 500);
+}
+
 // ───────────────────────────── wiring ─────────────────────────────
 
 const ACTIONS = {
@@ -771,11 +1106,24 @@ const ACTIONS = {
   },
   'remove-passkey': removePasskey,
   'add-passkey': addPasskey,
+  'verify-audit': verifyNow,
+  'audit-filter': applyFilter,
+  'audit-clear': clearFilter,
+  'audit-more': () => loadSessions(false),
+  'audit-open': (button) => openSession(button.dataset.id, true),
+  'audit-back': back,
+  'audit-timeline-more': () => loadTimeline(),
 };
 
 document.addEventListener('click', (event) => {
   const button = event.target.closest('[data-action]');
-  if (!button || button.disabled) return;
+  if (!button) {
+    // A click anywhere on a session's row opens it (the button in its first cell is the keyboard way).
+    const row = event.target.closest('tr[data-audit-session]');
+    if (row && !window.getSelection()?.toString()) openSession(row.dataset.auditSession, true);
+    return;
+  }
+  if (button.disabled) return;
   const action = ACTIONS[button.dataset.action];
   if (!action) return;
   event.preventDefault();
@@ -791,6 +1139,7 @@ document.addEventListener('keydown', (event) => {
   if (event.key === 'Enter' && event.target.id === 'enroll-name') {
     document.querySelector('[data-action=register-passkey]')?.click();
   }
+  if (event.key === 'Enter' && ['audit-user', 'audit-since', 'audit-until'].includes(event.target.id)) applyFilter();
 });
 
 // A new enrollment link pasted into a tab already showing /enroll only changes the fragment.
@@ -802,8 +1151,13 @@ window.addEventListener('hashchange', () => {
   }
 });
 
+// Back and forward between the sessions and a timeline.
+window.addEventListener('popstate', () => {
+  if (audit.started && isAuditPath()) routeAudit();
+});
+
 document.addEventListener('visibilitychange', () => {
-  if (document.visibilityState === 'visible' && state.me && !state.ws && !state.signedOut) {
+  if (document.visibilityState === 'visible' && state.me && !state.ws && !state.signedOut && !$('view-console').hidden) {
     clearTimeout(state.reconnectTimer);
     connect();
   }

@@ -22,6 +22,10 @@ export function pageHtml(): string {
 <a class="skip" href="#main">Skip to content</a>
 <header class="top">
   <a class="brand" href="/"><img src="${ICON}" alt="" width="24" height="24"> stepgate <span class="sub">console</span></a>
+  <nav id="nav" class="nav" aria-label="Console sections" hidden>
+    <a href="/" data-nav="console">Approvals</a>
+    <a href="/audit" data-nav="audit">Audit trail</a>
+  </nav>
   <p id="status" class="status" role="status" aria-live="polite"></p>
   <div id="who" class="who" hidden>
     <span>Signed in as <strong id="who-name"></strong></span>
@@ -88,6 +92,60 @@ export function pageHtml(): string {
       <button type="button" data-action="add-passkey">Add a passkey</button>
       <p id="passkeys-error" class="error" role="alert"></p>
     </section>
+  </section>
+
+  <section id="view-audit" class="view" hidden aria-labelledby="audit-title">
+    <h1 id="audit-title">Audit trail</h1>
+    <p id="audit-denied" class="note" hidden>The audit trail is shown to members of the group <code>auditors</code>.
+      Ask your stepgate administrator if you need it (<code>stepgate users add NAME --groups auditors</code>).</p>
+    <div id="audit-body" hidden>
+      <section class="panel" aria-labelledby="verify-title">
+        <div class="panel-head">
+          <h2 id="verify-title">Chain verification</h2>
+          <button type="button" data-action="verify-audit">Verify now</button>
+        </div>
+        <p id="audit-status" class="verify" data-audit-status="" role="status" aria-live="polite"></p>
+        <ul id="audit-verify-facts" class="facts-list"></ul>
+        <ul id="audit-problems" class="problems" hidden></ul>
+      </section>
+
+      <section id="audit-sessions-panel" class="panel" aria-labelledby="sessions-title">
+        <h2 id="sessions-title">Sessions</h2>
+        <p class="muted small">Every connection through stepgate, newest first. Times are UTC. Filters take what
+          <code>stepgate audit sessions</code> takes: a user name, and times as ISO 8601 or a time ago (<code>2h</code>, <code>7d</code>).</p>
+        <div class="filters">
+          <label for="audit-user">User <input id="audit-user" name="user" autocomplete="off" maxlength="200"></label>
+          <label for="audit-since">Since <input id="audit-since" name="since" autocomplete="off" maxlength="64" placeholder="7d"></label>
+          <label for="audit-until">Until <input id="audit-until" name="until" autocomplete="off" maxlength="64" placeholder="2026-11-24T10:00:00Z"></label>
+          <button type="button" class="primary" data-action="audit-filter">Show</button>
+          <button type="button" data-action="audit-clear">Clear</button>
+        </div>
+        <p id="audit-sessions-error" class="error" role="alert"></p>
+        <div class="table-wrap">
+          <table class="sessions">
+            <thead><tr><th scope="col">Session</th><th scope="col">User</th><th scope="col">Database</th><th scope="col">Client</th>
+              <th scope="col">Application</th><th scope="col">Start (UTC)</th><th scope="col">End (UTC)</th>
+              <th scope="col" class="num">Statements</th><th scope="col" class="num">Denied</th><th scope="col" class="num">Held</th></tr></thead>
+            <tbody id="audit-sessions"></tbody>
+          </table>
+        </div>
+        <p id="audit-sessions-empty" class="empty" hidden>No sessions match.</p>
+        <button type="button" id="audit-more" data-action="audit-more" hidden>Load more</button>
+      </section>
+
+      <section id="audit-timeline-panel" class="panel" hidden aria-labelledby="timeline-title">
+        <div class="panel-head">
+          <h2 id="timeline-title">Session</h2>
+          <button type="button" data-action="audit-back">Back to sessions</button>
+        </div>
+        <dl id="audit-session-facts" class="facts"></dl>
+        <p class="muted small">As <code>stepgate audit replay</code> shows it: each statement at its prompt (secrets masked
+          as stored), the rule that decided it, approvals and what happened, with the time (UTC) and the pause since the step before.</p>
+        <ol id="audit-timeline" class="timeline"></ol>
+        <button type="button" id="audit-timeline-more" data-action="audit-timeline-more" hidden>Load more</button>
+        <p id="audit-timeline-error" class="error" role="alert"></p>
+      </section>
+    </div>
   </section>
 </main>
 <div id="announcer" class="visually-hidden" aria-live="assertive" aria-atomic="true"></div>

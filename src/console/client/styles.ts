@@ -15,6 +15,8 @@ export const CONSOLE_CSS = `
   }
 }
 * { box-sizing: border-box; }
+/* The hidden attribute wins over display rules below (.who, .nav are flex boxes). */
+[hidden] { display: none !important; }
 html, body { margin: 0; background: var(--bg); color: var(--text); }
 body { line-height: 1.5; font-size: 16px; }
 a { color: var(--accent); }
@@ -70,10 +72,10 @@ input { font: inherit; padding: .45rem .6rem; border-radius: 8px; border: 1px so
 .card.expired { opacity: .6; }
 .card h3 { margin: 0; font-size: 1.1rem; }
 .card .head { display: flex; justify-content: space-between; gap: 1rem; flex-wrap: wrap; align-items: baseline; }
-.card .facts { display: flex; flex-wrap: wrap; gap: .25rem 1.25rem; margin: .5rem 0; font-size: .92rem; color: var(--muted); padding: 0; }
-.card .facts div { display: flex; gap: .35rem; }
-.card .facts dt { font-weight: 600; }
-.card .facts dd { margin: 0; color: var(--text); }
+.facts { display: flex; flex-wrap: wrap; gap: .25rem 1.25rem; margin: .5rem 0; font-size: .92rem; color: var(--muted); padding: 0; }
+.facts div { display: flex; gap: .35rem; }
+.facts dt { font-weight: 600; }
+.facts dd { margin: 0; color: var(--text); }
 .card .rule { margin: .5rem 0; }
 .card .rule .name { font-family: ui-monospace, monospace; background: var(--chip); border-radius: 6px; padding: .05rem .4rem; }
 .card pre { background: var(--code-bg); border: 1px solid var(--line); border-radius: 8px; padding: .75rem 1rem;
@@ -102,6 +104,55 @@ input { font: inherit; padding: .45rem .6rem; border-radius: 8px; border: 1px so
 .list .buttons { display: flex; gap: .5rem; align-items: center; }
 .status-approved { color: var(--ok); font-weight: 600; }
 .status-rejected, .status-expired, .status-cancelled, .status-withdrawn, .status-unavailable { color: var(--danger); font-weight: 600; }
+
+.nav { display: flex; gap: .25rem; }
+.nav a { padding: .3rem .75rem; border-radius: 8px; text-decoration: none; color: var(--muted); font-weight: 600; }
+.nav a:hover { color: var(--text); background: var(--chip); }
+.nav a[aria-current="page"] { color: var(--text); background: var(--chip); }
+
+.panel-head { display: flex; justify-content: space-between; align-items: baseline; gap: 1rem; flex-wrap: wrap; margin-bottom: .5rem; }
+.panel-head h2 { margin: 0; }
+.verify { font-weight: 700; margin: .25rem 0 .5rem; display: flex; align-items: center; gap: .5rem; }
+.verify::before { content: ""; width: .75rem; height: .75rem; border-radius: 50%; background: var(--line); flex: none; }
+.verify[data-audit-status="verified"] { color: var(--ok); }
+.verify[data-audit-status="verified"]::before { background: var(--ok); }
+.verify[data-audit-status="broken"], .verify[data-audit-status="error"] { color: var(--danger); }
+.verify[data-audit-status="broken"]::before, .verify[data-audit-status="error"]::before { background: var(--danger); }
+.verify[data-audit-status="running"]::before { background: var(--warn); }
+.verify:empty::before { display: none; }
+.facts-list { margin: 0 0 .75rem 1.25rem; padding: 0; font-size: .92rem; color: var(--muted); }
+.problems { margin: 0 0 .75rem 1.25rem; padding: 0; font-size: .92rem; }
+.problems li.error strong { color: var(--danger); }
+.problems li.warning strong { color: var(--warn); }
+
+.filters { display: flex; flex-wrap: wrap; gap: .75rem; align-items: flex-end; margin: .75rem 0; }
+.filters label { display: flex; flex-direction: column; font-size: .85rem; color: var(--muted); gap: .2rem; }
+.table-wrap { overflow-x: auto; }
+table.sessions { border-collapse: collapse; width: 100%; font-size: .92rem; }
+table.sessions th { text-align: left; font-size: .82rem; color: var(--muted); font-weight: 600; padding: .4rem .5rem; border-bottom: 1px solid var(--line); white-space: nowrap; }
+table.sessions td { padding: .45rem .5rem; border-bottom: 1px solid var(--line); white-space: nowrap; }
+table.sessions tbody tr { cursor: pointer; }
+table.sessions tbody tr:hover { background: var(--chip); }
+table.sessions .num { text-align: right; font-variant-numeric: tabular-nums; }
+table.sessions td.denied { color: var(--danger); font-weight: 700; }
+table.sessions td.held { color: var(--warn); font-weight: 700; }
+.mono { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
+#audit-more, #audit-timeline-more { margin-top: .75rem; }
+
+.timeline { list-style: none; padding: 0; margin: .75rem 0; display: flex; flex-direction: column; gap: .35rem; }
+.timeline .step { border-left: 4px solid var(--line); padding: .1rem 0 .1rem .75rem; }
+.timeline .step pre { margin: 0; white-space: pre-wrap; word-break: break-word; background: none; border: none; padding: 0; }
+.timeline .kind-statement { border-left-color: var(--accent); margin-top: .5rem; }
+.timeline .decision-deny { border-left-color: var(--danger); }
+.timeline .decision-step-up { border-left-color: var(--warn); }
+.timeline .resolved-approved { border-left-color: var(--ok); }
+.timeline .resolved-rejected, .timeline .resolved-expired, .timeline .resolved-cancelled, .timeline .resolved-withdrawn,
+.timeline .resolved-unavailable, .timeline .outcome-error { border-left-color: var(--danger); }
+.timeline .kind-header pre { color: var(--muted); }
+.timeline .chips { margin: .35rem 0 0; }
+.timeline .chips li.command { font-weight: 700; }
+.timeline .chips li.table { font-family: ui-monospace, monospace; }
+.timeline .why { margin: .2rem 0 0; }
 
 @media (prefers-reduced-motion: reduce) { * { transition: none !important; animation: none !important; } }
 @media (max-width: 40rem) { main { padding: 1rem; } .timer { text-align: left; } .top { padding: .75rem 1rem; } }
