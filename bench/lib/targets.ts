@@ -128,7 +128,9 @@ export async function startStepgateProcess(db: TestPostgres, database: string, r
     path.join(dir, 'stepgate.yaml'),
     `listen: 127.0.0.1:${port}\nupstream: ${JSON.stringify(socketUrl(db, database))}\ndata: ${JSON.stringify(dir)}\nrules: ${JSON.stringify(rulesDir)}\nconsole: 127.0.0.1:0\nlimits:\n  max_connections: 5000\n`,
   );
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'bin/stepgate.js'), 'serve', '--config', path.join(dir, 'stepgate.yaml'), '--log-level', 'warn'], {
+  // STEPGATE_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the stepgate process.
+  const nodeArgs = (process.env.STEPGATE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'bin/stepgate.js'), 'serve', '--config', path.join(dir, 'stepgate.yaml'), '--log-level', 'warn'], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let output = '';
