@@ -15,7 +15,7 @@ Usage: stepgate <command> [options]
 Commands:
   serve                 run the proxy (see stepgate serve --help)
   demo                  stepgate in front of an embedded PostgreSQL with sample data
-  users add|enroll|passwd|list|remove
+  users add|enroll|passwd|groups|list|remove
                         the people who connect through stepgate, and their
                         passkey enrollment links
   rules check [DIR]     validate rule files

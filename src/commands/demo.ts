@@ -61,7 +61,10 @@ export async function demoCommand(args: string[], io: CommandIO): Promise<number
     if (await ensureDatabase(postgres, 'shop', SHOP_SCHEMA)) println(io.stdout, 'Created the sample database "shop" (customers, products, orders).');
     const identity = new IdentityStore(dataDir);
     try {
-      if (!identity.getUser(DEMO_USER.name)) identity.addUser(DEMO_USER.name, ['dev'], makeVerifier(DEMO_USER.password));
+      // In `auditors` too, so the demo shows the console's audit trail view.
+      const user = identity.getUser(DEMO_USER.name);
+      if (!user) identity.addUser(DEMO_USER.name, ['dev', 'auditors'], makeVerifier(DEMO_USER.password));
+      else if (!user.groups.includes('auditors')) identity.setGroups(DEMO_USER.name, [...user.groups, 'auditors']);
     } finally {
       identity.close();
     }

@@ -22,6 +22,8 @@ the next login, without a restart.
       stop working. A link works once and expires after 24 hours.
   stepgate users passwd NAME [--password-stdin]
       Set a new password.
+  stepgate users groups NAME a,b
+      Replace the user's groups ("" for none). Takes effect at their next login and approval.
   stepgate users list [--json]
       Show users, their groups and how many passkeys they have.
   stepgate users remove NAME
@@ -136,6 +138,14 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
         println(io.stdout, `password of ${name} changed`);
         return 0;
       }
+      case 'groups': {
+        if (positionals.length !== 2) throw new UsageError('usage: stepgate users groups NAME a,b');
+        const [name, list] = positionals as [string, string];
+        const groups = list.split(',').map((g) => g.trim()).filter(Boolean);
+        store.setGroups(name, groups);
+        println(io.stdout, `groups of ${name}: ${groups.join(', ') || '(none)'}`);
+        return 0;
+      }
       case 'list': {
         const users = store.listUsers();
         if (values.json) {
@@ -160,7 +170,7 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
         return 0;
       }
       default:
-        throw new UsageError(`unknown users command "${sub}"; use add, enroll, passwd, list or remove`);
+        throw new UsageError(`unknown users command "${sub}"; use add, enroll, passwd, groups, list or remove`);
     }
   } catch (err) {
     if (err instanceof UsageError) throw err;

@@ -100,6 +100,8 @@ t.test('users add, list, passwd, remove; only a SCRAM verifier is stored', async
   const list = await stepgate(t, ['users', 'list', '--json', '--data', dir]);
   t.match(JSON.parse(list.stdout), [{ name: 'carol', groups: ['dba', 'dev'] }]);
   t.equal((await stepgate(t, ['users', 'passwd', 'carol', '--password-stdin', '--data', dir], 'Another-Pw2\n')).code, 0);
+  t.equal((await stepgate(t, ['users', 'groups', 'carol', 'auditors', '--data', dir])).code, 0);
+  t.match(JSON.parse((await stepgate(t, ['users', 'list', '--json', '--data', dir])).stdout), [{ name: 'carol', groups: ['auditors'] }]);
   for (const file of fs.readdirSync(dir).filter((f) => f.startsWith('identity.db'))) {
     const bytes = fs.readFileSync(path.join(dir, file));
     t.notOk(bytes.includes('Very-Secret-Pw1') || bytes.includes('Another-Pw2'), `${file} holds no password`);
