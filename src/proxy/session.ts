@@ -32,11 +32,11 @@ import type { Decision, RuleSet, Subject } from '../rules/types.js';
 import type { ClassifyContext, ClassifyResult, StatementInfo } from '../sql/types.js';
 import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
 import type { FunctionCatalog } from './catalog.js';
-import { ReplyKind, ReplyQueue, reply, type PendingReply, type ReplyTracker } from './pending-replies.js';
+import { unknownStatement } from '../sql/analysis.js';
 import { endAndLinger } from './linger.js';
 import { Outbox } from './outbox.js';
+import { ReplyKind, ReplyQueue, reply, type PendingReply, type ReplyTracker } from './pending-replies.js';
 import { decodeSql } from './sql-text.js';
-import { unknownStatement } from '../sql/analysis.js';
 import { StatementRegistry, type PreparedStatement } from './statement-registry.js';
 
 export interface SessionServices {
@@ -227,10 +227,6 @@ export class Session {
     return this.onClosed;
   }
 
-  get transactionStatus(): string {
-    return String.fromCharCode(this.txStatus);
-  }
-  private txStatus = 0x49;
 
   /**
    * CancelRequest from the client: ends a hold, or asks the server to cancel. Resolves once the server has
@@ -871,7 +867,6 @@ export class Session {
   }
 
   private onReadyForQuery(status: number): void {
-    this.txStatus = status;
     // Everything before the message that asked for this ReadyForQuery was answered or skipped.
     for (let r = this.shiftReply(); r; r = this.shiftReply()) {
       if (r.kind === ReplyKind.Sync || r.kind === ReplyKind.Query || r.kind === ReplyKind.FunctionCall) {
