@@ -1,6 +1,7 @@
 /**
  * The shared SQL corpus (PostgreSQL's regression suite), split into statements for tests and benchmarks.
- * Read at run time from ../shared/corpus next to the repository; never copied into it.
+ * Read at run time from ../shared/corpus next to the repository (or STEPGATE_CORPUS_DIR, or the
+ * workplace's /work/shared for a clone made elsewhere); never copied into it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -18,9 +19,18 @@ function repositoryRoot(): string {
   return dir;
 }
 
-export const CORPUS_DIR = path.resolve(repositoryRoot(), '../shared/corpus/pg-regress');
+const CANDIDATES = [
+  process.env.STEPGATE_CORPUS_DIR,
+  path.resolve(repositoryRoot(), '../shared/corpus/pg-regress'),
+  '/work/shared/corpus/pg-regress',
+].filter((d): d is string => Boolean(d));
+
+export const CORPUS_DIR = CANDIDATES.find((d) => fs.existsSync(d)) ?? CANDIDATES[0]!;
 
 export function corpusFiles(): string[] {
+  if (!fs.existsSync(CORPUS_DIR)) {
+    throw new Error(`the SQL corpus is not there: looked in ${CANDIDATES.join(', ')}; set STEPGATE_CORPUS_DIR to its pg-regress directory`);
+  }
   return fs
     .readdirSync(CORPUS_DIR)
     .filter((f) => f.endsWith('.sql'))
