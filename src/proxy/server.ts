@@ -13,8 +13,8 @@ import type { IdentityStore } from '../identity/store.js';
 import type { Logger } from '../log.js';
 import * as backend from '../protocol/backend-messages.js';
 import { ProtocolViolation } from '../protocol/payload-reader.js';
-import { PROTOCOL_3_0 } from '../protocol/startup-messages.js';
-import type { RuleSet } from '../rules/types.js';
+import { PROTOCOL_3_0, type StartupPacket } from '../protocol/startup-messages.js';
+import type { RuleSet, Subject } from '../rules/types.js';
 import type { ClassifyContext, ClassifyResult } from '../sql/types.js';
 import type { StepUpBroker } from '../stepup/types.js';
 import { CancelKeys } from './cancel-keys.js';
@@ -24,7 +24,7 @@ import { HandshakeClosed, HandshakeReader } from './handshake-reader.js';
 import { endAndLinger } from './linger.js';
 import { Session } from './session.js';
 import { settingAsSql, startupSettings, StartupSettingsError } from './startup-settings.js';
-import { connectUpstream, sendUpstreamCancel, UpstreamError, type UpstreamTarget } from './upstream.js';
+import { connectUpstream, sendUpstreamCancel, UpstreamError, type UpstreamConnection, type UpstreamTarget } from './upstream.js';
 
 export interface ProxyServices {
   identity: IdentityStore;
@@ -135,48 +135,19 @@ export class ProxyServer {
       // PostgreSQL answers "too many clients" only after reading the startup packet; so do we.
       const tooMany = this.sockets.size > limits.maxConnections;
 
-      let packet = await reader.startupPacket();
-      for (;;) {
-        if (packet.kind === 'ssl') {
-          if (reader.pending > 0) {
-            // Bytes sent before the TLS handshake could be injected by a machine in the middle (CVE-2021-23222).
-            throw new ProtocolViolation('received unencrypted data after SSL request');
-          }
-          if (!this.secureContext || secure) {
-            socket.write('N');
-          } else {
-            socket.write('S');
-            const tlsSocket = new tls.TLSSocket(socket, { isServer: true, secureContext: this.secureContext });
-            // Always listening: a failed handshake can emit more than one error (an alert, then a reset),
-            // and an 'error' without a listener would bring the whole process down.
-            tlsSocket.on('error', () => {});
-            await new Promise<void>((resolve, reject) => {
-              tlsSocket.once('secure', resolve);
-              // A client that cannot or will not complete the handshake (plain text after SSLRequest, an
-              // unknown CA, a scanner) is the client's failure, not an internal error.
-              tlsSocket.once('error', (err) => reject(new TlsHandshakeFailed(`TLS handshake failed: ${err.message}`)));
-              tlsSocket.once('close', () => reject(new HandshakeClosed('client closed the connection during the TLS handshake')));
-            });
-            reader.replaceSocket(tlsSocket);
-            socket = tlsSocket;
-            secure = true;
-          }
-        } else if (packet.kind === 'gssenc') {
-          if (reader.pending > 0) throw new ProtocolViolation('received unencrypted data after GSSAPI encryption request');
-          socket.write('N');
-        } else if (packet.kind === 'cancel') {
-          // Close the cancel connection only once the cancel has reached the server (see Session.cancel);
-          // the startup timer still bounds the wait.
-          await this.cancelKeys.find(packet.processId, packet.secretKey)?.cancel();
-          clearTimeout(timer);
-          endAndLinger(socket);
-          return;
-        } else {
-          break;
-        }
-        packet = await reader.startupPacket();
+      const packet = await this.negotiate(socket, reader, (tlsSocket) => {
+        // From here on every answer, errors included, goes through TLS.
+        socket = tlsSocket;
+        secure = true;
+      });
+      if (packet.kind === 'cancel') {
+        // Close the cancel connection only once the cancel has reached the server (see Session.cancel);
+        // the startup timer still bounds the wait.
+        await this.cancelKeys.find(packet.processId, packet.secretKey)?.cancel();
+        clearTimeout(timer);
+        endAndLinger(socket);
+        return;
       }
-
       if (packet.major !== 3) {
         throw new StartupRefused(`unsupported frontend protocol ${packet.major}.${packet.minor}: server supports 3.0 to 3.0`, '0A000');
       }
@@ -222,62 +193,7 @@ export class ProxyServer {
       const upstream = await connectUpstream(route.target, { database: route.database, ...Object.fromEntries(settings) }, limits.upstreamConnectTimeoutMs);
       clearTimeout(timer);
 
-      const { processId, secretKey } = this.cancelKeys.issue({ cancel: () => session.cancel() });
-      const leftover = reader.detach();
-      socket.pause();
-      const hello: Buffer[] = [];
-      for (const [name, value] of upstream.parameters) hello.push(backend.parameterStatus(name, value));
-      hello.push(backend.backendKeyData(processId, secretKey), backend.readyForQuery(0x49));
-      socket.write(Buffer.concat(hello));
-
-      // Recorded before the session exists: pipelined bytes that came with the login are classified (and
-      // audited) as soon as it does.
-      const facts = {
-        connection: connectionId,
-        user: user.name,
-        database,
-        client: clientAddress,
-        application,
-        tls: secure,
-        server_pid: upstream.processId,
-      };
-      this.services.log.info('connection.start', facts);
-      this.services.audit.connectionStart({
-        connectionId,
-        user: user.name,
-        database,
-        application,
-        clientAddress,
-        tls: secure,
-        serverPid: upstream.processId,
-      });
-      const session: Session = new Session({
-        connectionId,
-        client: socket,
-        server: upstream.socket,
-        clientLeftover: leftover,
-        subject,
-        serverParameters: upstream.parameters,
-        catalog: this.catalogFor(route.target, route.database),
-        cancelUpstream: () => sendUpstreamCancel(route.target, upstream.processId, upstream.secretKey, limits.upstreamConnectTimeoutMs),
-        services: {
-          classify: this.services.classify,
-          rules: this.services.rules,
-          stepUp: this.services.stepUp,
-          audit: this.services.audit,
-          log: this.services.log,
-          limits,
-          recordParams: this.services.recordParams ?? false,
-          auditOnFailure: this.services.auditOnFailure ?? 'close',
-        },
-      });
-      this.sessions.add(session);
-      await session.finished;
-      this.sessions.delete(session);
-      this.cancelKeys.release(processId);
-      const end = { duration_ms: session.durationMs, bytes_in: session.bytesIn, bytes_out: session.bytesOut, reason: session.reason };
-      this.services.log.info('connection.end', { ...facts, ...end });
-      this.services.audit.connectionEnd(connectionId, { durationMs: end.duration_ms, bytesIn: end.bytes_in, bytesOut: end.bytes_out, reason: end.reason });
+      await this.relay({ connectionId, socket, reader, subject, route, upstream });
     } catch (err) {
       clearTimeout(timer);
       if (err instanceof StartupRefused || err instanceof AuthFailed || err instanceof UpstreamError) {
@@ -295,6 +211,121 @@ export class ProxyServer {
         socket.destroy();
       } else {
         throw err;
+      }
+    }
+  }
+
+  /** Logged in on both sides: greets the client with the server's settings and relays until either side ends. */
+  private async relay(c: {
+    connectionId: string;
+    socket: net.Socket;
+    reader: HandshakeReader;
+    subject: Omit<Subject, 'now'>;
+    route: { target: UpstreamTarget; database: string };
+    upstream: UpstreamConnection;
+  }): Promise<void> {
+    const { connectionId, socket, subject, route, upstream } = c;
+    const limits = this.config.limits;
+    const { processId, secretKey } = this.cancelKeys.issue({ cancel: () => session.cancel() });
+    const leftover = c.reader.detach();
+    socket.pause();
+    const hello: Buffer[] = [];
+    for (const [name, value] of upstream.parameters) hello.push(backend.parameterStatus(name, value));
+    hello.push(backend.backendKeyData(processId, secretKey), backend.readyForQuery(0x49));
+    socket.write(Buffer.concat(hello));
+
+    // Recorded before the session exists: pipelined bytes that came with the login are classified (and
+    // audited) as soon as it does.
+    const facts = {
+      connection: connectionId,
+      user: subject.user,
+      database: subject.database,
+      client: subject.clientAddress,
+      application: subject.application,
+      tls: subject.tls,
+      server_pid: upstream.processId,
+    };
+    this.services.log.info('connection.start', facts);
+    this.services.audit.connectionStart({
+      connectionId,
+      user: subject.user,
+      database: subject.database,
+      application: subject.application,
+      clientAddress: subject.clientAddress,
+      tls: subject.tls,
+      serverPid: upstream.processId,
+    });
+    const session: Session = new Session({
+      connectionId,
+      client: socket,
+      server: upstream.socket,
+      clientLeftover: leftover,
+      subject,
+      serverParameters: upstream.parameters,
+      catalog: this.catalogFor(route.target, route.database),
+      cancelUpstream: () => sendUpstreamCancel(route.target, upstream.processId, upstream.secretKey, limits.upstreamConnectTimeoutMs),
+      services: {
+        classify: this.services.classify,
+        rules: this.services.rules,
+        stepUp: this.services.stepUp,
+        audit: this.services.audit,
+        log: this.services.log,
+        limits,
+        recordParams: this.services.recordParams ?? false,
+        auditOnFailure: this.services.auditOnFailure ?? 'close',
+      },
+    });
+    this.sessions.add(session);
+    await session.finished;
+    this.sessions.delete(session);
+    this.cancelKeys.release(processId);
+    const end = { duration_ms: session.durationMs, bytes_in: session.bytesIn, bytes_out: session.bytesOut, reason: session.reason };
+    this.services.log.info('connection.end', { ...facts, ...end });
+    this.services.audit.connectionEnd(connectionId, { durationMs: end.duration_ms, bytesIn: end.bytes_in, bytesOut: end.bytes_out, reason: end.reason });
+  }
+
+  /**
+   * The untyped start of a connection: SSLRequest (TLS with our certificate, or N), GSSENCRequest (N),
+   * then a CancelRequest or a StartupMessage.
+   */
+  private async negotiate(
+    socket: net.Socket,
+    reader: HandshakeReader,
+    onSecure: (tlsSocket: tls.TLSSocket) => void,
+  ): Promise<Exclude<StartupPacket, { kind: 'ssl' | 'gssenc' }>> {
+    let secure = false;
+    for (;;) {
+      const packet = await reader.startupPacket();
+      if (packet.kind === 'ssl') {
+        if (reader.pending > 0) {
+          // Bytes sent before the TLS handshake could be injected by a machine in the middle (CVE-2021-23222).
+          throw new ProtocolViolation('received unencrypted data after SSL request');
+        }
+        if (!this.secureContext || secure) {
+          socket.write('N');
+          continue;
+        }
+        socket.write('S');
+        const tlsSocket = new tls.TLSSocket(socket, { isServer: true, secureContext: this.secureContext });
+        // Always listening: a failed handshake can emit more than one error (an alert, then a reset),
+        // and an 'error' without a listener would bring the whole process down.
+        tlsSocket.on('error', () => {});
+        await new Promise<void>((resolve, reject) => {
+          tlsSocket.once('secure', resolve);
+          // A client that cannot or will not complete the handshake (plain text after SSLRequest, an
+          // unknown CA, a scanner) is the client's failure, not an internal error.
+          tlsSocket.once('error', (err) => reject(new TlsHandshakeFailed(`TLS handshake failed: ${err.message}`)));
+          tlsSocket.once('close', () => reject(new HandshakeClosed('client closed the connection during the TLS handshake')));
+        });
+        reader.replaceSocket(tlsSocket);
+        socket = tlsSocket;
+        secure = true;
+        onSecure(tlsSocket);
+      } else if (packet.kind === 'gssenc') {
+        if (reader.pending > 0) throw new ProtocolViolation('received unencrypted data after GSSAPI encryption request');
+        socket.write('N');
+      } else {
+        return packet;
       }
     }
   }
