@@ -2,7 +2,7 @@
  * Export records for SIEMs: JSON Lines (one object per event, the stored body under `data`) and CSV (one
  * row per event, the fields most searches need as columns). Field names are stable; see docs/audit.md.
  */
-import { iso } from './format.js';
+import { iso, type OutcomeData } from './format.js';
 import type { AuditEvent, SessionFacts } from './read.js';
 
 export interface ExportRecord {
@@ -77,15 +77,6 @@ export const CSV_COLUMNS = [
 
 type Csv = Partial<Record<(typeof CSV_COLUMNS)[number], string | number | boolean | null>>;
 
-interface OutcomeData {
-  index: number;
-  tag?: string | null;
-  rows?: number | null;
-  sqlstate?: string | null;
-  message?: string | null;
-  skipped?: boolean;
-  duration_ms: number;
-}
 
 export function csvRow(r: ExportRecord): string {
   const row: Csv = {

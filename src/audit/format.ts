@@ -159,6 +159,17 @@ export interface Bodies {
   'audit.pruned': { through_seq: number; through_time: number; checkpoint: number; retention_ms: number; events: number };
 }
 
+/** A statement's outcome as stored in `statement` events (`outcomes`) and `outcome` events. */
+export interface OutcomeData {
+  index: number;
+  tag?: string | null;
+  rows?: number | null;
+  sqlstate?: string | null;
+  message?: string | null;
+  skipped?: boolean;
+  duration_ms: number;
+}
+
 /** A stored event row. */
 export interface EventRow {
   seq: number;

@@ -3,6 +3,7 @@
  * approvals (who, with which passkey), and what happened, with the time between them. `stepgate audit
  * replay` prints the steps with the pauses they had.
  */
+import type { OutcomeData } from './format.js';
 import type { AuditEvent, SessionRow } from './read.js';
 
 export interface ReplayStep {
@@ -14,15 +15,6 @@ export interface ReplayStep {
   kind?: string;
 }
 
-interface OutcomeData {
-  index: number;
-  tag?: string | null;
-  rows?: number | null;
-  sqlstate?: string | null;
-  message?: string | null;
-  skipped?: boolean;
-  duration_ms: number;
-}
 
 interface DecisionData {
   action: 'allow' | 'step-up' | 'deny';

@@ -242,17 +242,10 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
 
     // 5. The sessions index (what `stepgate audit sessions` shows) against the events.
     area = 'index';
-    const index = db.prepare('SELECT session, connection, user, database, client, statements, denied, held, first_seq FROM sessions').all() as {
-      session: number;
-      connection: string | null;
-      user: string | null;
-      database: string | null;
-      client: string | null;
-      statements: number;
-      denied: number;
-      held: number;
-      first_seq: number | null;
-    }[];
+    const index = db.prepare('SELECT session, connection, user, database, client, statements, denied, held, first_seq FROM sessions').all() as (Omit<
+      SessionSeen,
+      'lastSseq' | 'firstSeq'
+    > & { session: number; first_seq: number | null })[];
     const indexed = new Set<number>();
     for (const row of index) {
       indexed.add(row.session);

@@ -24,6 +24,7 @@ import {
   SYSTEM_SESSION,
   type CheckpointPayload,
   type EventKind,
+  type EventRow,
 } from './format.js';
 import { loadOrCreateSigningKey, signCheckpoint, type SigningKey } from './keys.js';
 import { mayHoldSecrets, redactFreeText, redactParams, redactStatement, scrubMessage } from './secrets.js';
@@ -489,15 +490,7 @@ export class AuditWriter {
       const first = this.db.prepare('SELECT seq, time FROM events ORDER BY seq LIMIT 1').get() as { seq: number; time: number } | undefined;
       if (!first || first.time >= cutoff) break;
       // The last event older than the cutoff within the chunk (time follows seq; checked per row below).
-      const rows = this.db.prepare('SELECT seq, session, sseq, time, kind, body, hash FROM events WHERE seq >= ? ORDER BY seq LIMIT ?').all(first.seq, chunk) as {
-        seq: number;
-        session: number;
-        sseq: number;
-        time: number;
-        kind: string;
-        body: string;
-        hash: string;
-      }[];
+      const rows = this.db.prepare('SELECT seq, session, sseq, time, kind, body, hash FROM events WHERE seq >= ? ORDER BY seq LIMIT ?').all(first.seq, chunk) as EventRow[];
       const anchor: Anchor | null = getAnchor(this.db);
       let prev = anchor ? anchor.hash : GENESIS_HASH;
       let expected = anchor ? anchor.seq + 1 : 1;
