@@ -11,10 +11,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { migrate, schemaVersion, type Migration } from '../util/sqlite-schema.js';
 
 export const AUDIT_DB_FILE = 'audit.db';
-
-type Migration = (db: Database.Database) => void;
 
 /** Schema versions, applied in order; append, never edit a shipped entry. */
 export const AUDIT_MIGRATIONS: Migration[] = [
@@ -104,16 +103,7 @@ export function openAuditDbForWriting(dataDir: string, options: OpenOptions = {}
     // Checkpoint the WAL into the database every ~16 MB instead of 4 MB: pages rewritten by consecutive
     // batches are copied once (measurably less work for the writer under load).
     db.pragma('wal_autocheckpoint = 4000');
-    const version = db.pragma('user_version', { simple: true }) as number;
-    if (version > AUDIT_MIGRATIONS.length) {
-      throw new Error(`${file} was written by a newer stepgate (audit schema ${version}); upgrade stepgate to use it`);
-    }
-    for (let v = version; v < AUDIT_MIGRATIONS.length; v++) {
-      db.transaction(() => {
-        AUDIT_MIGRATIONS[v]!(db);
-        db.pragma(`user_version = ${v + 1}`);
-      })();
-    }
+    migrate(db, file, AUDIT_MIGRATIONS);
     for (const suffix of ['-wal', '-shm']) if (fs.existsSync(file + suffix)) fs.chmodSync(file + suffix, 0o600);
   } catch (err) {
     db.close();
@@ -131,14 +121,11 @@ export function openAuditDbForReading(dataDir: string): Database.Database {
   // Not readonly: reading a WAL database needs its -shm file, which a read-only handle cannot create.
   const db = new Database(file, { fileMustExist: true });
   db.pragma('busy_timeout = 5000');
-  const version = db.pragma('user_version', { simple: true }) as number;
-  if (version === 0) {
+  try {
+    if (schemaVersion(db, file, AUDIT_MIGRATIONS, 'read') === 0) throw new AuditDbMissing(`${file} is not a stepgate audit database (no schema)`);
+  } catch (err) {
     db.close();
-    throw new AuditDbMissing(`${file} is not a stepgate audit database (no schema)`);
-  }
-  if (version > AUDIT_MIGRATIONS.length) {
-    db.close();
-    throw new Error(`${file} was written by a newer stepgate (audit schema ${version}); upgrade stepgate to read it`);
+    throw err;
   }
   db.pragma('query_only = ON');
   return db;

@@ -7,6 +7,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { migrate, type Migration } from '../util/sqlite-schema.js';
 
 export interface User {
   name: string;
@@ -28,8 +29,6 @@ export function validateGroupName(name: string): string | null {
   if (!/^[A-Za-z0-9_.-]{1,63}$/.test(name)) return `group "${name}" must be 1-63 letters, digits, "_", "." or "-"`;
   return null;
 }
-
-type Migration = (db: Database.Database) => void;
 
 /** Schema versions, applied in order; later issues append to this list (never edit a shipped entry). */
 export const IDENTITY_MIGRATIONS: Migration[] = [
@@ -147,16 +146,7 @@ export function openDatabase(file: string, migrations: Migration[]): Database.Da
   db.pragma('journal_mode = WAL');
   db.pragma('busy_timeout = 5000');
   db.pragma('foreign_keys = ON');
-  const version = db.pragma('user_version', { simple: true }) as number;
-  if (version > migrations.length) {
-    throw new Error(`${file} was written by a newer stepgate (schema ${version}); upgrade stepgate to use it`);
-  }
-  for (let v = version; v < migrations.length; v++) {
-    db.transaction(() => {
-      migrations[v](db);
-      db.pragma(`user_version = ${v + 1}`);
-    })();
-  }
+  migrate(db, file, migrations);
   return db;
 }
 

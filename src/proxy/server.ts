@@ -14,6 +14,7 @@ import type { Logger } from '../log.js';
 import * as backend from '../protocol/backend-messages.js';
 import { ProtocolViolation } from '../protocol/payload-reader.js';
 import { PROTOCOL_3_0, type StartupPacket } from '../protocol/startup-messages.js';
+import { normalizeClientAddress } from '../rules/client.js';
 import type { RuleSet, Subject } from '../rules/types.js';
 import type { ClassifyContext, ClassifyResult } from '../sql/types.js';
 import type { StepUpBroker } from '../stepup/types.js';
@@ -113,7 +114,9 @@ export class ProxyServer {
 
   private async handshake(rawSocket: net.Socket): Promise<void> {
     const connectionId = randomUUID();
-    const clientAddress = normalizeAddress(rawSocket.remoteAddress ?? '');
+    // "::ffff:127.0.0.1" → "127.0.0.1": rules, logs and the audit trail see one form of an IPv4 address.
+    const remote = rawSocket.remoteAddress ?? '';
+    const clientAddress = normalizeClientAddress(remote)?.address ?? remote;
     let socket: net.Socket = rawSocket;
     let secure = false;
     const reader = new HandshakeReader(socket);
@@ -365,9 +368,4 @@ export class ProxyServer {
     }
     return catalog;
   }
-}
-
-/** "::ffff:127.0.0.1" → "127.0.0.1", so rules and logs see one form of an IPv4 address. */
-export function normalizeAddress(address: string): string {
-  return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
 }

@@ -33,8 +33,9 @@ import type { ClassifyContext, ClassifyResult, StatementInfo } from '../sql/type
 import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
 import type { FunctionCatalog } from './catalog.js';
 import { unknownStatement } from '../sql/analysis.js';
+import { quoteIdent } from '../sql/quote.js';
 import { endAndLinger } from './linger.js';
-import { Outbox } from './outbox.js';
+import { Outbound } from './outbound.js';
 import { ReplyKind, ReplyQueue, reply, type PendingReply, type ReplyTracker } from './pending-replies.js';
 import { decodeSql } from './sql-text.js';
 import { StatementRegistry, type PreparedStatement } from './statement-registry.js';
@@ -127,7 +128,8 @@ export class Session {
   private readonly client: Socket;
   private readonly server: Socket;
   private readonly services: SessionServices;
-  private readonly subject: Omit<Subject, 'now'>;
+  /** Who runs this session's statements; `now` is set for each decision. */
+  private readonly subject: Subject;
   private readonly catalog: FunctionCatalog | null;
   private readonly cancelUpstream: () => Promise<void>;
 
@@ -170,14 +172,12 @@ export class Session {
   private hold: Hold | null = null;
   private idleWaiters: (() => void)[] = [];
 
-  /** Forwarded bytes not written yet: consecutive slices of one chunk go out as one write. */
-  private readonly toServer = new Outbox();
-  private readonly toClient = new Outbox();
+  /** Bytes on their way to each side: consecutive slices of one chunk go out as one write. */
+  private readonly toServer: Outbound;
+  private readonly toClient: Outbound;
 
   /** The server's own last word (a FATAL ErrorResponse) before it closes, for the log; null until then. */
   private serverFatal: string | null = null;
-  private serverBackpressure = false;
-  private clientBackpressure = false;
   private closed = false;
   private readonly startedAt = Date.now();
   bytesIn = 0;
@@ -191,23 +191,23 @@ export class Session {
     this.client = options.client;
     this.server = options.server;
     this.services = options.services;
-    this.subject = { ...options.subject };
+    this.subject = { ...options.subject, now: new Date() };
     this.catalog = options.catalog;
     this.cancelUpstream = options.cancelUpstream;
     this.parameters = new Map(options.serverParameters);
     // CopyData streams: bound like on the server (PQ_LARGE_MESSAGE_LIMIT, 1 GB), not by max_message_size.
     this.clientFrames = new FrameReader({ maxLength: options.services.limits.maxMessageBytes, maxStreamedLength: 0x3fffffff, buffered: CLIENT_BUFFERED });
     this.onClosed = new Promise((resolve) => (this.resolveClosed = resolve));
+    this.toServer = new Outbound(this.server, () => this.updateReading());
+    this.toClient = new Outbound(this.client, () => this.updateReading());
 
     this.client.on('data', this.onClientData);
-    this.client.on('drain', this.onClientDrain);
     this.client.on('close', () => this.close(this.closeReason));
     this.client.on('error', (err) => {
       this.closeReason = `client connection error: ${err.message}`;
       this.close(this.closeReason);
     });
     this.server.on('data', this.onServerData);
-    this.server.on('drain', this.onServerDrain);
     this.server.on('close', () => this.serverGone('the server closed the connection unexpectedly'));
     this.server.on('error', (err) => this.serverGone(`the connection to the server failed: ${err.message}`));
     this.client.resume();
@@ -255,7 +255,7 @@ export class Session {
       this.protocolFailure(err);
       return;
     }
-    this.flushToServer();
+    this.toServer.flush();
   };
 
   private readonly onClientFrame = (type: number, buf: Buffer, start: number, end: number, kind: FrameKind): void => {
@@ -282,7 +282,7 @@ export class Session {
     }
     if (waiting) {
       this.blocked = true;
-      this.flushToServer();
+      this.toServer.flush();
       waiting.then(
         () => {
           this.blocked = false;
@@ -299,14 +299,14 @@ export class Session {
       this.inboxBytes -= item.bytes.length;
       this.run(item.type, item.bytes, 0, item.bytes.length, item.kind);
     }
-    this.flushToServer();
+    this.toServer.flush();
     this.updateReading();
   }
 
   private process(type: number, buf: Buffer, start: number, end: number, kind: FrameKind): Promise<void> | void {
     if (kind === HEAD || kind === PART || kind === TAIL) {
       // A large CopyData: relay it as it arrives (unless its batch failed, like any other message).
-      if (this.failedBatch !== this.batch) this.forward(buf, start, end);
+      if (this.failedBatch !== this.batch) this.toServer.queue(buf, start, end);
       return;
     }
     if (this.failedBatch === this.batch && type !== ClientType.Sync && type !== ClientType.Terminate) {
@@ -326,7 +326,7 @@ export class Session {
       case ClientType.Describe: {
         const target = frontend.readTarget(buf, start, end);
         this.expect(reply(target.kind === 'S' ? ReplyKind.DescribeStatement : ReplyKind.DescribePortal, this.batch));
-        this.forward(buf, start, end);
+        this.toServer.queue(buf, start, end);
         return;
       }
       case ClientType.Close: {
@@ -334,39 +334,39 @@ export class Session {
         const r = reply(ReplyKind.Close, this.batch);
         r.undo = target.kind === 'S' ? this.registry.closeStatement(target.name) : this.registry.closePortal(target.name);
         this.expect(r);
-        this.forward(buf, start, end);
+        this.toServer.queue(buf, start, end);
         return;
       }
       case ClientType.Sync:
         frontend.expectEmpty(buf, start, end);
         if (this.copyIn) {
           // Ignored by the server during COPY IN: no reply to wait for.
-          this.forward(buf, start, end);
+          this.toServer.queue(buf, start, end);
           return;
         }
         this.expect(reply(ReplyKind.Sync, this.batch), true);
         this.batch++;
-        this.forward(buf, start, end);
+        this.toServer.queue(buf, start, end);
         return;
       case ClientType.Flush:
         frontend.expectEmpty(buf, start, end);
-        this.forward(buf, start, end);
+        this.toServer.queue(buf, start, end);
         return;
       case ClientType.FunctionCall:
         return this.onFunctionCall(buf, start, end);
       case ClientType.CopyData:
-        this.forward(buf, start, end);
+        this.toServer.queue(buf, start, end);
         return;
       case ClientType.CopyDone:
       case ClientType.CopyFail:
         this.copyEnds++;
         this.copyIn = false;
-        this.forward(buf, start, end);
+        this.toServer.queue(buf, start, end);
         return;
       case ClientType.Terminate:
         this.closeReason = 'client terminated the session';
-        this.forward(buf, start, end);
-        this.flushToServer();
+        this.toServer.queue(buf, start, end);
+        this.toServer.flush();
         this.close(this.closeReason);
         return;
       default:
@@ -462,7 +462,8 @@ export class Session {
   }
 
   private decide(statements: StatementInfo[]): Decision {
-    return this.services.rules().decide(statements, { ...this.subject, now: new Date() });
+    this.subject.now = new Date();
+    return this.services.rules().decide(statements, this.subject);
   }
 
   private onQuery(buf: Buffer, start: number, end: number): Promise<void> | void {
@@ -501,7 +502,7 @@ export class Session {
     r.changesParsing = changesParsing;
     this.expect(r, true);
     this.batch++;
-    this.forward(buf, start, end);
+    this.toServer.queue(buf, start, end);
   }
 
   /** SQL-level PREPARE / DEALLOCATE / DISCARD change the statements the server holds. */
@@ -531,7 +532,7 @@ export class Session {
       const r = reply(ReplyKind.Parse, this.batch);
       r.undo = this.registry.defineStatement(parse.name, statement);
       this.expect(r);
-      this.forward(buf, start, end);
+      this.toServer.queue(buf, start, end);
     };
     if (classified instanceof Promise) return classified.then(define);
     define(classified);
@@ -550,7 +551,7 @@ export class Session {
       params: this.services.recordParams ? bind.params : null,
     });
     this.expect(r);
-    this.forward(buf, start, end);
+    this.toServer.queue(buf, start, end);
   }
 
   private onExecute(buf: Buffer, start: number, end: number): Promise<void> | void {
@@ -567,7 +568,7 @@ export class Session {
       this.expect(r);
       if (statements.some((s) => s.changesParsing)) this.parsingChangeUnsynced = true;
       if (portal) portal.releasedAs = auditId;
-      this.forward(buf, start, end);
+      this.toServer.queue(buf, start, end);
     };
     if (statements.length === 0) return release(null); // empty query
     // An Execute with a row limit leaves the portal suspended; the next Execute continues the same
@@ -609,7 +610,7 @@ export class Session {
         r.trackers = [new StatementTracker(this.services.audit, auditId, 0)];
         this.expect(r, true);
         this.batch++;
-        this.forward(buf, start, end);
+        this.toServer.queue(buf, start, end);
       };
       if (decision.action === 'allow') {
         const refusal = this.auditRefusal(statements);
@@ -630,7 +631,7 @@ export class Session {
     release: () => void,
     reject: (error: backend.ErrorFields) => void,
   ): Promise<void> {
-    this.flushToServer();
+    this.toServer.flush();
     if (decision.action === 'deny') {
       // Refused either way; the record of it should be on disk first.
       await this.durable();
@@ -672,7 +673,7 @@ export class Session {
         return;
       }
       if (this.closed) return; // the hold was withdrawn by close()
-      this.writeClient(
+      this.toClient.write(
         backend.noticeResponse({
           severity: 'NOTICE',
           code: '01000',
@@ -733,14 +734,14 @@ export class Session {
   private serverIdle(): Promise<void> {
     if (this.pending.length === 0) return Promise.resolve();
     // In a pipeline the server may hold its replies until Sync or Flush.
-    if (!this.lastForwardedEndsBatch) this.writeServer(FLUSH);
+    if (!this.lastForwardedEndsBatch) this.toServer.write(FLUSH);
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
   /** Rejects a simple Query or FunctionCall: the server fails an injected Execute, then Syncs. */
   private rejectQuery(error: backend.ErrorFields, trackers: ReplyTracker[] | null = null): void {
     this.injectFailure(error, trackers);
-    this.writeServer(SYNC);
+    this.toServer.write(SYNC);
     this.expect(reply(ReplyKind.Sync, this.batch), true);
     this.batch++;
   }
@@ -748,7 +749,7 @@ export class Session {
   /** Rejects an Execute: the server fails an injected Execute and skips the batch up to Sync, like us. */
   private rejectExtended(error: backend.ErrorFields, trackers: ReplyTracker[] | null = null): void {
     this.injectFailure(error, trackers);
-    this.writeServer(FLUSH);
+    this.toServer.write(FLUSH);
     this.failedBatch = this.batch;
   }
 
@@ -767,7 +768,7 @@ export class Session {
     execute[0] = ClientType.Execute;
     execute.writeInt32BE(4 + body.length, 1);
     body.copy(execute, 5);
-    this.writeServer(execute);
+    this.toServer.write(execute);
   }
 
   // ───────────────────────────── server → client ─────────────────────────────
@@ -780,7 +781,7 @@ export class Session {
       this.serverGone(`the server sent an invalid message: ${(err as Error).message}`);
       return;
     }
-    this.flushToClient();
+    this.toClient.flush();
     if (this.pending.length === 0 && this.idleWaiters.length > 0) {
       const waiters = this.idleWaiters;
       this.idleWaiters = [];
@@ -790,7 +791,7 @@ export class Session {
 
   private readonly onServerFrame = (type: number, buf: Buffer, start: number, end: number, kind: FrameKind): void => {
     if (kind === HEAD || kind === PART) {
-      this.relay(buf, start, end);
+      this.toClient.queue(buf, start, end);
       return;
     }
     const whole = kind === WHOLE;
@@ -845,7 +846,7 @@ export class Session {
         if (head) this.onCopyIn(head);
         break;
     }
-    this.relay(buf, start, end);
+    this.toClient.queue(buf, start, end);
   };
 
   /**
@@ -906,7 +907,7 @@ export class Session {
           for (let i = 1; i < head.trackers.length; i++) head.trackers[i].onSkipped();
         }
         this.failBatch(head.batch);
-        this.relay(head.replacement as Buffer, 0, (head.replacement as Buffer).length);
+        this.toClient.queue(head.replacement as Buffer, 0, (head.replacement as Buffer).length);
         return true;
       default:
         this.shiftReply();
@@ -942,76 +943,18 @@ export class Session {
     if (name === 'application_name') this.subject.application = value;
   }
 
-  // ───────────────────────────── writing ─────────────────────────────
-
-  private forward(buf: Buffer, start: number, end: number): void {
-    const pending = this.toServer.add(buf, start, end);
-    if (pending) this.sendToServer(pending);
-  }
-
-  private flushToServer(): void {
-    const pending = this.toServer.take();
-    if (pending) this.sendToServer(pending);
-  }
-
-  /** Writes stepgate's own bytes to the server, after what is queued. */
-  private writeServer(bytes: Buffer): void {
-    this.flushToServer();
-    this.sendToServer(bytes);
-  }
-
-  private sendToServer(bytes: Buffer): void {
-    if (this.closed) return;
-    if (!this.server.write(bytes) && !this.serverBackpressure) {
-      this.serverBackpressure = true;
-      this.updateReading();
-    }
-  }
-
-  private relay(buf: Buffer, start: number, end: number): void {
-    const pending = this.toClient.add(buf, start, end);
-    if (pending) this.sendToClient(pending);
-  }
-
-  private flushToClient(): void {
-    const pending = this.toClient.take();
-    if (pending) this.sendToClient(pending);
-  }
-
-  /** Writes stepgate's own bytes to the client, after what is queued. */
-  private writeClient(bytes: Buffer): void {
-    this.flushToClient();
-    this.sendToClient(bytes);
-  }
-
-  private sendToClient(bytes: Buffer): void {
-    if (this.client.destroyed || this.client.writableEnded) return;
-    if (!this.client.write(bytes) && !this.clientBackpressure) {
-      this.clientBackpressure = true;
-      this.updateReading();
-    }
-  }
-
-  private readonly onServerDrain = (): void => {
-    this.serverBackpressure = false;
-    this.updateReading();
-  };
-
-  private readonly onClientDrain = (): void => {
-    this.clientBackpressure = false;
-    this.updateReading();
-  };
+  // ───────────────────────────── reading pace ─────────────────────────────
 
   /** Reads from a side only while the other side keeps up (never whole results in memory). */
   private updateReading(): void {
     if (this.closed) return;
-    const pauseClient = this.serverBackpressure || this.inboxBytes > INBOX_HIGH_WATER;
+    const pauseClient = this.toServer.blocked || this.inboxBytes > INBOX_HIGH_WATER;
     if (pauseClient !== this.client.isPaused()) {
       if (pauseClient) this.client.pause();
       else this.client.resume();
     }
-    if (this.clientBackpressure !== this.server.isPaused()) {
-      if (this.clientBackpressure) this.server.pause();
+    if (this.toClient.blocked !== this.server.isPaused()) {
+      if (this.toClient.blocked) this.server.pause();
       else this.server.resume();
     }
   }
@@ -1021,7 +964,7 @@ export class Session {
   private protocolFailure(err: unknown): void {
     if (err instanceof ProtocolViolation || err instanceof FrameError) {
       this.closeReason = `protocol violation: ${err.message}`;
-      this.writeClient(backend.errorResponse({ severity: 'FATAL', code: '08P01', message: err.message }));
+      this.toClient.write(backend.errorResponse({ severity: 'FATAL', code: '08P01', message: err.message }));
       this.close(this.closeReason);
       return;
     }
@@ -1031,7 +974,7 @@ export class Session {
   private internalFailure(err: unknown): void {
     this.services.log.error('session.internal_error', { connection: this.connectionId, error: (err as Error)?.stack ?? String(err) });
     this.closeReason = `internal error: ${(err as Error)?.message ?? String(err)}`;
-    this.writeClient(
+    this.toClient.write(
       backend.errorResponse({ severity: 'FATAL', code: 'XX000', message: 'stepgate: internal error; the connection is closed (see the stepgate log)' }),
     );
     this.close(this.closeReason);
@@ -1052,8 +995,8 @@ export class Session {
       return;
     }
     this.closeReason = reason;
-    this.flushToClient();
-    this.writeClient(
+    this.toClient.flush();
+    this.toClient.write(
       backend.errorResponse({
         severity: 'FATAL',
         code: '08006',
@@ -1067,7 +1010,7 @@ export class Session {
   /** Closes both sides once; withdraws a held statement. */
   close(reason: string): void {
     if (this.closed) return;
-    this.flushToClient();
+    this.toClient.flush();
     this.closed = true;
     this.closeReason = reason;
     this.hold?.end('withdrawn');
@@ -1096,11 +1039,6 @@ export class Session {
   get reason(): string {
     return this.closeReason;
   }
-}
-
-
-function quoteIdent(name: string): string {
-  return `"${name.replace(/"/g, '""')}"`;
 }
 
 function describeStatements(statements: StatementInfo[]): string {

@@ -4,6 +4,7 @@
  * `--name=value`). Some change who the session is (role, session_authorization), so each one is judged
  * by the rules like the SET statement it amounts to before it is relayed.
  */
+import { quoteIdent, quoteLiteral } from '../sql/quote.js';
 
 export class StartupSettingsError extends Error {}
 
@@ -69,9 +70,5 @@ export function startupSettings(params: Map<string, string>): [string, string][]
 
 /** The SQL a setting amounts to, for classification and rules. */
 export function settingAsSql(name: string, value: string): string {
-  return `SET ${quoteIdent(name)} = '${value.replace(/'/g, "''")}'`;
-}
-
-function quoteIdent(name: string): string {
-  return `"${name.toLowerCase().replace(/"/g, '""')}"`;
+  return `SET ${quoteIdent(name.toLowerCase())} = ${quoteLiteral(value)}`;
 }

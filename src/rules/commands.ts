@@ -13,12 +13,8 @@ import { DEFAULT_SUBJECT } from './subject.js';
 import { checkCaseRuleNames, loadTestFiles } from './testfile.js';
 import { runCase } from './testrun.js';
 import type { Subject } from './types.js';
+import type { CommandIO } from '../commands/io.js';
 
-export interface CommandIO {
-  stdout: NodeJS.WritableStream;
-  stderr: NodeJS.WritableStream;
-  stdin: NodeJS.ReadableStream;
-}
 
 export const RULES_CHECK_HELP = `Usage: stepgate rules check [DIR]
 

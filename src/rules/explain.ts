@@ -4,7 +4,7 @@
  */
 import type { Classification, StatementInfo, TableRef } from '../sql/types.js';
 import type { CompiledRuleSet, StatementVerdict } from './decide.js';
-import { formatDuration } from './duration.js';
+import { formatDuration } from '../util/units.js';
 import { classMask, flagMask, type MatchInput } from './match.js';
 import { describeSubject } from './subject.js';
 import type { Decision, Subject } from './types.js';

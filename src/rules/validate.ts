@@ -6,7 +6,7 @@
  */
 import { isScalar, isSeq, type Scalar } from 'yaml';
 import { didYouMean, formatPosition, type RuleError, type SourcePosition } from './errors.js';
-import { parseDuration } from './duration.js';
+import { parseDuration } from '../util/units.js';
 import { globProblem, isWildcard } from './glob.js';
 import {
   ACTIONS,

@@ -1,6 +1,6 @@
 /** The small parsers behind rule files: durations, clocks, days, suggestions, time zones. */
 import t from 'tap';
-import { formatDuration, parseDuration } from '../../src/rules/duration.js';
+import { formatDuration, parseDuration } from '../../src/util/units.js';
 import { nearest } from '../../src/rules/errors.js';
 import { globProblem } from '../../src/rules/glob.js';
 import { localClock, parseClock, parseDayItem } from '../../src/rules/timewindow.js';
@@ -20,6 +20,8 @@ t.test('durations', async (t) => {
     ['', null],
     ['1m1h', null],
     ['1.5h', null],
+    ['250ms', 250],
+    ['1s500ms', 1500],
   ];
   for (const [text, ms] of cases) t.equal(parseDuration(text), ms, text);
   t.equal(formatDuration(5_400_000), '1h30m');
