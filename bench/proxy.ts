@@ -1,7 +1,8 @@
 /**
- * `npm run bench`: stepgate against a direct connection and pgbouncer, in one run on one machine.
+ * `npm run bench`: stepgate against a direct connection, pgbouncer and a bare Node.js socket relay (the
+ * floor for a proxy written in Node.js), in one run on one machine.
  *
- * pgbench runs against the three targets interleaved (A B C, A B C, ...) so that drift in the machine's
+ * pgbench runs against the targets interleaved (A B C D, A B C D, ...) so that drift in the machine's
  * speed hits all of them alike; each ratio is taken within a round, and the report shows the median of
  * the ratios. Also COPY TO STDOUT throughput and stepgate's memory per idle connection.
  *
@@ -17,7 +18,7 @@ import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { hasPgbench, runPgbench, type PgbenchResult } from './lib/pgbench.js';
 import { median } from './lib/stats.js';
 import { benchStepUp, type StepUpBenchResult } from './stepup.js';
-import { directTarget, hasPgbouncer, REPO_ROOT, rssKiB, startPgbouncer, startStepgateProcess, type Target } from './lib/targets.js';
+import { directTarget, hasPgbouncer, REPO_ROOT, rssKiB, startNodePipe, startPgbouncer, startStepgateProcess, type Target } from './lib/targets.js';
 
 export interface BenchOptions {
   durationSec: number;
@@ -37,7 +38,7 @@ export interface WorkloadResult {
   clients: number;
   /** Per target: one result per round. */
   runs: Record<string, PgbenchResult[]>;
-  ratios: { stepgateVsDirect: number; stepgateVsPgbouncer: number | null };
+  ratios: { stepgateVsDirect: number; stepgateVsPgbouncer: number | null; pgbouncerVsDirect: number | null; nodePipeVsDirect: number; stepgateVsNodePipe: number };
   /** 1 client: stepgate's average latency minus direct's, in µs (median over rounds). */
   addedLatencyUs: number;
 }
@@ -95,6 +96,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
 
     const pgbouncer = withPgbouncer ? await startPgbouncer(db, DATABASE, maxClients) : null;
     if (pgbouncer) cleanups.push(() => pgbouncer.stop());
+    const nodePipe = await startNodePipe(db, DATABASE);
+    cleanups.push(() => nodePipe.stop());
     const stepgates = new Map<string, Target>();
     const stepgateFor = async (rules: string): Promise<Target> => {
       let target = stepgates.get(rules);
@@ -111,7 +114,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const workload = WORKLOADS[name];
       if (!workload) throw new Error(`unknown workload "${name}"; known: ${Object.keys(WORKLOADS).join(', ')}`);
       const stepgate = await stepgateFor(workload.rules);
-      const targets = [direct, ...(pgbouncer ? [pgbouncer] : []), stepgate];
+      const targets = [direct, ...(pgbouncer ? [pgbouncer] : []), nodePipe, stepgate];
       for (const clients of options.clients ?? [1, 8]) {
         const runs: Record<string, PgbenchResult[]> = Object.fromEntries(targets.map((x) => [x.name, []]));
         for (let round = 0; round < options.rounds; round++) {
@@ -127,7 +130,13 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
           workload: name,
           clients,
           runs,
-          ratios: { stepgateVsDirect: ratio('stepgate', 'direct'), stepgateVsPgbouncer: pgbouncer ? ratio('stepgate', 'pgbouncer') : null },
+          ratios: {
+            stepgateVsDirect: ratio('stepgate', 'direct'),
+            stepgateVsPgbouncer: pgbouncer ? ratio('stepgate', 'pgbouncer') : null,
+            pgbouncerVsDirect: pgbouncer ? ratio('pgbouncer', 'direct') : null,
+            nodePipeVsDirect: ratio('node-pipe', 'direct'),
+            stepgateVsNodePipe: ratio('stepgate', 'node-pipe'),
+          },
           addedLatencyUs: median(runs.stepgate.map((r, i) => (r.latencyMs - runs.direct[i].latencyMs) * 1000)),
         });
       }
@@ -214,16 +223,28 @@ export function formatReport(report: BenchReport): string {
   const lines: string[] = [];
   lines.push(`Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; Node ${m.node}; PostgreSQL ${m.postgres}; pgbouncer ${m.pgbouncer ? 'yes' : 'not installed'}`);
   lines.push('');
-  lines.push('| workload | clients | direct tps | pgbouncer tps | stepgate tps | stepgate/direct | stepgate/pgbouncer | direct µs | stepgate µs | added µs |');
-  lines.push('|---|---|---|---|---|---|---|---|---|---|');
+  const names = ['direct', ...(m.pgbouncer ? ['pgbouncer'] : []), 'node-pipe', 'stepgate'];
+  const ratio = (r: number | null): string => (r === null ? '-' : `${f(r, 2)}×`);
+  lines.push('Throughput (tps; ratios are medians of the per-round ratios; node-pipe is a bare Node.js socket relay, the floor for a Node.js proxy):');
+  lines.push('');
+  lines.push(`| workload | clients | ${names.join(' | ')} | stepgate/direct | stepgate/pgbouncer | stepgate/node-pipe | pgbouncer/direct | node-pipe/direct |`);
+  lines.push(`|---|---|${names.map(() => '---|').join('')}---|---|---|---|---|`);
+  const medianOf = (w: WorkloadResult, name: string, value: (r: PgbenchResult) => number): string => (w.runs[name] ? f(median(w.runs[name].map(value))) : '-');
   for (const w of report.workloads) {
-    const tps = (name: string): string => (w.runs[name] ? f(median(w.runs[name].map((r) => r.tps))) : '-');
-    const lat = (name: string): string => (w.runs[name] ? f(median(w.runs[name].map((r) => r.latencyMs * 1000))) : '-');
+    const r = w.ratios;
+    const tps = names.map((name) => medianOf(w, name, (x) => x.tps)).join(' | ');
     lines.push(
-      `| ${w.workload} | ${w.clients} | ${tps('direct')} | ${tps('pgbouncer')} | ${tps('stepgate')} | ${f(w.ratios.stepgateVsDirect, 2)}× | ${
-        w.ratios.stepgateVsPgbouncer === null ? '-' : `${f(w.ratios.stepgateVsPgbouncer, 2)}×`
-      } | ${lat('direct')} | ${lat('stepgate')} | ${f(w.addedLatencyUs)} |`,
+      `| ${w.workload} | ${w.clients} | ${tps} | ${ratio(r.stepgateVsDirect)} | ${ratio(r.stepgateVsPgbouncer)} | ${ratio(r.stepgateVsNodePipe)} | ${ratio(r.pgbouncerVsDirect)} | ${ratio(r.nodePipeVsDirect)} |`,
     );
+  }
+  lines.push('');
+  lines.push('Average latency (µs; "added" is stepgate minus direct, the median over rounds):');
+  lines.push('');
+  lines.push(`| workload | clients | ${names.join(' | ')} | added |`);
+  lines.push(`|---|---|${names.map(() => '---|').join('')}---|`);
+  for (const w of report.workloads) {
+    const lat = names.map((name) => medianOf(w, name, (x) => x.latencyMs * 1000)).join(' | ');
+    lines.push(`| ${w.workload} | ${w.clients} | ${lat} | ${f(w.addedLatencyUs)} |`);
   }
   if (report.copy) {
     lines.push('');

@@ -1,7 +1,8 @@
 /**
- * The three things the benchmark compares, all in front of one disposable PostgreSQL: the server itself
- * (TCP), pgbouncer in session mode (when installed), and stepgate as its own process with audit on.
- * Both proxies reach the server over its Unix socket, as they would on one host.
+ * The things the benchmark compares, all in front of one disposable PostgreSQL: the server itself (TCP),
+ * pgbouncer in session mode (when installed), a bare Node.js socket relay (the floor for any Node.js
+ * proxy), and stepgate as its own process with audit on. The relays reach the server over its Unix
+ * socket, as they would on one host.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -14,7 +15,7 @@ import type { PgbenchTarget } from './pgbench.js';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 export interface Target extends PgbenchTarget {
-  name: 'direct' | 'pgbouncer' | 'stepgate';
+  name: 'direct' | 'pgbouncer' | 'node-pipe' | 'stepgate';
   pid: number | null;
   stop(): Promise<void>;
 }
@@ -113,6 +114,27 @@ pidfile = ${dir}/pgbouncer.pid
       await stopChild(child);
       fs.rmSync(dir, { recursive: true, force: true });
     },
+  };
+}
+
+/** bench/node-pipe.ts as its own process: Node's socket I/O and nothing else. */
+export async function startNodePipe(db: TestPostgres, database: string): Promise<Target> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/bench/node-pipe.js'), String(port), path.join(db.socketDir, `.s.PGSQL.${db.port}`)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let output = '';
+  child.stderr?.on('data', (d) => (output += d));
+  await waitForPort(child, port, 'node-pipe', () => output);
+  return {
+    name: 'node-pipe',
+    host: '127.0.0.1',
+    port,
+    user: 'postgres',
+    password: db.password,
+    database,
+    pid: child.pid ?? null,
+    stop: () => stopChild(child),
   };
 }
 
