@@ -37,6 +37,7 @@ import { quoteIdent } from '../sql/quote.js';
 import { endAndLinger } from './linger.js';
 import { Outbound } from './outbound.js';
 import { ReplyKind, ReplyQueue, reply, type PendingReply, type ReplyTracker } from './pending-replies.js';
+import { auditUnavailableError, denyError, heldNotice, holdError } from './refusals.js';
 import { decodeSql } from './sql-text.js';
 import { StatementRegistry, type PreparedStatement } from './statement-registry.js';
 
@@ -69,6 +70,9 @@ export interface SessionOptions {
 
 /** Server message types whose content the session reads; all others are relayed in parts as they arrive. */
 const SERVER_BUFFERED = typeSet('ZESCIs123tnVGHWcKv');
+/** Rows and COPY data are only relayed: a run of them that arrived together is one frame. */
+const SERVER_RUNS = typeSet('Dd');
+const CLIENT_RUNS = typeSet('d');
 /** Client message types delivered in parts: CopyData can be large and needs no inspection. */
 const CLIENT_BUFFERED = (() => {
   const set = new Uint8Array(256).fill(1);
@@ -134,7 +138,7 @@ export class Session {
   private readonly cancelUpstream: () => Promise<void>;
 
   private readonly clientFrames: FrameReader;
-  private readonly serverFrames = new FrameReader({ maxLength: 0x7fffffff, buffered: SERVER_BUFFERED });
+  private readonly serverFrames = new FrameReader({ maxLength: 0x7fffffff, buffered: SERVER_BUFFERED, runs: SERVER_RUNS });
   private readonly registry = new StatementRegistry();
   private readonly pending = new ReplyQueue();
   private readonly rejectPortal = Buffer.from(`stepgate_rejected_${randomBytes(8).toString('hex')}\0`, 'latin1');
@@ -196,7 +200,7 @@ export class Session {
     this.cancelUpstream = options.cancelUpstream;
     this.parameters = new Map(options.serverParameters);
     // CopyData streams: bound like on the server (PQ_LARGE_MESSAGE_LIMIT, 1 GB), not by max_message_size.
-    this.clientFrames = new FrameReader({ maxLength: options.services.limits.maxMessageBytes, maxStreamedLength: 0x3fffffff, buffered: CLIENT_BUFFERED });
+    this.clientFrames = new FrameReader({ maxLength: options.services.limits.maxMessageBytes, maxStreamedLength: 0x3fffffff, buffered: CLIENT_BUFFERED, runs: CLIENT_RUNS });
     this.onClosed = new Promise((resolve) => (this.resolveClosed = resolve));
     this.toServer = new Outbound(this.server, () => this.updateReading());
     this.toClient = new Outbound(this.client, () => this.updateReading());
@@ -629,28 +633,28 @@ export class Session {
     decision: Decision,
     auditId: number,
     release: () => void,
-    reject: (error: backend.ErrorFields) => void,
+    reject: (error: backend.ErrorFields) => Promise<void> | void,
   ): Promise<void> {
     this.toServer.flush();
     if (decision.action === 'deny') {
       // Refused either way; the record of it should be on disk first.
       await this.durable();
       if (this.closed) return;
-      reject(denyError(decision, statements));
-      return;
+      return reject(denyError(decision, statements));
     }
     // Step-up: first let the server answer what came before. If an earlier message of this batch failed,
     // the server will skip this statement, so nobody needs to be asked.
     await this.serverIdle();
     if (this.closed) return;
     if (this.failedBatch === this.batch) {
-      this.services.audit.outcome(auditId, 0, { tag: null, sqlstate: null, message: null, skipped: true, durationMs: 0 });
+      for (let i = 0; i < Math.max(1, statements.length); i++) {
+        this.services.audit.outcome(auditId, i, { tag: null, sqlstate: null, message: null, skipped: true, durationMs: 0 });
+      }
       return;
     }
     // Without an audit trail nobody can later prove who approved what: fail closed.
     if (!this.services.audit.healthy) {
-      reject(auditUnavailableError(this.services.audit.failure));
-      return;
+      return reject(auditUnavailableError(this.services.audit.failure));
     }
     const hold = this.services.stepUp.hold({
       connectionId: this.connectionId,
@@ -669,21 +673,11 @@ export class Session {
       if (!(await this.durable())) {
         hold.end('withdrawn');
         this.hold = null;
-        if (!this.closed) reject(auditUnavailableError(this.services.audit.failure));
+        if (!this.closed) return reject(auditUnavailableError(this.services.audit.failure));
         return;
       }
       if (this.closed) return; // the hold was withdrawn by close()
-      this.toClient.write(
-        backend.noticeResponse({
-          severity: 'NOTICE',
-          code: '01000',
-          message: `stepgate: ${describeStatements(statements)} held for step-up by rule "${decision.rule ?? 'default'}"${decision.message ? `: ${decision.message}` : ''}`,
-          detail: decision.approvers?.groups.length
-            ? `It needs ${decision.approvers.count > 1 ? `${decision.approvers.count} approvals` : 'an approval'} by ${decision.approvers.groups.join(', ')} (not you) at ${hold.url}`
-            : `Approve it with your passkey at ${hold.url}`,
-          hint: `It waits ${Math.round(decision.timeoutMs / 1000)} s; press Ctrl-C to withdraw it.`,
-        }),
-      );
+      this.toClient.write(backend.noticeResponse(heldNotice(statements, decision, hold.url)));
     }
     let outcome: HoldOutcome;
     try {
@@ -696,14 +690,13 @@ export class Session {
     const recorded = await this.durable();
     if (this.closed || outcome.status === 'withdrawn') return;
     if (!recorded) {
-      reject(auditUnavailableError(this.services.audit.failure));
-      return;
+      return reject(auditUnavailableError(this.services.audit.failure));
     }
     if (outcome.status === 'approved') {
       release();
       return;
     }
-    reject(holdError(outcome, decision));
+    return reject(holdError(outcome, decision));
   }
 
   /** Waits until the audit trail has committed; false (and a loud log line) when it cannot. */
@@ -739,7 +732,19 @@ export class Session {
   }
 
   /** Rejects a simple Query or FunctionCall: the server fails an injected Execute, then Syncs. */
-  private rejectQuery(error: backend.ErrorFields, trackers: ReplyTracker[] | null = null): void {
+  private rejectQuery(error: backend.ErrorFields, trackers: ReplyTracker[] | null = null): Promise<void> | void {
+    // After extended-protocol messages not yet synced, an earlier one may fail: the server then skips
+    // everything up to the client's Sync, this message included, and an injected Sync would end that
+    // skipping early (the client would get a ReadyForQuery the server never sent). Wait for its answers.
+    if (!this.lastForwardedEndsBatch && this.pending.length > 0) {
+      return this.serverIdle().then(() => {
+        if (!this.closed) this.rejectQuery(error, trackers);
+      });
+    }
+    if (this.failedBatch === this.batch) {
+      if (trackers) for (const tracker of trackers) tracker.onSkipped();
+      return;
+    }
     this.injectFailure(error, trackers);
     this.toServer.write(SYNC);
     this.expect(reply(ReplyKind.Sync, this.batch), true);
@@ -1038,60 +1043,5 @@ export class Session {
 
   get reason(): string {
     return this.closeReason;
-  }
-}
-
-function describeStatements(statements: StatementInfo[]): string {
-  return statements.map((s) => `${s.command} (${s.classes.join(', ')})`).join('; ');
-}
-
-function auditUnavailableError(failure: string | null | undefined): backend.ErrorFields {
-  return {
-    severity: 'ERROR',
-    code: '58030',
-    message: 'stepgate: the audit trail is unavailable, so this statement cannot run',
-    detail: failure ? `The audit store failed: ${failure}` : undefined,
-    hint: 'An administrator must look at the stepgate log and the data directory.',
-  };
-}
-
-function denyError(decision: Decision, statements: StatementInfo[]): backend.ErrorFields {
-  return {
-    severity: 'ERROR',
-    code: '42501',
-    message: `stepgate: statement denied by rule "${decision.rule ?? 'default'}"${decision.message ? `: ${decision.message}` : ''}`,
-    detail: `Statement: ${describeStatements(statements)}. ${decision.reason}`,
-  };
-}
-
-function holdError(outcome: HoldOutcome, decision: Decision): backend.ErrorFields {
-  const rule = `rule "${decision.rule ?? 'default'}"`;
-  switch (outcome.status) {
-    case 'cancelled':
-      return { severity: 'ERROR', code: '57014', message: 'canceling statement due to user request', detail: `The statement was held for step-up by ${rule} and withdrawn.` };
-    case 'rejected':
-      return {
-        severity: 'ERROR',
-        code: '42501',
-        message: `stepgate: statement rejected by ${outcome.by}${outcome.reason ? `: ${outcome.reason}` : ''}`,
-        detail: `The statement was held for step-up by ${rule}.`,
-      };
-    case 'expired':
-      return {
-        severity: 'ERROR',
-        code: '42501',
-        message: `stepgate: step-up timed out after ${Math.round(decision.timeoutMs / 1000)} s: nobody approved the statement`,
-        detail: `The statement was held for step-up by ${rule}.`,
-        hint: 'Run it again and approve it in the stepgate console.',
-      };
-    case 'unavailable':
-      return {
-        severity: 'ERROR',
-        code: '42501',
-        message: `stepgate: step-up required by ${rule}${decision.message ? `: ${decision.message}` : ''}`,
-        detail: outcome.reason,
-      };
-    default:
-      return { severity: 'ERROR', code: '42501', message: 'stepgate: statement not approved' };
   }
 }

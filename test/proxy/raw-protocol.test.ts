@@ -109,6 +109,19 @@ t.test('pipeline Parse/Bind/Execute x3 with an error in the middle, then Sync', 
   );
 });
 
+t.test('a simple Query after a failed, unsynced extended batch is skipped like the rest of the batch, allowed or denied', async (t) => {
+  for (const sql of [`INSERT INTO rp VALUES (7, 'skipped')`, DENIED_SQL]) {
+    await same(
+      t,
+      async (c) => {
+        c.send(m.parse('', 'SELECT 1/g FROM generate_series(0, 0) g'), m.bind('', ''), m.execute(''), m.query(sql), m.sync());
+        return c.untilReady();
+      },
+      ['1', '2', 'E', 'Z'],
+    );
+  }
+});
+
 t.test('pipelines that wait behind a catalog lookup (functions stepgate does not know) keep their order', async (t) => {
   // Each function is new to stepgate: the message that calls it waits for the server's catalog, and the
   // messages behind it (sent in the same write) wait in stepgate's inbox.
