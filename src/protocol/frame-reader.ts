@@ -7,7 +7,10 @@
  * bytes arrive, so a 1 GB DataRow or CopyData never sits in memory whole: the owner forwards the parts.
  */
 
-/** A whole message: buf[start, end) holds type byte, length and payload. */
+/**
+ * A whole message: buf[start, end) holds type byte, length and payload. For the reader's `runs` types,
+ * several consecutive whole messages of one type that arrived in one chunk come as one WHOLE frame.
+ */
 export const WHOLE = 0;
 /** The first part of a message delivered in parts: buf[start, end) holds at least the 5-byte header. */
 export const HEAD = 1;
@@ -41,6 +44,11 @@ export interface FrameReaderOptions {
   maxStreamedLength?: number;
   /** Types that must be delivered whole (their content is read); all others may come in parts. */
   buffered: Uint8Array; // 256 entries, 1 = buffered
+  /**
+   * Types the owner only relays (DataRow, CopyData): consecutive whole messages of one such type are
+   * delivered as one frame, one call for a run of rows instead of one per row.
+   */
+  runs?: Uint8Array; // 256 entries, 1 = may be joined
 }
 
 export function typeSet(types: string): Uint8Array {
@@ -97,6 +105,7 @@ export class FrameReader {
     }
 
     const buffered = this.options.buffered;
+    const runs = this.options.runs;
     while (pos < buf.length) {
       const available = buf.length - pos;
       if (available < 5) {
@@ -106,8 +115,17 @@ export class FrameReader {
       const type = buf[pos];
       const total = this.checkedLength(buf, pos) + 1;
       if (total <= available) {
-        onFrame(type, buf, pos, pos + total, WHOLE);
-        pos += total;
+        let end = pos + total;
+        if (runs !== undefined && runs[type] === 1) {
+          // Extend over the following whole messages of the same type.
+          while (buf.length - end >= 5 && buf[end] === type) {
+            const next = this.checkedLength(buf, end) + 1;
+            if (next > buf.length - end) break;
+            end += next;
+          }
+        }
+        onFrame(type, buf, pos, end, WHOLE);
+        pos = end;
         continue;
       }
       if (buffered[type] === 1) {
