@@ -46,7 +46,8 @@ export interface WorkloadResult {
 export interface BenchReport {
   machine: { cpu: string; cores: number; memoryGiB: number; node: string; postgres: string; pgbouncer: boolean };
   workloads: WorkloadResult[];
-  copy: { mb: number; directMBps: number; stepgateMBps: number; ratio: number } | null;
+  /** MB/s by target (medians), and the median of the per-round ratios stepgate/direct. */
+  copy: { mb: number; mbps: Record<string, number>; ratio: number } | null;
   memory: { idleConnections: number; baselineKiB: number; loadedKiB: number; perConnectionKiB: number } | null;
   stepUp: StepUpBenchResult | null;
 }
@@ -144,8 +145,16 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
 
     // COPY TO is a bulk export, which the shipped rules hold for step-up: measure the relay.
     const relayOnly = WORKLOADS['tpcb-like simple'].rules;
-    if (options.copyMb > 0) report.copy = await benchCopy(db, direct, await stepgateFor(relayOnly), options);
-    if (options.idleConnections > 0) report.memory = await benchIdleMemory(await stepgateFor(relayOnly), options);
+    if (options.copyMb > 0) report.copy = await benchCopy(db, [direct, ...(pgbouncer ? [pgbouncer] : []), nodePipe, await stepgateFor(relayOnly)], options);
+    if (options.idleConnections > 0) {
+      // A stepgate of its own: one that has served the workloads has a heap that shrinks under the measurement.
+      const fresh = await startStepgateProcess(db, DATABASE, relayOnly);
+      try {
+        report.memory = await benchIdleMemory(fresh, options);
+      } finally {
+        await fresh.stop();
+      }
+    }
     if (options.stepUpSamples > 0) {
       options.log(`step-up: ${options.stepUpSamples} samples with a browser console ...`);
       report.stepUp = await benchStepUp({ samples: options.stepUpSamples, log: options.log });
@@ -170,7 +179,7 @@ async function copyOnce(target: Target): Promise<{ bytes: number; seconds: numbe
   }
 }
 
-async function benchCopy(db: TestPostgres, direct: Target, stepgate: Target, options: BenchOptions): Promise<BenchReport['copy']> {
+async function benchCopy(db: TestPostgres, targets: Target[], options: BenchOptions): Promise<BenchReport['copy']> {
   // ~100 bytes per row in COPY text format.
   const rows = Math.ceil((options.copyMb * 1024 * 1024) / 100);
   options.log(`COPY: creating ${options.copyMb} MB of rows ...`);
@@ -178,24 +187,31 @@ async function benchCopy(db: TestPostgres, direct: Target, stepgate: Target, opt
     `CREATE TABLE bench_copy AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || '-' || (g % 1000) AS payload FROM generate_series(1, ${rows}) g`,
     DATABASE,
   );
-  const speeds: Record<string, number[]> = { direct: [], stepgate: [] };
+  const speeds: Record<string, number[]> = Object.fromEntries(targets.map((x) => [x.name, []]));
   let bytes = 0;
-  for (let round = 0; round < Math.max(2, options.rounds); round++) {
-    for (const target of [direct, stepgate]) {
+  // A copy takes about a second: more rounds than pgbench, so that one badly scheduled round does not decide.
+  for (let round = 0; round < Math.max(5, options.rounds); round++) {
+    for (const target of targets) {
       const r = await copyOnce(target);
       bytes = r.bytes;
       speeds[target.name].push(r.bytes / 2 ** 20 / r.seconds);
       options.log(`COPY TO STDOUT round ${round + 1}: ${target.name} ${(r.bytes / 2 ** 20 / r.seconds).toFixed(0)} MB/s`);
     }
   }
-  const directMBps = median(speeds.direct);
-  const stepgateMBps = median(speeds.stepgate);
-  return { mb: Math.round(bytes / 2 ** 20), directMBps, stepgateMBps, ratio: median(speeds.stepgate.map((s, i) => s / speeds.direct[i])) };
+  const mbps = Object.fromEntries(Object.entries(speeds).map(([name, list]) => [name, median(list)]));
+  return { mb: Math.round(bytes / 2 ** 20), mbps, ratio: median(speeds.stepgate.map((s, i) => s / speeds.direct[i])) };
 }
 
 async function benchIdleMemory(stepgate: Target, options: BenchOptions): Promise<BenchReport['memory']> {
   const pid = stepgate.pid as number;
   const clients: pg.Client[] = [];
+  // The first connections load code and caches that every later one shares: not per-connection memory.
+  for (let i = 0; i < 20; i++) {
+    const c = new pg.Client({ host: stepgate.host, port: stepgate.port, user: stepgate.user, password: stepgate.password, database: stepgate.database });
+    await c.connect();
+    await c.query('SELECT 1');
+    await c.end();
+  }
   const baselineKiB = rssKiB(pid);
   options.log(`memory: opening ${options.idleConnections} idle connections through stepgate ...`);
   try {
@@ -248,7 +264,8 @@ export function formatReport(report: BenchReport): string {
   }
   if (report.copy) {
     lines.push('');
-    lines.push(`COPY TO STDOUT of ${report.copy.mb} MB: direct ${f(report.copy.directMBps)} MB/s, stepgate ${f(report.copy.stepgateMBps)} MB/s (${f(report.copy.ratio, 2)}×)`);
+    const speeds = Object.entries(report.copy.mbps).map(([name, mbps]) => `${name} ${f(mbps)} MB/s`);
+    lines.push(`COPY TO STDOUT of ${report.copy.mb} MB: ${speeds.join(', ')}; stepgate/direct ${f(report.copy.ratio, 2)}×`);
   }
   if (report.memory) {
     lines.push(
