@@ -120,22 +120,8 @@ pidfile = ${dir}/pgbouncer.pid
 /** bench/node-pipe.ts as its own process: Node's socket I/O and nothing else. */
 export async function startNodePipe(db: TestPostgres, database: string): Promise<Target> {
   const port = await freePort();
-  const child = spawn(process.execPath, [path.join(REPO_ROOT, 'dist/bench/node-pipe.js'), String(port), path.join(db.socketDir, `.s.PGSQL.${db.port}`)], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let output = '';
-  child.stderr?.on('data', (d) => (output += d));
-  await waitForPort(child, port, 'node-pipe', () => output);
-  return {
-    name: 'node-pipe',
-    host: '127.0.0.1',
-    port,
-    user: 'postgres',
-    password: db.password,
-    database,
-    pid: child.pid ?? null,
-    stop: () => stopChild(child),
-  };
+  const args = [path.join(REPO_ROOT, 'dist/bench/node-pipe.js'), String(port), path.join(db.socketDir, `.s.PGSQL.${db.port}`)];
+  return startNodeTarget('node-pipe', args, port, { user: 'postgres', password: db.password, database }, null);
 }
 
 export async function startStepgateProcess(db: TestPostgres, database: string, rulesDir: string): Promise<Target> {
@@ -152,23 +138,31 @@ export async function startStepgateProcess(db: TestPostgres, database: string, r
   );
   // STEPGATE_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the stepgate process.
   const nodeArgs = (process.env.STEPGATE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, path.join(REPO_ROOT, 'bin/stepgate.js'), 'serve', '--config', path.join(dir, 'stepgate.yaml'), '--log-level', 'warn'], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const args = [...nodeArgs, path.join(REPO_ROOT, 'bin/stepgate.js'), 'serve', '--config', path.join(dir, 'stepgate.yaml'), '--log-level', 'warn'];
+  return startNodeTarget('stepgate', args, port, { user: user.name, password: user.password, database }, dir);
+}
+
+/** Runs `node args` until it listens on `port`; stopping it also removes `dir`. */
+async function startNodeTarget(name: Target['name'], args: string[], port: number, login: Pick<Target, 'user' | 'password' | 'database'>, dir: string | null): Promise<Target> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let output = '';
   child.stderr?.on('data', (d) => (output += d));
-  await waitForPort(child, port, 'stepgate', () => output);
+  try {
+    await waitForPort(child, port, name, () => output);
+  } catch (err) {
+    await stopChild(child);
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
   return {
-    name: 'stepgate',
+    name,
     host: '127.0.0.1',
     port,
-    user: user.name,
-    password: user.password,
-    database,
+    ...login,
     pid: child.pid ?? null,
     async stop() {
       await stopChild(child);
-      fs.rmSync(dir, { recursive: true, force: true });
+      if (dir) fs.rmSync(dir, { recursive: true, force: true });
     },
   };
 }
