@@ -24,6 +24,11 @@ export interface Limits {
   authFailureDelayMs: number;
   maxConnections: number;
   upstreamConnectTimeoutMs: number;
+  /**
+   * TCP keepalive on client and server connections: idle time before the first probe (0: off), so that a
+   * client that vanished (a laptop closed, a network gone) does not hold its server backend for hours.
+   */
+  tcpKeepaliveMs: number;
 }
 
 /** The audit trail (`audit:` in the config file). */
@@ -83,6 +88,7 @@ export const DEFAULTS = {
     authFailureDelayMs: 1000,
     maxConnections: 2000,
     upstreamConnectTimeoutMs: 10_000,
+    tcpKeepaliveMs: 60_000,
   },
   audit: {
     onFailure: 'close',
@@ -280,6 +286,7 @@ export function loadConfig(flags: ConfigFlags): Config {
         auth_failure_delay: ['authFailureDelayMs', 'duration'],
         max_connections: ['maxConnections', 'count'],
         upstream_connect_timeout: ['upstreamConnectTimeoutMs', 'duration'],
+        tcp_keepalive: ['tcpKeepaliveMs', 'duration'],
       };
       for (const [k, v] of Object.entries(rawLimits as Record<string, unknown>)) {
         const spec = specs[k];

@@ -103,6 +103,8 @@ export class ProxyServer {
   }
 
   private accept(socket: net.Socket): void {
+    const keepAliveMs = this.config.limits.tcpKeepaliveMs;
+    if (keepAliveMs > 0) socket.setKeepAlive(true, keepAliveMs);
     this.sockets.add(socket);
     socket.on('close', () => this.sockets.delete(socket));
     socket.on('error', () => {});
@@ -193,7 +195,7 @@ export class ProxyServer {
       const route = routeDatabase(this.config, database);
       if (!route) throw new StartupRefused(`database "${database}" is not configured in stepgate`, '3D000');
       socket.write(backend.authenticationOk());
-      const upstream = await connectUpstream(route.target, { database: route.database, ...Object.fromEntries(settings) }, limits.upstreamConnectTimeoutMs);
+      const upstream = await connectUpstream(route.target, { database: route.database, ...Object.fromEntries(settings) }, limits.upstreamConnectTimeoutMs, limits.tcpKeepaliveMs);
       clearTimeout(timer);
 
       await this.relay({ connectionId, socket, reader, subject, route, upstream });

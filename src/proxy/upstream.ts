@@ -87,9 +87,9 @@ export function parseUpstreamUrl(url: string): UpstreamTarget {
   };
 }
 
-function openSocket(target: UpstreamTarget): net.Socket {
+function openSocket(target: UpstreamTarget, keepAliveMs = 0): net.Socket {
   if (target.host.startsWith('/')) return net.connect({ path: `${target.host}/.s.PGSQL.${target.port}` });
-  return net.connect({ host: target.host, port: target.port });
+  return net.connect({ host: target.host, port: target.port, keepAlive: keepAliveMs > 0, keepAliveInitialDelay: keepAliveMs });
 }
 
 /** Resolves once the socket is connected, or rejects on error or timeout. */
@@ -149,8 +149,10 @@ export async function connectUpstream(
   target: UpstreamTarget,
   params: Record<string, string>,
   timeoutMs: number,
+  /** TCP keepalive idle time (0: off), as libpq's keepalives=1 does by default. */
+  keepAliveMs = 0,
 ): Promise<UpstreamConnection> {
-  let socket: net.Socket = openSocket(target);
+  let socket: net.Socket = openSocket(target, keepAliveMs);
   socket.setNoDelay(true);
   try {
     await connected(socket, timeoutMs, target.display);
