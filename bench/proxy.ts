@@ -46,7 +46,7 @@ export interface WorkloadResult {
 export interface BenchReport {
   machine: { cpu: string; cores: number; memoryGiB: number; node: string; postgres: string; pgbouncer: boolean };
   workloads: WorkloadResult[];
-  /** MB/s by target (medians), and the median of the per-round ratios stepgate/direct. */
+  /** MiB (2^20 bytes) copied; MiB/s by target (medians); the median of the per-round ratios stepgate/direct. */
   copy: { mb: number; mbps: Record<string, number>; ratio: number } | null;
   memory: { idleConnections: number; baselineKiB: number; loadedKiB: number; perConnectionKiB: number } | null;
   stepUp: StepUpBenchResult | null;
@@ -180,9 +180,9 @@ async function copyOnce(target: Target): Promise<{ bytes: number; seconds: numbe
 }
 
 async function benchCopy(db: TestPostgres, targets: Target[], options: BenchOptions): Promise<BenchReport['copy']> {
-  // ~100 bytes per row in COPY text format.
-  const rows = Math.ceil((options.copyMb * 1024 * 1024) / 100);
-  options.log(`COPY: creating ${options.copyMb} MB of rows ...`);
+  // 79-80 bytes per row in COPY text format.
+  const rows = Math.ceil((options.copyMb * 1024 * 1024) / 80);
+  options.log(`COPY: creating ${options.copyMb} MiB of rows ...`);
   await db.query(
     `CREATE TABLE bench_copy AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) || '-' || (g % 1000) AS payload FROM generate_series(1, ${rows}) g`,
     DATABASE,
@@ -195,7 +195,7 @@ async function benchCopy(db: TestPostgres, targets: Target[], options: BenchOpti
       const r = await copyOnce(target);
       bytes = r.bytes;
       speeds[target.name].push(r.bytes / 2 ** 20 / r.seconds);
-      options.log(`COPY TO STDOUT round ${round + 1}: ${target.name} ${(r.bytes / 2 ** 20 / r.seconds).toFixed(0)} MB/s`);
+      options.log(`COPY TO STDOUT round ${round + 1}: ${target.name} ${(r.bytes / 2 ** 20 / r.seconds).toFixed(0)} MiB/s`);
     }
   }
   const mbps = Object.fromEntries(Object.entries(speeds).map(([name, list]) => [name, median(list)]));
@@ -264,8 +264,8 @@ export function formatReport(report: BenchReport): string {
   }
   if (report.copy) {
     lines.push('');
-    const speeds = Object.entries(report.copy.mbps).map(([name, mbps]) => `${name} ${f(mbps)} MB/s`);
-    lines.push(`COPY TO STDOUT of ${report.copy.mb} MB: ${speeds.join(', ')}; stepgate/direct ${f(report.copy.ratio, 2)}×`);
+    const speeds = Object.entries(report.copy.mbps).map(([name, mbps]) => `${name} ${f(mbps)} MiB/s`);
+    lines.push(`COPY TO STDOUT of ${report.copy.mb} MiB: ${speeds.join(', ')}; stepgate/direct ${f(report.copy.ratio, 2)}×`);
   }
   if (report.memory) {
     lines.push(
@@ -287,7 +287,7 @@ async function main(): Promise<void> {
       duration: { type: 'string', default: '10' },
       rounds: { type: 'string', default: '3' },
       scale: { type: 'string', default: '10' },
-      'copy-mb': { type: 'string', default: '256' },
+      'copy-mb': { type: 'string', default: '256' }, // MiB of COPY text the table is sized to
       idle: { type: 'string', default: '1000' },
       'step-up': { type: 'string', default: '30' },
       workload: { type: 'string', multiple: true },

@@ -35,6 +35,6 @@ t.test('a very short benchmark run', async (t) => {
   t.equal(report.stepUp?.samples, 2, 'step-up latency measured with the console');
   const text = formatReport(report);
   t.match(text, /Throughput[^]*\| select-only simple \| 2 \|[^]*Average latency[^]*\| select-only simple \| 2 \|/);
-  t.match(text, /COPY TO STDOUT of \d+ MB/);
+  t.match(text, /COPY TO STDOUT of \d+ MiB: direct \d+ MiB\/s/);
   t.match(text, /Step-up \(2 samples\)/);
 });
