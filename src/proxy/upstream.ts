@@ -87,10 +87,39 @@ export function parseUpstreamUrl(url: string): UpstreamTarget {
   };
 }
 
-function openSocket(target: UpstreamTarget, keepAliveMs = 0): net.Socket {
-  if (target.host.startsWith('/')) return net.connect({ path: `${target.host}/.s.PGSQL.${target.port}` });
-  return net.connect({ host: target.host, port: target.port, keepAlive: keepAliveMs > 0, keepAliveInitialDelay: keepAliveMs });
+/** TLS is negotiated over TCP unless sslmode=disable; never over a Unix socket (as libpq). */
+function mayUseTls(target: UpstreamTarget): boolean {
+  return target.sslmode !== 'disable' && !target.host.startsWith('/');
 }
+
+function openSocket(target: UpstreamTarget, keepAliveMs = 0, reuseReadBuffer = false): net.Socket {
+  const onread: net.OnReadOpts | undefined = reuseReadBuffer ? reusedReadBuffer(() => socket) : undefined;
+  const socket: net.Socket = target.host.startsWith('/')
+    ? net.connect({ path: `${target.host}/.s.PGSQL.${target.port}`, onread })
+    : net.connect({ host: target.host, port: target.port, keepAlive: keepAliveMs > 0, keepAliveInitialDelay: keepAliveMs, onread });
+  return socket;
+}
+
+/**
+ * Reads into a reused buffer and emits 'data' with an exact-size copy. Node's default read path
+ * allocates a 64 KiB ArrayBuffer for every read, and at COPY speeds the external memory it reports drives
+ * V8 into back-to-back mark-compact collections (measured: 23 for 8 COPYs of 72 MiB through stepgate; 3
+ * with this). Listeners still own what they are given. Only for sockets no TLS layer will wrap.
+ *
+ * One buffer serves every such socket: reads happen one at a time on this thread, and each is copied out
+ * before the callback returns.
+ */
+function reusedReadBuffer(socket: () => net.Socket): net.OnReadOpts {
+  sharedReadBuffer ??= Buffer.allocUnsafe(64 * 1024);
+  return {
+    buffer: sharedReadBuffer,
+    callback: (n: number, buf: Uint8Array): boolean => {
+      socket().emit('data', Buffer.from(buf.subarray(0, n)));
+      return true;
+    },
+  };
+}
+let sharedReadBuffer: Buffer | null = null;
 
 /** Resolves once the socket is connected, or rejects on error or timeout. */
 function connected(socket: net.Socket, timeoutMs: number, display: string): Promise<void> {
@@ -152,12 +181,14 @@ export async function connectUpstream(
   /** TCP keepalive idle time (0: off), as libpq's keepalives=1 does by default. */
   keepAliveMs = 0,
 ): Promise<UpstreamConnection> {
-  let socket: net.Socket = openSocket(target, keepAliveMs);
+  // A socket no TLS layer will wrap can read into a reused buffer.
+  const plain = !mayUseTls(target);
+  let socket: net.Socket = openSocket(target, keepAliveMs, plain);
   socket.setNoDelay(true);
   try {
     await connected(socket, timeoutMs, target.display);
     let secure = false;
-    if (target.sslmode !== 'disable' && !target.host.startsWith('/')) {
+    if (!plain) {
       const tlsSocket = await negotiateTls(socket, target);
       if (tlsSocket) {
         socket = tlsSocket;
@@ -285,7 +316,7 @@ export async function sendUpstreamCancel(target: UpstreamTarget, processId: numb
     await connected(socket, timeoutMs, target.display);
     // Cancel requests are not encrypted by libpq either when the server is on a local socket; over TCP we
     // follow the session's mode so a server that requires TLS still accepts it.
-    if (target.sslmode !== 'disable' && !target.host.startsWith('/')) {
+    if (mayUseTls(target)) {
       const tlsSocket = await negotiateTls(socket, target);
       if (tlsSocket) socket = tlsSocket;
     }
