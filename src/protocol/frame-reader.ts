@@ -76,7 +76,8 @@ export class FrameReader {
 
   /**
    * Feeds one chunk. Calls `onFrame` for each frame, in order. Throws FrameError on a malformed length;
-   * the stream is then unusable. The chunk may be reused by the caller once read() returns.
+   * the stream is then unusable. The reader keeps `chunk` while a message that began in it is incomplete,
+   * and frames are views of it: the caller must not write into a chunk once it has been read.
    */
   read(chunk: Buffer, onFrame: FrameHandler): void {
     let buf = chunk;
