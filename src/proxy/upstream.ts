@@ -103,8 +103,8 @@ function openSocket(target: UpstreamTarget, keepAliveMs = 0, reuseReadBuffer = f
 /**
  * Reads into a reused buffer and emits 'data' with an exact-size copy. Node's default read path
  * allocates a 64 KiB ArrayBuffer for every read, and at COPY speeds the external memory it reports drives
- * V8 into back-to-back mark-compact collections (measured: 23 for 8 COPYs of 72 MiB through stepgate; 3
- * with this). Listeners still own what they are given. Only for sockets no TLS layer will wrap.
+ * V8 into back-to-back mark-compact collections (measured: 23 during 8 COPYs of 72 MiB through stepgate;
+ * none with this). Listeners still own what they are given. Only for sockets no TLS layer will wrap.
  *
  * One buffer serves every such socket: reads happen one at a time on this thread, and each is copied out
  * before the callback returns.
