@@ -647,9 +647,7 @@ export class Session {
     await this.serverIdle();
     if (this.closed) return;
     if (this.failedBatch === this.batch) {
-      for (let i = 0; i < Math.max(1, statements.length); i++) {
-        this.services.audit.outcome(auditId, i, { tag: null, sqlstate: null, message: null, skipped: true, durationMs: 0 });
-      }
+      for (const tracker of this.trackers(auditId, Math.max(1, statements.length))) tracker.onSkipped();
       return;
     }
     // Without an audit trail nobody can later prove who approved what: fail closed.
