@@ -35,6 +35,8 @@ export function classBit(c: StatementClass): number {
 export interface ContextDependencies {
   functions: { name: string; answer: 'read' | 'procedural' | undefined }[];
   prepared: { name: string; statement: StatementInfo | undefined }[];
+  /** Portals asked about with portalStatement (FETCH/MOVE). */
+  portals: { name: string; statement: StatementInfo | undefined }[];
   /** Built-in names checked with shadowedBuiltin (only when the context has it). */
   shadowed: { name: string; kind: 'function' | 'operator'; answer: boolean }[];
 }
@@ -42,7 +44,11 @@ export interface ContextDependencies {
 /** State shared by all statements of one text. */
 export class TextEnvironment {
   readonly unresolved = new Set<string>();
-  readonly dependencies: ContextDependencies = { functions: [], prepared: [], shadowed: [] };
+  readonly dependencies: ContextDependencies = { functions: [], prepared: [], shadowed: [], portals: [] };
+  /** Cursors DECLAREd or CLOSEd earlier in the same text (null: closed): the server runs them in order. */
+  readonly localPortals = new Map<string, StatementInfo | null>();
+  /** CLOSE ALL earlier in the text: no earlier portal survives. */
+  localPortalsClosed = false;
   /** PREPAREs and DEALLOCATEs earlier in the same text: the server runs them before later statements. */
   readonly localPrepared = new Map<string, StatementInfo | null>();
   /** DEALLOCATE ALL / DISCARD ALL earlier in the text: no earlier prepared statement survives. */
@@ -69,6 +75,16 @@ export class TextEnvironment {
     this.dependencies.prepared.push({ name, statement });
     return statement;
   }
+
+  /** The statement FETCH/MOVE name would run, or undefined when it cannot be known. */
+  portalStatement(name: string): StatementInfo | undefined {
+    const local = this.localPortals.get(name);
+    if (local !== undefined) return local ?? undefined;
+    if (this.localPortalsClosed) return undefined;
+    const statement = this.ctx.portalStatement?.(name);
+    this.dependencies.portals.push({ name, statement });
+    return statement;
+  }
 }
 
 export class StatementAnalysis {
@@ -85,6 +101,11 @@ export class StatementAnalysis {
   changesParsing = false;
   prepare?: StatementInfo['prepare'];
   deallocate?: StatementInfo['deallocate'];
+  transaction?: StatementInfo['transaction'];
+  cursor?: StatementInfo['cursor'];
+  snapshotFree = false;
+  ownTransactions = false;
+  changesReadOnlyDefault = false;
   /**
    * > 0 while walking code that this statement defines but does not run (a view's query, a function body,
    * a rule's actions, a policy's expression): tables and functions are listed, classes and flags are not.
@@ -160,6 +181,8 @@ export class StatementAnalysis {
     for (const f of info.functions) this.addFunction(f);
     for (const r of info.reasons) this.addReason(r);
     if (info.changesParsing) this.changesParsing = true;
+    if (info.ownTransactions) this.ownTransactions = true;
+    if (info.changesReadOnlyDefault) this.changesReadOnlyDefault = true;
   }
 
   finish(sql: string): StatementInfo {
@@ -193,6 +216,11 @@ export class StatementAnalysis {
     };
     if (this.prepare) info.prepare = this.prepare;
     if (this.deallocate) info.deallocate = this.deallocate;
+    if (this.transaction) info.transaction = this.transaction;
+    if (this.cursor) info.cursor = this.cursor;
+    if (this.snapshotFree) info.snapshotFree = true;
+    if (this.ownTransactions) info.ownTransactions = true;
+    if (this.changesReadOnlyDefault) info.changesReadOnlyDefault = true;
     return info;
   }
 }

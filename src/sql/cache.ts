@@ -211,6 +211,11 @@ function dependenciesHold(deps: ContextDependencies, ctx: ClassifyContext): bool
     const p = prepared[i]!;
     if (ctx.preparedStatement?.(p.name) !== p.statement) return false;
   }
+  const portals = deps.portals;
+  for (let i = 0; i < portals.length; i++) {
+    const p = portals[i]!;
+    if (ctx.portalStatement?.(p.name) !== p.statement) return false;
+  }
   return true;
 }
 

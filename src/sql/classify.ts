@@ -24,7 +24,7 @@ export interface TrackedClassification {
   spans: number[];
 }
 
-const NO_DEPENDENCIES: ContextDependencies = Object.freeze({ functions: [], prepared: [], shadowed: [] }) as ContextDependencies;
+const NO_DEPENDENCIES: ContextDependencies = Object.freeze({ functions: [], prepared: [], shadowed: [], portals: [] }) as ContextDependencies;
 
 /** classify(), plus the context answers the result depends on (for the cache). */
 export function classifyTracked(sql: string, ctx: ClassifyContext): TrackedClassification {

@@ -80,6 +80,54 @@ function defElems(list: unknown): AnyNode[] {
   return out;
 }
 
+/** PostgreSQL's CURSOR_OPT_HOLD (parsenodes.h). */
+const CURSOR_OPT_HOLD = 0x0020;
+
+/** The `transaction_read_only` option of BEGIN/SET TRANSACTION: true, false, or null when not given. */
+function readOnlyOption(options: unknown): boolean | null {
+  for (const d of defElems(options)) {
+    if (d.defname === 'transaction_read_only') return d.arg === undefined ? true : constantBoolean(d.arg as AnyNode);
+  }
+  return null;
+}
+
+/** A constant's truth as the server would parse a boolean setting; null when it is not a constant. */
+function constantBoolean(node: AnyNode): boolean | null {
+  const k = node.A_Const as AnyNode | undefined;
+  if (k === undefined) return null;
+  if (k.ival !== undefined) return ((k.ival as AnyNode).ival ?? 0) !== 0;
+  if (k.boolval !== undefined) return (k.boolval as AnyNode).boolval === true;
+  const text = (k.sval as AnyNode | undefined)?.sval;
+  if (typeof text === 'string') {
+    const v = text.toLowerCase();
+    if (v === 'on' || v === 'true' || v === 'yes' || v === '1' || v === 't' || v === 'y') return true;
+    if (v === 'off' || v === 'false' || v === 'no' || v === '0' || v === 'f' || v === 'n') return false;
+  }
+  return null;
+}
+
+/** Statements that cannot run in a transaction block or pipeline, or start transactions of their own. */
+function runsOwnTransactions(type: string, s: AnyNode): boolean {
+  switch (type) {
+    case 'ClusterStmt':
+      return s.relation === undefined; // CLUSTER of every table commits table by table
+    case 'ReindexStmt':
+      return defElems(s.params).some((d) => d.defname === 'concurrently' && defElemIsTrue(d)) || (s.kind !== 'REINDEX_OBJECT_INDEX' && s.kind !== 'REINDEX_OBJECT_TABLE');
+    case 'CreatedbStmt':
+    case 'DropdbStmt':
+    case 'CreateTableSpaceStmt':
+    case 'DropTableSpaceStmt':
+    case 'CreateSubscriptionStmt':
+    case 'AlterSubscriptionStmt':
+    case 'DropSubscriptionStmt':
+      return true;
+    case 'AlterDatabaseStmt':
+      return defElems(s.options).some((d) => d.defname === 'tablespace');
+    default:
+      return false;
+  }
+}
+
 function defElemString(d: AnyNode): string | undefined {
   const arg = d.arg as AnyNode | undefined;
   if (arg === undefined) return undefined;
@@ -132,15 +180,26 @@ class StatementClassifier {
         return;
       }
       case 'DeclareCursorStmt':
-        a.addClass('session');
-        this.query(s.query as AnyNode);
-        return;
-      case 'ClosePortalStmt':
+        return this.declareCursor(s);
       case 'FetchStmt':
+        return this.fetch(s);
+      case 'ClosePortalStmt': {
+        a.addClass('session');
+        const name = (s.portalname as string | undefined) ?? null;
+        a.cursor = { op: 'close', name };
+        if (name === null) {
+          a.env.localPortals.clear();
+          a.env.localPortalsClosed = true;
+        } else {
+          a.env.localPortals.set(name, null);
+        }
+        return;
+      }
       case 'ListenStmt':
       case 'UnlistenStmt':
       case 'VariableShowStmt':
         a.addClass('session');
+        a.snapshotFree = true;
         return;
       case 'DiscardStmt':
         a.addClass('session');
@@ -149,20 +208,31 @@ class StatementClassifier {
           // DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT and RESET ROLE: the same power as RESET ROLE.
           a.addClass('privilege', 'DISCARD ALL resets the role to the session user');
           a.deallocate = { name: null };
+          // It also runs RESET ALL and cannot run inside a transaction block.
+          a.changesReadOnlyDefault = true;
+          a.ownTransactions = true;
           this.forgetAllPrepared();
+          a.env.localPortals.clear();
+          a.env.localPortalsClosed = true;
         }
         return;
       case 'VariableSetStmt':
+        a.snapshotFree = true;
         return this.variableSet(s, a.command);
       case 'TransactionStmt':
+        a.snapshotFree = true;
         return this.transaction(s);
       case 'ConstraintsSetStmt':
         a.addClass('transaction');
+        a.snapshotFree = true;
+        a.transaction = { kind: 'constraints' };
         return;
       case 'NotifyStmt':
         a.addClass('write', 'NOTIFY sends a notification');
+        a.snapshotFree = true;
         return;
       case 'LockStmt':
+        a.snapshotFree = true;
         a.addClass('write', 'LOCK TABLE takes table locks');
         a.addFlag('locks');
         for (const rv of (s.relations as AnyNode[] | undefined) ?? []) w.target((rv.RangeVar as AnyNode) ?? rv);
@@ -221,6 +291,7 @@ class StatementClassifier {
 
       // ---- server administration -------------------------------------------------------------------------
       case 'AlterSystemStmt':
+        a.ownTransactions = true;
         a.addClass('admin', 'ALTER SYSTEM changes the server configuration');
         return;
       case 'LoadStmt':
@@ -256,6 +327,7 @@ class StatementClassifier {
       case 'AlterEventTrigStmt':
         a.addClass('admin', `${a.command} changes the server, not just this database's schema`);
         a.addClass('ddl');
+        if (runsOwnTransactions(type, s)) a.ownTransactions = true;
         if (type === 'CreatePublicationStmt' || type === 'AlterPublicationStmt') w.walk(s.pubobjects);
         return;
       case 'ImportForeignSchemaStmt':
@@ -265,6 +337,8 @@ class StatementClassifier {
 
       // ---- maintenance ---------------------------------------------------------------------------------
       case 'VacuumStmt':
+        // VACUUM cannot run in a transaction block; ANALYZE can (and then runs in the caller's transaction).
+        if (s.is_vacuumcmd) a.ownTransactions = true;
         a.addClass('maintenance', `${a.command} is table maintenance`);
         for (const r of (s.rels as AnyNode[] | undefined) ?? []) {
           const rel = ((r.VacuumRelation as AnyNode | undefined) ?? r).relation as AnyNode | undefined;
@@ -273,10 +347,12 @@ class StatementClassifier {
         return;
       case 'ClusterStmt':
       case 'ReindexStmt':
+        if (runsOwnTransactions(type, s)) a.ownTransactions = true;
         a.addClass('maintenance', `${a.command} is table maintenance`);
         if (s.relation) w.target(s.relation as AnyNode);
         return;
       case 'CheckPointStmt':
+        a.snapshotFree = true;
         a.addClass('maintenance', 'CHECKPOINT');
         return;
       case 'RefreshMatViewStmt':
@@ -343,6 +419,7 @@ class StatementClassifier {
         return;
       case 'IndexStmt':
       case 'CreateStatsStmt':
+        if (s.concurrent) a.ownTransactions = true;
         a.addClass('ddl');
         if (s.relation) w.target(s.relation as AnyNode);
         w.walkFields(s);
@@ -467,12 +544,25 @@ class StatementClassifier {
       // RESET ALL leaves role and session_authorization alone (GUC_NO_RESET_ALL).
       a.addClass('session');
       a.changesParsing = true;
+      a.changesReadOnlyDefault = true;
       return;
     }
     if (kind === 'VAR_SET_MULTI') {
       // SET TRANSACTION ... / SET SESSION CHARACTERISTICS AS TRANSACTION ...
       a.addClass(name === 'transaction' ? 'transaction' : 'session');
+      const readOnly = readOnlyOption(s.args);
+      if (name === 'transaction') {
+        if (readOnly !== null) a.transaction = { kind: 'set-mode', readOnly };
+      } else if (readOnly !== null) {
+        a.changesReadOnlyDefault = true;
+      }
       return;
+    }
+    if (name === 'transaction_read_only') {
+      const value = (s.args as AnyNode[] | undefined)?.[0];
+      a.transaction = { kind: 'set-mode', readOnly: kind === 'VAR_SET_VALUE' && value !== undefined ? constantBoolean(value) : null };
+    } else if (name === 'default_transaction_read_only') {
+      a.changesReadOnlyDefault = true; // SET, RESET, SET ... TO DEFAULT, SET ... FROM CURRENT
     }
     const values: string[] = [];
     let allConstant = true;
@@ -487,10 +577,24 @@ class StatementClassifier {
   private transaction(s: AnyNode): void {
     const a = this.a;
     a.addClass('transaction');
+    const chain = s.chain === true;
+    const savepoint = s.savepoint_name as string | undefined;
     switch (s.kind) {
+      case 'TRANS_STMT_BEGIN':
+      case 'TRANS_STMT_START':
+        a.transaction = { kind: 'begin', readOnly: readOnlyOption(s.options) };
+        return;
       case 'TRANS_STMT_COMMIT_PREPARED':
       case 'TRANS_STMT_ROLLBACK_PREPARED':
         a.addClass('admin', `${a.command} finishes a prepared transaction (possibly another session's)`);
+        a.transaction = { kind: s.kind === 'TRANS_STMT_COMMIT_PREPARED' ? 'commit-prepared' : 'rollback-prepared' };
+        a.ownTransactions = true;
+        return;
+      case 'TRANS_STMT_SAVEPOINT':
+        a.transaction = { kind: 'savepoint', savepoint };
+        return;
+      case 'TRANS_STMT_RELEASE':
+        a.transaction = { kind: 'release', savepoint };
         return;
       case 'TRANS_STMT_COMMIT':
       case 'TRANS_STMT_ROLLBACK':
@@ -498,9 +602,54 @@ class StatementClassifier {
       case 'TRANS_STMT_PREPARE':
         // Ending a transaction reverts SET LOCAL and rolled-back SETs.
         a.changesParsing = true;
+        a.transaction =
+          s.kind === 'TRANS_STMT_COMMIT'
+            ? { kind: 'commit', chain }
+            : s.kind === 'TRANS_STMT_ROLLBACK'
+              ? { kind: 'rollback', chain }
+              : s.kind === 'TRANS_STMT_ROLLBACK_TO'
+                ? { kind: 'rollback-to', savepoint }
+                : { kind: 'prepare' };
         return;
       default:
     }
+  }
+
+  private declareCursor(s: AnyNode): void {
+    const a = this.a;
+    a.addClass('session');
+    const name = s.portalname as string;
+    const inner = new StatementAnalysis(a.env);
+    const [type, body] = unwrapNode(s.query as AnyNode);
+    inner.command = commandTag(type, body);
+    new StatementClassifier(inner, this.innerText).statement(type, body);
+    const statement = inner.finish('');
+    // The query runs as the cursor is fetched from (and, WITH HOLD, to its end at COMMIT).
+    a.addCommand(statement.command);
+    a.mergeStatement(statement);
+    a.cursor = { op: 'declare', name, hold: ((s.options as number | undefined) ?? 0) & CURSOR_OPT_HOLD ? true : false, statement };
+    a.env.localPortals.set(name, statement);
+  }
+
+  /** FETCH and MOVE run the portal's query for the rows they fetch or skip. */
+  private fetch(s: AnyNode): void {
+    const a = this.a;
+    a.addClass('session');
+    const name = s.portalname as string;
+    if (a.env.ctx.portalStatement === undefined) {
+      // No session (rules explain, rules test): nothing to look the portal up in.
+      a.cursor = { op: 'fetch', name };
+      return;
+    }
+    const statement = a.env.portalStatement(name);
+    if (statement === undefined) {
+      a.addClass('unknown', `${s.ismove ? 'MOVE' : 'FETCH'} ${name}: the cursor is not known`);
+      a.cursor = { op: 'fetch', name };
+      return;
+    }
+    a.mergeStatement(statement);
+    a.addReason(`${s.ismove ? 'MOVE' : 'FETCH'} runs the query of cursor ${name}`);
+    a.cursor = { op: 'fetch', name, statement };
   }
 
   private copy(s: AnyNode): void {
@@ -534,6 +683,7 @@ class StatementClassifier {
 
   private doBlock(s: AnyNode): void {
     const a = this.a;
+    a.ownTransactions = true; // a DO block may COMMIT and start new transactions
     a.addClass('procedural', 'DO runs procedural code');
     a.addFlag('dynamic', 'DO runs code the proxy cannot see');
     a.changesParsing = true;
@@ -545,6 +695,7 @@ class StatementClassifier {
   private call(s: AnyNode): void {
     const a = this.a;
     const f = s.funccall as AnyNode | undefined;
+    a.ownTransactions = true; // a procedure may COMMIT and start new transactions
     a.addClass('procedural', 'CALL runs a procedure');
     a.changesParsing = true;
     if (f === undefined) return;
@@ -612,6 +763,7 @@ class StatementClassifier {
   private drop(s: AnyNode): void {
     const a = this.a;
     const removeType = s.removeType as string;
+    if (s.concurrent) a.ownTransactions = true; // DROP INDEX CONCURRENTLY
     a.addClass('ddl', `${a.command}`);
     if (CLUSTER_OBJECTS.has(removeType)) a.addClass('admin', `${a.command} changes a server-wide object`);
     if (removeType === 'OBJECT_POLICY') a.addClass('privilege', 'DROP POLICY changes row-level security');

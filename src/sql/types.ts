@@ -73,6 +73,60 @@ export interface StatementInfo {
   prepare?: { name: string; statement: StatementInfo };
   /** For `DEALLOCATE name` / `DEALLOCATE ALL` (name null), and DISCARD ALL (name null). */
   deallocate?: { name: string | null };
+  /** What a transaction-control statement does (BEGIN, COMMIT, SAVEPOINT, SET TRANSACTION READ ONLY ...). */
+  transaction?: TransactionEffect;
+  /** DECLARE, FETCH/MOVE and CLOSE: the portal (SQL cursor) they create, run or drop. */
+  cursor?: CursorEffect;
+  /**
+   * True when running the statement takes no snapshot (PostgreSQL's PlannedStmtRequiresSnapshot and
+   * analyze_requires_snapshot are false: transaction control, SET, SHOW, LOCK, LISTEN, NOTIFY ...). Until a
+   * transaction's first snapshot its read-only mode can still be turned off.
+   */
+  snapshotFree?: boolean;
+  /**
+   * True when the statement cannot run inside a transaction block or pipeline, or starts transactions of its
+   * own (VACUUM, CREATE INDEX CONCURRENTLY, CREATE DATABASE, DISCARD ALL, CALL, DO ...).
+   */
+  ownTransactions?: boolean;
+  /**
+   * True when the statement may change the session's default_transaction_read_only (SET or RESET of it,
+   * RESET ALL, DISCARD ALL, SET SESSION CHARACTERISTICS AS TRANSACTION ..., set_config() of it or of a
+   * name that is not a constant).
+   */
+  changesReadOnlyDefault?: boolean;
+}
+
+/** The transaction-control part of a statement, as the server will apply it. */
+export interface TransactionEffect {
+  kind:
+    | 'begin' // BEGIN, START TRANSACTION
+    | 'commit' // COMMIT, END (and COMMIT AND CHAIN: `chain`)
+    | 'rollback' // ROLLBACK, ABORT
+    | 'savepoint'
+    | 'release'
+    | 'rollback-to'
+    | 'prepare' // PREPARE TRANSACTION
+    | 'commit-prepared'
+    | 'rollback-prepared'
+    | 'set-mode' // SET TRANSACTION READ ONLY/WRITE, SET [LOCAL] transaction_read_only: this transaction's mode
+    | 'constraints'; // SET CONSTRAINTS: fires deferred triggers when they become immediate
+  /** COMMIT/ROLLBACK AND CHAIN: a new transaction with the same characteristics starts at once. */
+  chain?: boolean;
+  /** begin/set-mode: read only asked for (true), read write (false), not said or not a constant (null). */
+  readOnly?: boolean | null;
+  /** savepoint/release/rollback-to: the savepoint's name. */
+  savepoint?: string;
+}
+
+/** DECLARE name CURSOR, FETCH/MOVE name, CLOSE name | ALL. */
+export interface CursorEffect {
+  op: 'declare' | 'fetch' | 'close';
+  /** Null for CLOSE ALL. */
+  name: string | null;
+  /** declare: WITH HOLD (the query runs to completion at COMMIT). */
+  hold?: boolean;
+  /** declare: the cursor's query, as classified; fetch: the portal's statement when the context knew it. */
+  statement?: StatementInfo;
 }
 
 export interface Classification {
@@ -90,6 +144,11 @@ export interface ClassifyContext {
   standardConformingStrings: boolean;
   /** SQL-level prepared statements of the session (PREPARE name AS ...), for EXECUTE name. */
   preparedStatement?(name: string): StatementInfo | undefined;
+  /**
+   * The statement behind a portal of the session (a SQL cursor, or a portal created by a Bind message: they
+   * share one namespace), for FETCH/MOVE name. Undefined when it is not known.
+   */
+  portalStatement?(name: string): StatementInfo | undefined;
   /**
    * What the server's catalog says about a function that is not a known built-in:
    * 'read' (STABLE or IMMUTABLE everywhere it exists), 'procedural' (VOLATILE somewhere, or unknown to the

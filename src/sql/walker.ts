@@ -443,8 +443,10 @@ export function applySetting(a: StatementAnalysis, setting: string | undefined, 
   if (setting === undefined) {
     a.addClass('privilege', `${how} changes a setting that is not a constant (could be role)`);
     a.changesParsing = true;
+    a.changesReadOnlyDefault = true;
     return;
   }
+  if (setting === 'default_transaction_read_only') a.changesReadOnlyDefault = true;
   if (setting === 'role' || setting === 'session_authorization') {
     a.addClass('privilege', `${how} changes ${setting}`);
     return;
