@@ -10,7 +10,7 @@ import type { Config } from './config.js';
 import { ConsoleServer } from './console/server.js';
 import { IdentityStore } from './identity/store.js';
 import type { Logger } from './log.js';
-import { ProxyServer } from './proxy/server.js';
+import { ProxyServer, type ProxyServices } from './proxy/server.js';
 import { formatRuleErrorOneLine } from './rules/errors.js';
 import { watchRules, type RuleWatcher } from './rules/watch.js';
 import { ClassificationCache } from './sql/cache.js';
@@ -41,6 +41,11 @@ export interface AppOverrides {
   /** Replaces the console broker (tests of the proxy); no console is started then. */
   stepUp?: StepUpBroker;
   audit?: AuditSink;
+  /**
+   * Wraps the classifier (tests of server-enforced reads: a classifier whose reading is wrong must not let
+   * a write through).
+   */
+  classify?: (classify: ProxyServices['classify']) => ProxyServices['classify'];
 }
 
 export async function startApp(config: Config, log: Logger, overrides: AppOverrides = {}): Promise<App> {
@@ -102,7 +107,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
 
   const proxy = new ProxyServer(config, {
     identity,
-    classify: (sql, ctx) => cache.classify(sql, ctx),
+    classify: overrides.classify ? overrides.classify((sql, ctx) => cache.classify(sql, ctx)) : (sql, ctx) => cache.classify(sql, ctx),
     rules: () => rules.ruleSet,
     stepUp,
     audit,

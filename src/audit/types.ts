@@ -34,6 +34,8 @@ export interface StatementOutcome {
   message: string | null;
   skipped: boolean;
   durationMs: number;
+  /** The server refused a write (25006) because stepgate ran the statement read-only: a hidden write stopped. */
+  readOnlyRefused?: boolean;
 }
 
 export interface AuditSink {

@@ -3,6 +3,41 @@
  * authentication exchange ...) and a reader for the error fields of ErrorResponse/NoticeResponse.
  */
 
+/** Message type bytes a server sends (https://www.postgresql.org/docs/current/protocol-message-formats.html). */
+export const enum ServerType {
+  Authentication = 0x52, // R
+  BackendKeyData = 0x4b, // K
+  BindComplete = 0x32, // 2
+  CloseComplete = 0x33, // 3
+  CommandComplete = 0x43, // C
+  CopyData = 0x64, // d
+  CopyDone = 0x63, // c
+  CopyInResponse = 0x47, // G
+  CopyOutResponse = 0x48, // H
+  CopyBothResponse = 0x57, // W
+  DataRow = 0x44, // D
+  EmptyQueryResponse = 0x49, // I
+  ErrorResponse = 0x45, // E
+  FunctionCallResponse = 0x56, // V
+  NegotiateProtocolVersion = 0x76, // v
+  NoData = 0x6e, // n
+  NoticeResponse = 0x4e, // N
+  NotificationResponse = 0x41, // A
+  ParameterDescription = 0x74, // t
+  ParameterStatus = 0x53, // S
+  ParseComplete = 0x31, // 1
+  PortalSuspended = 0x73, // s
+  ReadyForQuery = 0x5a, // Z
+  RowDescription = 0x54, // T
+}
+
+/** ReadyForQuery's transaction status byte. */
+export const enum TransactionStatus {
+  Idle = 0x49, // I
+  InBlock = 0x54, // T
+  Failed = 0x45, // E
+}
+
 function message(type: string, body: Buffer): Buffer {
   const out = Buffer.allocUnsafe(5 + body.length);
   out[0] = type.charCodeAt(0);

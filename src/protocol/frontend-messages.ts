@@ -142,3 +142,47 @@ function int16List(r: PayloadReader): number[] {
   for (let i = 0; i < n; i++) list.push(r.int16());
   return list;
 }
+
+// ───────────────────────────── builders (messages stepgate sends to the server itself) ─────────────────────────────
+
+function framed(type: number, body: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(5 + body.length);
+  out[0] = type;
+  out.writeInt32BE(4 + body.length, 1);
+  body.copy(out, 5);
+  return out;
+}
+
+function cstr(s: string): Buffer {
+  return Buffer.from(s + '\0', 'utf8');
+}
+
+export function encodeQuery(sql: string): Buffer {
+  return framed(ClientType.Query, cstr(sql));
+}
+
+/** Parse of a statement without declared parameter types. */
+export function encodeParse(name: string, sql: string): Buffer {
+  return framed(ClientType.Parse, Buffer.concat([cstr(name), cstr(sql), Buffer.from([0, 0])]));
+}
+
+/** Bind of a statement without parameters, text results. */
+export function encodeBind(portal: string, statement: string): Buffer {
+  return framed(ClientType.Bind, Buffer.concat([cstr(portal), cstr(statement), Buffer.from([0, 0, 0, 0, 0, 0])]));
+}
+
+export function encodeExecute(portal: string, maxRows = 0): Buffer {
+  const body = Buffer.allocUnsafe(Buffer.byteLength(portal) + 5);
+  const n = body.write(portal, 0, 'utf8');
+  body[n] = 0;
+  body.writeInt32BE(maxRows, n + 1);
+  return framed(ClientType.Execute, body);
+}
+
+export function encodeClose(kind: 'S' | 'P', name: string): Buffer {
+  return framed(ClientType.Close, Buffer.concat([Buffer.from(kind), cstr(name)]));
+}
+
+export const SYNC: Buffer = Buffer.from([ClientType.Sync, 0, 0, 0, 4]);
+export const FLUSH: Buffer = Buffer.from([ClientType.Flush, 0, 0, 0, 4]);
+export const TERMINATE: Buffer = Buffer.from([ClientType.Terminate, 0, 0, 0, 4]);

@@ -1,12 +1,17 @@
 /**
  * What the server holds under each prepared-statement and portal name, as far as the proxy can know, so
- * that an Execute is judged by the statement the server will really run.
+ * that an Execute (or FETCH) is judged by the statement the server will really run.
  *
  * Changes are applied when a message is forwarded (clients pipeline, so waiting for the server's answer
- * is not an option) and undone when the server reports that the message failed or was skipped. The
- * invariant: whatever the server may run under a name, the registry holds that statement, or holds
+ * is not an option) and undone when the server reports that the message failed or was skipped. A name
+ * that exists already is replaced too: if the server refuses the duplicate, the refusal undoes the change.
+ * The invariant: whatever the server may run under a name, the registry holds that statement, or holds
  * nothing and the server holds nothing either. Names the registry does not know are treated as unknown
  * statements, never as reads.
+ *
+ * Protocol portals and SQL cursors are one namespace: DECLARE creates a portal that Execute can run, FETCH
+ * runs one created by Bind, SQL CLOSE drops either. ROLLBACK TO SAVEPOINT drops the portals created after
+ * the savepoint; the end of a transaction drops all but WITH HOLD cursors.
  */
 import type { StatementInfo } from '../sql/types.js';
 
@@ -19,19 +24,29 @@ export interface PreparedStatement {
 
 export interface Portal {
   statement: PreparedStatement;
-  /** Batch (Sync count) in which the portal was bound: portals end with their transaction. */
+  /** Batch (Sync count) in which the portal was created: portals end with their transaction. */
   batch: number;
   /** Bind parameters, kept only when the audit trail records them. */
   params: (Buffer | null)[] | null;
   /**
-   * Set once an Execute of this portal was released (its audit id, null when not audited): later Executes
-   * continue the same statement (fetching more rows) and are not decided again.
+   * The audit id of the decision that let it run (at Bind, or the DECLARE that created it); null when it
+   * is not audited. Executes of the portal continue what was decided and are not decided again.
    */
-  releasedAs?: number | null;
+  decided: number | null;
+  /** DECLARE ... WITH HOLD: survives the end of its transaction. */
+  hold: boolean;
+  /** Creation order, for ROLLBACK TO SAVEPOINT. */
+  seq: number;
 }
 
 /** Restores one change; kept by the pending reply of the message that made it. */
 export type Undo = () => void;
+
+interface Savepoint {
+  name: string;
+  /** Portals with a higher seq were created after it. */
+  mark: number;
+}
 
 export class StatementRegistry {
   /**
@@ -40,6 +55,9 @@ export class StatementRegistry {
    */
   private readonly statements = new Map<string, PreparedStatement>();
   private readonly portals = new Map<string, Portal>();
+  /** The client's savepoints in the current transaction block, oldest first. */
+  private savepoints: Savepoint[] = [];
+  private seq = 0;
 
   statement(name: string): PreparedStatement | undefined {
     return this.statements.get(name);
@@ -53,19 +71,14 @@ export class StatementRegistry {
     return { statements: this.statements.size, portals: this.portals.size };
   }
 
-  /**
-   * Parse or PREPARE. A named statement that exists already is not replaced: the server refuses the
-   * duplicate and keeps the old one. The unnamed statement is always replaced.
-   */
-  defineStatement(name: string, statement: PreparedStatement): Undo | null {
-    if (name !== '' && this.statements.has(name)) return null;
+  /** Parse or PREPARE. */
+  defineStatement(name: string, statement: PreparedStatement): Undo {
     return this.set(this.statements, name, statement);
   }
 
-  /** Bind. Like statements, a named portal that exists is kept; the unnamed one is replaced. */
-  bindPortal(name: string, portal: Portal): Undo | null {
-    if (name !== '' && this.portals.has(name)) return null;
-    return this.set(this.portals, name, portal);
+  /** Bind or DECLARE. */
+  bindPortal(name: string, portal: Omit<Portal, 'seq'>): Undo {
+    return this.set(this.portals, name, { ...portal, seq: ++this.seq });
   }
 
   closeStatement(name: string): Undo | null {
@@ -91,18 +104,60 @@ export class StatementRegistry {
     this.portals.delete('');
   }
 
-  /** The transaction that bound portals up to `batch` has ended: the server has dropped them. */
+  /**
+   * The transaction that created portals up to `batch` has ended: the server has dropped them (WITH HOLD
+   * cursors excepted), and the block's savepoints with them.
+   */
   endPortalsUpTo(batch: number): void {
-    for (const [name, portal] of this.portals) if (portal.batch <= batch) this.portals.delete(name);
+    for (const [name, portal] of this.portals) if (portal.batch <= batch && !portal.hold) this.portals.delete(name);
+    this.savepoints = [];
   }
 
-  /** DISCARD ALL / connection reset. */
+  /** CLOSE ALL, DISCARD ALL: every portal. */
   dropAllPortals(): Undo {
     const saved = new Map(this.portals);
     this.portals.clear();
     return () => {
       for (const [k, v] of saved) this.portals.set(k, v);
     };
+  }
+
+  /** SAVEPOINT name. */
+  savepoint(name: string): Undo {
+    this.savepoints.push({ name, mark: this.seq });
+    const entry = this.savepoints[this.savepoints.length - 1];
+    return () => {
+      const i = this.savepoints.lastIndexOf(entry!);
+      if (i >= 0) this.savepoints.splice(i, 1);
+    };
+  }
+
+  /** RELEASE name: it and every later savepoint end; their portals stay. */
+  release(name: string): Undo {
+    const i = this.lastSavepoint(name);
+    if (i < 0) return () => {};
+    const removed = this.savepoints.splice(i);
+    return () => this.savepoints.splice(i, 0, ...removed);
+  }
+
+  /** ROLLBACK TO name: the portals created after it are dropped; it stays, later ones end. */
+  rollbackTo(name: string): Undo {
+    const i = this.lastSavepoint(name);
+    if (i < 0) return () => {};
+    const mark = this.savepoints[i]!.mark;
+    const removedSavepoints = this.savepoints.splice(i + 1);
+    const removedPortals: [string, Portal][] = [];
+    for (const [k, p] of this.portals) if (p.seq > mark) removedPortals.push([k, p]);
+    for (const [k] of removedPortals) this.portals.delete(k);
+    return () => {
+      this.savepoints.push(...removedSavepoints);
+      for (const [k, p] of removedPortals) this.portals.set(k, p);
+    };
+  }
+
+  private lastSavepoint(name: string): number {
+    for (let i = this.savepoints.length - 1; i >= 0; i--) if (this.savepoints[i]!.name === name) return i;
+    return -1;
   }
 
   private set<T>(map: Map<string, T>, name: string, value: T): Undo {

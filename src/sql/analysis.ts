@@ -103,6 +103,7 @@ export class StatementAnalysis {
   deallocate?: StatementInfo['deallocate'];
   transaction?: StatementInfo['transaction'];
   cursor?: StatementInfo['cursor'];
+  executes?: string;
   snapshotFree = false;
   ownTransactions = false;
   changesReadOnlyDefault = false;
@@ -216,6 +217,7 @@ export class StatementAnalysis {
     };
     if (this.prepare) info.prepare = this.prepare;
     if (this.deallocate) info.deallocate = this.deallocate;
+    if (this.executes !== undefined) info.executes = this.executes;
     if (this.transaction) info.transaction = this.transaction;
     if (this.cursor) info.cursor = this.cursor;
     if (this.snapshotFree) info.snapshotFree = true;

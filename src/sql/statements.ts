@@ -517,6 +517,7 @@ class StatementClassifier {
   private execute(s: AnyNode): void {
     const a = this.a;
     const name = s.name as string;
+    if (a.deferred === 0) a.executes = name;
     const prepared = a.deferred > 0 ? undefined : a.env.preparedStatement(name);
     if (prepared === undefined) {
       if (a.deferred === 0) {

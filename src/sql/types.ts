@@ -73,6 +73,8 @@ export interface StatementInfo {
   prepare?: { name: string; statement: StatementInfo };
   /** For `DEALLOCATE name` / `DEALLOCATE ALL` (name null), and DISCARD ALL (name null). */
   deallocate?: { name: string | null };
+  /** For `EXECUTE name`: the prepared statement's name. */
+  executes?: string;
   /** What a transaction-control statement does (BEGIN, COMMIT, SAVEPOINT, SET TRANSACTION READ ONLY ...). */
   transaction?: TransactionEffect;
   /** DECLARE, FETCH/MOVE and CLOSE: the portal (SQL cursor) they create, run or drop. */

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { startApp, type App } from '../../src/app.js';
+import { startApp, type App, type AppOverrides } from '../../src/app.js';
 import type { AuditSink } from '../../src/audit/types.js';
 import { loadConfig, type Config } from '../../src/config.js';
 import { IdentityStore } from '../../src/identity/store.js';
@@ -57,6 +57,8 @@ export interface StepgateOptions {
   rulesDir?: string;
   stepUp?: StepUpBroker;
   audit?: AuditSink;
+  /** Wraps the classifier (see AppOverrides.classify). */
+  classify?: AppOverrides['classify'];
   /** Extra config file content (YAML), merged before flags. */
   configYaml?: string;
   flags?: Record<string, string | boolean>;
@@ -83,7 +85,7 @@ export async function startStepgate(
   const setup = new IdentityStore(dataDir);
   for (const u of options.users ?? [ALICE]) setup.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
   setup.close();
-  const app = await startApp(config, log, { stepUp: options.stepUp, audit: options.audit });
+  const app = await startApp(config, log, { stepUp: options.stepUp, audit: options.audit, classify: options.classify });
   const identity = app.identity;
   const server = app.proxy;
   const { port } = app.proxyAddress;

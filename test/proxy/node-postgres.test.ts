@@ -64,7 +64,8 @@ t.test('named prepared statements are parsed once and reused', async (t) => {
   const other = await c.query({ name: 'upper', text: 'SELECT upper($1) AS u', values: ['abc'] });
   t.equal(other.rows[0].u, 'ABC');
   t.equal((await c.query({ name: 'add', text: 'SELECT $1::int + $2::int AS sum', values: [1, 1] })).rows[0].sum, 2);
-  const prepared = await c.query(`SELECT name, statement FROM pg_prepared_statements ORDER BY name`);
+  // stepgate's own prepared statements (read-only enforcement) are named stepgate_*.
+  const prepared = await c.query(`SELECT name, statement FROM pg_prepared_statements WHERE name NOT LIKE 'stepgate\\_%' ORDER BY name`);
   t.same(prepared.rows.map((r) => r.name), ['add', 'upper'], 'the server holds both, parsed once each');
   // A named statement whose Parse fails is not remembered: pg parses it again next time.
   await t.rejects(c.query({ name: 'broken', text: 'SELEC 1' }), { code: '42601' });

@@ -1,0 +1,187 @@
+/**
+ * The single path every statement stepgate forwards goes through: decide (rules) → record (audit) →
+ * allow, deny, or hold for step-up. Query, Bind, Execute of an unknown portal and FunctionCall all come here.
+ *
+ * A hold moves through explicit states:
+ *
+ *   deciding ──► waiting-for-server ──► held ──► released (approved)
+ *                      │                  └───► rejected (rejected, expired, cancelled, audit failed)
+ *                      └──► skipped (an earlier message of the batch failed: the server skips it anyway)
+ *
+ * and any state ends in `abandoned` when the session closes (the broker withdraws the challenge). Denials
+ * and approvals are on disk before the client hears of them; a held statement is on disk before anyone is
+ * asked. Without a healthy audit trail, step-up and deny fail closed; allowed statements follow
+ * `audit.on_failure`.
+ */
+import type { AuditSink } from '../audit/types.js';
+import type { ErrorFields } from '../protocol/backend-messages.js';
+import type { Decision, RuleSet, Subject } from '../rules/types.js';
+import type { StatementInfo } from '../sql/types.js';
+import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
+import type { Logger } from '../log.js';
+import { auditUnavailableError, denyError, heldNotice, holdError } from './refusals.js';
+
+/** What the gate needs from its session. */
+export interface GateHost {
+  readonly connectionId: string;
+  readonly subject: Subject;
+  /** The session has closed: stop at the next step. */
+  readonly closed: boolean;
+  /** Resolves when the server has answered everything forwarded so far. */
+  serverIdle(): Promise<void>;
+  /** The server is skipping the rest of the current batch (an earlier message failed). */
+  readonly skipping: boolean;
+  /** Sends a NoticeResponse to the client now. */
+  notice(fields: ErrorFields): void;
+  /** The hold the client's CancelRequest ends (null when none). */
+  setHold(hold: Hold | null): void;
+}
+
+export interface GateServices {
+  rules(): RuleSet;
+  stepUp: StepUpBroker;
+  audit: AuditSink;
+  log: Logger;
+  auditOnFailure: 'close' | 'allow_reads';
+}
+
+/** One message's worth of statements to judge. */
+export interface GateRequest {
+  /** The text as the server will read it (for the audit trail). */
+  sql: string;
+  statements: StatementInfo[];
+  params: (string | null)[] | null;
+  /** Refused whatever the rules say (a name reserved by stepgate ...): the decision recorded, and the error. */
+  refuse?: { decision: Decision; error: ErrorFields };
+}
+
+export type Verdict =
+  | { kind: 'allow'; auditId: number; decision: Decision }
+  | { kind: 'refuse'; auditId: number; error: ErrorFields; decision: Decision }
+  /** The server will skip the message (its batch failed while the gate waited): record it as skipped. */
+  | { kind: 'skip'; auditId: number; decision: Decision }
+  /** The session closed while the statement waited. */
+  | { kind: 'abandoned'; auditId: number; decision: Decision };
+
+export type HoldState = 'deciding' | 'waiting-for-server' | 'held' | 'released' | 'rejected' | 'skipped' | 'abandoned';
+
+export class Gate {
+  /** Where the current hold is (for logs and tests); 'deciding' when none. */
+  state: HoldState = 'deciding';
+
+  constructor(
+    private readonly host: GateHost,
+    private readonly services: GateServices,
+  ) {}
+
+  /** Decides one message. Allowed statements with a healthy audit trail return at once (no Promise). */
+  judge(request: GateRequest): Verdict | Promise<Verdict> {
+    const host = this.host;
+    host.subject.now = new Date();
+    const decision = request.refuse?.decision ?? this.services.rules().decide(request.statements, host.subject);
+    const auditId = this.services.audit.statement({
+      connectionId: host.connectionId,
+      sql: request.sql,
+      statements: request.statements,
+      decision,
+      params: request.params,
+    });
+    if (decision.action === 'allow') {
+      const refusal = this.auditRefusal(request.statements);
+      return refusal ? { kind: 'refuse', auditId, error: refusal, decision } : { kind: 'allow', auditId, decision };
+    }
+    if (decision.action === 'deny') return this.deny(request, decision, auditId);
+    return this.stepUp(request, decision, auditId);
+  }
+
+  private async deny(request: GateRequest, decision: Decision, auditId: number): Promise<Verdict> {
+    // Refused either way; the record of it should be on disk first.
+    await this.durable();
+    if (this.host.closed) return { kind: 'abandoned', auditId, decision };
+    return { kind: 'refuse', auditId, error: request.refuse?.error ?? denyError(decision, request.statements), decision };
+  }
+
+  private async stepUp(request: GateRequest, decision: Decision, auditId: number): Promise<Verdict> {
+    const host = this.host;
+    const audit = this.services.audit;
+    try {
+      // First let the server answer what came before. If an earlier message of this batch failed, the
+      // server will skip this statement, so nobody needs to be asked.
+      this.state = 'waiting-for-server';
+      await host.serverIdle();
+      if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision });
+      if (host.skipping) return this.end('skipped', { kind: 'skip', auditId, decision });
+      // Without an audit trail nobody can later prove who approved what: fail closed.
+      if (!audit.healthy) return this.end('rejected', { kind: 'refuse', auditId, decision, error: auditUnavailableError(audit.failure) });
+
+      const hold = this.services.stepUp.hold({
+        connectionId: host.connectionId,
+        user: host.subject.user,
+        groups: host.subject.groups,
+        database: host.subject.database,
+        application: host.subject.application,
+        clientAddress: host.subject.clientAddress,
+        statements: request.statements,
+        decision,
+      });
+      if (hold.challengeId) {
+        host.setHold(hold);
+        audit.challengeCreated(auditId, hold.challengeId);
+        // The held statement is on disk before anyone is asked (it survives a crash during the hold).
+        if (!(await this.durable())) {
+          hold.end('withdrawn');
+          if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision });
+          return this.end('rejected', { kind: 'refuse', auditId, decision, error: auditUnavailableError(audit.failure) });
+        }
+        if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision });
+        this.state = 'held';
+        host.notice(heldNotice(request.statements, decision, hold.url));
+      }
+      let outcome: HoldOutcome;
+      try {
+        outcome = await hold.outcome;
+      } finally {
+        host.setHold(null);
+      }
+      audit.challengeResolved(auditId, hold.challengeId, outcome);
+      // An approval is released only once it is on record.
+      const recorded = await this.durable();
+      if (host.closed || outcome.status === 'withdrawn') return this.end('abandoned', { kind: 'abandoned', auditId, decision });
+      if (!recorded) return this.end('rejected', { kind: 'refuse', auditId, decision, error: auditUnavailableError(audit.failure) });
+      if (outcome.status === 'approved') return this.end('released', { kind: 'allow', auditId, decision });
+      return this.end('rejected', { kind: 'refuse', auditId, decision, error: holdError(outcome, decision) });
+    } catch (err) {
+      this.state = 'deciding';
+      throw err;
+    }
+  }
+
+  private end(state: HoldState, verdict: Verdict): Verdict {
+    this.state = state;
+    return verdict;
+  }
+
+  /** Waits until the audit trail has committed; false (and a loud log line) when it cannot. */
+  private async durable(): Promise<boolean> {
+    try {
+      await this.services.audit.durable();
+      return true;
+    } catch (err) {
+      this.services.log.error('audit.unavailable', { connection: this.host.connectionId, error: (err as Error).message });
+      return false;
+    }
+  }
+
+  /**
+   * With the audit store failed, `audit.on_failure` decides for statements the rules allow: `close`
+   * refuses them all, `allow_reads` lets through what changes nothing (reads, transaction control,
+   * ordinary settings).
+   */
+  private auditRefusal(statements: StatementInfo[]): ErrorFields | null {
+    const audit = this.services.audit;
+    if (audit.healthy) return null;
+    const harmless = (s: StatementInfo): boolean => s.classes.every((c) => c === 'read' || c === 'transaction' || c === 'session');
+    if (this.services.auditOnFailure === 'allow_reads' && statements.every(harmless)) return null;
+    return auditUnavailableError(audit.failure);
+  }
+}
