@@ -299,9 +299,11 @@ export function outcomeLabel(o: RunOutcome, changed: boolean): string {
   if (o.hang) return 'hang';
   const first = o.errors[0];
   if (!first) return 'NOT refused (nothing changed, but no error either)';
-  if (first.code === '42501') return 'stopped by 42501 (stepgate refused it)';
-  if (first.code === '25006') return 'stopped by 25006 (the server refused a write in read-only mode)';
-  return `failed with ${first.code} (${first.message}), not refused`;
+  const later = [...new Set(o.errors.slice(1).map((e) => e.code))].filter((c) => c !== first.code);
+  const also = later.length ? `; later errors ${later.join(', ')}` : '';
+  if (first.code === '42501') return `stopped by 42501 (stepgate refused it${also})`;
+  if (first.code === '25006') return `stopped by 25006 (the server refused a write in read-only mode${also})`;
+  return `failed with ${first.code} (${first.message}), not refused${also}`;
 }
 
 export interface AttackResult {
@@ -346,7 +348,7 @@ export function attack(lab: Lab, a: Attack): void {
     t.same(await probe(lab), baseline, 'the state is restored after the direct proof');
 
     // 2. Read-only mode alone (information).
-    let readOnlyAlone = 'not measured';
+    let readOnlyAlone = a.proof || a.proofParams ? 'the direct proof already runs against read-only mode set the naive way' : 'not measured';
     if (!a.noReadOnlyRun && !a.proof && !a.proofParams) {
       const ro = await runOn(lab, 'direct', a.run, { ...a.params, default_transaction_read_only: 'on' }, probe, false);
       const changed = !isDeepStrictEqual(ro.after, baseline);
