@@ -72,8 +72,12 @@ export interface Lab {
 export interface LabOptions {
   kind: string;
   postgres?: StartOptions;
-  /** SQL run as the superuser before stepgate starts (the attacker's objects, created "earlier"). */
-  setup?: string | ((db: TestPostgres) => string);
+  /**
+   * SQL run as the superuser before stepgate starts (the attacker's objects, created "earlier"); a list runs
+   * as separate queries (for CREATE DATABASE, which cannot run in the implicit transaction of a multi-statement
+   * query).
+   */
+  setup?: string | string[] | ((db: TestPostgres) => string | string[]);
   stepgate?: StepgateOptions;
 }
 
@@ -83,7 +87,7 @@ export async function startLab(t: Test, options: LabOptions): Promise<Lab> {
   t.teardown(() => admin.end().catch(() => {}));
   await admin.query(BASE_SETUP);
   const setup = typeof options.setup === 'function' ? options.setup(db) : options.setup;
-  if (setup) await admin.query(setup);
+  for (const sql of typeof setup === 'string' ? [setup] : (setup ?? [])) await admin.query(sql);
   const sg = await startStepgate(t, db, { rulesDir: READS_ONLY_RULES, ...options.stepgate });
   return {
     t,
@@ -316,7 +320,7 @@ export interface AttackResult {
   note?: string;
 }
 
-function report(result: AttackResult): void {
+export function report(result: AttackResult): void {
   const file = process.env.STEPGATE_SECURITY_REPORT;
   if (file) fs.appendFileSync(file, JSON.stringify(result) + '\n');
 }
