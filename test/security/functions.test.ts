@@ -5,6 +5,9 @@
  * does not stop (COPY TO PROGRAM, dblink, postgres_fdw, pg_terminate_backend, NOTIFY), which only the
  * classifier can.
  *
+ * Also here: a role change hidden in a view or a STABLE function (set_config of role or session_authorization),
+ * which read-only mode allows too.
+ *
  * Not here: triggers and rules (DO ALSO) run only on writes; type input/output functions, TABLESAMPLE
  * methods, text search parsers and collations need C code (a type's I/O functions cannot be SQL or PL/pgSQL:
  * they take cstring); COLLATE names a collation, which runs no user code.
@@ -118,6 +121,10 @@ CREATE FOREIGN TABLE ft_evil (x int) SERVER self OPTIONS (schema_name 'public', 
 CREATE FUNCTION kill_victims() RETURNS int LANGUAGE sql STABLE AS $$
 SELECT count(pg_terminate_backend(pid))::int FROM pg_stat_activity WHERE application_name = 'stepgate-victim' $$;
 CREATE VIEW v_kill AS SELECT kill_victims() AS n;
+CREATE ROLE attacker_role NOLOGIN;
+CREATE FUNCTION become_role() RETURNS text LANGUAGE sql STABLE AS $$ SELECT set_config('role', 'attacker_role', false) $$;
+CREATE VIEW v_become_role AS SELECT become_role() AS r;
+CREATE FUNCTION become_session_user() RETURNS text LANGUAGE sql STABLE AS $$ SELECT set_config('session_authorization', 'attacker_role', false) $$;
 CREATE FUNCTION notify_out() RETURNS int LANGUAGE sql STABLE AS $$ SELECT 1 FROM pg_notify('pwned_channel', 'from a view') $$;
 CREATE VIEW v_notify AS SELECT notify_out() AS x;
 `,
@@ -274,4 +281,15 @@ sqlAttack(lab, 'view that sends a notification (pg_notify)', 'SELECT * FROM v_no
     await new Promise((r) => setTimeout(r, 50));
     notifications = 0;
   },
+});
+
+// A role change hidden in a view or a STABLE function: SET ROLE and SET SESSION AUTHORIZATION are privilege
+// statements when written, and read-only mode allows set_config.
+sqlAttack(lab, 'view that changes the session\'s role (set_config(\'role\', ...))', 'SELECT * FROM v_become_role', {
+  todo: `${VIEW}; and read-only mode allows set_config`,
+  sessionProbe: 'SELECT current_user',
+});
+sqlAttack(lab, 'STABLE function that changes the session user (set_config(\'session_authorization\', ...))', 'SELECT become_session_user()', {
+  todo: `${STABLE}; and read-only mode allows set_config`,
+  sessionProbe: 'SELECT session_user',
 });

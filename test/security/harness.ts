@@ -208,6 +208,11 @@ export interface Attack {
   proofParams?: Record<string, string>;
   /** What the attack changes, read directly; default: the number of rows in pwned. */
   probe?: Probe;
+  /**
+   * For attacks on the session's own state (a role or setting changed behind stepgate's back): a query whose
+   * single value is read on the attack's connection afterwards, and compared with a fresh connection's.
+   */
+  sessionProbe?: string;
   /** Puts the database back; default: TRUNCATE pwned. */
   restore?(lab: Lab): Promise<void>;
   /** Set while the attack gets through stepgate today: its stepgate assertions are todo. */
@@ -252,6 +257,7 @@ export async function runOn(
   params: Record<string, string> | undefined,
   probe: Probe,
   checkUsable: boolean,
+  sessionProbe?: string,
 ): Promise<RunOutcome> {
   const out: RunOutcome = { thrown: null, died: false, hang: false, loginRefused: null, replies: [], errors: [], after: undefined, unusable: null, rollbackStatus: null };
   let c: Conn;
@@ -291,8 +297,23 @@ export async function runOn(
     }
   }
   out.after = await probe(lab);
+  if (sessionProbe && !out.died && !out.hang) {
+    try {
+      if (c.status !== 'I') await c.query('ROLLBACK');
+      out.after = { state: out.after, session: await sessionValue(c, sessionProbe) };
+    } catch (err) {
+      out.after = { state: out.after, session: `no answer: ${String(err)}` };
+    }
+  } else if (sessionProbe) out.after = { state: out.after, session: 'the connection is gone' };
   c.raw.destroy();
   return out;
+}
+
+/** The single value a query answers on this connection (or its error). */
+export async function sessionValue(c: Conn, sql: string): Promise<string> {
+  const r = await c.query(sql);
+  const e = errorsIn(r)[0];
+  return e ? `error ${e.code}` : String(rowsIn(r)[0]?.[0]);
 }
 
 /** What happened through stepgate, as one label for messages and the report. */
@@ -335,10 +356,15 @@ export function attack(lab: Lab, a: Attack): void {
     const probe = a.probe ?? countPwned;
     const restore = async (): Promise<void> => (a.restore ?? defaultRestore)(lab);
     await restore();
-    const baseline = await probe(lab);
+    let baseline = await probe(lab);
+    if (a.sessionProbe) {
+      const fresh = await connect(lab, 'direct', a.params);
+      baseline = { state: baseline, session: await sessionValue(fresh, a.sessionProbe) };
+      fresh.raw.destroy();
+    }
 
     // 1. The direct proof.
-    const direct = await runOn(lab, 'direct', a.proof ?? a.run, a.proofParams ?? a.params, probe, false);
+    const direct = await runOn(lab, 'direct', a.proof ?? a.run, a.proofParams ?? a.params, probe, false, a.sessionProbe);
     const directOk = !isDeepStrictEqual(direct.after, baseline);
     t.ok(directOk, `direct proof: the attack changes the database when sent to the server itself (${describeChange(baseline, direct.after)})`, {
       errors: direct.errors,
@@ -346,15 +372,15 @@ export function attack(lab: Lab, a: Attack): void {
     });
     if (directOk && (a.probe ?? countPwned) === countPwned) {
       const what = (await lab.admin.query('SELECT what, count(*)::int AS n FROM pwned GROUP BY what ORDER BY what')).rows;
-      t.comment(`directly, the payload ran as: ${what.map((r) => `${r.what as string} ×${r.n as number}`).join(', ')}`);
+      if (what.length) t.comment(`directly, the payload ran as: ${what.map((r) => `${r.what as string} ×${r.n as number}`).join(', ')}`);
     }
     await restore();
-    t.same(await probe(lab), baseline, 'the state is restored after the direct proof');
+    if (!a.sessionProbe) t.same(await probe(lab), baseline, 'the state is restored after the direct proof');
 
     // 2. Read-only mode alone (information).
     let readOnlyAlone = a.proof || a.proofParams ? 'the direct proof already runs against read-only mode set the naive way' : 'not measured';
     if (!a.noReadOnlyRun && !a.proof && !a.proofParams) {
-      const ro = await runOn(lab, 'direct', a.run, { ...a.params, default_transaction_read_only: 'on' }, probe, false);
+      const ro = await runOn(lab, 'direct', a.run, { ...a.params, default_transaction_read_only: 'on' }, probe, false, a.sessionProbe);
       const changed = !isDeepStrictEqual(ro.after, baseline);
       const code = ro.errors[0]?.code;
       readOnlyAlone = changed ? 'does NOT stop it' : code === '25006' ? 'stops it (25006)' : `nothing changed (${code ?? 'no error'})`;
@@ -363,7 +389,7 @@ export function attack(lab: Lab, a: Attack): void {
     }
 
     // 3. Through stepgate.
-    const through = await runOn(lab, 'stepgate', a.run, a.params, probe, true);
+    const through = await runOn(lab, 'stepgate', a.run, a.params, probe, true, a.sessionProbe);
     const changed = !isDeepStrictEqual(through.after, baseline);
     const label = outcomeLabel(through, changed);
     const extra = a.todo ? { todo: a.todo } : {};
