@@ -240,6 +240,16 @@ sqlAttack(lab, 'postgres_fdw foreign table over a remote view that writes', 'SEL
   todo: 'foreign tables are read as tables; the remote transaction is not read-only (PostgreSQL 15)',
 });
 
+/** Polls a value until it shows the attack's effect, or for a second (then it did not happen). */
+async function settled<T>(read: () => Promise<T>, effect: (value: T) => boolean): Promise<T> {
+  const deadline = Date.now() + 1000;
+  for (;;) {
+    const value = await read();
+    if (effect(value) || Date.now() > deadline) return value;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
 // pg_terminate_backend: the victim is a direct connection with a known application_name.
 const victims: pg.Client[] = [];
 t.teardown(async () => {
@@ -257,11 +267,8 @@ async function ensureVictim(l: Lab): Promise<void> {
 }
 sqlAttack(lab, 'view that terminates another backend (pg_terminate_backend)', 'SELECT * FROM v_kill', {
   todo: `${VIEW}; and read-only mode allows signalling backends`,
-  probe: async (l) => {
-    // A terminated backend needs a moment to leave pg_stat_activity.
-    await new Promise((r) => setTimeout(r, 150));
-    return victimsAlive(l);
-  },
+  // A terminated backend needs a moment to leave pg_stat_activity.
+  probe: (l) => settled(() => victimsAlive(l), (n) => n === 0),
   restore: ensureVictim,
 });
 
@@ -273,10 +280,8 @@ listener.on('notification', () => notifications++);
 await listener.query('LISTEN pwned_channel');
 sqlAttack(lab, 'view that sends a notification (pg_notify)', 'SELECT * FROM v_notify', {
   todo: `${VIEW}; and read-only mode allows NOTIFY`,
-  probe: async () => {
-    await new Promise((r) => setTimeout(r, 150));
-    return notifications;
-  },
+  // Notifications arrive after the sender's commit, asynchronously.
+  probe: () => settled(async () => notifications, (n) => n > 0),
   restore: async () => {
     await new Promise((r) => setTimeout(r, 50));
     notifications = 0;
