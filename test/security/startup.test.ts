@@ -26,7 +26,7 @@
  * Not an attack: non-ASCII whitespace. JavaScript's \s (stepgate's split) is a superset of C's isspace()
  * (ASCII only for single bytes in a UTF-8 database), so stepgate splits in more places than the server; and
  * since it relays the settings it judged, one by one, its own reading is what the server applies. The last
- * test checks that this stays so.
+ * two tests check that this stays so, for non-ASCII whitespace and for backslash escapes.
  */
 import t from 'tap';
 import { ServerError } from '../helpers/raw-client.js';
@@ -231,6 +231,22 @@ t.test('non-ASCII whitespace in options: the server does not split there, and st
   try {
     const c = await connect(lab, 'stepgate', params);
     t.not(await value(c, 'SELECT current_user'), 'attacker_role', 'through stepgate: no role change');
+    c.raw.destroy();
+  } catch (err) {
+    t.type(err, ServerError, `through stepgate: refused at login (${String(err)})`);
+  }
+});
+
+t.test('backslash escapes in options: stepgate reads them as the server does (an escaped space joins words)', async (t) => {
+  const params = { options: '-c application_name=a\\ -c\\ role=attacker_role' };
+  const direct = await connect(lab, 'direct', params);
+  t.equal(await value(direct, 'SHOW application_name'), 'a -c role=attacker_role', 'the server reads one setting: application_name');
+  t.equal(await value(direct, 'SELECT current_user'), 'postgres', 'and no role');
+  direct.raw.destroy();
+  try {
+    const c = await connect(lab, 'stepgate', params);
+    t.equal(await value(c, 'SELECT current_user'), 'postgres', 'through stepgate: no role change');
+    t.equal(await value(c, 'SHOW application_name'), 'a -c role=attacker_role', 'through stepgate: the same application_name');
     c.raw.destroy();
   } catch (err) {
     t.type(err, ServerError, `through stepgate: refused at login (${String(err)})`);
