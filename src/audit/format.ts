@@ -92,6 +92,8 @@ export interface OutcomeBody {
   message?: string;
   /** Not run: an earlier statement of its message failed (or its batch was skipped). */
   skipped?: true;
+  /** The server refused a write (25006) because stepgate ran the statement read-only: a hidden write stopped. */
+  read_only_refused?: true;
   duration_ms: number;
 }
 
@@ -167,6 +169,7 @@ export interface OutcomeData {
   sqlstate?: string | null;
   message?: string | null;
   skipped?: boolean;
+  read_only_refused?: boolean;
   duration_ms: number;
 }
 

@@ -76,7 +76,9 @@ function outcomeLines(o: OutcomeData, of: number): string[] {
   const which = of > 1 ? `[${o.index + 1}/${of}] ` : '';
   if (o.skipped) return [`-- ${which}not run: an earlier statement of the message failed`];
   if (o.sqlstate != null || o.message != null) {
-    return [`ERROR:  ${o.message ?? '(no message)'}`, `-- ${which}SQLSTATE ${o.sqlstate ?? '?'}, after ${humanDuration(o.duration_ms)}`];
+    const lines = [`ERROR:  ${o.message ?? '(no message)'}`, `-- ${which}SQLSTATE ${o.sqlstate ?? '?'}, after ${humanDuration(o.duration_ms)}`];
+    if (o.read_only_refused) lines.push(`-- ${which}a hidden write, stopped: stepgate ran it read-only because it was let through as a read`);
+    return lines;
   }
   const tag = o.tag ?? '';
   const shown = /^SELECT \d+$/.test(tag) ? `(${o.rows ?? '?'} ${o.rows === 1 ? 'row' : 'rows'})` : tag === '' ? '(empty query)' : tag;

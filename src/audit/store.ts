@@ -234,7 +234,7 @@ export class AuditStore implements AuditSink {
     const statements = event.statements;
     const cls = statements.length === 1 ? this.classJson(statements[0]!) : statements.map((s) => this.classJson(s));
     const decision = event.decision;
-    // Layout: see STATEMENT_SLOTS in writer.ts. Slots 9-14 take the first outcome, 15 any further ones.
+    // Layout: see STATEMENT_SLOTS in writer.ts. Slots 9-14 and 16 take the first outcome, 15 any further ones.
     const rec = [
       REC.Statement,
       conn.no,
@@ -252,6 +252,7 @@ export class AuditStore implements AuditSink {
       false,
       0,
       null,
+      false,
     ];
     if (this.push(rec)) {
       const slot = id & (RING - 1);
@@ -296,15 +297,16 @@ export class AuditStore implements AuditSink {
         rec[12] = outcome.message;
         rec[13] = outcome.skipped;
         rec[14] = outcome.durationMs;
+        rec[16] = outcome.readOnlyRefused === true;
       } else {
-        const o = [index, outcome.tag, outcome.sqlstate, outcome.message, outcome.skipped, outcome.durationMs];
+        const o = [index, outcome.tag, outcome.sqlstate, outcome.message, outcome.skipped, outcome.durationMs, outcome.readOnlyRefused === true];
         const more = rec[15] as unknown[] | null;
         if (more === null) rec[15] = [o];
         else more.push(o);
       }
     } else {
       const conn = p.conn;
-      this.push([REC.Outcome, conn.no, ++conn.sseq, Date.now(), p.sseq, index, outcome.tag, outcome.sqlstate, outcome.message, outcome.skipped, outcome.durationMs]);
+      this.push([REC.Outcome, conn.no, ++conn.sseq, Date.now(), p.sseq, index, outcome.tag, outcome.sqlstate, outcome.message, outcome.skipped, outcome.durationMs, outcome.readOnlyRefused === true]);
     }
     if (--p.remaining <= 0 && this.open.size > 0) this.open.delete(statementId);
   }

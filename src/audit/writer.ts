@@ -50,8 +50,8 @@ export interface WriterState {
   lastBatch: string | null;
 }
 
-/** An outcome as it travels from the proxy thread: [index, tag, sqlstate, message, skipped, durationMs]. */
-type OutcomeRec = [number, string | null, string | null, string | null, boolean, number];
+/** An outcome as it travels from the proxy thread: [index, tag, sqlstate, message, skipped, durationMs, readOnlyRefused]. */
+type OutcomeRec = [number, string | null, string | null, string | null, boolean, number, boolean?];
 
 export interface Batch {
   n: number;
@@ -65,10 +65,11 @@ export interface Batch {
 /**
  * A statement record from the proxy thread:
  * [kind, session, sseq, time, sql, classification(s), decision, params, action,
- *  first outcome: index (-1: none yet), tag, sqlstate, message, skipped, durationMs, further outcomes | null].
+ *  first outcome: index (-1: none yet), tag, sqlstate, message, skipped, durationMs, further outcomes | null,
+ *  first outcome's readOnlyRefused].
  * Classifications and decisions are JSON text or numbers of dictionary entries.
  */
-export const STATEMENT_SLOTS = 16;
+export const STATEMENT_SLOTS = 17;
 
 interface SessionAgg {
   statements: number;
@@ -336,7 +337,7 @@ export class AuditWriter {
         }
         let outcomes = '[]';
         if ((r[9] as number) >= 0) {
-          outcomes = `[${outcomeJson([r[9], r[10], r[11], r[12], r[13], r[14]] as OutcomeRec, fragments)}`;
+          outcomes = `[${outcomeJson([r[9], r[10], r[11], r[12], r[13], r[14], r[16]] as OutcomeRec, fragments)}`;
           const more = r[15] as OutcomeRec[] | null;
           if (more !== null) for (const o of more) outcomes += `,${outcomeJson(o, fragments)}`;
           outcomes += ']';
@@ -358,7 +359,7 @@ export class AuditWriter {
       case REC.Outcome: {
         const statement = r[4] as number;
         const fragments = this.fragments.get(`${session}:${statement}`) ?? [];
-        const o = outcomeJson([r[5], r[6], r[7], r[8], r[9], r[10]] as OutcomeRec, fragments);
+        const o = outcomeJson([r[5], r[6], r[7], r[8], r[9], r[10], r[11]] as OutcomeRec, fragments);
         const seq = this.append(session, sseq, time, 'outcome', `{"statement":${statement},${o.slice(1)}`);
         this.agg(session, seq);
         return;
@@ -566,7 +567,7 @@ export class PruneRefused extends Error {}
 
 /** An outcome as JSON; fields that are null or false are left out (see OutcomeBody). */
 function outcomeJson(o: OutcomeRec, fragments: string[]): string {
-  const [index, tag, sqlstate, message, skipped, durationMs] = o;
+  const [index, tag, sqlstate, message, skipped, durationMs, readOnlyRefused] = o;
   let out = `{"index":${index}`;
   if (tag !== null) {
     out += `,"tag":${JSON.stringify(tag)}`;
@@ -576,5 +577,6 @@ function outcomeJson(o: OutcomeRec, fragments: string[]): string {
   if (sqlstate !== null) out += `,"sqlstate":${JSON.stringify(sqlstate)}`;
   if (message !== null) out += `,"message":${JSON.stringify(redactFreeText(fragments.length > 0 ? scrubMessage(message, fragments) : message))}`;
   if (skipped) out += ',"skipped":true';
+  if (readOnlyRefused === true) out += ',"read_only_refused":true';
   return `${out},"duration_ms":${JSON.stringify(durationMs)}}`;
 }

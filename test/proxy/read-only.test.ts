@@ -18,6 +18,7 @@ import type { ClassifyResult, StatementInfo } from '../../src/sql/types.js';
 import { startPostgres } from '../helpers/postgres.js';
 import { ALICE, startStepgate } from '../helpers/stepgate.js';
 import { m, RawClient, type Msg, type Target } from '../helpers/raw-client.js';
+import { readEvents } from '../audit/helpers.js';
 
 const rulesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-rules-'));
 t.teardown(() => fs.rmSync(rulesDir, { recursive: true, force: true }));
@@ -93,6 +94,12 @@ t.test('a misread write fails in autocommit, simple and extended, and the client
   t.same(codes(extended), ['25006']);
   t.same(await pwned(), []);
   t.same(types(await c.query('SELECT 1')), ['T', 'D', 'C', 'Z'], 'the session goes on');
+  // The audit trail tells a stopped hidden write from an ordinary error.
+  await sg.app.audit.durable();
+  const outcomes = readEvents(sg.dataDir, "kind = 'statement'")
+    .filter((e) => String(e.data.sql).includes('/*misread*/'))
+    .flatMap((e) => e.data.outcomes as Record<string, unknown>[]);
+  t.ok(outcomes.length >= 2 && outcomes.every((o) => o.sqlstate === '25006' && o.read_only_refused === true), 'recorded as a refused hidden write');
 });
 
 t.test('honest writes in autocommit are unaffected', async (t) => {
