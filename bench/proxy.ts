@@ -38,7 +38,15 @@ export interface WorkloadResult {
   clients: number;
   /** Per target: one result per round. */
   runs: Record<string, PgbenchResult[]>;
-  ratios: { stepgateVsDirect: number; stepgateVsPgbouncer: number | null; pgbouncerVsDirect: number | null; nodePipeVsDirect: number; stepgateVsNodePipe: number };
+  ratios: {
+    stepgateVsDirect: number;
+    stepgateVsPgbouncer: number | null;
+    pgbouncerVsDirect: number | null;
+    nodePipeVsDirect: number;
+    stepgateVsNodePipe: number;
+    /** What server-enforced reads cost: stepgate / stepgate without them (1.0 = nothing). */
+    enforcedVsUnenforced: number;
+  };
   /** 1 client: stepgate's average latency minus direct's, in µs (median over rounds). */
   addedLatencyUs: number;
 }
@@ -100,13 +108,14 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     const nodePipe = await startNodePipe(db, DATABASE);
     cleanups.push(() => nodePipe.stop());
     const stepgates = new Map<string, Target>();
-    const stepgateFor = async (rules: string): Promise<Target> => {
-      let target = stepgates.get(rules);
+    const stepgateFor = async (rules: string, enforceReads = true): Promise<Target> => {
+      const key = `${rules}\0${enforceReads}`;
+      let target = stepgates.get(key);
       if (!target) {
-        target = await startStepgateProcess(db, DATABASE, rules);
+        target = await startStepgateProcess(db, DATABASE, rules, { enforceReads });
         const started = target;
         cleanups.push(() => started.stop());
-        stepgates.set(rules, target);
+        stepgates.set(key, target);
       }
       return target;
     };
@@ -115,7 +124,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       const workload = WORKLOADS[name];
       if (!workload) throw new Error(`unknown workload "${name}"; known: ${Object.keys(WORKLOADS).join(', ')}`);
       const stepgate = await stepgateFor(workload.rules);
-      const targets = [direct, ...(pgbouncer ? [pgbouncer] : []), nodePipe, stepgate];
+      const unenforced = await stepgateFor(workload.rules, false);
+      const targets = [direct, ...(pgbouncer ? [pgbouncer] : []), nodePipe, stepgate, unenforced];
       for (const clients of options.clients ?? [1, 8]) {
         const runs: Record<string, PgbenchResult[]> = Object.fromEntries(targets.map((x) => [x.name, []]));
         for (let round = 0; round < options.rounds; round++) {
@@ -137,6 +147,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
             pgbouncerVsDirect: pgbouncer ? ratio('pgbouncer', 'direct') : null,
             nodePipeVsDirect: ratio('node-pipe', 'direct'),
             stepgateVsNodePipe: ratio('stepgate', 'node-pipe'),
+            enforcedVsUnenforced: ratio('stepgate', 'stepgate-unenforced'),
           },
           addedLatencyUs: median(runs.stepgate.map((r, i) => (r.latencyMs - runs.direct[i].latencyMs) * 1000)),
         });
@@ -252,6 +263,14 @@ export function formatReport(report: BenchReport): string {
     lines.push(
       `| ${w.workload} | ${w.clients} | ${tps} | ${ratio(r.stepgateVsDirect)} | ${ratio(r.stepgateVsPgbouncer)} | ${ratio(r.stepgateVsNodePipe)} | ${ratio(r.pgbouncerVsDirect)} | ${ratio(r.nodePipeVsDirect)} |`,
     );
+  }
+  lines.push('');
+  lines.push('Server-enforced reads (stepgate / stepgate with them switched off, same run):');
+  lines.push('');
+  lines.push('| workload | clients | stepgate | without enforced reads | ratio |');
+  lines.push('|---|---|---|---|---|');
+  for (const w of report.workloads) {
+    lines.push(`| ${w.workload} | ${w.clients} | ${medianOf(w, 'stepgate', (x) => x.tps)} | ${medianOf(w, 'stepgate-unenforced', (x) => x.tps)} | ${ratio(w.ratios.enforcedVsUnenforced)} |`);
   }
   lines.push('');
   lines.push('Average latency (µs; "added" is stepgate minus direct, the median over rounds):');

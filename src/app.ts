@@ -105,6 +105,11 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   }
   const stepUp: StepUpBroker = overrides.stepUp ?? broker!;
 
+  // Only for `npm run bench`, to measure what server-enforced reads cost: never in production.
+  const enforceReads = process.env.STEPGATE_UNSAFE_NO_READ_ONLY !== '1';
+  if (!enforceReads) {
+    log.error('read_only.disabled', { note: 'STEPGATE_UNSAFE_NO_READ_ONLY=1: reads are NOT run in read-only mode; a misread statement can write. For benchmarks only.' });
+  }
   const proxy = new ProxyServer(config, {
     identity,
     classify: overrides.classify ? overrides.classify((sql, ctx) => cache.classify(sql, ctx)) : (sql, ctx) => cache.classify(sql, ctx),
@@ -114,6 +119,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     log,
     recordParams: config.audit.bindParameters,
     auditOnFailure: config.audit.onFailure,
+    enforceReads,
   });
   let proxyAddress: net.AddressInfo;
   try {

@@ -15,7 +15,8 @@ import type { PgbenchTarget } from './pgbench.js';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 export interface Target extends PgbenchTarget {
-  name: 'direct' | 'pgbouncer' | 'node-pipe' | 'stepgate';
+  /** stepgate-unenforced: stepgate without server-enforced reads, to measure what they cost. */
+  name: 'direct' | 'pgbouncer' | 'node-pipe' | 'stepgate' | 'stepgate-unenforced';
   pid: number | null;
   stop(): Promise<void>;
 }
@@ -124,7 +125,7 @@ export async function startNodePipe(db: TestPostgres, database: string): Promise
   return startNodeTarget('node-pipe', args, port, { user: 'postgres', password: db.password, database }, null);
 }
 
-export async function startStepgateProcess(db: TestPostgres, database: string, rulesDir: string): Promise<Target> {
+export async function startStepgateProcess(db: TestPostgres, database: string, rulesDir: string, options: { enforceReads?: boolean } = {}): Promise<Target> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-bench-'));
   const port = await freePort();
   const user = { name: 'bench', password: 'bench-password' };
@@ -139,12 +140,20 @@ export async function startStepgateProcess(db: TestPostgres, database: string, r
   // STEPGATE_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the stepgate process.
   const nodeArgs = (process.env.STEPGATE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const args = [...nodeArgs, path.join(REPO_ROOT, 'bin/stepgate.js'), 'serve', '--config', path.join(dir, 'stepgate.yaml'), '--log-level', 'warn'];
-  return startNodeTarget('stepgate', args, port, { user: user.name, password: user.password, database }, dir);
+  const unenforced = options.enforceReads === false;
+  return startNodeTarget(unenforced ? 'stepgate-unenforced' : 'stepgate', args, port, { user: user.name, password: user.password, database }, dir, unenforced ? { STEPGATE_UNSAFE_NO_READ_ONLY: '1' } : {});
 }
 
 /** Runs `node args` until it listens on `port`; stopping it also removes `dir`. */
-async function startNodeTarget(name: Target['name'], args: string[], port: number, login: Pick<Target, 'user' | 'password' | 'database'>, dir: string | null): Promise<Target> {
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+async function startNodeTarget(
+  name: Target['name'],
+  args: string[],
+  port: number,
+  login: Pick<Target, 'user' | 'password' | 'database'>,
+  dir: string | null,
+  env: Record<string, string> = {},
+): Promise<Target> {
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
   let output = '';
   child.stderr?.on('data', (d) => (output += d));
   try {

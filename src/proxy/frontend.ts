@@ -55,6 +55,8 @@ export interface FrontendServices {
   limits: Limits;
   /** Record Bind parameters in the audit trail (off by default: they may hold personal data). */
   recordParams: boolean;
+  /** Server-enforced reads (read-only.ts). Off only to measure their cost (STEPGATE_UNSAFE_NO_READ_ONLY). */
+  enforceReads: boolean;
 }
 
 /** What the frontend needs from its session. */
@@ -216,6 +218,7 @@ export class Frontend {
   }
 
   private planFor(statements: readonly StatementInfo[]): Plan {
+    if (!this.services.enforceReads) return noPlan(this.model.state);
     return planQuery(this.model.state, statements, this.model.context(this.replies.clientIdle));
   }
 
@@ -281,7 +284,9 @@ export class Frontend {
       if (invalid) return this.rejectExtended(invalid);
       const statement: PreparedStatement = { sql, statements: result.statements };
       const single = statement.statements.length === 1 ? statement.statements[0]! : null;
-      const plan = planExtended(this.model.state, { kind: 'parse', statement: single, expectWrite: this.batchWrites(parse.name, statement).write }, this.model.context(this.replies.clientIdle));
+      const plan = this.services.enforceReads
+        ? planExtended(this.model.state, { kind: 'parse', statement: single, expectWrite: this.batchWrites(parse.name, statement).write }, this.model.context(this.replies.clientIdle))
+        : noPlan(this.model.state);
       this.injectExtended(plan, false);
       const undo = this.registry.defineStatement(parse.name, statement);
       this.replies.expect({ ...this.replies.common(), kind: 'parse', undo });
@@ -423,6 +428,7 @@ export class Frontend {
 
   /** Plans a Bind or Execute of a prepared statement. */
   private planRun(statement: PreparedStatement): Plan {
+    if (!this.services.enforceReads) return noPlan(this.model.state);
     const single = statement.statements.length === 1 ? statement.statements[0]! : null;
     const state = this.model.state;
     const scan = this.batchWrites(null, null);
@@ -701,6 +707,11 @@ export class Frontend {
       for (let i = undos.length - 1; i >= 0; i--) undos[i]!();
     };
   }
+}
+
+/** Nothing to send, nothing changes: read-only enforcement is off. */
+function noPlan(state: TransactionState): Plan {
+  return { before: [], after: [], afterSync: [], modes: [], unenforced: [], doomed: [], after_state: state };
 }
 
 /** COPY ... FROM STDIN: the server will read copy data from the client. */

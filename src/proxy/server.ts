@@ -37,6 +37,8 @@ export interface ProxyServices {
   recordParams?: boolean;
   /** audit.on_failure; default close. */
   auditOnFailure?: 'close' | 'allow_reads';
+  /** Server-enforced reads; default on (off only to measure their cost). */
+  enforceReads?: boolean;
 }
 
 /** A failure during startup that the client hears about as a FATAL ErrorResponse. */
@@ -278,6 +280,7 @@ export class ProxyServer {
         limits,
         recordParams: this.services.recordParams ?? false,
         auditOnFailure: this.services.auditOnFailure ?? 'close',
+        enforceReads: this.services.enforceReads ?? true,
       },
     });
     this.sessions.add(session);

@@ -47,6 +47,8 @@ export interface SessionServices {
   recordParams: boolean;
   /** What to do with allowed statements while the audit store is failing (step-up and deny always fail closed). */
   auditOnFailure: 'close' | 'allow_reads';
+  /** Server-enforced reads; off only to measure what they cost (see app.ts). */
+  enforceReads: boolean;
 }
 
 export interface SessionOptions {
@@ -195,8 +197,10 @@ export class Session {
     this.server.on('error', (err) => this.serverGone(`the connection to the server failed: ${err.message}`));
     // Before any client message: stepgate's statements are prepared and the session default is made
     // read-only, so that every implicit transaction starts read-only.
-    this.toServer.write(injector.encode([Injection.DefaultOn], Style.Synced, { keepUnnamedPortal: false }));
-    model.serverDefaultReadOnly = true;
+    if (this.services.enforceReads) {
+      this.toServer.write(injector.encode([Injection.DefaultOn], Style.Synced, { keepUnnamedPortal: false }));
+      model.serverDefaultReadOnly = true;
+    }
     this.client.resume();
     this.server.resume();
     if (this.client.destroyed) {

@@ -20,7 +20,11 @@ t.test('a very short benchmark run', async (t) => {
   t.equal(report.workloads.length, 2);
   for (const w of report.workloads) {
     const targets = Object.keys(w.runs).sort();
-    t.same(targets, report.machine.pgbouncer ? ['direct', 'node-pipe', 'pgbouncer', 'stepgate'] : ['direct', 'node-pipe', 'stepgate'], `${w.workload}: targets`);
+    t.same(
+      targets,
+      report.machine.pgbouncer ? ['direct', 'node-pipe', 'pgbouncer', 'stepgate', 'stepgate-unenforced'] : ['direct', 'node-pipe', 'stepgate', 'stepgate-unenforced'],
+      `${w.workload}: targets`,
+    );
     for (const [target, runs] of Object.entries(w.runs)) {
       for (const r of runs) {
         t.ok(r.transactions > 0, `${w.workload} via ${target}: transactions ran`);
@@ -29,12 +33,14 @@ t.test('a very short benchmark run', async (t) => {
     }
     t.ok(Number.isFinite(w.ratios.stepgateVsDirect), `${w.workload}: ratio to direct computed`);
     t.ok(Number.isFinite(w.ratios.stepgateVsNodePipe), `${w.workload}: ratio to the bare Node.js relay computed`);
+    t.ok(Number.isFinite(w.ratios.enforcedVsUnenforced), `${w.workload}: cost of server-enforced reads computed`);
   }
   t.ok(report.copy && report.copy.mb >= 3, 'COPY moved the data through both');
   t.ok(report.memory && Number.isFinite(report.memory.perConnectionKiB), 'memory per idle connection measured');
   t.equal(report.stepUp?.samples, 2, 'step-up latency measured with the console');
   const text = formatReport(report);
   t.match(text, /Throughput[^]*\| select-only simple \| 2 \|[^]*Average latency[^]*\| select-only simple \| 2 \|/);
+  t.match(text, /Server-enforced reads[^]*\| select-only simple \| 2 \|/);
   t.match(text, /COPY TO STDOUT of \d+ MiB: direct \d+ MiB\/s/);
   t.match(text, /Step-up \(2 samples\)/);
 });
