@@ -280,21 +280,35 @@ export class Frontend {
     const parse = frontend.readParse(buf, start, end);
     if (isReservedName(parse.name)) return this.rejectExtended(reservedError(parse.name));
     const classified = this.classifyBytes(parse.sql);
-    const define = ({ sql, result, invalid }: Classified): void => {
+    const judge = ({ sql, result, invalid }: Classified): Handled => {
       if (invalid) return this.rejectExtended(invalid);
       const statement: PreparedStatement = { sql, statements: result.statements };
-      const single = statement.statements.length === 1 ? statement.statements[0]! : null;
-      const plan = this.services.enforceReads
-        ? planExtended(this.model.state, { kind: 'parse', statement: single, expectWrite: this.batchWrites(parse.name, statement).write }, this.model.context(this.replies.clientIdle))
-        : noPlan(this.model.state);
-      this.injectExtended(plan, false);
-      const undo = this.registry.defineStatement(parse.name, statement);
-      this.replies.expect({ ...this.replies.common(), kind: 'parse', undo });
-      this.host.toServer.queue(buf, start, end);
-      this.model.apply(plan);
+      // Parse analysis can run the statement's code (a literal coerced to a domain runs its CHECK), and a
+      // write must be given read-write mode before it: so a statement the rules would not simply allow is
+      // judged here, before the server sees it. Allowed ones are judged at each Bind.
+      if (statement.statements.length === 0 || this.gate.wouldAllow(statement.statements)) return this.forwardParse(buf, start, end, parse.name, statement);
+      const verdict = this.gate.judge({ sql, statements: statement.statements, params: null, refuse: reservedRefusal(statement.statements) });
+      const done = (v: Verdict): Handled => {
+        if (v.kind === 'allow') return this.forwardParse(buf, start, end, parse.name, { ...statement, approved: v.auditId });
+        if (v.kind === 'refuse') return this.rejectExtended(v.error, this.trackers(v.auditId, 1));
+        if (v.kind === 'skip') this.trackers(v.auditId, 1)[0]!.onSkipped();
+      };
+      return verdict instanceof Promise ? verdict.then(done) : done(verdict);
     };
-    if (classified instanceof Promise) return classified.then(define);
-    define(classified);
+    if (classified instanceof Promise) return classified.then(judge);
+    return judge(classified);
+  }
+
+  private forwardParse(buf: Buffer, start: number, end: number, name: string, statement: PreparedStatement): void {
+    const single = statement.statements.length === 1 ? statement.statements[0]! : null;
+    const plan = this.services.enforceReads
+      ? planExtended(this.model.state, { kind: 'parse', statement: single, expectWrite: this.batchWrites(name, statement).write }, this.model.context(this.replies.clientIdle))
+      : noPlan(this.model.state);
+    this.injectExtended(plan, false);
+    const undo = this.registry.defineStatement(name, statement);
+    this.replies.expect({ ...this.replies.common(), kind: 'parse', undo });
+    this.host.toServer.queue(buf, start, end);
+    this.model.apply(plan);
   }
 
   private onBind(buf: Buffer, start: number, end: number): Handled {
@@ -312,6 +326,12 @@ export class Frontend {
       return;
     }
     const plan = this.planRun(statement);
+    if (statement.approved !== undefined) {
+      // Approved at its Parse, for one execution: this Bind.
+      const auditId = statement.approved;
+      delete statement.approved;
+      return this.forwardBind(buf, start, end, bind.portal, statement, params, auditId, plan);
+    }
     const statements = escalate(statement.statements, plan);
     const judged: PreparedStatement = statements === statement.statements ? statement : { sql: statement.sql, statements };
     const verdict = this.gate.judge({

@@ -74,6 +74,12 @@ export class Gate {
     private readonly services: GateServices,
   ) {}
 
+  /** Whether the rules let these statements through without asking (nothing recorded). */
+  wouldAllow(statements: StatementInfo[]): boolean {
+    this.host.subject.now = new Date();
+    return this.services.rules().decide(statements, this.host.subject).action === 'allow';
+  }
+
   /** Decides one message. Allowed statements with a healthy audit trail return at once (no Promise). */
   judge(request: GateRequest): Verdict | Promise<Verdict> {
     const host = this.host;

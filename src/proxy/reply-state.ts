@@ -400,12 +400,13 @@ export class ReplyState {
       }
       default: {
         this.shift();
-        if (head.kind === 'parse' || head.kind === 'bind' || head.kind === 'close') head.undo?.();
         if (head.kind === 'execute') {
           head.tracker?.onError(error.code, error.message, error.code === '25006' && head.readOnlyCause !== ReadOnlyCause.None);
           if (error.code === '25006') this.noteReadOnly(head.readOnlyCause);
         }
+        // Later messages of the batch are undone first: changes are undone in the reverse of their order.
         this.failBatch(head.batch);
+        if (head.kind === 'parse' || head.kind === 'bind' || head.kind === 'close') head.undo?.();
         return Action.Forward;
       }
     }

@@ -20,6 +20,11 @@ export interface PreparedStatement {
   /** Empty for an empty query string (the server answers EmptyQueryResponse). */
   statements: StatementInfo[];
   sql: string;
+  /**
+   * A statement the rules do not simply allow is judged at its Parse (parse analysis can run its code:
+   * literals coerced to a domain, for one): the audit id of that approval, for its first Bind.
+   */
+  approved?: number;
 }
 
 export interface Portal {
