@@ -6,6 +6,7 @@ import { ConfigError, loadConfig, type ConfigFlags } from '../config.js';
 import { createLogger, type Level } from '../log.js';
 import { RuleLoadError } from '../rules/load.js';
 import { formatRuleError } from '../rules/errors.js';
+import { lockDataDir, type OwnerLock } from '../util/owner-lock.js';
 import { parse, println, UsageError, type CommandIO } from './io.js';
 
 export const SERVE_HELP = `Usage: stepgate serve [options]
@@ -104,9 +105,14 @@ export async function serveCommand(args: string[], io: CommandIO): Promise<numbe
   // Listening for signals before anything starts: a SIGTERM during startup still shuts down in order.
   const stopRequested = untilSignal();
   let app;
+  let lock: OwnerLock | null = null;
   try {
-    app = await startApp(loadConfig(configFlags(values)), log);
+    const config = loadConfig(configFlags(values));
+    // Before anything in the data directory is touched: one stepgate per data directory.
+    lock = lockDataDir(config.dataDir);
+    app = await startApp(config, log);
   } catch (err) {
+    lock?.release();
     const code = reportStartupError(err, io);
     if (code !== null) return code;
     println(io.stderr, `stepgate: ${(err as Error).message}`);
@@ -115,5 +121,6 @@ export async function serveCommand(args: string[], io: CommandIO): Promise<numbe
   const signal = await stopRequested;
   log.info('stepgate.stopping', { signal });
   await app.close();
+  lock.release();
   return 0;
 }
