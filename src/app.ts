@@ -34,13 +34,25 @@ export interface App {
   consoleUrl: string | null;
   /** The audit trail: DATA/audit.db, or the override. */
   audit: AuditSink;
-  close(): Promise<void>;
+  /**
+   * Stops everything in order: the proxy (see ProxyServer.shutdown: running statements get `timeoutMs`,
+   * default 0, or until `deadline`; then every client gets FATAL 57P01 and held statements end with the
+   * outcome `shutdown`), the broker and console, the rules watcher, and last the audit trail (the
+   * sessions' ends recorded, a final signed checkpoint, audit.close).
+   */
+  close(options?: { timeoutMs?: number; deadline?: Promise<unknown> }): Promise<void>;
 }
 
 export interface AppOverrides {
   /** Replaces the console broker (tests of the proxy); no console is started then. */
   stepUp?: StepUpBroker;
   audit?: AuditSink;
+  /**
+   * false: the console stays on plain HTTP although `tls` is configured for PostgreSQL clients (the demo:
+   * a self-signed certificate on the console would stop browsers from offering passkeys, and
+   * http://localhost is a secure context for them anyway).
+   */
+  consoleTls?: boolean;
 }
 
 export async function startApp(config: Config, log: Logger, overrides: AppOverrides = {}): Promise<App> {
@@ -83,7 +95,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   let consoleUrl: string | null = null;
   if (!overrides.stepUp) {
     broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleServer!.url });
-    consoleServer = new ConsoleServer({ config, identity, broker, log });
+    consoleServer = new ConsoleServer({ config: overrides.consoleTls === false ? { ...config, tls: null } : config, identity, broker, log });
     try {
       consoleUrl = await consoleServer.listen();
     } catch (err) {
@@ -146,9 +158,10 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     console: consoleServer,
     consoleUrl,
     audit,
-    async close() {
-      // The proxy first: its sessions withdraw their held statements.
-      await proxy.close();
+    async close(options = {}) {
+      // The proxy first: its sessions end their held statements.
+      const { finished, terminated } = await proxy.shutdown({ timeoutMs: options.timeoutMs ?? 0, deadline: options.deadline });
+      if (finished + terminated > 0) log.info('stepgate.drained', { finished_in_time: finished, terminated });
       broker?.close();
       await consoleServer?.close();
       rules.close();

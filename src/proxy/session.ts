@@ -231,6 +231,24 @@ export class Session {
     return this.onClosed;
   }
 
+  /** Nothing in flight: no reply pending from the server, nothing held or waiting (shutdown can end it now). */
+  get idle(): boolean {
+    return this.pending.length === 0 && this.hold === null && !this.blocked && this.inbox.length === 0;
+  }
+
+  /**
+   * stepgate is shutting down: a held statement ends (outcome `shutdown`), the client hears it as from
+   * PostgreSQL (FATAL 57P01) and both connections close (the server rolls back an open transaction).
+   */
+  shutdown(): void {
+    if (this.closed) return;
+    this.hold?.end('shutdown');
+    this.closeReason = 'stepgate shut down';
+    this.toClient.flush();
+    this.toClient.write(backend.errorResponse({ severity: 'FATAL', code: '57P01', message: 'terminating connection due to administrator command' }));
+    this.close(this.closeReason);
+  }
+
 
   /**
    * CancelRequest from the client: ends a hold, or asks the server to cancel. Resolves once the server has
