@@ -146,6 +146,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     auth: config.auth,
     console: consoleUrl,
   });
+  let closing: Promise<void> | null = null;
   if (config.auth === 'trust') log.warn('auth.trust', { note: 'clients are not asked for passwords (loopback only); use scram-sha-256 anywhere else' });
   return {
     config,
@@ -158,16 +159,20 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     console: consoleServer,
     consoleUrl,
     audit,
-    async close(options = {}) {
-      // The proxy first: its sessions end their held statements.
-      const { finished, terminated } = await proxy.shutdown({ timeoutMs: options.timeoutMs ?? 0, deadline: options.deadline });
-      if (finished + terminated > 0) log.info('stepgate.drained', { finished_in_time: finished, terminated });
-      broker?.close();
-      await consoleServer?.close();
-      rules.close();
-      identity.close();
-      // Last: the sessions' ends are recorded, then a final signed checkpoint.
-      await auditStore?.close();
+    close(options = {}) {
+      // Once: a signal handler and a test's teardown may both ask.
+      closing ??= (async () => {
+        // The proxy first: its sessions end their held statements.
+        const { finished, terminated } = await proxy.shutdown({ timeoutMs: options.timeoutMs ?? 0, deadline: options.deadline });
+        if (finished + terminated > 0) log.info('stepgate.drained', { finished_in_time: finished, terminated });
+        broker?.close();
+        await consoleServer?.close();
+        rules.close();
+        identity.close();
+        // Last: the sessions' ends are recorded, then a final signed checkpoint.
+        await auditStore?.close();
+      })();
+      return closing;
     },
   };
 }

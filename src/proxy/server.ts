@@ -54,8 +54,11 @@ class TlsHandshakeFailed extends HandshakeClosed {}
 
 export class ProxyServer {
   private readonly server: net.Server;
-  /** Each session with its server connection (shutdown watches its replies to see it become idle). */
-  private readonly sessions = new Map<Session, net.Socket>();
+  /**
+   * Each session with its server connection (shutdown watches its replies to see it become idle) and how
+   * to cancel what its server backend runs (shutdown cancels what is still running at the deadline).
+   */
+  private readonly sessions = new Map<Session, { upstream: net.Socket; cancelServer: () => Promise<void> }>();
   private readonly sockets = new Set<net.Socket>();
   private readonly cancelKeys = new CancelKeys();
   private readonly catalogs = new Map<string, FunctionCatalog>();
@@ -103,7 +106,8 @@ export class ProxyServer {
    * once; one with a running statement (or a held one) gets until the deadline to finish it and is ended
    * as soon as its last reply has been relayed. Ending a session sends its client FATAL 57P01
    * (terminating connection due to administrator command), ends a hold with the outcome `shutdown` and
-   * closes both connections. Resolves when every connection is closed.
+   * closes both connections; a statement still running at the deadline is also cancelled on the server
+   * (its transaction rolls back, as in PostgreSQL's fast shutdown). Resolves when every connection is closed.
    *
    * `deadline`: resolves when the grace period is over (tests pass their own); default `timeoutMs`
    * (limits.shutdown_timeout) from now.
@@ -122,14 +126,22 @@ export class ProxyServer {
     let finished = 0;
     let terminated = 0;
     const busy = new Map<Session, () => void>();
+    const cancels: Promise<void>[] = [];
     const end = (session: Session, inTime: boolean): void => {
       busy.get(session)?.();
       busy.delete(session);
       if (inTime) finished++;
       else terminated++;
       session.shutdown();
+      if (!inTime) {
+        // The client has its FATAL; the statement still running on the server is cancelled, so that its
+        // transaction rolls back instead of committing after the client was told the connection ended
+        // (a backend busy in a statement does not notice that its connection closed).
+        const cancel = this.sessions.get(session)?.cancelServer;
+        if (cancel) cancels.push(cancel().catch((err: Error) => log.warn('shutdown.cancel_failed', { connection: session.connectionId, error: err.message })));
+      }
     };
-    for (const [session, upstream] of this.sessions) {
+    for (const [session, { upstream }] of this.sessions) {
       if (session.idle) {
         session.shutdown();
         continue;
@@ -156,6 +168,7 @@ export class ProxyServer {
       if (timer) clearTimeout(timer);
       for (const session of [...busy.keys()]) end(session, false);
     }
+    await Promise.all(cancels);
     await Promise.all([...this.sessions.keys()].map((s) => s.finished));
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     for (const socket of this.sockets) socket.destroy();
@@ -296,6 +309,7 @@ export class ProxyServer {
     const { connectionId, socket, subject, route, upstream } = c;
     const limits = this.config.limits;
     const { processId, secretKey } = this.cancelKeys.issue({ cancel: () => session.cancel() });
+    const cancelServer = (): Promise<void> => sendUpstreamCancel(route.target, upstream.processId, upstream.secretKey, limits.upstreamConnectTimeoutMs);
     const leftover = c.reader.detach();
     socket.pause();
     const hello: Buffer[] = [];
@@ -332,7 +346,7 @@ export class ProxyServer {
       subject,
       serverParameters: upstream.parameters,
       catalog: this.catalogFor(route.target, route.database),
-      cancelUpstream: () => sendUpstreamCancel(route.target, upstream.processId, upstream.secretKey, limits.upstreamConnectTimeoutMs),
+      cancelUpstream: cancelServer,
       services: {
         classify: this.services.classify,
         rules: this.services.rules,
@@ -344,7 +358,7 @@ export class ProxyServer {
         auditOnFailure: this.services.auditOnFailure ?? 'close',
       },
     });
-    this.sessions.set(session, upstream.socket);
+    this.sessions.set(session, { upstream: upstream.socket, cancelServer });
     if (this.closing) session.shutdown(); // shutdown began while this connection logged in
     await session.finished;
     this.sessions.delete(session);
