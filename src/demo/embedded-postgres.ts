@@ -234,6 +234,8 @@ export async function startDemoPostgres(dataRoot: string, usedDir: string, onLog
         if (pidExists(pid)) {
           const r = await runPgCtl(pgCtl, ['stop', '-D', dataDir, '-m', 'fast', '-w', '-t', '60'], user);
           if (r.code !== 0 && pidExists(pid)) throw new Error(`PostgreSQL did not stop (pg_ctl: ${r.output})`);
+          // pg_ctl returns once postmaster.pid is gone, which the postmaster removes just before it exits.
+          for (let i = 0; i < 100 && pidExists(pid); i++) await new Promise((r) => setTimeout(r, 50));
         }
         fs.rmSync(ownerFile, { force: true });
       })();

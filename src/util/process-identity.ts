@@ -29,14 +29,23 @@ export function currentProcess(): ProcessIdentity {
   return { pid: process.pid, start: processStartTime(process.pid) };
 }
 
-/** True when `pid` exists (signal 0; EPERM means it exists but belongs to another user). */
+/**
+ * True when `pid` runs (signal 0; EPERM means it exists but belongs to another user). A zombie (exited,
+ * not yet reaped by its parent, which for a daemonized postmaster may be an init that never reaps) does
+ * not count.
+ */
 export function pidExists(pid: number): boolean {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try {
     process.kill(pid, 0);
-    return true;
   } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
+    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true; // no /proc: signal 0 is all there is
   }
 }
 
