@@ -12,6 +12,7 @@ import { IdentityStore } from './identity/store.js';
 import type { Logger } from './log.js';
 import { ProxyServer } from './proxy/server.js';
 import { formatRuleErrorOneLine } from './rules/errors.js';
+import type { LoadedRules } from './rules/load.js';
 import { watchRules, type RuleWatcher } from './rules/watch.js';
 import { ClassificationCache } from './sql/cache.js';
 import { initParser } from './sql/parser.js';
@@ -57,8 +58,14 @@ export interface AppOverrides {
 
 export async function startApp(config: Config, log: Logger, overrides: AppOverrides = {}): Promise<App> {
   await initParser();
+  const shadowed = (loaded: LoadedRules): void => {
+    for (const w of loaded.warnings) log.warn('rules.never_decides', { rule_at: `${w.file}:${w.line}:${w.column}`, problem: w.message, fix: w.fix });
+  };
   const rules = await watchRules(config.rulesDir, {
-    onReload: (loaded) => log.info('rules.reloaded', { dir: loaded.dir, files: loaded.files, rules: loaded.ruleCount }),
+    onReload: (loaded) => {
+      log.info('rules.reloaded', { dir: loaded.dir, files: loaded.files, rules: loaded.ruleCount });
+      shadowed(loaded);
+    },
     onInvalid: (errors) =>
       log.error('rules.invalid', {
         dir: config.rulesDir,
@@ -66,6 +73,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         note: 'the previous rules stay in force until the errors are fixed',
       }),
   });
+  shadowed(rules.current);
   const identity = new IdentityStore(config.dataDir);
   const cache = new ClassificationCache();
 
