@@ -65,6 +65,9 @@ function processesUsing(dir: string): number[] {
   return found;
 }
 
+// Four demo starts (one creates a cluster): more than the default 120 s on a busy machine.
+t.setTimeout(600_000);
+
 if (requirePrograms(t, ['psql'])) {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-demo-test-'));
   // Reachable by the "postgres" user, so the cluster stays inside the data directory (see clusterRoot).
