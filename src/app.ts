@@ -12,6 +12,7 @@ import { IdentityStore } from './identity/store.js';
 import type { Logger } from './log.js';
 import { ProxyServer, type ProxyServices } from './proxy/server.js';
 import { formatRuleErrorOneLine } from './rules/errors.js';
+import type { LoadedRules } from './rules/load.js';
 import { watchRules, type RuleWatcher } from './rules/watch.js';
 import { ClassificationCache } from './sql/cache.js';
 import { initParser } from './sql/parser.js';
@@ -34,7 +35,13 @@ export interface App {
   consoleUrl: string | null;
   /** The audit trail: DATA/audit.db, or the override. */
   audit: AuditSink;
-  close(): Promise<void>;
+  /**
+   * Stops everything in order: the proxy (see ProxyServer.shutdown: running statements get `timeoutMs`,
+   * default 0, or until `deadline`; then every client gets FATAL 57P01 and held statements end with the
+   * outcome `shutdown`), the broker and console, the rules watcher, and last the audit trail (the
+   * sessions' ends recorded, a final signed checkpoint, audit.close).
+   */
+  close(options?: { timeoutMs?: number; deadline?: Promise<unknown> }): Promise<void>;
 }
 
 export interface AppOverrides {
@@ -46,12 +53,24 @@ export interface AppOverrides {
    * a write through).
    */
   classify?: (classify: ProxyServices['classify']) => ProxyServices['classify'];
+  /**
+   * false: the console stays on plain HTTP although `tls` is configured for PostgreSQL clients (the demo:
+   * a self-signed certificate on the console would stop browsers from offering passkeys, and
+   * http://localhost is a secure context for them anyway).
+   */
+  consoleTls?: boolean;
 }
 
 export async function startApp(config: Config, log: Logger, overrides: AppOverrides = {}): Promise<App> {
   await initParser();
+  const shadowed = (loaded: LoadedRules): void => {
+    for (const w of loaded.warnings) log.warn('rules.never_decides', { rule_at: `${w.file}:${w.line}:${w.column}`, problem: w.message, fix: w.fix });
+  };
   const rules = await watchRules(config.rulesDir, {
-    onReload: (loaded) => log.info('rules.reloaded', { dir: loaded.dir, files: loaded.files, rules: loaded.ruleCount }),
+    onReload: (loaded) => {
+      log.info('rules.reloaded', { dir: loaded.dir, files: loaded.files, rules: loaded.ruleCount });
+      shadowed(loaded);
+    },
     onInvalid: (errors) =>
       log.error('rules.invalid', {
         dir: config.rulesDir,
@@ -59,6 +78,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         note: 'the previous rules stay in force until the errors are fixed',
       }),
   });
+  shadowed(rules.current);
   const identity = new IdentityStore(config.dataDir);
   const cache = new ClassificationCache();
 
@@ -88,7 +108,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   let consoleUrl: string | null = null;
   if (!overrides.stepUp) {
     broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleServer!.url });
-    consoleServer = new ConsoleServer({ config, identity, broker, log });
+    consoleServer = new ConsoleServer({ config: overrides.consoleTls === false ? { ...config, tls: null } : config, identity, broker, log });
     try {
       consoleUrl = await consoleServer.listen();
     } catch (err) {
@@ -145,6 +165,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     auth: config.auth,
     console: consoleUrl,
   });
+  let closing: Promise<void> | null = null;
   if (config.auth === 'trust') log.warn('auth.trust', { note: 'clients are not asked for passwords (loopback only); use scram-sha-256 anywhere else' });
   return {
     config,
@@ -157,15 +178,20 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     console: consoleServer,
     consoleUrl,
     audit,
-    async close() {
-      // The proxy first: its sessions withdraw their held statements.
-      await proxy.close();
-      broker?.close();
-      await consoleServer?.close();
-      rules.close();
-      identity.close();
-      // Last: the sessions' ends are recorded, then a final signed checkpoint.
-      await auditStore?.close();
+    close(options = {}) {
+      // Once: a signal handler and a test's teardown may both ask.
+      closing ??= (async () => {
+        // The proxy first: its sessions end their held statements.
+        const { finished, terminated } = await proxy.shutdown({ timeoutMs: options.timeoutMs ?? 0, deadline: options.deadline });
+        if (finished + terminated > 0) log.info('stepgate.drained', { finished_in_time: finished, terminated });
+        broker?.close();
+        await consoleServer?.close();
+        rules.close();
+        identity.close();
+        // Last: the sessions' ends are recorded, then a final signed checkpoint.
+        await auditStore?.close();
+      })();
+      return closing;
     },
   };
 }

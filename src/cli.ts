@@ -29,7 +29,8 @@ step-up approvals happen in the web console (default http://localhost:6480), whi
 stepgate serve starts next to the proxy: people register a passkey there with their
 enrollment link and approve held statements with it. See docs/console.md.
 
-Every command takes --help. Exit status: 0 success, 1 failure, 2 usage or configuration error.
+Every command takes --help. Exit status: 0 success, 1 failure, 2 usage or configuration error
+(audit verify: 3 when the trail is intact but with warnings).
 `;
 
 const RULES_HELP = `Usage: stepgate rules <check|explain|test> ...

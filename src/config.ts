@@ -29,6 +29,11 @@ export interface Limits {
    * client that vanished (a laptop closed, a network gone) does not hold its server backend for hours.
    */
   tcpKeepaliveMs: number;
+  /**
+   * At SIGTERM/SIGINT, statements that are running (or held) get this long to finish before every client
+   * is sent FATAL 57P01 and disconnected; new connections meanwhile get FATAL 57P03.
+   */
+  shutdownTimeoutMs: number;
 }
 
 /** The audit trail (`audit:` in the config file). */
@@ -89,6 +94,7 @@ export const DEFAULTS = {
     maxConnections: 2000,
     upstreamConnectTimeoutMs: 10_000,
     tcpKeepaliveMs: 60_000,
+    shutdownTimeoutMs: 10_000,
   },
   audit: {
     onFailure: 'close',
@@ -287,6 +293,7 @@ export function loadConfig(flags: ConfigFlags): Config {
         max_connections: ['maxConnections', 'count'],
         upstream_connect_timeout: ['upstreamConnectTimeoutMs', 'duration'],
         tcp_keepalive: ['tcpKeepaliveMs', 'duration'],
+        shutdown_timeout: ['shutdownTimeoutMs', 'duration'],
       };
       for (const [k, v] of Object.entries(rawLimits as Record<string, unknown>)) {
         const spec = specs[k];

@@ -148,14 +148,25 @@ export interface Bodies {
   'challenge.resolved': {
     statement: number;
     challenge: string | null;
-    status: 'approved' | 'rejected' | 'expired' | 'cancelled' | 'withdrawn' | 'unavailable';
+    status: 'approved' | 'rejected' | 'expired' | 'cancelled' | 'withdrawn' | 'shutdown' | 'unavailable';
     approvers?: { user: string; credential: string | null }[];
     grant?: boolean;
     by?: string;
     reason?: string;
   };
-  'audit.open': { format: number; stepgate_pid: number; host: string; previous_run: string | null; clean_shutdown: boolean | null; open_sessions: string[] };
-  'audit.close': { events: number };
+  'audit.open': {
+    format: number;
+    /** This run's id (absent in trails written before it was recorded; the next run's previous_run names it). */
+    run?: string;
+    stepgate_pid: number;
+    /** The process's start time (/proc/PID/stat), so a later reader can tell whether that stepgate still runs. */
+    stepgate_start?: string | null;
+    host: string;
+    previous_run: string | null;
+    clean_shutdown: boolean | null;
+    open_sessions: string[];
+  };
+  'audit.close': { events: number; run?: string };
   'audit.key': { kid: string; jwk: Record<string, unknown>; note: string };
   'audit.gap': { dropped: number; by_kind: Record<string, number>; reason: string };
   'audit.pruned': { through_seq: number; through_time: number; checkpoint: number; retention_ms: number; events: number };

@@ -171,6 +171,9 @@ export function replaySteps(session: SessionRow, events: AuditEvent[]): ReplaySt
           case 'withdrawn':
             lines.push(`-- ${at} withdrawn: the client went away`);
             break;
+          case 'shutdown':
+            lines.push(`-- ${at} ended: stepgate shut down while it waited (not run; the client got FATAL 57P01)`);
+            break;
           case 'unavailable':
             lines.push(`-- ${at} refused: step-up is not available (${String(d.reason ?? '')})`);
             break;

@@ -14,11 +14,19 @@
  *
  * Failure: if the worker reports a storage error or dies, `healthy` turns false, waiting and later
  * `durable()` calls reject, and the failure is logged. Unacknowledged batches stay in memory (up to
- * `maxPending` records; beyond that records are dropped and counted in an `audit.gap` event) and a new
- * worker is started with backoff; once it has written them, `healthy` is true again.
+ * `maxPending` records; beyond that records are dropped, which is logged at error once per outage and
+ * counted in an `audit.gap` event) and a new worker is started with backoff; once it has written them,
+ * `healthy` is true again.
+ *
+ * One writer per chain: the store holds `DATA/audit.lock` (a kernel lock, see util/owner-lock.ts) from
+ * open to close, so a second store on the same trail, in this process or another, is refused before it
+ * writes anything (the writer's `last_batch` check stays as a second line of defence).
  */
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
 import { Worker } from 'node:worker_threads';
+import { OwnerLock } from '../util/owner-lock.js';
 import type { Decision } from '../rules/types.js';
 import type { StatementInfo } from '../sql/types.js';
 import type { HoldOutcome } from '../stepup/types.js';
@@ -103,6 +111,9 @@ interface ClassEntry {
 
 const DICTIONARY_LIMIT = 50_000;
 
+/** Held by the one store that writes `audit.db` (see util/owner-lock.ts). */
+export const AUDIT_LOCK_FILE = 'audit.lock';
+
 const KIND_NAMES: Record<number, string> = {
   [REC.Start]: 'connection.start',
   [REC.End]: 'connection.end',
@@ -164,6 +175,10 @@ export class AuditStore implements AuditSink {
   private nextResult = 1;
   private writtenSeq = 0;
   private opened = false;
+  /** Held from open to close: no other store writes this chain meanwhile. */
+  private lock: OwnerLock | null = null;
+  /** Records dropped since the store last wrote (logged once per outage, then recorded as audit.gap). */
+  private droppedSinceWrite = 0;
 
   private constructor(options: AuditStoreOptions) {
     this.log = options.log;
@@ -191,10 +206,25 @@ export class AuditStore implements AuditSink {
   private readonly baseRestartDelay: number;
   private readonly maxRestartDelay: number;
 
-  /** Opens `DATA/audit.db` (creating it and the signing key on first use). Rejects when it cannot be written. */
+  /**
+   * Opens `DATA/audit.db` (creating it and the signing key on first use). Rejects when it cannot be
+   * written, and with OwnerLockHeld when another store (another stepgate) writes this trail: one writer
+   * per chain, refused before anything is written.
+   */
   static async open(options: AuditStoreOptions): Promise<AuditStore> {
+    fs.mkdirSync(options.dataDir, { recursive: true, mode: 0o700 });
+    const lock = OwnerLock.acquire(
+      path.join(options.dataDir, AUDIT_LOCK_FILE),
+      (owner) => `another stepgate${owner ? ` (pid ${owner.pid})` : ''} writes the audit trail in ${options.dataDir} (one writer per audit trail)`,
+    );
     const store = new AuditStore(options);
-    await store.spawn(false);
+    store.lock = lock;
+    try {
+      await store.spawn(false);
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
     return store;
   }
 
@@ -427,8 +457,10 @@ export class AuditStore implements AuditSink {
     }
     this.worker = null;
     this.workerReady = false;
-    const lost = this.inflight.reduce((sum, b) => sum + b.recs.length, 0);
+    const lost = this.inflight.reduce((sum, b) => sum + b.recs.length, 0) + this.droppedSinceWrite;
     if (lost > 0) this.log.error('audit.lost_on_close', { events: lost, data: this.dataDir, reason: this.failureReason });
+    this.lock?.release();
+    this.lock = null;
     this.setHealthy(false, 'closed');
     for (const w of this.waiters) w.reject(this.unavailable());
     this.waiters = [];
@@ -454,6 +486,15 @@ export class AuditStore implements AuditSink {
       const kind = KIND_NAMES[rec[0] as number] ?? 'unknown';
       this.dropped ??= {};
       this.dropped[kind] = (this.dropped[kind] ?? 0) + 1;
+      if (this.droppedSinceWrite++ === 0) {
+        // Never in silence: once per outage here, and as an audit.gap event (with the count) once the store writes again.
+        this.log.error('audit.dropping', {
+          data: this.dataDir,
+          kept: this.maxPending,
+          reason: this.failureReason,
+          note: 'the audit store is down and the memory buffer is full: new events are counted, not kept (recorded as audit.gap when it recovers)',
+        });
+      }
       return false;
     }
     const b = this.batch;
@@ -642,6 +683,8 @@ export class AuditStore implements AuditSink {
 
   private acknowledge(n: number, seq: number, fromWrite: boolean): void {
     this.writtenSeq = Math.max(this.writtenSeq, seq);
+    // The batch that carried the drop count (audit.gap) is on disk once everything posted before now is.
+    if (this.dropped === null && this.inflight.every((b) => b.n <= n)) this.droppedSinceWrite = 0;
     while (this.inflight.length > 0 && this.inflight[0]!.n <= n) this.inflightRecords -= this.inflight.shift()!.recs.length;
     if (this.waiters.length > 0) {
       const still: Waiter[] = [];

@@ -2,8 +2,15 @@
  * `stepgate audit verify`: walks the hash chain from its start (or from the retention anchor a signed
  * checkpoint vouches for) to its head, checks every checkpoint's signature and that it matches the chain,
  * and cross-checks the sessions index. Names the first event that was altered, deleted or inserted.
+ *
+ * An intact chain can still be incomplete, and that is reported as warnings: a run (one stepgate process,
+ * from `audit.open`) that ended without `audit.close` (killed or crashed: its last events may be missing),
+ * events of two runs interleaved (two processes wrote at once), and events the store had to drop
+ * (`audit.gap`). A run without `audit.close` whose process still runs on this host is running, not lost.
  */
+import os from 'node:os';
 import type Database from 'better-sqlite3';
+import { isAlive } from '../util/process-identity.js';
 import { getAnchor } from './db.js';
 import { canonical, chainHash, GENESIS_HASH, SYSTEM_SESSION, type CheckpointRow, type EventRow } from './format.js';
 import { verifyCheckpointSignature, type PublicKey } from './keys.js';
@@ -29,7 +36,32 @@ export interface VerifyReport {
   /** Events after the last valid checkpoint: nothing signed vouches for them yet. */
   unsealed: number;
   key: { kid: string; source: string };
+  /** Every run (stepgate process) the chain records, oldest first. */
+  runs: RunReport[];
+  /** Events the store had to drop (sum of audit.gap events). */
+  dropped: number;
   problems: Problem[];
+}
+
+export interface RunReport {
+  /** The run's id; null for a trail written before runs were named and not named by a later run. */
+  id: string | null;
+  pid: number | null;
+  host: string | null;
+  /** Time of its audit.open. */
+  started: number;
+  /** Time of its last event. */
+  lastTime: number;
+  /** It ended with audit.close. */
+  closed: boolean;
+  /** No audit.close, but its process still runs on this host. */
+  running: boolean;
+}
+
+interface RunSeen extends RunReport {
+  openSeq: number;
+  lastSeq: number;
+  start: string | null;
 }
 
 interface SessionSeen {
@@ -127,6 +159,12 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
     let nextSpan = spans.next();
     const openSpans = new Map<number, number>();
     let unlisted = 0;
+    // Runs: which run each session started in, to see events of an earlier run after a later one opened.
+    const runs: RunSeen[] = [];
+    let run: RunSeen | null = null;
+    const sessionRun = new Map<number, RunSeen>();
+    const interleaved = new Set<string>();
+    let dropped = 0;
     let next = rows.next();
     while (!next.done) {
       const row = next.value;
@@ -191,6 +229,57 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
       const cps = validCheckpoints.get(row.seq - shift);
       if (cps) for (const cp of cps) if (cp.hash !== row.hash) checkpointError(row.seq, `checkpoint ${cp.id} signed event ${cp.seq} with hash ${cp.hash.slice(0, 12)}…, but the stored event's hash is ${row.hash.slice(0, 12)}…: the chain was rewritten`);
 
+      if (run) {
+        run.lastTime = row.time;
+        run.lastSeq = row.seq;
+      }
+      if (row.session === SYSTEM_SESSION && (row.kind === 'audit.open' || row.kind === 'audit.close' || row.kind === 'audit.gap')) {
+        let body: Record<string, unknown> = {};
+        try {
+          body = JSON.parse(row.body) as Record<string, unknown>;
+        } catch {
+          // reported below (system events are checked for JSON like the others by the hash check)
+        }
+        if (row.kind === 'audit.open') {
+          const previous = typeof body.previous_run === 'string' ? body.previous_run : null;
+          if (run && run.id === null && previous !== null) run.id = previous;
+          run = {
+            id: typeof body.run === 'string' ? body.run : null,
+            pid: typeof body.stepgate_pid === 'number' ? body.stepgate_pid : null,
+            start: typeof body.stepgate_start === 'string' ? body.stepgate_start : null,
+            host: typeof body.host === 'string' ? body.host : null,
+            started: row.time,
+            lastTime: row.time,
+            openSeq: row.seq,
+            lastSeq: row.seq,
+            closed: false,
+            running: false,
+          };
+          runs.push(run);
+        } else if (row.kind === 'audit.close') {
+          if (run) run.closed = true;
+        } else {
+          const n = typeof body.dropped === 'number' ? body.dropped : 0;
+          dropped += n;
+          warning(row.seq, `the audit store had to drop ${n} event(s) while it could not write (audit.gap, event ${row.seq} at ${iso(row.time)}): what happened then is not in the trail`);
+        }
+      } else if (row.session !== SYSTEM_SESSION && run) {
+        if (row.kind === 'connection.start') sessionRun.set(row.session, run);
+        else {
+          const own = sessionRun.get(row.session);
+          if (own && own !== run) {
+            const pair = `${own.openSeq}:${run.openSeq}`;
+            if (!interleaved.has(pair)) {
+              interleaved.add(pair);
+              warning(
+                row.seq,
+                `runs ${runName(own)} and ${runName(run)} interleave: event ${describe(row)} belongs to session ${row.session} of run ${runName(own)}, but was written after run ${runName(run)} started (event ${run.openSeq}, ${iso(run.started)}): two stepgate processes wrote to this trail at once`,
+              );
+            }
+          }
+        }
+      }
+
       // Sessions, for the index cross-check and sequence gaps.
       if (row.session !== SYSTEM_SESSION) {
         let s = sessions.get(row.session);
@@ -227,6 +316,27 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
       }
     }
     spans.return?.();
+    // Runs that ended without audit.close: every run but the last one that is not closed, and the last one
+    // unless its process is still running here.
+    for (let i = 0; i < runs.length; i++) {
+      const r = runs[i]!;
+      if (r.closed) continue;
+      const last = i === runs.length - 1;
+      if (last && r.pid !== null && r.host === os.hostname() && isAlive({ pid: r.pid, start: r.start })) {
+        r.running = true;
+        continue;
+      }
+      const why = last
+        ? r.host !== null && r.host !== os.hostname()
+          ? `and the trail ends there (it ran on host ${r.host}: if that stepgate still runs, this is expected)`
+          : `and its process (pid ${r.pid ?? '?'}) is gone: stepgate was killed or crashed`
+        : `before run ${runName(runs[i + 1]!)} started (event ${runs[i + 1]!.openSeq}, ${iso(runs[i + 1]!.started)}): stepgate was killed or crashed, or another stepgate took over the trail`;
+      found.chain.push({
+        seq: r.lastSeq,
+        severity: 'warning',
+        message: `run ${runName(r)} (stepgate pid ${r.pid ?? '?'}${r.host ? ` on ${r.host}` : ''}, started ${iso(r.started)}) ended without audit.close ${why}; its last events may be missing (its last recorded event is ${r.lastSeq}, ${iso(r.lastTime)})`,
+      });
+    }
     if (!prunedRecorded && anchor) error(null, `events up to ${anchor.seq} were removed, but no audit.pruned event records that retention did it`);
     if (anchor && firstSeq !== null && firstSeq !== anchor.seq + 1 && !broken) error(anchor.seq + 1, `the chain should continue after the retention anchor with event ${anchor.seq + 1}`);
 
@@ -278,6 +388,8 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
       checkpoints: { total: checkpoints.length, valid, lastSeq: lastValidSeq },
       unsealed: Math.max(0, unsealed),
       key: { kid: key.kid, source: key.source },
+      runs: runs.map(({ id, pid, host, started, lastTime, closed, running }) => ({ id, pid, host, started, lastTime, closed, running })),
+      dropped,
       problems,
     };
   } finally {
@@ -287,6 +399,14 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
 
 function describe(row: EventRow): string {
   return `${row.seq} (${row.kind}, session ${row.session} #${row.sseq}, ${new Date(row.time).toISOString()})`;
+}
+
+function iso(time: number): string {
+  return new Date(time).toISOString();
+}
+
+function runName(r: { id: string | null; openSeq: number }): string {
+  return r.id ?? `(unnamed, opened at event ${r.openSeq})`;
 }
 
 function verifiesAs(prevHash: string, row: EventRow, seq: number): boolean {

@@ -27,6 +27,7 @@ import {
   type EventRow,
 } from './format.js';
 import { loadOrCreateSigningKey, signCheckpoint, type SigningKey } from './keys.js';
+import { processStartTime } from '../util/process-identity.js';
 import { mayHoldSecrets, redactFreeText, redactParams, redactStatement, scrubMessage } from './secrets.js';
 
 export interface WriterOptions {
@@ -192,7 +193,9 @@ export class AuditWriter {
       }
       this.appendSystem('audit.open', {
         format: FORMAT_VERSION,
+        run: this.options.run,
         stepgate_pid: process.pid,
+        stepgate_start: processStartTime(process.pid),
         host: os.hostname(),
         previous_run: previousRun,
         clean_shutdown: previousRun === null ? null : clean === '1',
@@ -536,7 +539,7 @@ export class AuditWriter {
     try {
       await this.exclusive(async () => {}); // let a running checkpoint or retention pass finish first
       this.db.transaction(() => {
-        this.appendSystem('audit.close', { events: this.lastSeq });
+        this.appendSystem('audit.close', { events: this.lastSeq, run: this.options.run });
         this.flushAggregates();
         this.setMeta.run('clean', '1');
       })();

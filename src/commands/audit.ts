@@ -22,7 +22,10 @@ secrets are masked before anything is stored. See docs/audit.md.
 
   stepgate audit verify [--pubkey FILE]
       Walk the hash chain and check every signed checkpoint. Names the first event that was
-      altered, deleted or inserted. Exit status 0 when the trail is intact, 1 on any break.
+      altered, deleted or inserted. Warns (WARNING lines) about what an intact chain can still
+      lack: a run that ended without audit.close (stepgate killed: its last events may be
+      missing), two runs interleaved, events the store had to drop. Exit status 0 when the
+      trail is intact, 1 on any break, 3 when intact but with warnings.
       --pubkey FILE: check the signatures with this public key (a JWK or PEM kept from
       "stepgate audit pubkey") instead of the one in the data directory.
   stepgate audit sessions [--user U] [--since T] [--until T] [--json]
@@ -141,6 +144,9 @@ function time(value: string | undefined, flag: string): number | undefined {
 
 // ───────────────────────────── verify ─────────────────────────────
 
+/** `audit verify` exit status when the chain is intact but the trail may be incomplete (warnings). */
+export const VERIFY_WARNINGS = 3;
+
 async function verifyCommand(db: Database.Database, dataDir: string, values: Values, io: CommandIO): Promise<number> {
   let key: PublicKey;
   try {
@@ -166,11 +172,25 @@ async function verifyCommand(db: Database.Database, dataDir: string, values: Val
     `checkpoints:  ${r.checkpoints.total}${r.checkpoints.total ? (invalid ? `, ${invalid} NOT VALID` : ', all signatures valid') : ''} (key ${r.key.kid} from ${r.key.source})${r.checkpoints.lastSeq !== null ? `; the last covers event ${r.checkpoints.lastSeq}` : ''}`,
   );
   if (r.unsealed > 0) println(out, `not sealed:   ${r.unsealed} event(s) after the last checkpoint (a running stepgate signs one every 10,000 events or 5 minutes, and at shutdown)`);
+  if (r.runs.length > 0) {
+    const running = r.runs.filter((run) => run.running);
+    const unclosed = r.runs.filter((run) => !run.closed && !run.running).length;
+    println(
+      out,
+      `runs:         ${r.runs.length} (${r.runs.length - unclosed - running.length} closed cleanly${unclosed ? `, ${unclosed} without audit.close` : ''}${running.map((run) => `, 1 running: ${run.id ?? '?'} pid ${run.pid}`).join('')})`,
+    );
+  }
+  if (r.dropped > 0) println(out, `dropped:      ${r.dropped} event(s) the store could not keep (see audit.gap)`);
   const errors = r.problems.filter((p) => p.severity === 'error');
-  for (const p of r.problems.filter((p) => p.severity === 'warning')) println(out, `warning:      ${p.message}`);
+  const warnings = r.problems.filter((p) => p.severity === 'warning');
+  for (const p of warnings) println(out, `WARNING: ${p.message}`);
   if (errors.length === 0) {
-    println(out, 'OK: the audit trail is intact.');
-    return 0;
+    if (warnings.length === 0) {
+      println(out, 'OK: the audit trail is intact.');
+      return 0;
+    }
+    println(out, `INTACT WITH WARNINGS: nothing in the chain was altered, deleted or inserted, but it may be incomplete (${warnings.length} warning${warnings.length === 1 ? '' : 's'} above).`);
+    return VERIFY_WARNINGS;
   }
   println(out, `FAILED: ${errors[0]!.message}`);
   if (errors.length > 1) {

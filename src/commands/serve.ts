@@ -6,6 +6,7 @@ import { ConfigError, loadConfig, type ConfigFlags } from '../config.js';
 import { createLogger, type Level } from '../log.js';
 import { RuleLoadError } from '../rules/load.js';
 import { formatRuleError } from '../rules/errors.js';
+import { lockDataDir, type OwnerLock } from '../util/owner-lock.js';
 import { parse, println, UsageError, type CommandIO } from './io.js';
 
 export const SERVE_HELP = `Usage: stepgate serve [options]
@@ -28,8 +29,14 @@ Options (override the config file):
   --log-level LEVEL       debug, info, warn or error (default info)
 
 Logs are JSON lines on standard error. A bad config exits with status 2 and names
-the file, line and what to fix. SIGINT or SIGTERM stops stepgate; open sessions are closed
-and their servers roll back open transactions.
+the file, line and what to fix; another stepgate using the same data directory, with
+status 1 ("another stepgate (pid N) is using DIR").
+
+SIGINT or SIGTERM stops stepgate as PostgreSQL does: new connections get FATAL 57P03,
+running statements may finish within limits.shutdown_timeout (default 10s), then every
+client gets FATAL 57P01 (its server rolls back an open transaction), held statements end
+with the outcome "shutdown", and the audit trail is closed; exit status 0. A second
+signal stops at once (exit status 1).
 `;
 
 const OPTIONS = {
@@ -80,17 +87,38 @@ export function reportStartupError(err: unknown, io: CommandIO): number | null {
   return null;
 }
 
-/** Resolves on the first SIGINT or SIGTERM. */
-export function untilSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (signal: NodeJS.Signals): void => {
+export interface StopSignals {
+  /** Resolves on the first SIGINT or SIGTERM: stop in order. */
+  first: Promise<NodeJS.Signals>;
+  /** What a second signal does: stop at once (default: exit with status 1). */
+  onAgain(handler: (signal: NodeJS.Signals) => void): void;
+  /** Stops listening (the process's default handling applies again). */
+  dispose(): void;
+}
+
+/**
+ * SIGINT and SIGTERM, as PostgreSQL treats them: the first starts an orderly shutdown, a second one
+ * (an impatient Ctrl-C) stops at once.
+ */
+export function stopSignals(): StopSignals {
+  let count = 0;
+  let again: (signal: NodeJS.Signals) => void = () => process.exit(1);
+  let resolveFirst!: (signal: NodeJS.Signals) => void;
+  const first = new Promise<NodeJS.Signals>((resolve) => (resolveFirst = resolve));
+  const on = (signal: NodeJS.Signals): void => {
+    if (count++ === 0) resolveFirst(signal);
+    else again(signal);
+  };
+  process.on('SIGINT', on);
+  process.on('SIGTERM', on);
+  return {
+    first,
+    onAgain: (handler) => (again = handler),
+    dispose: () => {
       process.off('SIGINT', on);
       process.off('SIGTERM', on);
-      resolve(signal);
-    };
-    process.on('SIGINT', on);
-    process.on('SIGTERM', on);
-  });
+    },
+  };
 }
 
 export async function serveCommand(args: string[], io: CommandIO): Promise<number> {
@@ -102,18 +130,33 @@ export async function serveCommand(args: string[], io: CommandIO): Promise<numbe
   void positionals;
   const log = createLogger({ level: logLevel(values['log-level']) });
   // Listening for signals before anything starts: a SIGTERM during startup still shuts down in order.
-  const stopRequested = untilSignal();
+  const signals = stopSignals();
   let app;
+  let lock: OwnerLock | null = null;
+  let config;
   try {
-    app = await startApp(loadConfig(configFlags(values)), log);
+    config = loadConfig(configFlags(values));
+    // Before anything in the data directory is touched: one stepgate per data directory.
+    lock = lockDataDir(config.dataDir);
+    app = await startApp(config, log);
   } catch (err) {
+    lock?.release();
+    signals.dispose();
     const code = reportStartupError(err, io);
     if (code !== null) return code;
     println(io.stderr, `stepgate: ${(err as Error).message}`);
     return 1;
   }
-  const signal = await stopRequested;
-  log.info('stepgate.stopping', { signal });
-  await app.close();
+  const signal = await signals.first;
+  const timeoutMs = config.limits.shutdownTimeoutMs;
+  log.info('stepgate.stopping', { signal, shutdown_timeout_ms: timeoutMs, note: 'running statements may finish; a second signal stops at once' });
+  signals.onAgain((again) => {
+    log.warn('stepgate.stopping_now', { signal: again, note: 'second signal: not waiting for sessions or the audit trail' });
+    process.exit(1);
+  });
+  await app.close({ timeoutMs });
+  lock.release();
+  signals.dispose();
+  log.info('stepgate.stopped', {});
   return 0;
 }

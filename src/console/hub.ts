@@ -5,7 +5,7 @@
  *   {type:'snapshot', now, user, challenges, recent, grants}   on connect (what a reconnecting page missed)
  *   {type:'challenge', now, challenge}                         a statement is held that this person may see
  *   {type:'challenge-updated', now, challenge}                 an approval was added (count > 1)
- *   {type:'resolved', now, resolved}                           approved, rejected, expired, cancelled, withdrawn
+ *   {type:'resolved', now, resolved}                           approved, rejected, expired, cancelled, withdrawn, shutdown
  *   {type:'grants', now, grants}                               this person's active grants changed
  *
  * Nothing is accepted from the page over the socket (approvals go through the HTTP API, which checks

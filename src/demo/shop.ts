@@ -57,3 +57,20 @@ FROM generate_series(1, 10000) AS i;
 
 ANALYZE;
 `;
+
+/**
+ * The role stepgate logs in as (not the superuser): what the sample and the README's walkthrough need and
+ * nothing more. Reads of every table; rows of orders and customers may be written (so an approved
+ * `DELETE FROM orders` runs); products only read; no DDL (PostgreSQL 15 gives PUBLIC no CREATE on schema
+ * public), no TRUNCATE, no superuser: a statement the rules let through still meets the server's
+ * privileges (an approved DROP TABLE fails with "must be owner").
+ */
+export const APP_ROLE = 'shop_app';
+
+export const APP_GRANTS = `
+REVOKE ALL ON SCHEMA public FROM ${APP_ROLE};
+GRANT USAGE ON SCHEMA public TO ${APP_ROLE};
+GRANT SELECT ON ALL TABLES IN SCHEMA public TO ${APP_ROLE};
+GRANT INSERT, UPDATE, DELETE ON orders, customers TO ${APP_ROLE};
+GRANT USAGE ON SEQUENCE orders_id_seq, customers_id_seq TO ${APP_ROLE};
+`;

@@ -56,7 +56,11 @@ class TlsHandshakeFailed extends HandshakeClosed {}
 
 export class ProxyServer {
   private readonly server: net.Server;
-  private readonly sessions = new Set<Session>();
+  /**
+   * Each session with its server connection (shutdown watches its replies to see it become idle) and how
+   * to cancel what its server backend runs (shutdown cancels what is still running at the deadline).
+   */
+  private readonly sessions = new Map<Session, { upstream: net.Socket; cancelServer: () => Promise<void> }>();
   private readonly sockets = new Set<net.Socket>();
   private readonly cancelKeys = new CancelKeys();
   private readonly catalogs = new Map<string, FunctionCatalog>();
@@ -93,15 +97,86 @@ export class ProxyServer {
     return this.sockets.size;
   }
 
-  /** Stops accepting; closes every session (their servers roll back open transactions) and catalog. */
+  /** Shuts down without waiting for running statements: every client gets FATAL 57P01 now. */
   async close(): Promise<void> {
+    await this.shutdown({ timeoutMs: 0 });
+  }
+
+  /**
+   * Shuts down as PostgreSQL does (fast mode with a grace period). From now on new connections get
+   * FATAL 57P03 (the database system is shutting down). A session with nothing in flight is ended at
+   * once; one with a running statement (or a held one) gets until the deadline to finish it and is ended
+   * as soon as its last reply has been relayed. Ending a session sends its client FATAL 57P01
+   * (terminating connection due to administrator command), ends a hold with the outcome `shutdown` and
+   * closes both connections; a statement still running at the deadline is also cancelled on the server
+   * (its transaction rolls back, as in PostgreSQL's fast shutdown). Resolves when every connection is closed.
+   *
+   * `deadline`: resolves when the grace period is over (tests pass their own); default `timeoutMs`
+   * (limits.shutdown_timeout) from now.
+   */
+  async shutdown(options: { timeoutMs?: number; deadline?: Promise<unknown> } = {}): Promise<{ finished: number; terminated: number }> {
+    this.shuttingDown ??= this.doShutdown(options);
+    return this.shuttingDown;
+  }
+
+  private shuttingDown: Promise<{ finished: number; terminated: number }> | null = null;
+
+  private async doShutdown(options: { timeoutMs?: number; deadline?: Promise<unknown> }): Promise<{ finished: number; terminated: number }> {
     this.closing = true;
+    const log = this.services.log;
+    const timeoutMs = options.timeoutMs ?? this.config.limits.shutdownTimeoutMs;
+    let finished = 0;
+    let terminated = 0;
+    const busy = new Map<Session, () => void>();
+    const cancels: Promise<void>[] = [];
+    const end = (session: Session, inTime: boolean): void => {
+      busy.get(session)?.();
+      busy.delete(session);
+      if (inTime) finished++;
+      else terminated++;
+      session.shutdown();
+      if (!inTime) {
+        // The client has its FATAL; the statement still running on the server is cancelled, so that its
+        // transaction rolls back instead of committing after the client was told the connection ended
+        // (a backend busy in a statement does not notice that its connection closed).
+        const cancel = this.sessions.get(session)?.cancelServer;
+        if (cancel) cancels.push(cancel().catch((err: Error) => log.warn('shutdown.cancel_failed', { connection: session.connectionId, error: err.message })));
+      }
+    };
+    for (const [session, { upstream }] of this.sessions) {
+      if (session.idle) {
+        session.shutdown();
+        continue;
+      }
+      // The session's own 'data' listener runs first: by the time this one does, the replies of the
+      // chunk are relayed and the session knows whether anything is still pending.
+      const check = (): void => {
+        if (session.idle) end(session, true);
+      };
+      upstream.on('data', check);
+      busy.set(session, () => upstream.off('data', check));
+    }
+    if (busy.size > 0) {
+      log.info('stepgate.draining', { sessions: busy.size, timeout_ms: timeoutMs });
+      let timer: NodeJS.Timeout | null = null;
+      const deadline = options.deadline ?? (timeoutMs > 0 ? new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))) : Promise.resolve());
+      // A fallback for what reaches idle without a server reply (a hold withdrawn by its client is one).
+      const poll = setInterval(() => {
+        for (const session of [...busy.keys()]) if (session.idle) end(session, true);
+      }, 50);
+      const allDone = Promise.all([...busy.keys()].map((s) => s.finished));
+      await Promise.race([deadline, allDone]);
+      clearInterval(poll);
+      if (timer) clearTimeout(timer);
+      for (const session of [...busy.keys()]) end(session, false);
+    }
+    await Promise.all(cancels);
+    await Promise.all([...this.sessions.keys()].map((s) => s.finished));
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const session of this.sessions) session.close('stepgate is shutting down');
     for (const socket of this.sockets) socket.destroy();
-    await Promise.all([...this.sessions].map((s) => s.finished));
     for (const catalog of this.catalogs.values()) catalog.close();
     await closed;
+    return { finished, terminated };
   }
 
   private accept(socket: net.Socket): void {
@@ -138,7 +213,6 @@ export class ProxyServer {
     };
 
     try {
-      if (this.closing) throw new StartupRefused('the database system is shutting down', '57P03');
       // PostgreSQL answers "too many clients" only after reading the startup packet; so do we.
       const tooMany = this.sockets.size > limits.maxConnections;
 
@@ -162,6 +236,8 @@ export class ProxyServer {
         // Protocol 3.2 (PostgreSQL 18) and _pq_ extensions: we speak 3.0, as a server of version 17 would.
         socket.write(backend.negotiateProtocolVersion(PROTOCOL_3_0, packet.protocolOptions));
       }
+      // Like the postmaster during shutdown: after the startup packet (and TLS), so clients read it as an error.
+      if (this.closing) throw new StartupRefused('the database system is shutting down', '57P03');
       if (tooMany) throw new StartupRefused('sorry, too many clients already', '53300');
       if (this.config.requireTls && !secure) {
         throw new StartupRefused('stepgate requires an encrypted connection', '28000', {
@@ -196,6 +272,7 @@ export class ProxyServer {
 
       const route = routeDatabase(this.config, database);
       if (!route) throw new StartupRefused(`database "${database}" is not configured in stepgate`, '3D000');
+      if (this.closing) throw new StartupRefused('the database system is shutting down', '57P03');
       socket.write(backend.authenticationOk());
       const upstream = await connectUpstream(route.target, { database: route.database, ...Object.fromEntries(settings) }, limits.upstreamConnectTimeoutMs, limits.tcpKeepaliveMs);
       clearTimeout(timer);
@@ -234,6 +311,7 @@ export class ProxyServer {
     const { connectionId, socket, subject, route, upstream } = c;
     const limits = this.config.limits;
     const { processId, secretKey } = this.cancelKeys.issue({ cancel: () => session.cancel() });
+    const cancelServer = (): Promise<void> => sendUpstreamCancel(route.target, upstream.processId, upstream.secretKey, limits.upstreamConnectTimeoutMs);
     const leftover = c.reader.detach();
     socket.pause();
     const hello: Buffer[] = [];
@@ -270,7 +348,7 @@ export class ProxyServer {
       subject,
       serverParameters: upstream.parameters,
       catalog: this.catalogFor(route.target, route.database),
-      cancelUpstream: () => sendUpstreamCancel(route.target, upstream.processId, upstream.secretKey, limits.upstreamConnectTimeoutMs),
+      cancelUpstream: cancelServer,
       services: {
         classify: this.services.classify,
         rules: this.services.rules,
@@ -283,7 +361,8 @@ export class ProxyServer {
         enforceReads: this.services.enforceReads ?? true,
       },
     });
-    this.sessions.add(session);
+    this.sessions.set(session, { upstream: upstream.socket, cancelServer });
+    if (this.closing) session.shutdown(); // shutdown began while this connection logged in
     await session.finished;
     this.sessions.delete(session);
     this.cancelKeys.release(processId);

@@ -226,6 +226,24 @@ export class Session {
     return this.backend.bytes;
   }
 
+  /** Nothing in flight: no reply pending from the server, nothing held or waiting (shutdown can end it now). */
+  get idle(): boolean {
+    return this.replies.idle && this.hold === null && !this.blocked && this.inbox.length === 0;
+  }
+
+  /**
+   * stepgate is shutting down: a held statement ends (outcome `shutdown`), the client hears it as from
+   * PostgreSQL (FATAL 57P01) and both connections close (the server rolls back an open transaction).
+   */
+  shutdown(): void {
+    if (this.closedFlag) return;
+    this.hold?.end('shutdown');
+    this.closeReason = 'stepgate shut down';
+    this.toClient.flush();
+    this.toClient.write(backend.errorResponse({ severity: 'FATAL', code: '57P01', message: 'terminating connection due to administrator command' }));
+    this.close(this.closeReason);
+  }
+
   /** The server skips the rest of the current batch. */
   get skipping(): boolean {
     return this.replies.skipping;

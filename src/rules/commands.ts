@@ -20,9 +20,12 @@ export const RULES_CHECK_HELP = `Usage: stepgate rules check [DIR]
 
 Validates the rule files (*.yaml, *.yml) and rule tests (*.test.yaml) in DIR
 (default: the rules/ shipped with stepgate). Prints every error as
-file:line:column with what is wrong and how to fix it.
+file:line:column with what is wrong and how to fix it, and warns about rules
+that can never decide anything (another rule matches every statement they
+match and decides first; a matching deny wins regardless of order).
 
-Exit status: 0 when valid, 1 when there are errors, 2 on a usage error.
+Exit status: 0 when valid (warnings or not), 1 when there are errors, 2 on a
+usage error.
 `;
 
 export const RULES_EXPLAIN_HELP = `Usage: stepgate rules explain [options] SQL
@@ -110,8 +113,18 @@ export async function rulesCheck(args: string[], io: CommandIO): Promise<number>
   if (parsed.positionals.length > 1) return write(io.stderr, `expected at most one directory\n\n${RULES_CHECK_HELP}`), 2;
   const { loaded, tests } = await loadDirectory(parsed.positionals[0] ?? shippedRulesDir(), io);
   if (!loaded.ok || !tests) return 1;
-  write(io.stdout, `${summary(loaded.rules)}; ${plural(tests.files.length, 'test file')}, ${plural(tests.cases.length, 'case')}\n`);
+  const warnings = sortRuleErrors(loaded.rules.warnings);
+  for (const warning of warnings) write(io.stdout, `${formatRuleWarning(warning)}\n`);
+  write(
+    io.stdout,
+    `${summary(loaded.rules)}; ${plural(tests.files.length, 'test file')}, ${plural(tests.cases.length, 'case')}${warnings.length ? `; ${plural(warnings.length, 'warning')}` : ''}\n`,
+  );
   return 0;
+}
+
+/** `file:line:column: warning: message` and the fix, like errors. */
+function formatRuleWarning(warning: RuleError): string {
+  return formatRuleError({ ...warning, message: `warning: ${warning.message}` });
 }
 
 function ruleNames(rules: LoadedRules): string[] {

@@ -1,6 +1,14 @@
 /**
- * Deciding: for each statement the first matching rule (files in name order, rules in file order), else
- * the default; for the message the strictest of those (deny > step-up > allow; ties: earliest statement).
+ * Deciding, for each statement: a matching `deny` rule wins regardless of order (the first matching deny
+ * in file and rule order decides, so its message is the one shown); when no deny rule matches, the first
+ * matching rule decides (files in name order, rules in file order), else the default. For the message the
+ * strictest of those (deny > step-up > allow; ties: earliest statement).
+ *
+ * Why deny overrides: an explicit deny is the strongest thing a rule file can say, and one that applies
+ * only when no earlier rule happens to match is easily ignored in silence (a site rule denying exports of
+ * `customers` placed after the shipped `step-up-export`). As in most policy languages (AWS IAM, XACML's
+ * deny-overrides), a matching deny cannot be undone by an allow or step-up elsewhere; `allow` and
+ * `step-up` keep first-match order, so an earlier allow can still refine a shipped step-up.
  * Runs for every statement the proxy sees, so everything that can be is done when rules load.
  */
 import type { StatementInfo } from '../sql/types.js';
@@ -20,6 +28,8 @@ export interface StatementVerdict {
   statementIndex: number;
   action: Action;
   rule: CompiledRule | null;
+  /** Every rule whose match held, in order, the deciding one included (for `rules explain`). */
+  matched: CompiledRule[];
 }
 
 export class CompiledRuleSet implements RuleSet {
@@ -33,7 +43,11 @@ export class CompiledRuleSet implements RuleSet {
     readonly defaultFile: string | null,
   ) {
     this.rules = rules.map((spec) => ({ spec, match: compileMatch(spec.match, spec.action === 'allow') }));
+    this.lastDeny = this.rules.findLastIndex((r) => r.spec.action === 'deny');
   }
+
+  /** Index of the last deny rule (-1: none): past it, the first match is final. */
+  private readonly lastDeny: number;
 
   decide(statements: StatementInfo[], subject: Subject): Decision {
     if (statements.length === 0) {
@@ -76,25 +90,38 @@ export class CompiledRuleSet implements RuleSet {
     return decision;
   }
 
-  /** The verdict for each statement on its own (for `rules explain`). */
+  /** The verdict for each statement on its own, with every rule that matched it (for `rules explain`). */
   decideEach(statements: StatementInfo[], subject: Subject): StatementVerdict[] {
     const input: MatchInput = { statement: statements[0]!, classMask: 0, flagMask: 0, subject };
     return statements.map((statement, statementIndex) => {
       const rule = this.firstMatch(statement, input);
-      return { statementIndex, rule, action: rule === null ? this.defaultAction : rule.spec.action };
+      const matched = this.rules.filter((r) => matches(r.match, input));
+      return { statementIndex, rule, action: rule === null ? this.defaultAction : rule.spec.action, matched };
     });
   }
 
-  /** First rule whose match holds for `statement`; `input` is reused to avoid allocating per statement. */
+  /**
+   * The rule that decides `statement`: the first matching deny rule, else the first matching rule; null
+   * when none matches. `input` is reused to avoid allocating per statement.
+   */
   private firstMatch(statement: StatementInfo, input: MatchInput): CompiledRule | null {
     input.statement = statement;
     input.classMask = classMask(statement.classes);
     input.flagMask = flagMask(statement.flags);
     const rules = this.rules;
+    let first: CompiledRule | null = null;
     for (let r = 0; r < rules.length; r++) {
-      if (matches(rules[r]!.match, input)) return rules[r]!;
+      const rule = rules[r]!;
+      // Once a rule matched, only a deny further on can change the verdict.
+      if (first !== null && (r > this.lastDeny || rule.spec.action !== 'deny')) {
+        if (r > this.lastDeny) break;
+        continue;
+      }
+      if (!matches(rule.match, input)) continue;
+      if (rule.spec.action === 'deny') return rule;
+      first = rule;
     }
-    return null;
+    return first;
   }
 
   private addStepUp(list: StepUpRequirement[] | undefined, rule: CompiledRule | null, statementIndex: number): StepUpRequirement[] {

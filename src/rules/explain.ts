@@ -37,6 +37,38 @@ function tableText(table: TableRef): string {
   return table.schema === null ? `${table.name} ${table.access} (schema from search_path)` : `${table.schema}.${table.name} ${table.access}`;
 }
 
+/** Why the deciding rule decided, given every rule that matched. */
+function deciderWhy(verdict: StatementVerdict): string | null {
+  const rule = verdict.rule;
+  if (rule === null) return null;
+  const index = verdict.matched.indexOf(rule);
+  if (rule.spec.action === 'deny') {
+    const before = verdict.matched.slice(0, index).map((r) => r.spec.name);
+    return before.length
+      ? `a matching deny rule wins regardless of order (${before.map((n) => `\`${n}\``).join(', ')} came first)`
+      : 'the first matching rule, and a deny';
+  }
+  return 'the first matching rule (no deny rule matched)';
+}
+
+/** The other rules that matched, each with why it did not decide. */
+function alsoMatched(verdict: StatementVerdict): { rule: string; file: string; line: number; action: string; note: string }[] {
+  const decider = verdict.rule;
+  if (decider === null) return [];
+  return verdict.matched
+    .filter((r) => r !== decider)
+    .map((r) => {
+      // A non-deny decider is the first match: every other one came later.
+      const note =
+        decider.spec.action === 'deny'
+          ? r.spec.action === 'deny'
+            ? 'a later deny: the first matching deny decides'
+            : 'overridden: a matching deny wins regardless of order'
+          : 'came later: the first matching rule decides';
+      return { rule: r.spec.name, file: r.spec.file, line: r.spec.at.line, action: r.spec.action, note };
+    });
+}
+
 function matchedText(verdict: StatementVerdict, statement: StatementInfo, subject: Subject): string[] {
   if (verdict.rule === null) return [];
   const input: MatchInput = { statement, classMask: classMask(statement.classes), flagMask: flagMask(statement.flags), subject };
@@ -67,8 +99,10 @@ export function formatExplanationText(explanation: Explanation): string {
     if (verdict.rule === null) {
       out.push(line('decided by', `no rule matched: default ${verdict.action}`));
     } else {
-      out.push(line('decided by', `rule ${verdict.rule.spec.name} (${verdict.rule.spec.file}): ${verdict.action}`));
+      out.push(line('decided by', `rule ${verdict.rule.spec.name} (${verdict.rule.spec.file}:${verdict.rule.spec.at.line}): ${verdict.action}`));
+      out.push(line('because', deciderWhy(verdict)!));
       matchedText(verdict, statement, subject).forEach((text, m) => out.push(line(m === 0 ? 'matched' : '', text)));
+      for (const also of alsoMatched(verdict)) out.push(line('also', `rule ${also.rule} (${also.file}:${also.line}): ${also.action} — ${also.note}`));
     }
   });
   if (classification.unresolvedFunctions?.length) {
@@ -121,6 +155,8 @@ export function explanationJson(explanation: Explanation): Record<string, unknow
         rule: verdicts[i]!.rule?.spec.name ?? null,
         file: verdicts[i]!.rule?.spec.file ?? null,
         matched: matchedText(verdicts[i]!, statement, subject),
+        why: deciderWhy(verdicts[i]!),
+        alsoMatched: alsoMatched(verdicts[i]!),
       },
     })),
     ...(classification.error ? { error: classification.error } : {}),

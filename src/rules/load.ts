@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { CompiledRuleSet } from './decide.js';
 import { compareText, sortRuleErrors, type RuleError } from './errors.js';
 import { FALLBACK_DEFAULT } from './schema.js';
+import { shadowedRules, type RuleWarning } from './shadow.js';
 import type { Action } from './types.js';
 import { validateRuleFile, validateRuleSet, type FileValidation } from './validate.js';
 
@@ -35,6 +36,8 @@ export interface LoadedRules {
   defaultAction: Action;
   /** File that set `default`, or null when none did (then the default is step-up: fail closed). */
   defaultFile: string | null;
+  /** Rules that can never decide (shadow.ts): reported, not errors. */
+  warnings: RuleWarning[];
 }
 
 export type LoadResult = { ok: true; rules: LoadedRules } | { ok: false; errors: RuleError[] };
@@ -135,6 +138,7 @@ export function compileRuleSources(dir: string, sources: readonly RuleSource[]):
       ruleCount: rules.length,
       defaultAction: across.defaultAction,
       defaultFile: across.defaultFile,
+      warnings: shadowedRules(rules),
     },
   };
 }

@@ -290,7 +290,7 @@ export interface RuleSetValidation {
 export function validateRuleSet(files: Array<{ spec: RuleFileSpec; names: FileValidation['names'] }>, fallback: Action): RuleSetValidation {
   const errors: RuleError[] = [];
   const seen = new Map<string, SourcePosition>();
-  let catchAll: { name: string; at: SourcePosition } | null = null;
+  let catchAll: { name: string; at: SourcePosition; action: Action } | null = null;
   let defaultSetting: { action: Action; at: SourcePosition; file: string } | null = null;
   for (const { spec, names } of files) {
     for (const { name, at } of names) {
@@ -314,13 +314,15 @@ export function validateRuleSet(files: Array<{ spec: RuleFileSpec; names: FileVa
       }
     }
     for (const rule of spec.rules) {
-      if (catchAll) {
+      // After a catch-all nothing can decide, except a deny after a catch-all that does not deny
+      // (a matching deny wins regardless of order).
+      if (catchAll && (catchAll.action === 'deny' || rule.action !== 'deny')) {
         errors.push({
           ...rule.at,
           message: `rule \`${rule.name}\` can never match: rule \`${catchAll.name}\` at ${formatPosition(catchAll.at)} has an empty \`match\` and matches every statement first`,
           fix: `move \`${catchAll.name}\` after this rule (or to the last file), or give it match keys`,
         });
-      } else if (Object.keys(rule.match).length === 0) catchAll = { name: rule.name, at: rule.at };
+      } else if (!catchAll && Object.keys(rule.match).length === 0) catchAll = { name: rule.name, at: rule.at, action: rule.action };
     }
   }
   return {

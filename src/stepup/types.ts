@@ -24,6 +24,8 @@ export type HoldOutcome =
   | { status: 'cancelled' }
   /** The client went away. */
   | { status: 'withdrawn' }
+  /** stepgate shut down while it waited (the statement did not run; the client got FATAL 57P01). */
+  | { status: 'shutdown' }
   /** No way to ask anyone (step-up not set up): the statement is refused. */
   | { status: 'unavailable'; reason: string };
 
@@ -33,8 +35,8 @@ export interface Hold {
   /** Where the person approves, for the notice sent to the client. */
   url: string | null;
   outcome: Promise<HoldOutcome>;
-  /** Ends the hold early (client cancel or disconnect). */
-  end(status: 'cancelled' | 'withdrawn'): void;
+  /** Ends the hold early (client cancel or disconnect, or stepgate shutting down). */
+  end(status: 'cancelled' | 'withdrawn' | 'shutdown'): void;
 }
 
 export interface StepUpBroker {

@@ -76,8 +76,14 @@ t.test('events survive kill -9 after a deny and during a hold', async (t) => {
   const denied = readEvents(dataDir, "kind = 'statement'").find((e) => e.data.sql === 'DROP TABLE t');
   t.ok(denied, 'the denied statement is in the audit trail');
   t.match(denied?.data.decision, { action: 'deny', rule: 'deny-drop' });
+  // The chain is intact, but the killed run never wrote audit.close: a warning naming the run, exit 3.
   const v1 = await cli(['audit', 'verify', '--data', dataDir]);
-  t.equal(v1.code, 0, v1.stdout);
+  t.equal(v1.code, 3, v1.stdout);
+  const run1 = readEvents(dataDir, "kind = 'audit.open'")[0]!.data as { run: string; stepgate_pid: number };
+  t.equal(run1.stepgate_pid, child.process.pid, 'audit.open names the process');
+  t.match(v1.stdout, new RegExp(`\\nWARNING: run ${run1.run} \\(stepgate pid ${child.process.pid} on [^,]+, started \\d{4}-\\d\\d-\\d\\dT[^)]+\\) ended without audit.close and its process \\(pid ${child.process.pid}\\) is gone: stepgate was killed or crashed; its last events may be missing`));
+  t.match(v1.stdout, /\nINTACT WITH WARNINGS: nothing in the chain was altered, deleted or inserted, but it may be incomplete \(1 warning above\)\.\n/);
+  t.notMatch(v1.stdout, /OK: the audit trail is intact/);
 
   // 2. A hold: the statement and its challenge are group-committed within 100 ms, approved or not.
   child = await startChild(t, configFile);
@@ -98,7 +104,8 @@ t.test('events survive kill -9 after a deny and during a hold', async (t) => {
     'so is its challenge',
   );
   const v2 = await cli(['audit', 'verify', '--data', dataDir]);
-  t.equal(v2.code, 0, v2.stdout);
+  t.equal(v2.code, 3, v2.stdout);
+  t.equal(v2.stdout.match(/\nWARNING: run \S+ .* ended without audit.close/g)?.length, 2, 'both killed runs are named');
 
   // 3. The next run says the previous one stopped uncleanly, and which sessions it left open.
   child = await startChild(t, configFile);
@@ -111,7 +118,9 @@ t.test('events survive kill -9 after a deny and during a hold', async (t) => {
   t.match(opens[2]!.data, { clean_shutdown: false, open_sessions: [String] });
   t.equal(opens[1]!.data.clean_shutdown, false);
   const v3 = await cli(['audit', 'verify', '--data', dataDir]);
-  t.equal(v3.code, 0, v3.stdout);
+  t.equal(v3.code, 3, v3.stdout);
+  t.match(v3.stdout, /runs: {9}3 \(1 closed cleanly, 2 without audit.close\)/);
+  t.equal(v3.stdout.match(/\nWARNING: /g)?.length, 2, 'the run stopped with SIGTERM closed cleanly');
   t.notMatch(v3.stdout, /not sealed/, 'SIGTERM ends with a signed checkpoint');
   const sessions = JSON.parse((await cli(['audit', 'sessions', '--data', dataDir, '--json'])).stdout) as { end: string | null; denied: number; held: number }[];
   t.equal(sessions.length, 2);

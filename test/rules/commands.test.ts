@@ -74,7 +74,7 @@ t.test('explain: text shows the classification, the deciding rule and why', asyn
   t.match(io.out, /classes +write/);
   t.match(io.out, /tables +orders write \(schema from search_path\)/);
   t.match(io.out, /flags +.*no_where/);
-  t.match(io.out, /decided by rule no-unbounded-deletes \(00\.yaml\): deny/);
+  t.match(io.out, /decided by rule no-unbounded-deletes \(00\.yaml:\d+\): deny/);
   t.match(io.out, /matched +class write: write\n +flags no_where: no_where\n +database prod\*: prod_eu/);
   t.match(io.out, 'Statement 2 of 2: SELECT 1');
   t.match(io.out, /decided by no rule matched: default allow/);

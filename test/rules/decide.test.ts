@@ -1,4 +1,4 @@
-/** Ordering: first match across files, strictest statement wins, defaults, and what a Decision carries. */
+/** Ordering: first match across files (denies aside: see deny-wins.test.ts), strictest statement wins, defaults, and what a Decision carries. */
 import t from 'tap';
 import { compile, statement, subject } from './helpers.js';
 
@@ -24,7 +24,7 @@ rules:
     approvers: {groups: [dba], count: 2}
   - name: base-writes
     match: {class: write}
-    action: deny
+    action: step-up
   - name: base-ddl
     match: {class: ddl}
     action: step-up
@@ -123,7 +123,7 @@ t.test('an empty message is allowed with statementIndex -1', async (t) => {
 });
 
 t.test('allow and deny decisions carry no step-up settings', async (t) => {
-  const rules = compile(files);
+  const rules = compile({ '00.yaml': 'default: allow\nrules:\n  - {name: no-deletes, match: {command: DELETE}, action: deny}\n' });
   const decision = rules.decide([statement({ command: 'DELETE', classes: ['write'] })], subject());
   t.equal(decision.action, 'deny');
   t.equal(decision.grantMs, 0);

@@ -314,8 +314,8 @@ const cases: Case[] = [
     message: /`default: deny` conflicts with `default: allow` at rules\/a\.yaml:1:10/,
   },
   {
-    why: 'rule after a catch-all can never match',
-    files: { 'a.yaml': rule('    match: {}\n    action: allow\n'), 'b.yaml': 'rules:\n  - name: late\n    match: {class: ddl}\n    action: deny\n' },
+    why: 'rule after a catch-all can never match (a deny could: deny wins regardless of order)',
+    files: { 'a.yaml': rule('    match: {}\n    action: allow\n'), 'b.yaml': 'rules:\n  - name: late\n    match: {class: ddl}\n    action: step-up\n' },
     at: 'rules/b.yaml:2:5',
     message: /rule `late` can never match: rule `r` at rules\/a\.yaml:3:5 has an empty `match`/,
   },

@@ -617,6 +617,8 @@ function statusText(r) {
       return 'cancelled by the client';
     case 'withdrawn':
       return 'withdrawn: the client disconnected';
+    case 'shutdown':
+      return 'ended: stepgate shut down while it waited';
     default:
       return r.reason || r.status;
   }

@@ -103,7 +103,7 @@ input { font: inherit; padding: .45rem .6rem; border-radius: 8px; border: 1px so
 .list .meta { color: var(--muted); font-size: .88rem; }
 .list .buttons { display: flex; gap: .5rem; align-items: center; }
 .status-approved { color: var(--ok); font-weight: 600; }
-.status-rejected, .status-expired, .status-cancelled, .status-withdrawn, .status-unavailable { color: var(--danger); font-weight: 600; }
+.status-rejected, .status-expired, .status-cancelled, .status-withdrawn, .status-shutdown, .status-unavailable { color: var(--danger); font-weight: 600; }
 
 .nav { display: flex; gap: .25rem; }
 .nav a { padding: .3rem .75rem; border-radius: 8px; text-decoration: none; color: var(--muted); font-weight: 600; }
@@ -146,7 +146,7 @@ table.sessions td.held { color: var(--warn); font-weight: 700; }
 .timeline .decision-deny { border-left-color: var(--danger); }
 .timeline .decision-step-up { border-left-color: var(--warn); }
 .timeline .resolved-approved { border-left-color: var(--ok); }
-.timeline .resolved-rejected, .timeline .resolved-expired, .timeline .resolved-cancelled, .timeline .resolved-withdrawn,
+.timeline .resolved-rejected, .timeline .resolved-expired, .timeline .resolved-cancelled, .timeline .resolved-withdrawn, .timeline .resolved-shutdown,
 .timeline .resolved-unavailable, .timeline .outcome-error { border-left-color: var(--danger); }
 .timeline .kind-header pre { color: var(--muted); }
 .timeline .chips { margin: .35rem 0 0; }
