@@ -56,11 +56,8 @@ class TlsHandshakeFailed extends HandshakeClosed {}
 
 export class ProxyServer {
   private readonly server: net.Server;
-  /**
-   * Each session with its server connection (shutdown watches its replies to see it become idle) and how
-   * to cancel what its server backend runs (shutdown cancels what is still running at the deadline).
-   */
-  private readonly sessions = new Map<Session, { upstream: net.Socket; cancelServer: () => Promise<void> }>();
+  /** Each session with how to cancel what its server backend runs (shutdown cancels what still runs at the deadline). */
+  private readonly sessions = new Map<Session, { cancelServer: () => Promise<void> }>();
   private readonly sockets = new Set<net.Socket>();
   private readonly cancelKeys = new CancelKeys();
   private readonly catalogs = new Map<string, FunctionCatalog>();
@@ -127,10 +124,9 @@ export class ProxyServer {
     const timeoutMs = options.timeoutMs ?? this.config.limits.shutdownTimeoutMs;
     let finished = 0;
     let terminated = 0;
-    const busy = new Map<Session, () => void>();
+    const busy = new Set<Session>();
     const cancels: Promise<void>[] = [];
     const end = (session: Session, inTime: boolean): void => {
-      busy.get(session)?.();
       busy.delete(session);
       if (inTime) finished++;
       else terminated++;
@@ -143,30 +139,22 @@ export class ProxyServer {
         if (cancel) cancels.push(cancel().catch((err: Error) => log.warn('shutdown.cancel_failed', { connection: session.connectionId, error: err.message })));
       }
     };
-    for (const [session, { upstream }] of this.sessions) {
+    for (const session of this.sessions.keys()) {
       if (session.idle) {
         session.shutdown();
         continue;
       }
-      // The session's own 'data' listener runs first: by the time this one does, the replies of the
-      // chunk are relayed and the session knows whether anything is still pending.
-      const check = (): void => {
-        if (session.idle) end(session, true);
-      };
-      upstream.on('data', check);
-      busy.set(session, () => upstream.off('data', check));
+      busy.add(session);
+      void session.whenIdle().then(() => {
+        if (busy.has(session)) end(session, true);
+      });
     }
     if (busy.size > 0) {
       log.info('stepgate.draining', { sessions: busy.size, timeout_ms: timeoutMs });
       let timer: NodeJS.Timeout | null = null;
       const deadline = options.deadline ?? (timeoutMs > 0 ? new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs))) : Promise.resolve());
-      // A fallback for what reaches idle without a server reply (a hold withdrawn by its client is one).
-      const poll = setInterval(() => {
-        for (const session of [...busy.keys()]) if (session.idle) end(session, true);
-      }, 50);
       const allDone = Promise.all([...busy.keys()].map((s) => s.finished));
       await Promise.race([deadline, allDone]);
-      clearInterval(poll);
       if (timer) clearTimeout(timer);
       for (const session of [...busy.keys()]) end(session, false);
     }
@@ -361,7 +349,7 @@ export class ProxyServer {
         enforceReads: this.services.enforceReads ?? true,
       },
     });
-    this.sessions.set(session, { upstream: upstream.socket, cancelServer });
+    this.sessions.set(session, { cancelServer });
     if (this.closing) session.shutdown(); // shutdown began while this connection logged in
     await session.finished;
     this.sessions.delete(session);

@@ -231,6 +231,22 @@ export class Session {
     return this.replies.idle && this.hold === null && !this.blocked && this.inbox.length === 0;
   }
 
+  /** Resolves when the session is idle (at once if it is) or closed. */
+  whenIdle(): Promise<void> {
+    if (this.idle || this.closedFlag) return Promise.resolve();
+    return new Promise((resolve) => this.becameIdle.push(resolve));
+  }
+
+  private becameIdle: (() => void)[] = [];
+
+  /** Called where the session may have become idle: a reply, the end of a wait, a hold's end. */
+  private checkIdle(): void {
+    if (this.becameIdle.length === 0 || !(this.idle || this.closedFlag)) return;
+    const waiters = this.becameIdle;
+    this.becameIdle = [];
+    for (const w of waiters) w();
+  }
+
   /**
    * stepgate is shutting down: a held statement ends (outcome `shutdown`), the client hears it as from
    * PostgreSQL (FATAL 57P01) and both connections close (the server rolls back an open transaction).
@@ -267,6 +283,7 @@ export class Session {
 
   setHold(hold: Hold | null): void {
     this.hold = hold;
+    if (hold === null) queueMicrotask(() => this.checkIdle());
   }
 
   notice(fields: backend.ErrorFields): void {
@@ -286,10 +303,12 @@ export class Session {
   }
 
   onServerIdle(): void {
-    if (this.idleWaiters.length === 0) return;
-    const waiters = this.idleWaiters;
-    this.idleWaiters = [];
-    for (const w of waiters) w();
+    if (this.idleWaiters.length > 0) {
+      const waiters = this.idleWaiters;
+      this.idleWaiters = [];
+      for (const w of waiters) w();
+    }
+    this.checkIdle();
   }
 
   // ───────────────────────────── client → server ─────────────────────────────
@@ -340,6 +359,7 @@ export class Session {
     while (!this.blocked && !this.closedFlag && this.inbox.length > 0) this.inbox.shift(this.run);
     this.toServer.flush();
     this.updateReading();
+    this.checkIdle();
   }
 
   // ───────────────────────────── reading pace ─────────────────────────────
@@ -412,6 +432,7 @@ export class Session {
     for (const w of this.idleWaiters) w();
     this.idleWaiters = [];
     this.inbox.clear();
+    this.checkIdle();
     if (!this.server.destroyed) this.server.end(TERMINATE);
     this.server.destroySoon();
     // Not destroySoon(): a client still sending would get RST and could lose the last error (see linger.ts).
