@@ -24,9 +24,6 @@ import { attack, lookup, m, sqlAttack, startLab, type Lab } from './harness.js';
 
 const VIEW = 'views are not looked into: the SELECT reads as a plain read';
 const STABLE = 'declared volatility is trusted: a STABLE/IMMUTABLE function that calls a volatile one counts as a read';
-const AGG = 'pg_proc marks every aggregate IMMUTABLE: its state/final functions are not looked at';
-const CAST = 'casts are not looked up: a cast WITH FUNCTION runs a function the statement does not name';
-const DOMAIN = 'domain CHECK constraints are not looked up';
 
 const lab: Lab = await startLab(t, {
   kind: 'functions',
@@ -137,90 +134,80 @@ sqlAttack(lab, 'sanity: calling the volatile function by name', `SELECT evil('ca
 
 // ───────────────────────────── views ─────────────────────────────
 
-sqlAttack(lab, 'view whose query calls a volatile function', 'SELECT * FROM v_evil', { todo: VIEW });
-sqlAttack(lab, 'view on a view', 'SELECT * FROM v_evil2', { todo: VIEW });
-sqlAttack(lab, 'view in a subquery whose column is not used (volatile outputs are kept)', 'SELECT count(*) FROM (SELECT * FROM v_evil) s', { todo: VIEW });
-sqlAttack(lab, 'view in a CTE', 'WITH w AS (SELECT * FROM v_evil) SELECT * FROM w', { todo: VIEW });
-sqlAttack(lab, 'view in LATERAL', 'SELECT g, s.x FROM generate_series(1, 2) g, LATERAL (SELECT x + g AS x FROM v_evil) s', { todo: VIEW });
-sqlAttack(lab, 'view through DECLARE CURSOR and FETCH', 'BEGIN; DECLARE c CURSOR FOR SELECT * FROM v_evil; FETCH ALL c; COMMIT', { todo: VIEW });
+sqlAttack(lab, 'view whose query calls a volatile function', 'SELECT * FROM v_evil');
+sqlAttack(lab, 'view on a view', 'SELECT * FROM v_evil2');
+sqlAttack(lab, 'view in a subquery whose column is not used (volatile outputs are kept)', 'SELECT count(*) FROM (SELECT * FROM v_evil) s');
+sqlAttack(lab, 'view in a CTE', 'WITH w AS (SELECT * FROM v_evil) SELECT * FROM w');
+sqlAttack(lab, 'view in LATERAL', 'SELECT g, s.x FROM generate_series(1, 2) g, LATERAL (SELECT x + g AS x FROM v_evil) s');
+sqlAttack(lab, 'view through DECLARE CURSOR and FETCH', 'BEGIN; DECLARE c CURSOR FOR SELECT * FROM v_evil; FETCH ALL c; COMMIT');
 attack(lab, {
   name: 'view through DECLARE CURSOR and FETCH, as separate messages',
   run: (c) => c.queries('BEGIN', 'DECLARE c CURSOR FOR SELECT * FROM v_evil', 'FETCH 1 FROM c', 'COMMIT'),
-  todo: VIEW,
 });
 sqlAttack(lab, 'row-level security policy reached through a view owned by a role without BYPASSRLS', 'SELECT * FROM rls_v', {
-  todo: `${VIEW}; policies are not looked up either`,
 });
 
 // ───────────────────────────── aggregates ─────────────────────────────
 
-sqlAttack(lab, 'aggregate whose state function is volatile', 'SELECT agg_sfunc(x) FROM generate_series(1, 3) x', { todo: AGG });
-sqlAttack(lab, 'aggregate whose final function is volatile', 'SELECT agg_final(x) FROM generate_series(1, 3) x', { todo: AGG });
-sqlAttack(lab, 'aggregate used as a window function', 'SELECT agg_sfunc(x) OVER () FROM generate_series(1, 3) x', { todo: AGG });
+sqlAttack(lab, 'aggregate whose state function is volatile', 'SELECT agg_sfunc(x) FROM generate_series(1, 3) x');
+sqlAttack(lab, 'aggregate whose final function is volatile', 'SELECT agg_final(x) FROM generate_series(1, 3) x');
+sqlAttack(lab, 'aggregate used as a window function', 'SELECT agg_sfunc(x) OVER () FROM generate_series(1, 3) x');
 sqlAttack(
   lab,
   'moving-aggregate functions (a window frame that moves)',
   'SELECT agg_moving(x) OVER (ORDER BY x ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM generate_series(1, 4) x',
-  { todo: AGG },
+  {},
 );
 
 // ───────────────────────────── functions that lie ─────────────────────────────
 
-sqlAttack(lab, 'STABLE sql function calling a volatile one', 'SELECT stable_sql()', { todo: STABLE });
-sqlAttack(lab, 'IMMUTABLE sql function calling a volatile one', 'SELECT immutable_sql()', { todo: STABLE });
-sqlAttack(lab, 'STABLE plpgsql function calling a volatile one (PERFORM)', 'SELECT stable_plpgsql()', { todo: STABLE });
+sqlAttack(lab, 'STABLE sql function calling a volatile one', 'SELECT stable_sql()');
+sqlAttack(lab, 'IMMUTABLE sql function calling a volatile one', 'SELECT immutable_sql()');
+sqlAttack(lab, 'STABLE plpgsql function calling a volatile one (PERFORM)', 'SELECT stable_plpgsql()');
 sqlAttack(lab, 'STABLE plpgsql function with dynamic SQL (EXECUTE of a SELECT that calls a volatile function)', 'SELECT stable_dynamic()', {
-  todo: STABLE,
   note: 'a non-volatile PL/pgSQL function cannot INSERT itself, not even through EXECUTE (SPI read-only, 0A000); it calls a volatile function instead',
 });
-sqlAttack(lab, 'IMMUTABLE function folded by the planner (the write happens while planning)', 'SELECT folded(1)', { todo: STABLE });
-sqlAttack(lab, 'plain EXPLAIN of an IMMUTABLE call: planning alone runs it', 'EXPLAIN SELECT folded(1)', { todo: `${STABLE}; EXPLAIN plans, and planning folds constants` });
-sqlAttack(lab, 'set-returning STABLE function in FROM', 'SELECT * FROM srf_stable()', { todo: STABLE });
-sqlAttack(lab, 'parameter default that calls a volatile function', 'SELECT with_default()', { todo: 'parameter defaults of a function are not looked at' });
+sqlAttack(lab, 'IMMUTABLE function folded by the planner (the write happens while planning)', 'SELECT folded(1)');
+sqlAttack(lab, 'plain EXPLAIN of an IMMUTABLE call: planning alone runs it', 'EXPLAIN SELECT folded(1)');
+sqlAttack(lab, 'set-returning STABLE function in FROM', 'SELECT * FROM srf_stable()');
+sqlAttack(lab, 'parameter default that calls a volatile function', 'SELECT with_default()');
 
 // ───────────────────────────── casts ─────────────────────────────
 
-sqlAttack(lab, 'explicit cast WITH FUNCTION (::)', 'SELECT (1::c_explicit).x', { todo: CAST });
-sqlAttack(lab, 'explicit cast WITH FUNCTION (CAST ... AS)', 'SELECT CAST(2 AS c_explicit)', { todo: CAST });
-sqlAttack(lab, 'implicit cast WITH FUNCTION (argument of a STABLE function)', 'SELECT takes_c_implicit(7)', { todo: CAST });
-sqlAttack(lab, 'assignment cast WITH FUNCTION (a SQL function result coerced to its declared type)', 'SELECT returns_c_assign()', { todo: CAST });
+sqlAttack(lab, 'explicit cast WITH FUNCTION (::)', 'SELECT (1::c_explicit).x');
+sqlAttack(lab, 'explicit cast WITH FUNCTION (CAST ... AS)', 'SELECT CAST(2 AS c_explicit)');
+sqlAttack(lab, 'implicit cast WITH FUNCTION (argument of a STABLE function)', 'SELECT takes_c_implicit(7)');
+sqlAttack(lab, 'assignment cast WITH FUNCTION (a SQL function result coerced to its declared type)', 'SELECT returns_c_assign()');
 
 // ───────────────────────────── domains ─────────────────────────────
 
-sqlAttack(lab, 'domain CHECK reached by an explicit cast', 'SELECT 1::d_evil', { todo: DOMAIN });
-sqlAttack(lab, 'domain CHECK reached by array input of a literal (runs during parse analysis)', `SELECT '{1,2}'::d_evil[]`, { todo: DOMAIN });
+sqlAttack(lab, 'domain CHECK reached by an explicit cast', 'SELECT 1::d_evil');
+sqlAttack(lab, 'domain CHECK reached by array input of a literal (runs during parse analysis)', `SELECT '{1,2}'::d_evil[]`);
 sqlAttack(lab, 'domain CHECK run by PREPARE alone (parse analysis of a literal)', `PREPARE pa AS SELECT '{1,2}'::d_evil[]`, {
-  todo: `${DOMAIN}; PREPARE is session, but parse analysis runs the array input`,
 });
-sqlAttack(lab, 'domain CHECK run by plain EXPLAIN (parse analysis of a literal)', `EXPLAIN SELECT '{3}'::d_evil[]`, { todo: DOMAIN });
+sqlAttack(lab, 'domain CHECK run by plain EXPLAIN (parse analysis of a literal)', `EXPLAIN SELECT '{3}'::d_evil[]`);
 sqlAttack(lab, 'domain CHECK reached by the coercion of an EXECUTE parameter', 'PREPARE p_dom(d_evil) AS SELECT $1::int AS v; EXECUTE p_dom(1)', {
-  todo: DOMAIN,
 });
 attack(lab, {
   name: 'domain CHECK reached by a Bind parameter (Parse with the domain type OID)',
   run: (c) => c.send(m.parse('', 'SELECT $1::int AS v', [domainOid]), m.bind('', '', ['1']), m.execute(''), m.sync()),
-  todo: `${DOMAIN}; the parameter is read at Bind (domain_in)`,
 });
-sqlAttack(lab, 'domain CHECK reached by json_populate_record', `SELECT * FROM json_populate_record(null::r_dom, '{"a": 1}')`, { todo: DOMAIN });
+sqlAttack(lab, 'domain CHECK reached by json_populate_record', `SELECT * FROM json_populate_record(null::r_dom, '{"a": 1}')`);
 sqlAttack(lab, 'domain CHECK reached by a column definition list (json_to_record)', `SELECT * FROM json_to_record('{"a": 1}') AS x(a d_evil)`, {
-  todo: DOMAIN,
 });
-sqlAttack(lab, 'domain CHECK reached by a row cast to a composite type with a domain column', 'SELECT ROW(1)::r_dom', { todo: DOMAIN });
+sqlAttack(lab, 'domain CHECK reached by a row cast to a composite type with a domain column', 'SELECT ROW(1)::r_dom');
 
 // ───────────────────────────── other changes, hidden ─────────────────────────────
 
 sqlAttack(lab, 'view that advances a sequence', 'SELECT * FROM v_seq', {
-  todo: VIEW,
   probe: async (l) => (await l.admin.query('SELECT last_value::int, is_called FROM s_evil')).rows[0],
   restore: async (l) => void (await l.admin.query(`SELECT setval('s_evil', 1, false)`)),
 });
 sqlAttack(lab, 'view that drops a table (dynamic DDL)', 'SELECT * FROM v_drop', {
-  todo: VIEW,
   probe: async (l) => (await l.admin.query(`SELECT to_regclass('public.victim_table') IS NOT NULL AS present`)).rows[0].present,
   restore: async (l) => void (await l.admin.query('CREATE TABLE IF NOT EXISTS victim_table (id int)')),
 });
 sqlAttack(lab, 'view that persists a role setting (ALTER ROLE ... SET)', 'SELECT * FROM v_persist', {
-  todo: VIEW,
   probe: async (l) => Number((await l.admin.query('SELECT count(*) AS n FROM pg_db_role_setting')).rows[0].n),
   restore: async (l) => void (await l.admin.query('ALTER ROLE postgres RESET ALL')),
 });

@@ -79,21 +79,16 @@ ${evilFn('public.json_query(j jsonb, p text)', 'text', 'p')}
 const lowerIntOid = Number(await lookup(lab, 'lower(int)', `SELECT 'pg_catalog.lower(int)'::regprocedure::oid`));
 const stableOid = Number(await lookup(lab, 'fc_stable()', `SELECT 'public.fc_stable()'::regprocedure::oid`));
 
-const DOTTED = 'the catalog lookup splits "pg_catalog.now" at the dot and finds the STABLE pg_catalog.now()';
-const IN_CATALOG = 'objects in pg_catalog are never counted as shadowing a built-in: the built-in table is trusted';
-const GRAMMAR = 'libpg-query (PostgreSQL 18 grammar) reads this as SQL/JSON syntax; the PostgreSQL 15 server calls public';
-const TEMP = 'temporary objects are invisible to the catalog connection; pg_temp is searched before pg_catalog for relations and types';
 
 // ───────────────────────────── dots and pg_catalog ─────────────────────────────
 
-sqlAttack(lab, 'function whose name contains a dot: "pg_catalog.now"()', 'SELECT "pg_catalog.now"()', { todo: DOTTED });
+sqlAttack(lab, 'function whose name contains a dot: "pg_catalog.now"()', 'SELECT "pg_catalog.now"()');
 sqlAttack(lab, 'function whose name contains a dot, schema-qualified: public."pg_catalog.now"()', 'SELECT public."pg_catalog.now"()');
-sqlAttack(lab, 'volatile overload placed in pg_catalog: lower(int)', 'SELECT lower(42)', { todo: IN_CATALOG });
-sqlAttack(lab, 'volatile overload placed in pg_catalog, qualified: pg_catalog.lower(int)', 'SELECT pg_catalog.lower(42)', { todo: IN_CATALOG });
+sqlAttack(lab, 'volatile overload placed in pg_catalog: lower(int)', 'SELECT lower(42)');
+sqlAttack(lab, 'volatile overload placed in pg_catalog, qualified: pg_catalog.lower(int)', 'SELECT pg_catalog.lower(42)');
 attack(lab, {
   name: 'volatile overload placed in pg_catalog, by FunctionCall (OID)',
   run: (c) => c.send(functionCall(lowerIntOid, ['42'])),
-  todo: IN_CATALOG,
 });
 // A FunctionCall is judged as SELECT schema.name(...); a name the catalog cache does not know yet is
 // procedural, and FunctionCall does not wait for a lookup. So it is refused only while nobody has taught the
@@ -108,17 +103,15 @@ attack(lab, {
     await c.query('SELECT public.fc_stable() WHERE false');
     await c.send(functionCall(stableOid, []));
   },
-  todo: 'declared volatility is trusted (once the catalog cache knows the function, the FunctionCall is a read)',
 });
-sqlAttack(lab, 'operator overload placed in pg_catalog: text + text', `SELECT 'a'::text + 'b'::text`, { todo: IN_CATALOG });
-sqlAttack(lab, 'operator overload placed in pg_catalog, OPERATOR(pg_catalog.+)', `SELECT 'a'::text OPERATOR(pg_catalog.+) 'b'::text`, { todo: IN_CATALOG });
+sqlAttack(lab, 'operator overload placed in pg_catalog: text + text', `SELECT 'a'::text + 'b'::text`);
+sqlAttack(lab, 'operator overload placed in pg_catalog, OPERATOR(pg_catalog.+)', `SELECT 'a'::text OPERATOR(pg_catalog.+) 'b'::text`);
 sqlAttack(lab, 'overload in public with a better-matching argument type: length(int)', 'SELECT length(42)');
 
 // ───────────────────────────── search_path ─────────────────────────────
 
 sqlAttack(lab, 'SET search_path putting public before pg_catalog, then a shadowed built-in', 'SET search_path = public, pg_catalog; SELECT upper(\'a\')');
 stepsAttack(lab, 'SET search_path to a schema with a same-named view', ['SET search_path = attacker', 'SELECT * FROM orders'], {
-  todo: 'the view is not looked into (and which relation an unqualified name is depends on search_path)',
 });
 
 // ───────────────────────────── temporary objects ─────────────────────────────
@@ -127,13 +120,13 @@ stepsAttack(
   lab,
   'temporary view shadowing a pg_catalog view (pg_temp comes first for relations)',
   [`CREATE TEMP VIEW pg_roles AS SELECT public.evil('temporary view pg_roles') AS rolname`, 'SELECT rolname FROM pg_roles'],
-  { todo: TEMP },
+  {},
 );
 stepsAttack(
   lab,
   'temporary domain shadowing a built-in type name (pg_temp comes first for types): \'x\'::text',
   [`CREATE DOMAIN pg_temp.text AS pg_catalog.text CHECK (public.evil_bool('temporary domain text'))`, `SELECT 'x'::text`],
-  { todo: TEMP },
+  {},
 );
 stepsAttack(
   lab,
@@ -143,20 +136,18 @@ stepsAttack(
 
 // ───────────────────────────── SQL/JSON names of newer grammars ─────────────────────────────
 
-sqlAttack(lab, 'json_array(1, 2): JSON_ARRAY constructor in the grammar, public.json_array(int, int) on the server', 'SELECT json_array(1, 2)', { todo: GRAMMAR });
-sqlAttack(lab, 'JSON_ARRAY() without arguments', 'SELECT JSON_ARRAY()', { todo: GRAMMAR });
-sqlAttack(lab, 'json_object(\'k\', 1): pg_catalog.json_object in the grammar, public.json_object(text, int) on the server', `SELECT json_object('k', 1)`, { todo: GRAMMAR });
-sqlAttack(lab, 'JSON_OBJECT() without arguments', 'SELECT JSON_OBJECT()', { todo: GRAMMAR });
+sqlAttack(lab, 'json_array(1, 2): JSON_ARRAY constructor in the grammar, public.json_array(int, int) on the server', 'SELECT json_array(1, 2)');
+sqlAttack(lab, 'JSON_ARRAY() without arguments', 'SELECT JSON_ARRAY()');
+sqlAttack(lab, 'json_object(\'k\', 1): pg_catalog.json_object in the grammar, public.json_object(text, int) on the server', `SELECT json_object('k', 1)`);
+sqlAttack(lab, 'JSON_OBJECT() without arguments', 'SELECT JSON_OBJECT()');
 sqlAttack(lab, 'json(\'x\'::text)', `SELECT json('x'::text)`, {
-  todo: GRAMMAR,
   note: "json('x') with an untyped literal is a function-style cast to the type json on the server: the argument must be typed to reach public.json(text)",
 });
-sqlAttack(lab, 'merge_action() outside MERGE', 'SELECT merge_action()', { todo: GRAMMAR });
-sqlAttack(lab, 'json_scalar(1)', 'SELECT json_scalar(1)', { todo: GRAMMAR });
-sqlAttack(lab, 'json_serialize(\'x\')', `SELECT json_serialize('x')`, { todo: GRAMMAR });
+sqlAttack(lab, 'merge_action() outside MERGE', 'SELECT merge_action()');
+sqlAttack(lab, 'json_scalar(1)', 'SELECT json_scalar(1)');
+sqlAttack(lab, 'json_serialize(\'x\')', `SELECT json_serialize('x')`);
 sqlAttack(lab, 'json_arrayagg(x): an aggregate in the grammar, a plain function per row on the server', 'SELECT json_arrayagg(x) FROM generate_series(1, 2) x', {
-  todo: GRAMMAR,
 });
-sqlAttack(lab, 'json_exists(jsonb, path)', `SELECT json_exists('{}'::jsonb, '$.a')`, { todo: GRAMMAR });
-sqlAttack(lab, 'json_value(jsonb, path)', `SELECT json_value('{}'::jsonb, '$.a')`, { todo: GRAMMAR });
-sqlAttack(lab, 'json_query(jsonb, path)', `SELECT json_query('{}'::jsonb, '$.a')`, { todo: GRAMMAR });
+sqlAttack(lab, 'json_exists(jsonb, path)', `SELECT json_exists('{}'::jsonb, '$.a')`);
+sqlAttack(lab, 'json_value(jsonb, path)', `SELECT json_value('{}'::jsonb, '$.a')`);
+sqlAttack(lab, 'json_query(jsonb, path)', `SELECT json_query('{}'::jsonb, '$.a')`);

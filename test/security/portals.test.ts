@@ -22,9 +22,6 @@
 import t from 'tap';
 import { attack, lookup, m, startLab, type Conn, type Lab } from './harness.js';
 
-const REBIND = 'stepgate does not see the portal dropped by the server, so it takes the rebound portal for the released SELECT 1';
-const RUN_BY_SQL = 'SQL FETCH/MOVE (session) runs a portal that stepgate never judged';
-const PARSE_BIND = 'Parse and Bind are forwarded before the statement is judged (at Execute): their parse analysis and parameter input run';
 
 const lab: Lab = await startLab(t, {
   kind: 'portals',
@@ -64,7 +61,6 @@ attack(lab, {
     await rebindEvil(c, 'c', 'portal rebound after SQL CLOSE');
     await c.query('COMMIT');
   },
-  todo: REBIND,
 });
 attack(lab, {
   name: 'SQL CLOSE ALL, then Bind of the same name to a refused statement',
@@ -75,7 +71,6 @@ attack(lab, {
     await rebindEvil(c, 'c', 'portal rebound after CLOSE ALL');
     await c.query('COMMIT');
   },
-  todo: REBIND,
 });
 attack(lab, {
   name: 'suspended portal (Execute with a row limit), SQL CLOSE, its statement name parsed again, portal rebound',
@@ -86,7 +81,6 @@ attack(lab, {
     await c.send(m.close('S', 's'), m.parse('s', EVIL('suspended portal replaced')), m.bind('p', 's'), m.execute('p', 0), m.sync());
     await c.query('COMMIT');
   },
-  todo: REBIND,
 });
 attack(lab, {
   name: 'ROLLBACK TO SAVEPOINT drops a portal bound after the savepoint, then Bind of the same name',
@@ -97,7 +91,6 @@ attack(lab, {
     await rebindEvil(c, 'c', 'portal rebound after ROLLBACK TO SAVEPOINT');
     await c.query('COMMIT');
   },
-  todo: REBIND,
 });
 attack(lab, {
   name: 'a STABLE PL/pgSQL function closes the portal (CLOSE of a refcursor with its name), then Bind of the same name',
@@ -108,7 +101,6 @@ attack(lab, {
     await rebindEvil(c, 'c', 'portal rebound after a PL/pgSQL CLOSE');
     await c.query('COMMIT');
   },
-  todo: REBIND,
 });
 attack(lab, {
   name: 'portal name reused in the next transaction',
@@ -130,7 +122,6 @@ attack(lab, {
     await c.send(m.parse('', EVIL('Bind-created portal run by SQL FETCH')), m.bind('p', ''), m.sync());
     await c.queries('FETCH ALL p', 'COMMIT');
   },
-  todo: RUN_BY_SQL,
 });
 attack(lab, {
   name: 'SQL MOVE of a portal that Bind created and nobody executed',
@@ -139,7 +130,6 @@ attack(lab, {
     await c.send(m.parse('', EVIL('Bind-created portal run by SQL MOVE')), m.bind('p', ''), m.sync());
     await c.queries('MOVE ALL p', 'COMMIT');
   },
-  todo: RUN_BY_SQL,
 });
 attack(lab, {
   name: 'a STABLE PL/pgSQL function FETCHes from a portal that Bind created',
@@ -148,12 +138,10 @@ attack(lab, {
     await c.send(m.parse('', EVIL('Bind-created portal run by a PL/pgSQL FETCH')), m.bind('p', ''), m.sync());
     await c.queries(`SELECT fetch_portal('p')`, 'COMMIT');
   },
-  todo: RUN_BY_SQL,
 });
 attack(lab, {
   name: 'a STABLE function opens a cursor on a volatile call; SQL FETCH runs it',
   run: (c) => c.queries('BEGIN', 'SELECT open_cursor()', 'FETCH ALL fn_cursor', 'COMMIT'),
-  todo: `${RUN_BY_SQL}; and the function's volatility is trusted`,
 });
 
 // ───────────────────────────── Parse and Bind run code ─────────────────────────────
@@ -170,14 +158,12 @@ attack(lab, {
   run: (c) => c.send(m.parse('', `DELETE FROM victim_rows WHERE id = ANY ('{1}'::d_evil[])`), m.sync()),
   probe: victims,
   restore: restoreVictims,
-  todo: PARSE_BIND,
 });
 attack(lab, {
   name: 'Bind of a refused statement runs a domain check (parameter typed with the domain), no Execute',
   run: (c) => c.send(m.parse('', 'DELETE FROM victim_rows WHERE id = $1', [domainOid]), m.bind('', '', ['1']), m.sync()),
   probe: victims,
   restore: restoreVictims,
-  todo: PARSE_BIND,
 });
 attack(lab, {
   name: 'Bind of a refused statement inside BEGIN, then COMMIT',
@@ -188,7 +174,6 @@ attack(lab, {
   },
   probe: victims,
   restore: restoreVictims,
-  todo: PARSE_BIND,
 });
 attack(lab, {
   name: 'Bind and Execute of a refused statement whose Bind writes (the refusal must roll the Bind back)',

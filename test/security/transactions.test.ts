@@ -22,7 +22,6 @@
 import t from 'tap';
 import { attack, m, sqlAttack, startLab, stepsAttack, type Conn, type Lab, type Probe } from './harness.js';
 
-const VIEW = 'views are not looked into: the SELECT reads as a plain read (and reads do not run read-only yet)';
 const PREPARED = 'PREPARE TRANSACTION is transaction control, allowed under reads-only; read-only mode allows it too';
 
 const lab: Lab = await startLab(t, {
@@ -68,16 +67,15 @@ stepsAttack(
 stepsAttack(lab, 'PREPARE TRANSACTION of a hidden write', ['BEGIN', 'SELECT * FROM v_evil', `PREPARE TRANSACTION 'sg_hidden_write'`], {
   probe: prepared,
   restore: restorePrepared,
-  todo: `${PREPARED}; ${VIEW}`,
 });
 
 // ───────────────────────────── transaction boundaries ─────────────────────────────
 
-stepsAttack(lab, 'COMMIT AND CHAIN, then a hidden write', ['BEGIN', 'SELECT 1', 'COMMIT AND CHAIN', 'SELECT * FROM v_evil', 'COMMIT'], { todo: VIEW });
-stepsAttack(lab, 'ROLLBACK AND CHAIN, then a hidden write', ['BEGIN', 'SELECT 1', 'ROLLBACK AND CHAIN', 'SELECT * FROM v_evil', 'COMMIT'], { todo: VIEW });
-sqlAttack(lab, 'multi-statement Query: hidden write; COMMIT; SELECT', 'SELECT * FROM v_evil; COMMIT; SELECT 1', { todo: VIEW });
-sqlAttack(lab, 'multi-statement Query: SELECT; COMMIT; hidden write (a new implicit transaction)', 'SELECT 1; COMMIT; SELECT * FROM v_evil', { todo: VIEW });
-sqlAttack(lab, 'multi-statement Query: BEGIN; SELECT; COMMIT; hidden write', 'BEGIN; SELECT 1; COMMIT; SELECT * FROM v_evil', { todo: VIEW });
+stepsAttack(lab, 'COMMIT AND CHAIN, then a hidden write', ['BEGIN', 'SELECT 1', 'COMMIT AND CHAIN', 'SELECT * FROM v_evil', 'COMMIT']);
+stepsAttack(lab, 'ROLLBACK AND CHAIN, then a hidden write', ['BEGIN', 'SELECT 1', 'ROLLBACK AND CHAIN', 'SELECT * FROM v_evil', 'COMMIT']);
+sqlAttack(lab, 'multi-statement Query: hidden write; COMMIT; SELECT', 'SELECT * FROM v_evil; COMMIT; SELECT 1');
+sqlAttack(lab, 'multi-statement Query: SELECT; COMMIT; hidden write (a new implicit transaction)', 'SELECT 1; COMMIT; SELECT * FROM v_evil');
+sqlAttack(lab, 'multi-statement Query: BEGIN; SELECT; COMMIT; hidden write', 'BEGIN; SELECT 1; COMMIT; SELECT * FROM v_evil');
 attack(lab, {
   name: 'pipeline: SELECT, COMMIT, hidden write, one Sync',
   run: (c) =>
@@ -87,29 +85,26 @@ attack(lab, {
       m.parse('', 'SELECT * FROM v_evil'), m.bind('', ''), m.execute(''),
       m.sync(),
     ),
-  todo: VIEW,
 });
-stepsAttack(lab, 'WITH HOLD cursor: its query runs at COMMIT', ['BEGIN', 'DECLARE h CURSOR WITH HOLD FOR SELECT * FROM v_evil', 'COMMIT', 'CLOSE h'], { todo: VIEW });
+stepsAttack(lab, 'WITH HOLD cursor: its query runs at COMMIT', ['BEGIN', 'DECLARE h CURSOR WITH HOLD FOR SELECT * FROM v_evil', 'COMMIT', 'CLOSE h']);
 stepsAttack(lab, 'WITH HOLD cursor declared outside a transaction block (materialized when its statement commits)', ['DECLARE h CURSOR WITH HOLD FOR SELECT * FROM v_evil', 'CLOSE h'], {
-  todo: VIEW,
 });
 
 // ───────────────────────────── turning read-write back on ─────────────────────────────
 
 /** An attack whose direct proof runs on a session started with default_transaction_read_only=on. */
-function againstReadOnlySession(name: string, sqls: string[], todo = VIEW): void {
-  stepsAttack(lab, name, sqls, { proofParams: READ_ONLY_SESSION, todo });
+function againstReadOnlySession(name: string, sqls: string[]): void {
+  stepsAttack(lab, name, sqls, { proofParams: READ_ONLY_SESSION });
 }
 
-againstReadOnlySession('hidden set_config(default_transaction_read_only, off) in a STABLE function, then a hidden write', ['SELECT rw_on()', 'SELECT * FROM v_evil'], `${VIEW}; set_config in a STABLE function is not seen`);
+againstReadOnlySession('hidden set_config(default_transaction_read_only, off) in a STABLE function, then a hidden write', ['SELECT rw_on()', 'SELECT * FROM v_evil']);
 attack(lab, {
   name: 'hidden set_config(default_transaction_read_only, off), then a hidden write, pipelined with a Sync between',
   run: (c) =>
     c.send(m.parse('', 'SELECT rw_on()'), m.bind('', ''), m.execute(''), m.sync(), m.parse('', 'SELECT * FROM v_evil'), m.bind('', ''), m.execute(''), m.sync()),
   proofParams: READ_ONLY_SESSION,
-  todo: `${VIEW}; set_config in a STABLE function is not seen`,
 });
-againstReadOnlySession('hidden set_config, COMMIT, hidden write in one Query', ['SELECT rw_on(); COMMIT; SELECT * FROM v_evil'], `${VIEW}; set_config in a STABLE function is not seen`);
+againstReadOnlySession('hidden set_config, COMMIT, hidden write in one Query', ['SELECT rw_on(); COMMIT; SELECT * FROM v_evil']);
 againstReadOnlySession('SET default_transaction_read_only = off, then a hidden write', ['SET default_transaction_read_only = off', 'SELECT * FROM v_evil']);
 againstReadOnlySession('set_config(default_transaction_read_only, off) by name, then a hidden write', [`SELECT set_config('default_transaction_read_only', 'off', false)`, 'SELECT * FROM v_evil']);
 againstReadOnlySession('SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE, then a hidden write', ['SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE', 'SELECT * FROM v_evil']);
@@ -120,13 +115,12 @@ againstReadOnlySession('BEGIN; SET transaction_read_only = off; hidden write; CO
 againstReadOnlySession('BEGIN; SET LOCAL transaction_read_only = off; hidden write; COMMIT', ['BEGIN', 'SET LOCAL transaction_read_only = off', 'SELECT * FROM v_evil', 'COMMIT']);
 
 /** Direct proof: read-only mode switched on by a session SET (as a proxy might send it), then the attack. */
-function againstSessionSet(name: string, sqls: string[], todo = VIEW): void {
+function againstSessionSet(name: string, sqls: string[]): void {
   stepsAttack(lab, name, sqls, {
     proof: async (c: Conn) => {
       await c.query('SET default_transaction_read_only = on');
       await c.queries(...sqls);
     },
-    todo,
   });
 }
 againstSessionSet('RESET ALL, then a hidden write', ['RESET ALL', 'SELECT * FROM v_evil']);
@@ -139,5 +133,4 @@ stepsAttack(lab, 'ROLLBACK TO SAVEPOINT undoes a SET LOCAL transaction_read_only
   // Direct proof: read-only mode switched on inside the transaction after the savepoint (as a proxy might
   // do before the first read), then undone by ROLLBACK TO SAVEPOINT.
   proof: (c) => c.queries('BEGIN', 'SAVEPOINT s', 'SET LOCAL transaction_read_only = on', 'SELECT 1', 'ROLLBACK TO SAVEPOINT s', 'SELECT * FROM v_evil', 'COMMIT'),
-  todo: VIEW,
 });
