@@ -1,6 +1,7 @@
 /**
  * The things the benchmark compares, all in front of one disposable PostgreSQL: the server itself (TCP),
- * pgbouncer in session mode (when installed), a bare Node.js socket relay (the floor for any Node.js
+ * pgbouncer in session mode and pgpool-II (a proxy in C that parses every statement: streaming-replication
+ * mode with load balancing on), when installed, a bare Node.js socket relay (the floor for any Node.js
  * proxy), and stepgate as its own process with audit on. The relays reach the server over its Unix
  * socket, as they would on one host.
  */
@@ -16,8 +17,10 @@ export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url
 
 export interface Target extends PgbenchTarget {
   /** stepgate-unenforced: stepgate without server-enforced reads, to measure what they cost. */
-  name: 'direct' | 'pgbouncer' | 'node-pipe' | 'stepgate' | 'stepgate-unenforced';
+  name: 'direct' | 'pgbouncer' | 'pgpool' | 'node-pipe' | 'stepgate' | 'stepgate-unenforced';
   pid: number | null;
+  /** Its work is done by child processes too (pgpool forks one per client): count their CPU. */
+  withChildren?: boolean;
   stop(): Promise<void>;
 }
 
@@ -30,15 +33,32 @@ export function directTarget(db: TestPostgres, database: string): Target {
 }
 
 export function hasPgbouncer(): boolean {
+  return installed('pgbouncer');
+}
+
+export function hasPgpool(): boolean {
+  return installed('pgpool');
+}
+
+function installed(program: string): boolean {
   try {
-    execFileSync('pgbouncer', ['--version'], { stdio: 'ignore' });
+    execFileSync(program, ['--version'], { stdio: 'ignore' });
     return true;
   } catch {
     return false;
   }
 }
 
-function stopChild(child: ChildProcess): Promise<void> {
+/** The server's unprivileged user, for programs that refuse to run as root. */
+function unprivileged(): { uid: number; gid: number } | Record<string, never> {
+  if (process.getuid?.() !== 0) return {};
+  return {
+    uid: Number(execFileSync('id', ['-u', 'postgres']).toString().trim()),
+    gid: Number(execFileSync('id', ['-g', 'postgres']).toString().trim()),
+  };
+}
+
+function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
@@ -46,7 +66,7 @@ function stopChild(child: ChildProcess): Promise<void> {
       clearTimeout(timer);
       resolve();
     });
-    child.kill('SIGTERM');
+    child.kill(signal);
   });
 }
 
@@ -95,10 +115,7 @@ pidfile = ${dir}/pgbouncer.pid
   );
   for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o644);
   // pgbouncer refuses to run as root: run it as the server's own unprivileged user.
-  const uid = Number(execFileSync('id', ['-u', 'postgres']).toString().trim());
-  const gid = Number(execFileSync('id', ['-g', 'postgres']).toString().trim());
-  const isRoot = process.getuid?.() === 0;
-  const child = spawn('pgbouncer', [path.join(dir, 'pgbouncer.ini')], { stdio: ['ignore', 'pipe', 'pipe'], ...(isRoot ? { uid, gid } : {}) });
+  const child = spawn('pgbouncer', [path.join(dir, 'pgbouncer.ini')], { stdio: ['ignore', 'pipe', 'pipe'], ...unprivileged() });
   let output = '';
   child.stdout?.on('data', (d) => (output += d));
   child.stderr?.on('data', (d) => (output += d));
@@ -113,6 +130,70 @@ pidfile = ${dir}/pgbouncer.pid
     pid: child.pid ?? null,
     async stop() {
       await stopChild(child);
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * pgpool-II in streaming-replication mode with load balancing on, one backend (the primary): it parses
+ * every statement to decide where it may go, as stepgate does.
+ */
+export async function startPgpool(db: TestPostgres, database: string, maxClients: number): Promise<Target> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-bench-pgpool-'));
+  fs.chmodSync(dir, 0o777);
+  const port = await freePort();
+  const pcpPort = await freePort();
+  fs.writeFileSync(
+    path.join(dir, 'pgpool.conf'),
+    `backend_clustering_mode = 'streaming_replication'
+listen_addresses = '127.0.0.1'
+port = ${port}
+unix_socket_directories = '${dir}'
+pcp_listen_addresses = ''
+pcp_port = ${pcpPort}
+pcp_socket_dir = '${dir}'
+backend_hostname0 = '${db.socketDir}'
+backend_port0 = ${db.port}
+backend_weight0 = 1
+backend_flag0 = 'ALWAYS_PRIMARY'
+num_init_children = ${maxClients + 10}
+max_pool = 1
+enable_pool_hba = off
+load_balance_mode = on
+sr_check_period = 0
+sr_check_user = 'postgres'
+health_check_period = 0
+failover_on_backend_error = off
+pid_file_name = '${dir}/pgpool.pid'
+logdir = '${dir}'
+use_watchdog = off
+memory_cache_enabled = off
+`,
+  );
+  fs.writeFileSync(path.join(dir, 'pcp.conf'), '');
+  fs.writeFileSync(path.join(dir, 'pool_hba.conf'), '');
+  for (const f of fs.readdirSync(dir)) fs.chmodSync(path.join(dir, f), 0o644);
+  const child = spawn('pgpool', ['-n', '-f', path.join(dir, 'pgpool.conf'), '-F', path.join(dir, 'pcp.conf'), '-a', path.join(dir, 'pool_hba.conf')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    ...unprivileged(),
+  });
+  let output = '';
+  child.stdout?.on('data', (d) => (output += d));
+  child.stderr?.on('data', (d) => (output += d));
+  await waitForPort(child, port, 'pgpool', () => output);
+  return {
+    name: 'pgpool',
+    host: '127.0.0.1',
+    port,
+    user: 'postgres',
+    password: db.password,
+    database,
+    pid: child.pid ?? null,
+    withChildren: true,
+    async stop() {
+      // SIGINT is pgpool's fast shutdown (SIGTERM waits for clients); it stops its children too.
+      await stopChild(child, 'SIGINT');
       fs.rmSync(dir, { recursive: true, force: true });
     },
   };
@@ -174,6 +255,36 @@ async function startNodeTarget(
       if (dir) fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * CPU time (user + system, all threads) a target's process has used so far, in seconds; with its child
+ * processes for targets that fork (their live children's counters, read from /proc).
+ */
+export function cpuSeconds(target: Target): number | null {
+  if (target.pid === null) return null;
+  const tick = 100; // USER_HZ on Linux
+  const read = (pid: number): { ppid: number; cpu: number } | null => {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // Fields after the command (which may contain spaces) start after the last ')'.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return { ppid: Number(fields[1]), cpu: (Number(fields[11]) + Number(fields[12])) / tick };
+    } catch {
+      return null;
+    }
+  };
+  const own = read(target.pid);
+  if (own === null) return null;
+  let total = own.cpu;
+  if (target.withChildren) {
+    for (const entry of fs.readdirSync('/proc')) {
+      if (!/^\d+$/.test(entry)) continue;
+      const p = read(Number(entry));
+      if (p !== null && p.ppid === target.pid) total += p.cpu;
+    }
+  }
+  return total;
 }
 
 /** Resident memory of a process in KiB (Linux). */
