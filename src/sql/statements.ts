@@ -3,10 +3,11 @@
  * what its queries and expressions do. Every statement type the grammar can produce is listed here; a type
  * that is not is `unknown`, never `read`.
  */
-import { StatementAnalysis, type TextEnvironment } from './analysis.js';
+import { StatementAnalysis, unknownStatement, type TextEnvironment } from './analysis.js';
 import { commandTag } from './command-tag.js';
+import { procedureEffects, typeOidEffects } from './hidden.js';
 import type { StatementInfo } from './types.js';
-import { applySetting, constantString, fieldName, QueryWalker, type AnyNode } from './walker.js';
+import { applySetting, constantString, fieldName, QueryWalker, TooDeepError, type AnyNode } from './walker.js';
 
 /** The statement's type name and body, from `{ TypeName: body }`. */
 export function unwrapNode(node: AnyNode): [string, AnyNode] {
@@ -27,8 +28,25 @@ export function analyzeStatement(
   const [type, body] = unwrapNode(node);
   const a = new StatementAnalysis(env);
   a.command = commandTag(type, body);
-  new StatementClassifier(a, innerText).statement(type, body);
+  try {
+    new StatementClassifier(a, innerText).statement(type, body);
+    if (env.hiddenLevel === 0 && env.ctx.parameterTypes !== undefined) parameterCoercions(a, env.ctx.parameterTypes);
+  } catch (err) {
+    // A tree too deep for the walker (or for the JavaScript stack) is not analysed: never a read, never a crash.
+    if (err instanceof TooDeepError) return unknownStatement(sql, err.message, a.command);
+    if (err instanceof RangeError) return unknownStatement(sql, `the statement is nested too deeply to analyze (${err.message})`, a.command);
+    throw err;
+  }
   return a.finish(sql);
+}
+
+/** Declared parameter types (extended-protocol Parse): Bind coerces each value to its type. */
+function parameterCoercions(a: StatementAnalysis, types: readonly number[]): void {
+  for (let i = 0; i < types.length; i++) {
+    const oid = types[i]!;
+    if (oid === 0) continue;
+    a.mergeEffects(typeOidEffects(a.env, oid), `parameter $${i + 1}`);
+  }
 }
 
 /** Languages whose code can reach the server's files and programs, or that load native code. */
@@ -88,7 +106,7 @@ function defElemString(d: AnyNode): string | undefined {
 }
 
 class StatementClassifier {
-  private readonly w: QueryWalker;
+  readonly w: QueryWalker;
 
   constructor(
     private readonly a: StatementAnalysis,
@@ -127,6 +145,7 @@ class StatementClassifier {
         a.addClass('session');
         const name = (s.name as string | undefined) ?? null;
         a.deallocate = { name };
+        if (a.env.hiddenLevel > 0) return; // inside a function body: not this text's own statements
         if (name === null) this.forgetAllPrepared();
         else a.env.localPrepared.set(name, null);
         return;
@@ -149,7 +168,7 @@ class StatementClassifier {
           // DISCARD ALL includes SET SESSION AUTHORIZATION DEFAULT and RESET ROLE: the same power as RESET ROLE.
           a.addClass('privilege', 'DISCARD ALL resets the role to the session user');
           a.deallocate = { name: null };
-          this.forgetAllPrepared();
+          if (a.env.hiddenLevel === 0) this.forgetAllPrepared();
         }
         return;
       case 'VariableSetStmt':
@@ -161,6 +180,7 @@ class StatementClassifier {
         return;
       case 'NotifyStmt':
         a.addClass('write', 'NOTIFY sends a notification');
+        a.addFlag('notify');
         return;
       case 'LockStmt':
         a.addClass('write', 'LOCK TABLE takes table locks');
@@ -393,7 +413,9 @@ class StatementClassifier {
         if (type === 'AlterDomainStmt') w.walk(s.def); // ADD CONSTRAINT checks existing values now
         return;
       case 'ReturnStmt':
-        // Only inside a function body (deferred); its expression is all there is.
+        // Only inside a function body (deferred, or its BEGIN ATOMIC body read as hidden code): its expression.
+        if (a.env.hiddenLevel > 0) a.addClass('read');
+        else a.addClass('unknown', 'RETURN outside a function body');
         w.walk(s.returnval);
         return;
       default:
@@ -431,16 +453,20 @@ class StatementClassifier {
     const [type, body] = unwrapNode(s.query as AnyNode);
     const inner = new StatementAnalysis(a.env);
     inner.command = commandTag(type, body);
-    new StatementClassifier(inner, this.innerText).statement(type, body);
+    const innerClassifier = new StatementClassifier(inner, this.innerText);
+    innerClassifier.statement(type, body);
+    // PREPARE p(mydomain) AS ...: EXECUTE p('x') coerces its parameters to the declared types.
+    for (const t of (s.argtypes as AnyNode[] | undefined) ?? []) innerClassifier.w.coercion((t.TypeName as AnyNode | undefined) ?? t);
     const statement = inner.finish(this.innerText());
     a.prepare = { name, statement };
-    a.env.localPrepared.set(name, statement);
+    if (a.env.hiddenLevel === 0) a.env.localPrepared.set(name, statement);
   }
 
   private execute(s: AnyNode): void {
     const a = this.a;
     const name = s.name as string;
-    const prepared = a.deferred > 0 ? undefined : a.env.preparedStatement(name);
+    // Inside hidden code (a function body) EXECUTE names whatever the session has prepared when it runs.
+    const prepared = a.deferred > 0 || a.env.hiddenLevel > 0 ? undefined : a.env.preparedStatement(name);
     if (prepared === undefined) {
       if (a.deferred === 0) {
         a.addClass('unknown', `EXECUTE ${name}: the prepared statement is not known`);
@@ -492,10 +518,15 @@ class StatementClassifier {
       case 'TRANS_STMT_ROLLBACK_PREPARED':
         a.addClass('admin', `${a.command} finishes a prepared transaction (possibly another session's)`);
         return;
+      case 'TRANS_STMT_PREPARE':
+        // Not plain transaction control: the prepared transaction keeps its locks and changes after the session
+        // ends (blocking others and VACUUM) until someone runs COMMIT/ROLLBACK PREPARED, itself admin.
+        a.addClass('admin', 'PREPARE TRANSACTION keeps the transaction, its locks and changes, past the end of the session');
+        a.changesParsing = true;
+        return;
       case 'TRANS_STMT_COMMIT':
       case 'TRANS_STMT_ROLLBACK':
       case 'TRANS_STMT_ROLLBACK_TO':
-      case 'TRANS_STMT_PREPARE':
         // Ending a transaction reverts SET LOCAL and rolled-back SETs.
         a.changesParsing = true;
         return;
@@ -514,6 +545,8 @@ class StatementClassifier {
     } else {
       a.addClass('export', 'COPY TO sends data out in bulk');
       if (rel) w.target(rel, 'read');
+      // COPY table TO applies the table's row-level security (views and foreign tables cannot be copied).
+      if (rel) w.relationRead((rel.schemaname as string | undefined) ?? null, rel.relname as string);
       if (rel) {
         for (const c of (s.attlist as AnyNode[] | undefined) ?? []) a.addColumn(`${rel.relname as string}.${fieldName(c)}`);
         if (s.attlist === undefined) a.addColumn(`${rel.relname as string}.*`);
@@ -527,6 +560,7 @@ class StatementClassifier {
       } else {
         a.addClass('admin', 'COPY to or from a file on the server');
         a.addFlag('copy_file');
+        a.addFlag('server_files');
       }
     }
     w.walk(s.whereClause);
@@ -550,7 +584,13 @@ class StatementClassifier {
     if (f === undefined) return;
     const parts = ((f.funcname as AnyNode[] | undefined) ?? []).map(fieldName);
     a.addFunction(parts.join('.'));
-    // Procedures have no volatility worth asking about; the arguments are ordinary expressions.
+    // With a catalog, what the procedure's body does travels with the CALL (its flags, its classes).
+    if (a.deferred === 0 && a.env.ctx.catalog !== undefined && parts.length > 0) {
+      const name = parts[parts.length - 1]!;
+      const schema = parts.length >= 2 ? parts[parts.length - 2]! : null;
+      a.mergeEffects(procedureEffects(a.env, schema, name), null);
+    }
+    // The arguments are ordinary expressions.
     this.w.walk(f.args);
   }
 
