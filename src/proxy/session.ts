@@ -31,8 +31,9 @@ import { ProtocolViolation } from '../protocol/payload-reader.js';
 import type { Decision, RuleSet, Subject } from '../rules/types.js';
 import type { ClassifyContext, ClassifyResult, StatementInfo } from '../sql/types.js';
 import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
-import type { FunctionCatalog } from './catalog.js';
+import { classifyWithCatalog, type FunctionCatalog } from './catalog/index.js';
 import { unknownStatement } from '../sql/analysis.js';
+import { withParameterTypes } from '../sql/classify.js';
 import { quoteIdent } from '../sql/quote.js';
 import { endAndLinger } from './linger.js';
 import { Outbound } from './outbound.js';
@@ -169,6 +170,12 @@ export class Session {
 
   /** The first statement waited for the catalog's shadowed names (whether or not they could be loaded). */
   private catalogWaited = false;
+  /**
+   * A statement that may change the schema (ddl, privilege, admin) was forwarded: the catalog's answers may be
+   * stale. Invalidated at every ReadyForQuery until the transaction has ended (a change inside BEGIN is seen by
+   * the catalog's own connection only after COMMIT).
+   */
+  private schemaMayChange = false;
   /** A message waiting for something (catalog lookup, step-up): later messages wait in the inbox. */
   private blocked = false;
   private readonly inbox: InboxItem[] = [];
@@ -409,23 +416,26 @@ export class Session {
       const s = session.registry.statement(name);
       return s && s.statements.length === 1 ? s.statements[0] : undefined;
     },
-    functionVolatility: (name) => session.catalog?.volatility(name),
-    shadowedBuiltin: (name, kind) => session.catalog?.shadowedBuiltin(name, kind) ?? false,
+    // The database's schema catalog (src/proxy/catalog/): functions, views, operators, types it reaches.
+    get catalog() {
+      return session.catalog?.lookups;
+    },
   }))(this);
 
   /**
-   * Classifies SQL bytes as the server will read them. Asks the server's catalog about functions the
-   * classifier does not know, once per function and database.
+   * Classifies SQL bytes as the server will read them. Asks the server's catalog about what the classifier
+   * needs to know (functions, relations, operators, types), once per name and database until it expires.
+   * `paramTypes`: the parameter type OIDs a Parse declares (domain checks run at Bind).
    */
-  private classifyBytes(bytes: Buffer): Classified | Promise<Classified> {
+  private classifyBytes(bytes: Buffer, paramTypes?: number[]): Classified | Promise<Classified> {
     const catalog = this.catalog;
     if (catalog && !catalog.loaded && !this.catalogWaited) {
-      // The first statement of a database waits for the list of names that shadow built-ins.
+      // The first statement of a database waits for the list of names that may be user-defined.
       this.catalogWaited = true;
       return catalog
         .ready()
         .catch((err: Error) => this.services.log.warn('catalog.unavailable', { connection: this.connectionId, error: err.message }))
-        .then(() => this.classifyBytes(bytes));
+        .then(() => this.classifyBytes(bytes, paramTypes));
     }
     // Refreshes in the background once a minute.
     catalog?.refreshIfStale();
@@ -447,15 +457,13 @@ export class Session {
       return { sql, result, invalid: decoded.unreadable ? null : { severity: 'ERROR', code: decoded.sqlstate, message: decoded.message } };
     }
     const sql = decoded.text;
-    const result = this.services.classify(sql, this.classifyCtx);
-    if (result.unresolvedFunctions.length === 0 || !catalog) return { sql, result, invalid: null };
-    return catalog.lookup(result.unresolvedFunctions).then(
-      () => ({ sql, result: this.services.classify(sql, this.classifyCtx), invalid: null }),
-      (err: Error) => {
-        this.services.log.warn('catalog.lookup_failed', { connection: this.connectionId, error: err.message });
-        return { sql, result, invalid: null };
-      },
-    );
+    const ctx = paramTypes ? withParameterTypes(this.classifyCtx, paramTypes) : this.classifyCtx;
+    const result = this.services.classify(sql, ctx);
+    if (!result.unresolvedLookups || !catalog) return { sql, result, invalid: null };
+    // Look up what the classifier asked for and classify again, level by level of hidden code.
+    return classifyWithCatalog(catalog, () => this.services.classify(sql, ctx), result, (err) =>
+      this.services.log.warn('catalog.lookup_failed', { connection: this.connectionId, error: err.message }),
+    ).then((r) => ({ sql, result: r, invalid: null }));
   }
 
   /** One outcome tracker per statement of a message, for the audit trail. */
@@ -496,6 +504,7 @@ export class Session {
     // The server replaces the unnamed statement and portal with the query's own.
     this.registry.dropUnnamed();
     let changesParsing = false;
+    this.noteSchemaChanges(statements);
     for (let i = 0; i < statements.length; i++) {
       const s = statements[i];
       if (s.changesParsing) changesParsing = true;
@@ -529,7 +538,7 @@ export class Session {
 
   private onParse(buf: Buffer, start: number, end: number): Promise<void> | void {
     const parse = frontend.readParse(buf, start, end);
-    const classified = this.classifyBytes(parse.sql);
+    const classified = this.classifyBytes(parse.sql, parse.paramTypes);
     const define = ({ sql, result, invalid }: Classified): void => {
       if (invalid) return this.rejectExtended(invalid);
       const statement: PreparedStatement = { sql, statements: result.statements };
@@ -571,6 +580,7 @@ export class Session {
       if (auditId !== null) r.trackers = [new StatementTracker(this.services.audit, auditId, 0)];
       this.expect(r);
       if (statements.some((s) => s.changesParsing)) this.parsingChangeUnsynced = true;
+      this.noteSchemaChanges(statements);
       if (portal) portal.releasedAs = auditId;
       this.toServer.queue(buf, start, end);
     };
@@ -870,7 +880,17 @@ export class Session {
     this.copyIn = this.copyEnds === head.copyEnds;
   }
 
+  /** See schemaMayChange. */
+  private noteSchemaChanges(statements: StatementInfo[]): void {
+    if (this.catalog && statements.some((s) => s.classes.some((c) => c === 'ddl' || c === 'privilege' || c === 'admin'))) this.schemaMayChange = true;
+  }
+
   private onReadyForQuery(status: number): void {
+    // The schema may have changed (see schemaMayChange): the catalog forgets what it learnt.
+    if (this.schemaMayChange) {
+      this.catalog?.invalidate();
+      if (status === 0x49 /* idle */) this.schemaMayChange = false;
+    }
     // Everything before the message that asked for this ReadyForQuery was answered or skipped.
     for (let r = this.shiftReply(); r; r = this.shiftReply()) {
       if (r.kind === ReplyKind.Sync || r.kind === ReplyKind.Query || r.kind === ReplyKind.FunctionCall) {

@@ -246,16 +246,18 @@ export class StatementAnalysis {
    */
   mergeEffects(e: Effects, via: string | null, always = false): void {
     if (this.deferred > 0 || e.empty) return;
-    for (const c of e.classes) this.addClass(c);
-    for (const f of e.flags) this.addFlag(f);
     const prefix = via === null ? '' : `${via}: `;
+    const first = e.reasons.length > 0 ? prefix + e.reasons[0]! : `${via ?? 'hidden code'} runs code that is ${[...e.classes].join(', ') || 'flagged'}`;
+    for (const c of e.classes) this.addClass(c, first);
+    for (const f of e.flags) this.addFlag(f);
     for (const r of e.reasons) this.addReason(prefix + r);
-    if (e.reasons.length === 0) this.addReason(`${via ?? 'hidden code'} runs code that is ${[...e.classes].join(', ') || 'flagged'}`);
     if (e.changesParsing) this.changesParsing = true;
     let changes = always;
     // Classes the shipped rules may allow (a write with WHERE, maintenance, import): hidden, they need asking.
     for (const c of e.classes) if (c === 'write' || c === 'maintenance' || c === 'import' || c === 'export') changes = true;
-    if (changes && !e.classes.has('unknown')) this.addClass('procedural', `${via ?? 'hidden code'} runs code the statement does not show`);
+    if (changes && !e.classes.has('unknown')) {
+      this.addClass('procedural', always ? `${first} (an operator runs code the statement does not show)` : `${first} (hidden in code the statement runs: its tables are not listed)`);
+    }
   }
 
   /** The classification depends on literal values: it must not be reused for other statements of this shape. */

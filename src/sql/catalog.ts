@@ -38,7 +38,10 @@ export interface FunctionFacts {
   tooLarge?: boolean;
   /** pg_get_expr(proargdefaults): the parameter defaults, comma-separated; null without defaults */
   defaults: string | null;
-  /** User-defined (OID >= 16384) argument and result types: coercions to them may run domain checks. */
+  /**
+   * User-defined (OID >= 16384) argument and result types that are domains, composite, range or array types:
+   * coercions to them may run domain checks.
+   */
   types: number[];
   /** Aggregates: their support functions (transition, final, combine, (de)serial, moving, sort operator). */
   aggregate?: FunctionFacts[];

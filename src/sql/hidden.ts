@@ -30,10 +30,24 @@ import { builtinRelationEffects } from './builtin-relations.js';
 import { SUPERUSER_SETTINGS } from './builtin-settings.js';
 import { FIRST_NORMAL_OID, type FunctionFacts, type OperatorFacts, type RelationFacts, type TypeFacts } from './catalog.js';
 import { Effects } from './effects.js';
-import { lookupBuiltin, nativeVerdict, type FunctionVerdict } from './functions.js';
+import { leavesDatabase, lookupBuiltin, nativeVerdict, type FunctionVerdict } from './functions.js';
 import { parsePlpgsql } from './parser.js';
 import { plpgsqlContents } from './plpgsql.js';
 import type { AnyNode } from './walker.js';
+
+/** `schema.name` for reasons, quoting what would read differently unquoted (`public."pg_catalog.now"`). */
+export function displayName(schema: string | null, name: string): string {
+  return schema === null ? ident(name) : `${ident(schema)}.${ident(name)}`;
+}
+
+function ident(s: string): string {
+  return /^[a-z_][a-z0-9_$]*$/.test(s) ? s : `"${s.replace(/"/g, '""')}"`;
+}
+
+/** Operators are symbols: never quoted. */
+function operatorName(schema: string | null, symbol: string): string {
+  return schema === null ? symbol : `${ident(schema)}.${symbol}`;
+}
 
 function unknown(reason: string): Effects {
   const e = new Effects();
@@ -95,12 +109,12 @@ export function functionEffects(env: TextEnvironment, f: FunctionFacts): Effects
 }
 
 function computeFunction(env: TextEnvironment, f: FunctionFacts): Effects {
-  const shown = `${f.schema}.${f.name}()`;
+  const shown = `${displayName(f.schema, f.name)}()`;
   if (f.oid < FIRST_NORMAL_OID) return verdictEffects(lookupBuiltin(f.name) ?? nativeVerdict(f.name, f.volatility, true), shown);
   const e = new Effects();
   if (f.kind === 'a') {
     if (f.aggregate === undefined) return unknown(`aggregate ${shown}: its support functions are not known`);
-    for (const s of f.aggregate) e.merge(functionEffects(env, s), `aggregate support function ${s.schema}.${s.name}()`);
+    for (const s of f.aggregate) e.merge(functionEffects(env, s), `aggregate support function ${displayName(s.schema, s.name)}()`);
   } else {
     const language = f.language.toLowerCase();
     if (language === 'c' || language === 'internal') {
@@ -210,7 +224,10 @@ export interface CallResolution {
  * whatever the search_path (unqualified: any schema but the temporary ones).
  */
 export function resolveCall(env: TextEnvironment, schema: string | null, name: string): CallResolution {
-  const shown = schema === null ? `${name}()` : `${schema}.${name}()`;
+  const shown = `${displayName(schema, name)}()`;
+  // dblink and postgres_fdw functions, in whatever schema the extension was installed.
+  const remote = leavesDatabase(name);
+  if (remote) return { builtin: remote, effects: null };
   const maybeBuiltin = schema === null || schema === 'pg_catalog';
   const status = env.lookup({ kind: 'names', of: 'function', name });
   if (status === undefined) return { builtin: null, effects: pending(`function ${shown}`) };
@@ -228,9 +245,9 @@ export function resolveCall(env: TextEnvironment, schema: string | null, name: s
     if (c.oid < FIRST_NORMAL_OID) {
       const b = lookupBuiltin(c.name);
       if (b) builtin = b;
-      else e.merge(verdictEffects(nativeVerdict(c.name, c.volatility, true), `${c.schema}.${c.name}()`));
+      else e.merge(verdictEffects(nativeVerdict(c.name, c.volatility, true), `${displayName(c.schema, c.name)}()`));
     } else {
-      e.merge(functionEffects(env, c), `${c.schema}.${c.name}()`);
+      e.merge(functionEffects(env, c), `${displayName(c.schema, c.name)}()`);
     }
   }
   return { builtin, effects: e.empty ? null : e };
@@ -238,11 +255,11 @@ export function resolveCall(env: TextEnvironment, schema: string | null, name: s
 
 /** CALL of a procedure: its candidates' bodies (the CALL itself is procedural anyway). */
 export function procedureEffects(env: TextEnvironment, schema: string | null, name: string): Effects {
-  const shown = schema === null ? `${name}()` : `${schema}.${name}()`;
+  const shown = `${displayName(schema, name)}()`;
   const candidates = env.lookup({ kind: 'functions', schema, name });
   if (candidates === undefined) return pending(`procedure ${shown}`);
   const e = new Effects();
-  for (const c of candidates) if (c.kind === 'p') e.merge(functionEffects(env, c), `${c.schema}.${c.name}()`);
+  for (const c of candidates) if (c.kind === 'p') e.merge(functionEffects(env, c), `${displayName(c.schema, c.name)}()`);
   return e;
 }
 
@@ -250,7 +267,7 @@ export function procedureEffects(env: TextEnvironment, schema: string | null, na
 
 /** What reading `schema.name` runs (schema null: any relation of that name, temporary ones included). */
 export function relationReadEffects(env: TextEnvironment, schema: string | null, name: string): Effects | null {
-  const shown = schema === null ? name : `${schema}.${name}`;
+  const shown = displayName(schema, name);
   const candidates = env.lookup({ kind: 'relations', schema, name });
   if (candidates === undefined) return pending(`relation ${shown}`);
   if (candidates.length === 0) return unknown(`relation ${shown} is not in the server's catalog (it may be created in this transaction)`);
@@ -264,7 +281,7 @@ function relationEffects(env: TextEnvironment, r: RelationFacts): Effects {
 }
 
 function computeRelation(env: TextEnvironment, r: RelationFacts): Effects {
-  const shown = `${r.schema}.${r.name}`;
+  const shown = displayName(r.schema, r.name);
   if (r.oid < FIRST_NORMAL_OID) return (r.schema === 'pg_catalog' ? builtinRelationEffects(r.name) : null) ?? new Effects();
   const e = new Effects();
   if (r.kind === 'v') {
@@ -296,7 +313,7 @@ function computeRelation(env: TextEnvironment, r: RelationFacts): Effects {
 
 /** What coercing a value to the type named `schema.name` runs (domain checks, user-defined casts into it). */
 export function typeNameEffects(env: TextEnvironment, schema: string | null, name: string): Effects | null {
-  const shown = schema === null ? name : `${schema}.${name}`;
+  const shown = displayName(schema, name);
   const status = env.lookup({ kind: 'names', of: 'type', name });
   if (status === undefined) return pending(`type ${shown}`);
   if (status === 'trusted') return null;
@@ -323,12 +340,12 @@ function typeEffects(env: TextEnvironment, t: TypeFacts): Effects {
 }
 
 function computeType(env: TextEnvironment, t: TypeFacts): Effects {
-  const shown = `${t.schema}.${t.name}`;
+  const shown = displayName(t.schema, t.name);
   const e = new Effects();
   if (t.oid < FIRST_NORMAL_OID && t.casts.length === 0) return e;
   if (t.checks.length > 0) e.merge(expressionEffects(env, t.checks, `a check of domain ${shown}`), `check of domain ${shown}`);
   for (const part of t.parts) e.merge(typeOidEffects(env, part));
-  for (const fn of t.casts) e.merge(functionEffects(env, fn), `cast to ${shown} (${fn.schema}.${fn.name}())`);
+  for (const fn of t.casts) e.merge(functionEffects(env, fn), `cast to ${shown} (${displayName(fn.schema, fn.name)}())`);
   return e;
 }
 
@@ -339,7 +356,7 @@ function computeType(env: TextEnvironment, t: TypeFacts): Effects {
  * schema but the temporary ones when unqualified). Null when only built-ins have the symbol.
  */
 export function operatorEffects(env: TextEnvironment, schema: string | null, symbol: string, builtinReads: boolean): Effects | null {
-  const shown = schema === null ? symbol : `${schema}.${symbol}`;
+  const shown = operatorName(schema, symbol);
   let ops: OperatorFacts[] | undefined;
   if (schema !== null && schema !== 'pg_catalog') {
     ops = env.lookup({ kind: 'operators', schema, name: symbol });
@@ -355,7 +372,7 @@ export function operatorEffects(env: TextEnvironment, schema: string | null, sym
   }
   const e = new Effects();
   for (const op of ops) {
-    for (const fn of op.functions) e.merge(functionEffects(env, fn), `operator ${op.schema}.${op.name} (${fn.schema}.${fn.name}())`);
+    for (const fn of op.functions) e.merge(functionEffects(env, fn), `operator ${operatorName(op.schema, op.name)} (${displayName(fn.schema, fn.name)}())`);
   }
   return e.empty ? null : e;
 }
@@ -389,12 +406,12 @@ export function hazardEffects(env: TextEnvironment): Effects | null {
     for (const { family, fn } of h.opfamilies) {
       const f = functionEffects(env, fn);
       if (!f.empty) {
-        e.merge(f, `operator family ${family} (${fn.schema}.${fn.name}()), used when values are sorted, grouped or compared`);
+        e.merge(f, `operator family ${family} (${displayName(fn.schema, fn.name)}()), used when values are sorted, grouped or compared`);
       }
     }
     for (const { source, target, fn } of h.casts) {
       const f = functionEffects(env, fn);
-      if (!f.empty) e.merge(f, `implicit cast from ${source} to ${target} (${fn.schema}.${fn.name}()), applied wherever the types fit`);
+      if (!f.empty) e.merge(f, `implicit cast from ${source} to ${target} (${displayName(fn.schema, fn.name)}()), applied wherever the types fit`);
     }
     if (!e.empty) e.addClass('unknown', 'user code in operator families or implicit casts may run for this statement without showing in it');
   }

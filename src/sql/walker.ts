@@ -126,7 +126,11 @@ export class QueryWalker {
     for (const k in o) {
       if (skip !== undefined && skip.has(k)) continue;
       const v = o[k];
-      if (v !== null && typeof v === 'object') this.walk(v);
+      if (v === null || typeof v !== 'object') continue;
+      // An unwrapped TypeName: column definition lists (AS x(a mydomain)), XMLTABLE and JSON_TABLE columns,
+      // RETURNING of JSON functions, XMLSERIALIZE ... AS: values are coerced to it.
+      if (k === 'typeName') this.coercion(v as AnyNode);
+      else this.walk(v);
     }
   }
 
@@ -186,14 +190,6 @@ export class QueryWalker {
         return;
       case 'TypeCast':
         this.typeCast(body);
-        return;
-      case 'ColumnDef': // column definition lists (AS x(a mydomain)): each row is coerced
-      case 'RangeTableFuncCol': // XMLTABLE columns
-      case 'JsonTableColumn': // JSON_TABLE columns
-      case 'JsonOutput': // RETURNING type of JSON functions
-      case 'XmlSerialize':
-        this.coercion(body.typeName as AnyNode | undefined);
-        this.walkFields(body);
         return;
       case 'TypeName':
         this.coercion(body);
@@ -485,7 +481,7 @@ export class QueryWalker {
       verdict = found.verdict;
     }
     for (const c of verdict.classes) if (c !== 'read') a.addClass(c, `${shown}() ${verdict.reason ?? ''}`.trimEnd());
-    for (const flag of verdict.flags) a.addFlag(flag, flag === 'locks' ? `${shown}() takes an advisory lock` : `${shown}() ${verdict.reason ?? ''}`.trimEnd());
+    for (const flag of verdict.flags) a.addFlag(flag, `${shown}() ${verdict.reason ?? ''}`.trimEnd());
     if (verdict.changesParsing) a.changesParsing = true;
     switch (verdict.argumentRule) {
       case 'sequence-write':
