@@ -606,13 +606,22 @@ export class Session {
           return null;
         })
       : Promise.resolve(null);
-    return describe.then((fn) => {
+    return describe.then(async (fn) => {
       let statements: StatementInfo[];
       let sql: string;
       if (fn) {
         // Judge it as the equivalent SELECT, so built-in knowledge and rules on functions apply.
-        sql = `SELECT ${quoteIdent(fn.schema)}.${quoteIdent(fn.name)}(${call.args.map((_, i) => `$${i + 1}`).join(', ')})`;
-        statements = this.services.classify(sql, this.classifyCtx).statements.map((s) => ({ ...s, command: 'FUNCTION CALL' }));
+        const text = `SELECT ${quoteIdent(fn.schema)}.${quoteIdent(fn.name)}(${call.args.map((_, i) => `$${i + 1}`).join(', ')})`;
+        sql = text;
+        // With the schema catalog, what the function runs is looked up (level by level) before deciding.
+        const first = this.services.classify(text, this.classifyCtx);
+        const result =
+          this.catalog && first.unresolvedLookups
+            ? await classifyWithCatalog(this.catalog, () => this.services.classify(text, this.classifyCtx), first, (err) =>
+                this.services.log.warn('catalog.lookup_failed', { connection: this.connectionId, error: err.message }),
+              )
+            : first;
+        statements = result.statements.map((s) => ({ ...s, command: 'FUNCTION CALL' }));
       } else {
         sql = `-- FunctionCall of function OID ${call.oid}`;
         statements = [unknownStatement(sql, `FunctionCall of function OID ${call.oid}, which stepgate could not look up`)];

@@ -183,6 +183,12 @@ export class StatementAnalysis {
    * a rule's actions, a policy's expression): tables and functions are listed, classes and flags are not.
    */
   deferred = 0;
+  /**
+   * > 0 while walking a query that is planned but not run (plain EXPLAIN, inside `deferred`): the planner
+   * evaluates functions on constants, expands views and policies, and may ask foreign servers, so hidden code
+   * (user functions, views, casts, domains, operators) counts; the statement's own effects do not.
+   */
+  planning = 0;
 
   constructor(readonly env: TextEnvironment) {}
 
@@ -238,25 +244,39 @@ export class StatementAnalysis {
     this.functions.add(name);
   }
 
+  /** True while hidden code counts: the statement runs it, or plans it (plain EXPLAIN, see `planning`). */
+  get hiddenCodeRuns(): boolean {
+    return this.deferred === 0 || this.planning > 0;
+  }
+
   /**
    * Adds what hidden code this statement runs does (see effects.ts). `via` says how it is reached
-   * (`view public.v`, `operator =`); it prefixes the reasons. Hidden code that changes anything makes the
-   * statement `procedural` as well: what it writes is not listed in `tables`, so rules cannot judge it.
-   * `always`: any effect at all makes it procedural (operators: nothing in the text shows that code runs).
+   * (`view public.v`, `operator =`); it prefixes the reasons. How:
+   * - `hidden` (functions, views, casts, domains): hidden code that changes anything makes the statement
+   *   `procedural` as well: what it writes is not listed in `tables`, so rules cannot judge it;
+   * - `operator`: any effect at all makes it procedural (nothing in the text shows that code runs);
+   * - `target`: what writing a table runs (triggers, rules, defaults): the statement is a write already.
    */
-  mergeEffects(e: Effects, via: string | null, always = false): void {
-    if (this.deferred > 0 || e.empty) return;
-    const prefix = via === null ? '' : `${via}: `;
-    const first = e.reasons.length > 0 ? prefix + e.reasons[0]! : `${via ?? 'hidden code'} runs code that is ${[...e.classes].join(', ') || 'flagged'}`;
-    for (const c of e.classes) this.addClass(c, first);
-    for (const f of e.flags) this.addFlag(f);
-    for (const r of e.reasons) this.addReason(prefix + r);
-    if (e.changesParsing) this.changesParsing = true;
-    let changes = always;
-    // Classes the shipped rules may allow (a write with WHERE, maintenance, import): hidden, they need asking.
-    for (const c of e.classes) if (c === 'write' || c === 'maintenance' || c === 'import' || c === 'export') changes = true;
-    if (changes && !e.classes.has('unknown')) {
-      this.addClass('procedural', always ? `${first} (an operator runs code the statement does not show)` : `${first} (hidden in code the statement runs: its tables are not listed)`);
+  mergeEffects(e: Effects, via: string | null, how: 'hidden' | 'operator' | 'target' = 'hidden'): void {
+    if (!this.hiddenCodeRuns || e.empty) return;
+    // While planning (inside a deferred walk), hidden code still counts.
+    const deferred = this.deferred;
+    this.deferred = 0;
+    try {
+      const prefix = via === null ? '' : `${via}: `;
+      const first = e.reasons.length > 0 ? prefix + e.reasons[0]! : `${via ?? 'hidden code'} runs code that is ${[...e.classes].join(', ') || 'flagged'}`;
+      for (const c of e.classes) this.addClass(c, first);
+      for (const f of e.flags) this.addFlag(f);
+      for (const r of e.reasons) this.addReason(prefix + r);
+      if (e.changesParsing) this.changesParsing = true;
+      let changes = how === 'operator';
+      // Classes the shipped rules may allow (a write with WHERE, maintenance, import): hidden, they need asking.
+      if (how === 'hidden') for (const c of e.classes) if (c === 'write' || c === 'maintenance' || c === 'import' || c === 'export') changes = true;
+      if (changes && !e.classes.has('unknown')) {
+        this.addClass('procedural', how === 'operator' ? `${first} (an operator runs code the statement does not show)` : `${first} (hidden in code the statement runs: its tables are not listed)`);
+      }
+    } finally {
+      this.deferred = deferred;
     }
   }
 

@@ -63,6 +63,19 @@ export interface RelationFacts {
   foreign: string[];
   /** Expressions evaluated when it is read: virtual generated columns (PostgreSQL 18) */
   readExpressions: string[];
+  /** What runs when it is written (INSERT, UPDATE, DELETE, MERGE, COPY FROM); absent for built-ins. */
+  write?: RelationWriteFacts;
+}
+
+export interface RelationWriteFacts {
+  /** Enabled user triggers: their functions, and their CREATE TRIGGER texts (for WHEN conditions) */
+  triggers: { fn: FunctionFacts; definition: string }[];
+  /** Enabled rules other than views' SELECT rules (pg_get_ruledef: CREATE RULE ... DO ...) */
+  rules: string[];
+  /** Column defaults, generated columns and CHECK constraints (pg_get_expr) */
+  expressions: string[];
+  /** Domain, composite, range and array column types that are user-defined */
+  types: number[];
 }
 
 /** A type (pg_type row) a value may be coerced to. */

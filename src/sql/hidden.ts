@@ -265,15 +265,69 @@ export function procedureEffects(env: TextEnvironment, schema: string | null, na
 
 // ---- relations ------------------------------------------------------------------------------------------
 
-/** What reading `schema.name` runs (schema null: any relation of that name, temporary ones included). */
-export function relationReadEffects(env: TextEnvironment, schema: string | null, name: string): Effects | null {
+/**
+ * What reading `schema.name` runs (schema null: any relation of that name, temporary ones included).
+ * `planning`: only planned (plain EXPLAIN): built-in relations disclose nothing then.
+ */
+export function relationReadEffects(env: TextEnvironment, schema: string | null, name: string, planning = false): Effects | null {
   const shown = displayName(schema, name);
   const candidates = env.lookup({ kind: 'relations', schema, name });
   if (candidates === undefined) return pending(`relation ${shown}`);
   if (candidates.length === 0) return unknown(`relation ${shown} is not in the server's catalog (it may be created in this transaction)`);
   const e = new Effects();
-  for (const r of candidates) e.merge(relationEffects(env, r));
+  for (const r of candidates) if (!planning || r.oid >= FIRST_NORMAL_OID) e.merge(relationEffects(env, r));
   return e.empty ? null : e;
+}
+
+/** What writing `schema.name` runs: triggers, rules, column defaults and checks, domain-typed columns. */
+export function relationWriteEffects(env: TextEnvironment, schema: string | null, name: string): Effects | null {
+  const candidates = env.lookup({ kind: 'relations', schema, name });
+  if (candidates === undefined) return pending(`relation ${displayName(schema, name)}`);
+  const e = new Effects();
+  for (const r of candidates) if (r.write !== undefined) e.merge(memo(env, `w${r.oid}`, () => computeWrite(env, r)));
+  return e.empty ? null : e;
+}
+
+function computeWrite(env: TextEnvironment, r: RelationFacts): Effects {
+  const shown = displayName(r.schema, r.name);
+  const w = r.write!;
+  const e = new Effects();
+  for (const { fn, definition } of w.triggers) {
+    e.merge(functionEffects(env, fn), `trigger on ${shown} (${displayName(fn.schema, fn.name)}())`);
+    const when = (env.parseHiddenStatement(definition)?.CreateTrigStmt as AnyNode | undefined)?.whenClause as AnyNode | undefined;
+    if (when !== undefined) e.merge(expressionNodeEffects(env, when), `WHEN condition of a trigger on ${shown}`);
+  }
+  for (const rule of w.rules) {
+    const stmt = env.parseHiddenStatement(rule)?.RuleStmt as AnyNode | undefined;
+    if (stmt === undefined) {
+      e.addClass('unknown', `a rule on ${shown} cannot be read`);
+      continue;
+    }
+    const r2 = new Effects();
+    env.hiddenLevel++;
+    try {
+      for (const action of (stmt.actions as AnyNode[] | undefined) ?? []) r2.mergeStatement(env.analyzeHiddenNode(action));
+    } finally {
+      env.hiddenLevel--;
+    }
+    if (stmt.whereClause !== undefined) r2.merge(expressionNodeEffects(env, stmt.whereClause as AnyNode));
+    e.merge(r2, `rule on ${shown}`);
+  }
+  if (w.expressions.length > 0) e.merge(expressionEffects(env, w.expressions, `a default or check of ${shown}`), `default or check of ${shown}`);
+  for (const oid of w.types) e.merge(typeOidEffects(env, oid), `a column of ${shown}`);
+  return e;
+}
+
+/** An expression node (a trigger's WHEN, a rule's WHERE) as `SELECT expr`. */
+function expressionNodeEffects(env: TextEnvironment, expr: AnyNode): Effects {
+  env.hiddenLevel++;
+  try {
+    const e = new Effects();
+    e.mergeStatement(env.analyzeHiddenNode({ SelectStmt: { targetList: [{ ResTarget: { val: expr } }] } }));
+    return e;
+  } finally {
+    env.hiddenLevel--;
+  }
 }
 
 function relationEffects(env: TextEnvironment, r: RelationFacts): Effects {

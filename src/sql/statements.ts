@@ -438,9 +438,15 @@ class StatementClassifier {
       this.query(s.query as AnyNode);
       return;
     }
-    // Plain EXPLAIN only plans: the statement's names are listed, its effects are not taken.
+    // Plain EXPLAIN only plans: the statement's names are listed, its effects are not taken. Planning may run
+    // hidden code (user functions on constants, views, policies): with a catalog, that counts.
     this.a.addClass('read');
-    this.w.walkDeferred(s.query);
+    this.a.planning++;
+    try {
+      this.w.walkDeferred(s.query);
+    } finally {
+      this.a.planning--;
+    }
     // ... except EXPLAIN EXECUTE, which evaluates the parameters to plan with them.
     const execute = (s.query as AnyNode | undefined)?.ExecuteStmt as AnyNode | undefined;
     if (execute !== undefined) this.w.walk(execute.params);
@@ -542,6 +548,7 @@ class StatementClassifier {
       a.addClass('import', 'COPY FROM loads data');
       a.addClass('write', 'COPY FROM inserts rows');
       if (rel) w.target(rel, 'write');
+      if (rel) w.relationWrite((rel.schemaname as string | undefined) ?? null, rel.relname as string);
     } else {
       a.addClass('export', 'COPY TO sends data out in bulk');
       if (rel) w.target(rel, 'read');

@@ -14,7 +14,7 @@ import type { StatementAnalysis } from './analysis.js';
 import { builtinRelationEffects } from './builtin-relations.js';
 import { builtinOperatorReads, isBuiltinReadOperator, lookupFunction, parseQualifiedName, type FunctionVerdict } from './functions.js';
 import { SUPERUSER_SETTINGS } from './builtin-settings.js';
-import { hazardEffects, operatorEffects, relationReadEffects, resolveCall, typeNameEffects } from './hidden.js';
+import { hazardEffects, operatorEffects, relationReadEffects, relationWriteEffects, resolveCall, typeNameEffects } from './hidden.js';
 
 export type AnyNode = Record<string, unknown>;
 
@@ -271,8 +271,13 @@ export class QueryWalker {
     this.a.addClass('write', `${verb} writes ${targetName}`);
     this.a.addCommand(verb);
     this.applyHazards();
-    // The target is read too (WHERE, RETURNING, a view's query, row-level security policies).
-    if (target) this.relationRead((target.schemaname as string | undefined) ?? null, target.relname as string);
+    if (target) {
+      const schema = (target.schemaname as string | undefined) ?? null;
+      // The target is read too (WHERE, RETURNING, a view's query, row-level security policies) ...
+      this.relationRead(schema, target.relname as string);
+      // ... and writing it runs its triggers, rules, defaults and checks.
+      this.relationWrite(schema, target.relname as string);
+    }
     if (nested) this.a.addFlag('writing_cte', `data-modifying WITH clause (${verb} ${targetName})`);
     const scope = this.pushScope();
     try {
@@ -364,16 +369,26 @@ export class QueryWalker {
   /** What reading a relation runs: its view query, policies, foreign servers ... (see hidden.ts). */
   relationRead(schema: string | null, name: string): void {
     const a = this.a;
-    if (a.deferred > 0) return;
+    if (!a.hiddenCodeRuns) return;
+    // Planning a query discloses no data: built-in relations only matter when read.
+    const planningOnly = a.deferred > 0;
     const env = a.env;
     if (env.ctx.catalog === undefined) {
       // Without a catalog, an unqualified name is most likely the pg_catalog relation it names.
-      const e = schema === null || schema === 'pg_catalog' ? builtinRelationEffects(name) : null;
+      const e = !planningOnly && (schema === null || schema === 'pg_catalog') ? builtinRelationEffects(name) : null;
       if (e) a.mergeEffects(e, null);
       return;
     }
-    const e = relationReadEffects(env, schema, name);
+    const e = relationReadEffects(env, schema, name, planningOnly);
     if (e) a.mergeEffects(e, null);
+  }
+
+  /** What writing a relation runs: its triggers, rules, defaults, checks, domain columns (see hidden.ts). */
+  relationWrite(schema: string | null, name: string): void {
+    const a = this.a;
+    if (a.deferred > 0 || a.env.ctx.catalog === undefined) return;
+    const e = relationWriteEffects(a.env, schema, name);
+    if (e) a.mergeEffects(e, null, 'target');
   }
 
   /**
@@ -381,7 +396,7 @@ export class QueryWalker {
    * statement that evaluates anything.
    */
   private applyHazards(): void {
-    if (this.hazardsApplied || this.a.deferred > 0 || this.a.env.ctx.catalog === undefined) return;
+    if (this.hazardsApplied || !this.a.hiddenCodeRuns || this.a.env.ctx.catalog === undefined) return;
     this.hazardsApplied = true;
     const e = hazardEffects(this.a.env);
     if (e) this.a.mergeEffects(e, null);
@@ -460,6 +475,11 @@ export class QueryWalker {
     if (this.a.deferred === 0) {
       this.applyHazards();
       this.applyFunction(schema, name, shown, f.args as AnyNode[] | undefined);
+    } else if (this.a.planning > 0 && this.a.env.ctx.catalog !== undefined) {
+      // Planned, not run: user functions may be evaluated on constants (built-ins do only what they read).
+      this.applyHazards();
+      const call = resolveCall(this.a.env, schema, name);
+      if (call.effects) this.a.mergeEffects(call.effects, null);
     }
     this.walkFields(f, FUNC_HANDLED);
   }
@@ -533,15 +553,16 @@ export class QueryWalker {
     const n = nameList.length;
     const symbol = fieldName(nameList[n - 1]!);
     const schema = n >= 2 ? fieldName(nameList[n - 2]!) : null;
-    if (this.a.deferred > 0) return;
+    if (!this.a.hiddenCodeRuns) return;
     const env = this.a.env;
     if (env.ctx.catalog !== undefined) {
       // Every user-defined operator with this symbol (hidden.ts): any effect at all makes it procedural.
       const builtinReads = schema === null || schema === 'pg_catalog' ? builtinOperatorReads(symbol) : false;
       const e = operatorEffects(env, schema, symbol, builtinReads);
-      if (e) this.a.mergeEffects(e, null, true);
+      if (e) this.a.mergeEffects(e, null, 'operator');
       return;
     }
+    if (this.a.deferred > 0) return;
     if (isBuiltinReadOperator(schema, symbol, this.isShadowedOperator)) return;
     this.a.addClass('procedural', `uses operator ${schema === null ? symbol : `${schema}.${symbol}`}, which is not a built-in and may call any function`);
     this.a.changesParsing = true;
@@ -559,7 +580,7 @@ export class QueryWalker {
   /** A value is coerced to this type (a cast, a column definition list ...): domain checks, casts into it. */
   coercion(typeName: AnyNode | undefined): void {
     const a = this.a;
-    if (typeName === undefined || a.deferred > 0 || a.env.ctx.catalog === undefined) return;
+    if (typeName === undefined || !a.hiddenCodeRuns || a.env.ctx.catalog === undefined) return;
     const names = typeName.names as AnyNode[] | undefined;
     if (names === undefined || names.length === 0) return;
     const n = names.length;

@@ -45,7 +45,7 @@ export function sqlFunction(qualified: string, body: string, extra: Partial<Func
 
 export function plpgsqlFunction(qualified: string, body: string, extra: Partial<FunctionFacts> = {}): FunctionFacts {
   const [schema, name] = split(qualified);
-  const returns = /RETURN (QUERY|NEXT)/i.test(body) ? 'SETOF integer' : 'integer';
+  const returns = /\b(NEW|OLD|TG_OP)\b/.test(body) ? 'trigger' : /RETURN (QUERY|NEXT)/i.test(body) ? 'SETOF integer' : 'integer';
   const definition = `CREATE OR REPLACE FUNCTION ${schema}.${name}() RETURNS ${returns} LANGUAGE plpgsql AS $function$${body}$function$\n`;
   return { oid: oid(), schema, name, kind: 'f', language: 'plpgsql', volatility: 'v', securityDefiner: false, config: [], definition, defaults: null, types: [], ...extra };
 }

@@ -116,7 +116,21 @@ export function relationsQuery(version: number): string {
           JOIN pg_catalog.pg_foreign_data_wrapper fw ON fw.oid = fs.srvfdw) END,
         'readExpressions', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.pg_get_expr(ad.adbin, ad.adrelid)), '[]')
           FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
-          WHERE a.attrelid = c.oid AND c.oid >= 16384 AND ${virtual})
+          WHERE a.attrelid = c.oid AND c.oid >= 16384 AND ${virtual}),
+        'write', CASE WHEN c.oid >= 16384 AND c.relkind IN ('r', 'p', 'v', 'f') THEN pg_catalog.jsonb_build_object(
+          'triggers', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object('fn', ${functionByOidFacts('tg.tgfoid', version)},
+              'definition', pg_catalog.pg_get_triggerdef(tg.oid))), '[]')
+            FROM pg_catalog.pg_trigger tg WHERE tg.tgrelid = c.oid AND NOT tg.tgisinternal AND tg.tgenabled <> 'D'),
+          'rules', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.pg_get_ruledef(rw.oid)), '[]') FROM pg_catalog.pg_rewrite rw
+            WHERE rw.ev_class = c.oid AND rw.ev_type <> '1' AND rw.ev_enabled <> 'D'),
+          'expressions', (SELECT coalesce(pg_catalog.jsonb_agg(x.e), '[]') FROM (
+              SELECT pg_catalog.pg_get_expr(ad.adbin, ad.adrelid) AS e FROM pg_catalog.pg_attrdef ad WHERE ad.adrelid = c.oid
+              UNION ALL SELECT pg_catalog.pg_get_expr(co.conbin, co.conrelid) FROM pg_catalog.pg_constraint co
+                WHERE co.conrelid = c.oid AND co.contype = 'c') AS x),
+          'types', (SELECT coalesce(pg_catalog.jsonb_agg(DISTINCT a.atttypid::pg_catalog.int8), '[]') FROM pg_catalog.pg_attribute a
+            JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
+            WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid >= 16384
+              AND (ty.typtype IN ('d', 'c', 'r', 'm') OR ty.typelem >= 16384))) END
       ) ORDER BY c.oid), '[]')
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relname = w.name AND ${RELATION_SCHEMA}) ORDER BY w.i)::pg_catalog.text
