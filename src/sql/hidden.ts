@@ -28,7 +28,7 @@
 import { MAX_HIDDEN_DEPTH, type TextEnvironment } from './analysis.js';
 import { builtinRelationEffects } from './builtin-relations.js';
 import { SUPERUSER_SETTINGS } from './builtin-settings.js';
-import { FIRST_NORMAL_OID, type FunctionFacts, type OperatorFacts, type RelationFacts, type TypeFacts } from './catalog.js';
+import { FIRST_NORMAL_OID, type DatabaseHazards, type FunctionFacts, type OperatorFacts, type RelationFacts, type TypeFacts } from './catalog.js';
 import { Effects } from './effects.js';
 import { leavesDatabase, lookupBuiltin, nativeVerdict, type FunctionVerdict } from './functions.js';
 import { parsePlpgsql } from './parser.js';
@@ -456,19 +456,36 @@ export function hazardEffects(env: TextEnvironment): Effects | null {
   let e: Effects;
   if (h === undefined) e = pending('the operator families and implicit casts of the database');
   else {
-    e = new Effects();
-    for (const { family, fn } of h.opfamilies) {
-      const f = functionEffects(env, fn);
-      if (!f.empty) {
-        e.merge(f, `operator family ${family} (${displayName(fn.schema, fn.name)}()), used when values are sorted, grouped or compared`);
-      }
+    const known = HAZARDS.get(h);
+    if (known !== undefined) e = known;
+    else {
+      // Hidden code analysed for the hazards asks for the hazards too: it gets nothing (the statement has them).
+      env.hazards = new Effects();
+      const before = env.dependencies.catalog?.length ?? 0;
+      e = computeHazards(env, h);
+      // Reused for later texts while the catalog gives the same answer, if nothing else was looked up for it.
+      if ((env.dependencies.catalog?.length ?? 0) === before) HAZARDS.set(h, e);
     }
-    for (const { source, target, fn } of h.casts) {
-      const f = functionEffects(env, fn);
-      if (!f.empty) e.merge(f, `implicit cast from ${source} to ${target} (${displayName(fn.schema, fn.name)}()), applied wherever the types fit`);
-    }
-    if (!e.empty) e.addClass('unknown', 'user code in operator families or implicit casts may run for this statement without showing in it');
   }
   env.hazards = e;
   return e.empty ? null : e;
+}
+
+/** Hazard effects by answer object: computing them walks every operator-family member (dozens, usually C). */
+const HAZARDS = new WeakMap<DatabaseHazards, Effects>();
+
+function computeHazards(env: TextEnvironment, h: DatabaseHazards): Effects {
+  const e = new Effects();
+  for (const { family, fn } of h.opfamilies) {
+    const f = functionEffects(env, fn);
+    if (!f.empty) {
+      e.merge(f, `operator family ${family} (${displayName(fn.schema, fn.name)}()), used when values are sorted, grouped or compared`);
+    }
+  }
+  for (const { source, target, fn } of h.casts) {
+    const f = functionEffects(env, fn);
+    if (!f.empty) e.merge(f, `implicit cast from ${source} to ${target} (${displayName(fn.schema, fn.name)}()), applied wherever the types fit`);
+  }
+  if (!e.empty) e.addClass('unknown', 'user code in operator families or implicit casts may run for this statement without showing in it');
+  return e;
 }

@@ -28,7 +28,7 @@ import {
   typeOidsQuery,
   typesQuery,
 } from './queries.js';
-import { ExpiringStore } from './store.js';
+import { clock, ExpiringStore } from './store.js';
 
 export interface SchemaCatalog {
   /** The classifier's view (ClassifyContext.catalog). */
@@ -116,7 +116,7 @@ export class ServerSchemaCatalog implements SchemaCatalog {
   private lookup<K extends CatalogKey>(key: K): CatalogAnswer<K> | undefined {
     if (key.kind === 'names') {
       const names = this.names;
-      if (names === null || Date.now() - names.loadedAt > this.ttlMs) return undefined;
+      if (names === null || clock() - names.loadedAt > this.ttlMs) return undefined;
       const map = key.of === 'function' ? names.functions : key.of === 'operator' ? names.operators : names.types;
       const user = map.get(key.name);
       const status: NameStatus = user === undefined ? 'none' : user ? 'lookup' : 'trusted';

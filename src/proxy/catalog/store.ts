@@ -1,4 +1,20 @@
 /**
+ * A coarse clock for expiry checks on the hot path (every cached classification re-checks its catalog
+ * answers): Date.now() read at most every 250 ms, advanced by a timer that does not keep the process alive.
+ */
+let coarseNow = Date.now();
+let ticking: NodeJS.Timeout | null = null;
+
+export function clock(): number {
+  if (ticking === null) {
+    ticking = setInterval(() => (coarseNow = Date.now()), 250);
+    ticking.unref();
+    coarseNow = Date.now();
+  }
+  return coarseNow;
+}
+
+/**
  * A bounded map whose entries expire: what the catalog learnt, kept for `ttlMs`. Bounded by entry count and
  * by the approximate size of the answers (function bodies and view queries can be large); when full it
  * starts over, which only costs lookups.
@@ -14,7 +30,7 @@ export class ExpiringStore<V> {
   ) {}
 
   /** The value, or undefined when unknown or expired. */
-  get(key: string, now = Date.now()): V | undefined {
+  get(key: string, now = clock()): V | undefined {
     const e = this.entries.get(key);
     if (e === undefined) return undefined;
     if (e.expires < now) {
@@ -25,7 +41,7 @@ export class ExpiringStore<V> {
     return e.value;
   }
 
-  has(key: string, now = Date.now()): boolean {
+  has(key: string, now = clock()): boolean {
     return this.get(key, now) !== undefined;
   }
 
