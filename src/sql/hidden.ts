@@ -163,6 +163,8 @@ function sqlBodyEffects(env: TextEnvironment, f: FunctionFacts, shown: string): 
   const items = ((as?.arg as AnyNode | undefined)?.List as AnyNode | undefined)?.items as AnyNode[] | undefined;
   const source = (items?.[0]?.String as AnyNode | undefined)?.sval;
   if (typeof source !== 'string') return unknown(`${shown}: its body cannot be found in its definition`);
+  const misread = misreadBody(env, source, shown);
+  if (misread) return misread;
   return textEffects(env, source, `the body of ${shown}`);
 }
 
@@ -179,8 +181,19 @@ function atomicStatements(body: AnyNode): AnyNode[] {
   return out;
 }
 
+/**
+ * A function body in text form is parsed when the function runs, with the caller's standard_conforming_strings:
+ * with it off, a backslash may make the server read the body differently from stepgate.
+ */
+function misreadBody(env: TextEnvironment, body: string, shown: string): Effects | null {
+  if (env.ctx.standardConformingStrings !== false || !body.includes('\\')) return null;
+  return unknown(`${shown}: standard_conforming_strings is off and its body has a backslash: the server may read it differently`);
+}
+
 function plpgsqlEffects(env: TextEnvironment, f: FunctionFacts, shown: string): Effects {
   if (f.definition === null) return unknown(`${shown}: its definition is not known`);
+  const misread = misreadBody(env, f.definition, shown);
+  if (misread) return misread;
   const parsed = parsePlpgsql(f.definition);
   if (!parsed.ok) return unknown(`${shown}: its PL/pgSQL cannot be read: ${parsed.message}`);
   const contents = plpgsqlContents(parsed.tree);

@@ -305,6 +305,14 @@ t.test('database-wide hazards: unsafe operator-family members and implicit casts
   tt.ok(c.reasons.some((x) => x.includes('implicit cast from text to mood')));
 });
 
+t.test('function bodies are parsed with the caller\'s standard_conforming_strings', async (tt) => {
+  const c = new FakeCatalog({ functions: [sqlFunction('public.bs', "SELECT 'a\\' AS x")] });
+  tt.same(classify('SELECT bs()', ctx({ catalog: c })).statements[0]!.classes, ['read'], 'on: a backslash is a character');
+  const off = classify('SELECT bs()', ctx({ catalog: c, standardConformingStrings: false })).statements[0]!;
+  tt.same(off.classes, ['read', 'unknown'], 'off: the server may read the body differently');
+  tt.ok(off.reasons.some((x) => x.includes('standard_conforming_strings')));
+});
+
 t.test('lookups not answered yet are unknown and reported', async (tt) => {
   const pending = new FakeCatalog({ relations: [relation('public.t', 'r')] });
   pending.unknownKinds.add('relations');
