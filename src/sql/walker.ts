@@ -12,6 +12,7 @@
  */
 import type { StatementAnalysis } from './analysis.js';
 import { builtinRelationEffects } from './builtin-relations.js';
+import { Effects } from './effects.js';
 import { builtinOperatorReads, isBuiltinReadOperator, lookupFunction, parseQualifiedName, type FunctionVerdict } from './functions.js';
 import { SUPERUSER_SETTINGS } from './builtin-settings.js';
 import { hazardEffects, operatorEffects, relationReadEffects, relationWriteEffects, resolveCall, typeNameEffects } from './hidden.js';
@@ -78,6 +79,15 @@ const BETWEEN_OPERATORS: Record<string, string[]> = {
   AEXPR_NOT_BETWEEN_SYM: ['<', '>'],
 };
 const EQUALS: AnyNode[] = [{ String: { sval: '=' } }];
+
+/**
+ * Built-ins that build a record of their first argument's type, coercing each field to it (domain checks
+ * run): json(b)_populate_record(set), hstore's populate_record (and its operator #=).
+ */
+const RECORD_POPULATORS = new Set([
+  'json_populate_record', 'json_populate_recordset', 'jsonb_populate_record', 'jsonb_populate_recordset',
+  'jsonb_populate_record_valid', 'populate_record',
+]);
 
 export class QueryWalker {
   private readonly scopes: Scope[] = [];
@@ -475,6 +485,8 @@ export class QueryWalker {
     if (this.a.deferred === 0) {
       this.applyHazards();
       this.applyFunction(schema, name, shown, f.args as AnyNode[] | undefined);
+      const first = (f.args as AnyNode[] | undefined)?.[0];
+      if (first !== undefined && RECORD_POPULATORS.has(name)) this.recordTarget(first, `${shown}()`);
     } else if (this.a.planning > 0 && this.a.env.ctx.catalog !== undefined) {
       // Planned, not run: user functions may be evaluated on constants (built-ins do only what they read).
       this.applyHazards();
@@ -532,7 +544,13 @@ export class QueryWalker {
     let current: AnyNode = e;
     for (;;) {
       const kind = current.kind as string;
-      if (NAMED_OPERATOR_KINDS.has(kind)) this.operator(current.name as AnyNode[]);
+      if (NAMED_OPERATOR_KINDS.has(kind)) {
+        this.operator(current.name as AnyNode[]);
+        // hstore's record #= hstore is populate_record().
+        if (kind === 'AEXPR_OP' && current.lexpr !== undefined && fieldName((current.name as AnyNode[])[(current.name as AnyNode[]).length - 1]!) === '#=') {
+          this.recordTarget(current.lexpr as AnyNode, 'operator #=');
+        }
+      }
       else {
         const between = BETWEEN_OPERATORS[kind];
         if (between !== undefined) for (const op of between) this.operator([{ String: { sval: op } }]);
@@ -575,6 +593,27 @@ export class QueryWalker {
     this.applyHazards();
     this.coercion(typeName);
     this.walk(c.arg);
+  }
+
+  /**
+   * The record argument of a populate_record-like built-in: its type's domain checks run for every field. A
+   * cast (`NULL::t`) is a coercion already; a whole-row reference (`t`, `t.*`) is the row type of its table;
+   * anything else has a type stepgate cannot see.
+   */
+  private recordTarget(arg: AnyNode, how: string): void {
+    const a = this.a;
+    if (!a.hiddenCodeRuns || a.env.ctx.catalog === undefined || arg.TypeCast !== undefined) return;
+    const fields = (arg.ColumnRef as AnyNode | undefined)?.fields as AnyNode[] | undefined;
+    const alias = fields === undefined ? undefined : fields.length === 1 ? fieldName(fields[0]!) : fields.length === 2 && fields[1]!.A_Star !== undefined ? fieldName(fields[0]!) : undefined;
+    const table = alias === undefined ? undefined : this.findRelation(alias)?.table;
+    if (table === undefined || table === null) {
+      const e = new Effects();
+      e.addClass('unknown', `${how} builds a record of a type stepgate cannot see (the checks of its domains run)`);
+      a.mergeEffects(e, null);
+      return;
+    }
+    const e = typeNameEffects(a.env, null, table);
+    if (e) a.mergeEffects(e, `${how} on rows of ${table}`);
   }
 
   /** A value is coerced to this type (a cast, a column definition list ...): domain checks, casts into it. */

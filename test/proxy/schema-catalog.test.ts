@@ -49,6 +49,8 @@ await db.query(`
   CREATE DOMAIN checked_int AS int CHECK (public.locks() = 1 AND VALUE > 0);
   CREATE DOMAIN honest_int AS int CHECK (VALUE > 0);
   CREATE TYPE rec_with_domain AS (a int, b checked_int);
+  CREATE TABLE rec_tab (a int, b checked_int);
+  INSERT INTO rec_tab VALUES (1, NULL);
   CREATE FUNCTION with_domain_param(d checked_int) RETURNS int IMMUTABLE LANGUAGE sql AS 'SELECT 1';
   CREATE TABLE rls_t (id int, owner text);
   ALTER TABLE rls_t ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
@@ -115,6 +117,7 @@ const HONEST: string[] = [
   "SELECT regexp_replace(email, 'a', 'b'), strpos(email, 'x'), lower(email), split_part(email, '@', 2) FROM orders",
   'SELECT * FROM orders a JOIN orders b USING (id) NATURAL JOIN log',
   "SELECT CASE email WHEN 'x' THEN 1 END, max(email), min(email), 'x'::citext, 1::honest_int FROM orders",
+  `SELECT jsonb_populate_record(NULL::orders, '{"id": 1}'), jsonb_populate_record(o, '{}') FROM orders o`,
   'SELECT count(*) OVER (PARTITION BY email ORDER BY total) FROM orders',
   "SELECT id FROM orders WHERE email = ANY (ARRAY['a', 'b']::citext[]) AND (id, email) = (1, 'x'::citext)",
   'SELECT * FROM honest_view, mv, parted, parted_a',
@@ -143,6 +146,8 @@ const HIDDEN: Case[] = [
   { sql: `SELECT * FROM json_populate_record(NULL::rec_with_domain, '{"a": 1, "b": 2}')`, classes: ['read'], flags: ['advisory_lock', 'locks'], locks: true },
   { sql: `SELECT * FROM json_to_record('{"a": 1}') AS x(a checked_int)`, classes: ['read'], flags: ['advisory_lock', 'locks'], locks: true },
   { sql: 'SELECT with_domain_param(1)', classes: ['read'], flags: ['advisory_lock', 'locks'], locks: true },
+  { sql: `SELECT jsonb_populate_record(t, '{"b": 5}') FROM rec_tab t`, classes: ['read'], flags: ['advisory_lock', 'locks'], locks: true },
+  { sql: `SELECT t #= 'b=>5'::hstore FROM rec_tab t`, classes: ['read'], flags: ['advisory_lock', 'locks'], locks: true },
   { sql: 'SELECT * FROM rls_t', classes: ['read'], flags: ['advisory_lock', 'locks'] },
   { sql: 'SELECT 1 === 2', classes: ['procedural', 'read'], flags: ['advisory_lock', 'locks'], locks: true },
   { sql: 'SELECT 1::mood', classes: ['read'], flags: ['advisory_lock', 'locks'], locks: true },

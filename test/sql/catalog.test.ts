@@ -30,6 +30,7 @@ const checkedInt = domain('public.checked_int', ['(public.locks() = 1 AND VALUE 
 const honestInt = domain('public.honest_int', ['(VALUE > 0)']);
 const mood = type('public.mood', 'e', { casts: [sqlFunction('public.mood_cast', "SELECT pg_catalog.pg_advisory_lock(3); SELECT 'a'::public.mood")] });
 const recWithDomain = type('public.rec_with_domain', 'c', { parts: [checkedInt.oid] });
+const recTab = type('public.rec_tab', 'c', { parts: [checkedInt.oid] });
 
 const catalog = new FakeCatalog({
   functions: [
@@ -84,6 +85,7 @@ const catalog = new FakeCatalog({
     relation('public.rls_t', 'r', { rowSecurity: true, policies: ['(public.locks() = 1)', "(owner = CURRENT_USER)"] }),
     relation('public.rls_honest', 'r', { rowSecurity: true, policies: ['(owner = CURRENT_USER)'] }),
     relation('public.generated_v', 'r', { readExpressions: ['public.locks()'] }),
+    relation('public.rec_tab', 'r'),
     relation('public.audited', 'r', {
       write: {
         triggers: [{ fn: plpgsqlFunction('public.audit_trg', "BEGIN INSERT INTO public.log (what) VALUES (TG_OP); PERFORM pg_notify('audit', NEW.id::text); RETURN NEW; END"), definition: 'CREATE TRIGGER a AFTER INSERT ON public.audited FOR EACH ROW EXECUTE FUNCTION public.audit_trg()' }],
@@ -116,8 +118,9 @@ const catalog = new FakeCatalog({
     operator('public.=', [nativeFunction('public.citext_eq', 'i'), builtinFunction('eqsel', 's')]),
     operator('public.===', [sqlFunction('public.evil_eq', 'SELECT pg_catalog.pg_advisory_lock(9) IS NOT NULL')]),
     operator('public.~~', [nativeFunction('public.citext_like', 'i')]),
+    operator('public.#=', [nativeFunction('public.populate_record', 'i')]),
   ],
-  types: [checkedInt, honestInt, mood, recWithDomain, type('public.citext', 'b', { casts: [nativeFunction('public.citext_from_bool', 'i')] })],
+  types: [checkedInt, honestInt, mood, recWithDomain, recTab, type('public.hstore', 'b'), type('public.citext', 'b', { casts: [nativeFunction('public.citext_from_bool', 'i')] })],
 });
 
 function ctx(extra: Partial<ClassifyContext> = {}): ClassifyContext {
@@ -232,6 +235,12 @@ const HIDDEN: Case[] = [
   { sql: 'SELECT ROW(1, 2)::rec_with_domain', classes: ['read'], flags: ['advisory_lock', 'locks'] },
   { sql: "SELECT * FROM json_populate_record(NULL::rec_with_domain, '{}')", classes: ['read'], flags: ['advisory_lock', 'locks'] },
   { sql: "SELECT * FROM json_to_record('{}') AS x(a checked_int)", classes: ['read'], flags: ['advisory_lock', 'locks'] },
+  // populate_record and friends coerce every field to the record's type, named by a whole-row reference too.
+  { sql: "SELECT jsonb_populate_record(t, '{}') FROM rec_tab t", classes: ['read'], flags: ['advisory_lock', 'locks'], reason: 'on rows of rec_tab' },
+  { sql: "SELECT jsonb_populate_recordset(t.*, '[]') FROM rec_tab t", classes: ['read'], flags: ['advisory_lock', 'locks'] },
+  { sql: "SELECT t #= 'b=>5'::hstore FROM rec_tab t", classes: ['read'], flags: ['advisory_lock', 'locks'], reason: 'operator #=' },
+  { sql: "SELECT json_populate_record($1, '{}')", classes: ['read', 'unknown'], reason: 'a type stepgate cannot see' },
+  { sql: "SELECT json_populate_record(NULL::orders, '{}')", classes: ['read', 'unknown'], reason: 'type orders is not in the server' },
   { sql: "SELECT * FROM XMLTABLE('/r' PASSING '<r/>' COLUMNS a checked_int PATH 'a')", classes: ['read'], flags: ['advisory_lock', 'locks'] },
   { sql: "SELECT JSON_VALUE('1', '$' RETURNING checked_int)", classes: ['read'], flags: ['advisory_lock', 'locks'] },
   { sql: 'SELECT 1::nosuchtype', classes: ['read', 'unknown'], reason: 'type nosuchtype is not in the server' },
