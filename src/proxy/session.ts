@@ -168,7 +168,7 @@ export class Session {
   private copyEnds = 0;
   private copyIn = false;
 
-  /** The first statement waited for the catalog's shadowed names (whether or not they could be loaded). */
+  /** The first statement waited for the catalog's name lists (whether or not they could be loaded). */
   private catalogWaited = false;
   /**
    * A statement that may change the schema (ddl, privilege, admin) was forwarded: the catalog's answers may be

@@ -597,12 +597,15 @@ export class QueryWalker {
 
   /**
    * The record argument of a populate_record-like built-in: its type's domain checks run for every field. A
-   * cast (`NULL::t`) is a coercion already; a whole-row reference (`t`, `t.*`) is the row type of its table;
-   * anything else has a type stepgate cannot see.
+   * cast (`NULL::t`) is a coercion already, and so is ROW() of constants and casts; a whole-row reference
+   * (`t`, `t.*`) is the row type of its table; anything else has a type stepgate cannot see.
    */
   private recordTarget(arg: AnyNode, how: string): void {
     const a = this.a;
     if (!a.hiddenCodeRuns || a.env.ctx.catalog === undefined || arg.TypeCast !== undefined) return;
+    // ROW(...) of constants and casts: its field types are built-ins or visible casts (walked as coercions).
+    const row = arg.RowExpr as AnyNode | undefined;
+    if (row !== undefined && ((row.args as AnyNode[] | undefined) ?? []).every((x) => x.A_Const !== undefined || x.TypeCast !== undefined)) return;
     const fields = (arg.ColumnRef as AnyNode | undefined)?.fields as AnyNode[] | undefined;
     const alias = fields === undefined ? undefined : fields.length === 1 ? fieldName(fields[0]!) : fields.length === 2 && fields[1]!.A_Star !== undefined ? fieldName(fields[0]!) : undefined;
     const table = alias === undefined ? undefined : this.findRelation(alias)?.table;
