@@ -194,12 +194,22 @@ function plpgsqlEffects(env: TextEnvironment, f: FunctionFacts, shown: string): 
   if (f.definition === null) return unknown(`${shown}: its definition is not known`);
   const misread = misreadBody(env, f.definition, shown);
   if (misread) return misread;
-  const parsed = parsePlpgsql(f.definition);
+  let parsed = parsePlpgsql(f.definition);
+  // Without a catalog, PL/pgSQL's parser does not know the fields of `t%ROWTYPE` variables: read them as
+  // `record` (which allows any field), keeping their declared types for the coercions.
+  const rowTypes: string[] = [];
+  if (!parsed.ok && parsed.message.includes('is not a known variable')) {
+    const retyped = f.definition.replace(/([A-Za-z_"][\w."$]*)\s*%\s*rowtype\b/gi, (_, t: string) => {
+      rowTypes.push(`${t}%rowtype`);
+      return 'record';
+    });
+    parsed = parsePlpgsql(retyped);
+  }
   if (!parsed.ok) return unknown(`${shown}: its PL/pgSQL cannot be read: ${parsed.message}`);
   const contents = plpgsqlContents(parsed.tree);
   const e = new Effects();
   for (const text of contents.texts) e.merge(textEffects(env, text, `a statement of ${shown}`));
-  for (const t of contents.types) e.merge(declaredTypeEffects(env, t, shown));
+  for (const t of [...contents.types, ...rowTypes]) e.merge(declaredTypeEffects(env, t, shown));
   for (const d of contents.dynamic) {
     e.addClass('procedural', `${shown}: ${d}`);
     e.addFlag('dynamic');

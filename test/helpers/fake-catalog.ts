@@ -144,7 +144,8 @@ export class FakeCatalog implements CatalogLookups {
         }
         const user = this.types.filter((t) => t.name === key.name);
         if (user.some((t) => t.checks.length > 0 || t.parts.length > 0 || t.casts.length > 0 || t.kind === 'd' || t.kind === 'c')) return 'lookup';
-        return user.length > 0 || BUILTIN_TYPES.has(key.name) ? 'trusted' : 'none';
+        // Every table has a row type of its name.
+        return user.length > 0 || BUILTIN_TYPES.has(key.name) || this.relations.some((r) => r.name === key.name) ? 'trusted' : 'none';
       }
       case 'functions':
         return this.functions.filter((f) => f.name === key.name && schemaMatches(key.schema, f.schema, false));
