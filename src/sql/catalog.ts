@@ -76,6 +76,8 @@ export interface RelationWriteFacts {
   expressions: string[];
   /** Domain, composite, range and array column types that are user-defined */
   types: number[];
+  /** CREATE INDEX texts (pg_get_indexdef) of indexes with expressions or predicates: evaluated on every write and by ANALYZE, VACUUM FULL, CLUSTER, REINDEX */
+  indexes?: string[];
 }
 
 /** A type (pg_type row) a value may be coerced to. */

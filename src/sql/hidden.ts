@@ -28,7 +28,7 @@
 import { MAX_HIDDEN_DEPTH, type TextEnvironment } from './analysis.js';
 import { builtinRelationEffects } from './builtin-relations.js';
 import { SUPERUSER_SETTINGS } from './builtin-settings.js';
-import { FIRST_NORMAL_OID, type DatabaseHazards, type FunctionFacts, type OperatorFacts, type RelationFacts, type TypeFacts } from './catalog.js';
+import { FIRST_NORMAL_OID, type DatabaseHazards, type FunctionFacts, type OperatorFacts, type RelationFacts, type RelationWriteFacts, type TypeFacts } from './catalog.js';
 import { Effects } from './effects.js';
 import { leavesDatabase, lookupBuiltin, nativeVerdict, type FunctionVerdict } from './functions.js';
 import { parsePlpgsql } from './parser.js';
@@ -302,19 +302,44 @@ export function relationReadEffects(env: TextEnvironment, schema: string | null,
   return e.empty ? null : e;
 }
 
-/** What writing `schema.name` runs: triggers, rules, column defaults and checks, domain-typed columns. */
-export function relationWriteEffects(env: TextEnvironment, schema: string | null, name: string): Effects | null {
+/**
+ * What writing `schema.name` runs: triggers, rules, column defaults and checks, domain-typed columns, index
+ * expressions and predicates (also what ANALYZE, VACUUM FULL, CLUSTER and REINDEX of it run).
+ */
+export function relationWriteEffects(env: TextEnvironment, schema: string | null, name: string, indexesOnly = false): Effects | null {
   const candidates = env.lookup({ kind: 'relations', schema, name });
   if (candidates === undefined) return pending(`relation ${displayName(schema, name)}`);
   const e = new Effects();
-  for (const r of candidates) if (r.write !== undefined) e.merge(memo(env, `w${r.oid}`, () => computeWrite(env, r)));
+  for (const r of candidates) {
+    if (r.write !== undefined) e.merge(memo(env, `${indexesOnly ? 'i' : 'w'}${r.oid}`, () => computeWrite(env, r, indexesOnly)));
+  }
   return e.empty ? null : e;
 }
 
-function computeWrite(env: TextEnvironment, r: RelationFacts): Effects {
+function computeWrite(env: TextEnvironment, r: RelationFacts, indexesOnly: boolean): Effects {
   const shown = displayName(r.schema, r.name);
   const w = r.write!;
   const e = new Effects();
+  if (!indexesOnly) writeTimeEffects(env, w, shown, e);
+  for (const index of w.indexes ?? []) {
+    const stmt = env.parseHiddenStatement(index)?.IndexStmt as AnyNode | undefined;
+    if (stmt === undefined) {
+      e.addClass('unknown', `an index of ${shown} cannot be read`);
+      continue;
+    }
+    const x = new Effects();
+    for (const p of (stmt.indexParams as AnyNode[] | undefined) ?? []) {
+      const expr = ((p.IndexElem as AnyNode | undefined) ?? p).expr as AnyNode | undefined;
+      if (expr !== undefined) x.merge(expressionNodeEffects(env, expr));
+    }
+    if (stmt.whereClause !== undefined) x.merge(expressionNodeEffects(env, stmt.whereClause as AnyNode));
+    e.merge(x, `index expression on ${shown}`);
+  }
+  return e;
+}
+
+/** Triggers, rules, defaults, checks and domain columns: what writing rows runs. */
+function writeTimeEffects(env: TextEnvironment, w: RelationWriteFacts, shown: string, e: Effects): void {
   for (const { fn, definition } of w.triggers) {
     e.merge(functionEffects(env, fn), `trigger on ${shown} (${displayName(fn.schema, fn.name)}())`);
     const when = (env.parseHiddenStatement(definition)?.CreateTrigStmt as AnyNode | undefined)?.whenClause as AnyNode | undefined;
@@ -338,7 +363,6 @@ function computeWrite(env: TextEnvironment, r: RelationFacts): Effects {
   }
   if (w.expressions.length > 0) e.merge(expressionEffects(env, w.expressions, `a default or check of ${shown}`), `default or check of ${shown}`);
   for (const oid of w.types) e.merge(typeOidEffects(env, oid), `a column of ${shown}`);
-  return e;
 }
 
 /** An expression node (a trigger's WHEN, a rule's WHERE) as `SELECT expr`. */

@@ -189,7 +189,12 @@ class StatementClassifier {
         return;
       case 'TruncateStmt':
         a.addClass('write', 'TRUNCATE removes every row');
-        for (const rv of (s.relations as AnyNode[] | undefined) ?? []) w.target((rv.RangeVar as AnyNode) ?? rv);
+        for (const rv of (s.relations as AnyNode[] | undefined) ?? []) {
+          const rel = (rv.RangeVar as AnyNode) ?? rv;
+          w.target(rel);
+          // ON TRUNCATE triggers (and what else writing the table runs).
+          w.relationWrite((rel.schemaname as string | undefined) ?? null, rel.relname as string);
+        }
         return;
       case 'CopyStmt':
         return this.copy(s);
@@ -289,12 +294,21 @@ class StatementClassifier {
         for (const r of (s.rels as AnyNode[] | undefined) ?? []) {
           const rel = ((r.VacuumRelation as AnyNode | undefined) ?? r).relation as AnyNode | undefined;
           if (rel) w.target(rel, s.is_vacuumcmd ? 'write' : 'read');
+          // ANALYZE and VACUUM FULL evaluate index expressions (with the rest of what writing the table runs).
+          if (rel) w.relationWrite((rel.schemaname as string | undefined) ?? null, rel.relname as string, true);
         }
         return;
       case 'ClusterStmt':
       case 'ReindexStmt':
         a.addClass('maintenance', `${a.command} is table maintenance`);
-        if (s.relation) w.target(s.relation as AnyNode);
+        if (s.relation) {
+          w.target(s.relation as AnyNode);
+          // Rebuilding indexes evaluates their expressions.
+          if (type === 'ClusterStmt' || s.kind === 'REINDEX_OBJECT_TABLE') {
+            const rel = s.relation as AnyNode;
+            w.relationWrite((rel.schemaname as string | undefined) ?? null, rel.relname as string, true);
+          }
+        }
         return;
       case 'CheckPointStmt':
         a.addClass('maintenance', 'CHECKPOINT');

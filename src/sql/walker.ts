@@ -393,11 +393,14 @@ export class QueryWalker {
     if (e) a.mergeEffects(e, null);
   }
 
-  /** What writing a relation runs: its triggers, rules, defaults, checks, domain columns (see hidden.ts). */
-  relationWrite(schema: string | null, name: string): void {
+  /**
+   * What writing a relation runs: its triggers, rules, defaults, checks, domain columns, index expressions
+   * (see hidden.ts). `indexesOnly`: maintenance that rebuilds or analyses indexes runs only their expressions.
+   */
+  relationWrite(schema: string | null, name: string, indexesOnly = false): void {
     const a = this.a;
     if (a.deferred > 0 || a.env.ctx.catalog === undefined) return;
-    const e = relationWriteEffects(a.env, schema, name);
+    const e = relationWriteEffects(a.env, schema, name, indexesOnly);
     if (e) a.mergeEffects(e, null, 'target');
   }
 

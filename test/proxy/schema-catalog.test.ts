@@ -69,6 +69,8 @@ await db.query(`
   CREATE TABLE audited (what text);
   CREATE TRIGGER a BEFORE INSERT ON audited FOR EACH ROW EXECUTE FUNCTION audit();
   CREATE FUNCTION replaced() RETURNS int LANGUAGE sql AS 'SELECT 1';
+  CREATE TABLE indexed (id int);
+  CREATE INDEX ON indexed ((id + public.locks()));
 `);
 
 const target = parseUpstreamUrl(db.url());
@@ -154,6 +156,8 @@ const HIDDEN: Case[] = [
   { sql: 'SELECT evil_sum(id) FROM orders', classes: ['read'], flags: ['advisory_lock', 'locks'], locks: true },
   { sql: 'SELECT * FROM remote_log', classes: ['admin', 'read'], flags: ['network'] },
   { sql: "INSERT INTO audited VALUES ('x')", classes: ['write'], flags: ['notify'] },
+  { sql: 'INSERT INTO indexed VALUES (1)', classes: ['write'], flags: ['advisory_lock', 'locks'] },
+  { sql: 'ANALYZE indexed', classes: ['maintenance'], flags: ['advisory_lock', 'locks'] },
   { sql: 'EXPLAIN SELECT * FROM evil_view', classes: ['read'], flags: ['advisory_lock', 'locks'] },
   { sql: 'EXPLAIN SELECT locks()', classes: ['read'], flags: ['advisory_lock', 'locks'], locks: true },
   { sql: 'SELECT * FROM pg_authid', classes: ['admin', 'read'], flags: ['secrets'] },

@@ -88,6 +88,7 @@ const catalog = new FakeCatalog({
     relation('public.rls_honest', 'r', { rowSecurity: true, policies: ['(owner = CURRENT_USER)'] }),
     relation('public.generated_v', 'r', { readExpressions: ['public.locks()'] }),
     relation('public.rec_tab', 'r'),
+    relation('public.indexed', 'r', { write: { triggers: [], rules: [], expressions: [], types: [], indexes: ['CREATE INDEX i ON public.indexed USING btree (public.locks()) WHERE (id > 0)'] } }),
     relation('public.audited', 'r', {
       write: {
         triggers: [{ fn: plpgsqlFunction('public.audit_trg', "BEGIN INSERT INTO public.log (what) VALUES (TG_OP); PERFORM pg_notify('audit', NEW.id::text); RETURN NEW; END"), definition: 'CREATE TRIGGER a AFTER INSERT ON public.audited FOR EACH ROW EXECUTE FUNCTION public.audit_trg()' }],
@@ -257,6 +258,12 @@ const HIDDEN: Case[] = [
   { sql: 'UPDATE when_trigger SET a = 1 WHERE id = 2', classes: ['write'], flags: ['advisory_lock', 'locks'], reason: 'WHEN condition' },
   { sql: 'COPY audited FROM STDIN', classes: ['import', 'write'], flags: ['notify'] },
   { sql: 'INSERT INTO honest_audited VALUES (1)', classes: ['write'], flags: [] },
+  { sql: 'INSERT INTO indexed VALUES (1)', classes: ['write'], flags: ['advisory_lock', 'locks'], reason: 'index expression on public.indexed' },
+  { sql: 'TRUNCATE audited', classes: ['write'], flags: ['notify'] },
+  // Maintenance that analyses or rebuilds indexes evaluates their expressions (not triggers).
+  { sql: 'ANALYZE indexed', classes: ['maintenance'], flags: ['advisory_lock', 'locks'] },
+  { sql: 'REINDEX TABLE indexed', classes: ['maintenance'], flags: ['advisory_lock', 'locks'] },
+  { sql: 'VACUUM audited', classes: ['maintenance'], flags: [] },
   // Planning runs hidden code too (user functions on constants, views, policies); the statement itself does not run.
   { sql: 'EXPLAIN SELECT locks()', classes: ['read'], flags: ['advisory_lock', 'locks'] },
   { sql: 'EXPLAIN SELECT * FROM evil_view', classes: ['read'], flags: ['advisory_lock', 'locks'] },

@@ -130,7 +130,9 @@ export function relationsQuery(version: number): string {
           'types', (SELECT coalesce(pg_catalog.jsonb_agg(DISTINCT a.atttypid::pg_catalog.int8), '[]') FROM pg_catalog.pg_attribute a
             JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid
             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid >= 16384
-              AND (ty.typtype IN ('d', 'c', 'r', 'm') OR ty.typelem >= 16384))) END
+              AND (ty.typtype IN ('d', 'c', 'r', 'm') OR ty.typelem >= 16384)),
+          'indexes', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.pg_get_indexdef(ix.indexrelid)), '[]') FROM pg_catalog.pg_index ix
+            WHERE ix.indrelid = c.oid AND (ix.indexprs IS NOT NULL OR ix.indpred IS NOT NULL))) END
       ) ORDER BY c.oid), '[]')
       FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
       WHERE c.relname = w.name AND ${RELATION_SCHEMA}) ORDER BY w.i)::pg_catalog.text
