@@ -36,11 +36,14 @@ export async function classifyWithCatalog(
 ): Promise<ClassifyResult> {
   let result = first;
   let previous = '';
+  let repeats = 0;
   for (let round = 0; round < MAX_LOOKUP_ROUNDS; round++) {
     const keys = result.unresolvedLookups;
     if (keys === undefined || keys.length === 0) return result;
+    // The same keys again: an invalidate() may have dropped the answers on their way (ask once more), or the
+    // catalog cannot answer them (stop: they stay unknown).
     const signature = JSON.stringify(keys);
-    if (signature === previous) return result; // no progress: the catalog cannot answer these
+    if (signature === previous && ++repeats >= 2) return result;
     previous = signature;
     try {
       await catalog.resolve(keys);
