@@ -77,12 +77,24 @@ export class Backend implements ReplyObserver {
   private droppingParts = false;
   /** Set by the session once the reply state exists (they refer to each other). */
   replies!: ReplyState;
+  /**
+   * A statement that may change the schema (ddl, privilege, admin) was forwarded: the catalog's answers may be
+   * stale. Invalidated at every ReadyForQuery until the transaction has ended (a change inside BEGIN is seen by
+   * the catalog's own connection only after COMMIT).
+   */
+  private schemaMayChange = false;
 
   constructor(
     private readonly host: BackendHost,
     private readonly model: TransactionModel,
     private readonly registry: StatementRegistry,
+    private readonly catalog: { invalidate(): void } | null,
   ) {}
+
+  /** See schemaMayChange. */
+  noteSchemaChange(): void {
+    this.schemaMayChange = true;
+  }
 
   readonly onServerData = (chunk: Buffer): void => {
     this.bytes += chunk.length;
@@ -132,6 +144,11 @@ export class Backend implements ReplyObserver {
   // ───────────────────────────── what the reply state reports ─────────────────────────────
 
   onReadyForQuery(status: number, drained: boolean, batch: number): void {
+    // The schema may have changed (see schemaMayChange): the catalog forgets what it learnt.
+    if (this.schemaMayChange) {
+      this.catalog?.invalidate();
+      if (status === backend.TransactionStatus.Idle) this.schemaMayChange = false;
+    }
     // Portals end with their transaction.
     if (status === backend.TransactionStatus.Idle) this.registry.endPortalsUpTo(batch);
     this.model.onReadyForQuery(status, drained);

@@ -27,9 +27,10 @@ import { ClientType } from '../protocol/frontend-messages.js';
 import { ProtocolViolation } from '../protocol/payload-reader.js';
 import type { Decision } from '../rules/types.js';
 import { unknownStatement } from '../sql/analysis.js';
+import { withParameterTypes } from '../sql/classify.js';
 import { quoteIdent } from '../sql/quote.js';
 import type { ClassifyContext, ClassifyResult, StatementInfo } from '../sql/types.js';
-import type { FunctionCatalog } from './catalog.js';
+import { classifyWithCatalog, type FunctionCatalog } from './catalog/index.js';
 import type { Gate, Verdict } from './gate.js';
 import { Injector, isReservedName, Style } from './injection.js';
 import {
@@ -236,6 +237,7 @@ export class Frontend {
       readOnlyCauses: this.readOnlyCauses(plan, before, statements),
       skipped: false,
     };
+    this.noteSchemaChanges(statements);
     const copyIn = statements.some(isCopyFromStdin);
     // In front of a Query: in a block, a simple Query of stepgate's own (its failure aborts the block, so the
     // client's statement fails too); otherwise Bind/Execute sharing the implicit transaction, and a Sync
@@ -279,7 +281,7 @@ export class Frontend {
   private onParse(buf: Buffer, start: number, end: number): Handled {
     const parse = frontend.readParse(buf, start, end);
     if (isReservedName(parse.name)) return this.rejectExtended(reservedError(parse.name));
-    const classified = this.classifyBytes(parse.sql);
+    const classified = this.classifyBytes(parse.sql, parse.paramTypes);
     const judge = ({ sql, result, invalid }: Classified): Handled => {
       if (invalid) return this.rejectExtended(invalid);
       const statement: PreparedStatement = { sql, statements: result.statements };
@@ -407,6 +409,7 @@ export class Frontend {
     this.host.toServer.queue(buf, start, end);
     if (plan) this.model.apply(plan);
     if (s) {
+      this.noteSchemaChanges([s]);
       // What the statement does to the transaction and the names the server holds, as for a Query.
       this.applyStatementEffects(s, auditId);
       this.model.state = afterExtendedStatement(this.model.state, s, this.model.clientDefaultReadOnly);
@@ -507,13 +510,22 @@ export class Frontend {
           return null;
         })
       : Promise.resolve(null);
-    return describe.then((fn) => {
+    return describe.then(async (fn) => {
       let statements: StatementInfo[];
       let sql: string;
       if (fn) {
         // Judge it as the equivalent SELECT, so built-in knowledge and rules on functions apply.
-        sql = `SELECT ${quoteIdent(fn.schema)}.${quoteIdent(fn.name)}(${call.args.map((_, i) => `$${i + 1}`).join(', ')})`;
-        statements = this.services.classify(sql, this.classifyCtx).statements.map((s) => ({ ...s, command: 'FUNCTION CALL' }));
+        const text = `SELECT ${quoteIdent(fn.schema)}.${quoteIdent(fn.name)}(${call.args.map((_, i) => `$${i + 1}`).join(', ')})`;
+        sql = text;
+        // With the schema catalog, what the function runs is looked up (level by level) before deciding.
+        const first = this.services.classify(text, this.classifyCtx);
+        const result =
+          this.catalog && first.unresolvedLookups
+            ? await classifyWithCatalog(this.catalog, () => this.services.classify(text, this.classifyCtx), first, (err) =>
+                this.services.log.warn('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message }),
+              )
+            : first;
+        statements = result.statements.map((s) => ({ ...s, command: 'FUNCTION CALL' }));
       } else {
         sql = `-- FunctionCall of function OID ${call.oid}`;
         statements = [unknownStatement(sql, `FunctionCall of function OID ${call.oid}, which stepgate could not look up`)];
@@ -608,23 +620,26 @@ export class Frontend {
       const p = f.registry.portal(name);
       return p && p.statement.statements.length === 1 ? p.statement.statements[0] : undefined;
     },
-    functionVolatility: (name) => f.catalog?.volatility(name),
-    shadowedBuiltin: (name, kind) => f.catalog?.shadowedBuiltin(name, kind) ?? false,
+    // The database's schema catalog (src/proxy/catalog/): functions, views, operators, types it reaches.
+    get catalog() {
+      return f.catalog?.lookups;
+    },
   }))(this);
 
   /**
-   * Classifies SQL bytes as the server will read them. Asks the server's catalog about functions the
-   * classifier does not know, once per function and database.
+   * Classifies SQL bytes as the server will read them. Asks the server's catalog about what the classifier
+   * needs to know (functions, relations, operators, types), once per name and database until it expires.
+   * `paramTypes`: the parameter type OIDs a Parse declares (domain checks run at Bind).
    */
-  private classifyBytes(bytes: Buffer): Classified | Promise<Classified> {
+  private classifyBytes(bytes: Buffer, paramTypes?: number[]): Classified | Promise<Classified> {
     const catalog = this.catalog;
     if (catalog && !catalog.loaded && !this.catalogWaited) {
-      // The first statement of a database waits for the list of names that shadow built-ins.
+      // The first statement of a database waits for the list of names that may be user-defined.
       this.catalogWaited = true;
       return catalog
         .ready()
         .catch((err: Error) => this.services.log.warn('catalog.unavailable', { connection: this.host.connectionId, error: err.message }))
-        .then(() => this.classifyBytes(bytes));
+        .then(() => this.classifyBytes(bytes, paramTypes));
     }
     // Refreshes in the background once a minute.
     catalog?.refreshIfStale();
@@ -641,16 +656,25 @@ export class Frontend {
       return { sql, result, invalid: decoded.unreadable ? null : { severity: 'ERROR', code: decoded.sqlstate, message: decoded.message } };
     }
     const sql = decoded.text;
-    const result = this.services.classify(sql, this.classifyCtx);
-    if (result.unresolvedFunctions.length === 0 || !catalog) return { sql, result, invalid: null };
-    return catalog.lookup(result.unresolvedFunctions).then(
-      () => ({ sql, result: this.services.classify(sql, this.classifyCtx), invalid: null }),
-      (err: Error) => {
-        this.services.log.warn('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message });
-        return { sql, result, invalid: null };
-      },
-    );
+    const ctx = paramTypes && paramTypes.length > 0 ? withParameterTypes(this.classifyCtx, paramTypes) : this.classifyCtx;
+    const result = this.services.classify(sql, ctx);
+    if (!result.unresolvedLookups || !catalog) return { sql, result, invalid: null };
+    // Look up what the classifier asked for and classify again, level by level of hidden code.
+    return classifyWithCatalog(catalog, () => this.services.classify(sql, ctx), result, (err) =>
+      this.services.log.warn('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message }),
+    ).then((r) => ({ sql, result: r, invalid: null }));
   }
+
+  /**
+   * A statement that may change the schema (ddl, privilege, admin) is forwarded: the catalog's answers may
+   * be stale once it has run (the backend invalidates them at ReadyForQuery).
+   */
+  private noteSchemaChanges(statements: readonly StatementInfo[]): void {
+    if (this.catalog && statements.some((s) => s.classes.some((c) => c === 'ddl' || c === 'privilege' || c === 'admin'))) this.schemaMayChange();
+  }
+
+  /** Set by the session: tells the backend that the schema may change. */
+  schemaMayChange: () => void = () => {};
 
   /** SQL bytes as the server will decode them. */
   private decode(bytes: Buffer): ReturnType<typeof decodeSql> {

@@ -19,7 +19,7 @@ import type { RuleSet, Subject } from '../rules/types.js';
 import type { ClassifyContext, ClassifyResult } from '../sql/types.js';
 import type { StepUpBroker } from '../stepup/types.js';
 import { CancelKeys } from './cancel-keys.js';
-import { ServerFunctionCatalog, type FunctionCatalog } from './catalog.js';
+import { ServerSchemaCatalog, type FunctionCatalog } from './catalog/index.js';
 import { AuthFailed, authenticateClient } from './client-auth.js';
 import { HandshakeClosed, HandshakeReader } from './handshake-reader.js';
 import { endAndLinger } from './linger.js';
@@ -435,7 +435,7 @@ export class ProxyServer {
     const key = `${target.display}\0${database}`;
     let catalog = this.catalogs.get(key);
     if (!catalog) {
-      catalog = new ServerFunctionCatalog(target, database, this.config.limits.upstreamConnectTimeoutMs);
+      catalog = new ServerSchemaCatalog(target, database, this.config.limits.upstreamConnectTimeoutMs);
       this.catalogs.set(key, catalog);
     }
     return catalog;

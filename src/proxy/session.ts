@@ -26,7 +26,7 @@ import type { RuleSet, Subject } from '../rules/types.js';
 import type { ClassifyContext, ClassifyResult } from '../sql/types.js';
 import type { Hold, StepUpBroker } from '../stepup/types.js';
 import { Backend } from './backend.js';
-import type { FunctionCatalog } from './catalog.js';
+import type { FunctionCatalog } from './catalog/index.js';
 import { Frontend, type PendingMessage } from './frontend.js';
 import { Gate } from './gate.js';
 import { Injector, Style } from './injection.js';
@@ -178,13 +178,14 @@ export class Session {
     // The client sees the default a direct connection reports; the server's becomes stepgate's (on).
     const model = new TransactionModel(this.parameters.get('default_transaction_read_only') === 'on');
     const registry = new StatementRegistry();
-    this.backend = new Backend(this, model, registry);
+    this.backend = new Backend(this, model, registry, options.catalog);
     this.replies = new ReplyState(this.backend);
     this.backend.replies = this.replies;
     const injector = new Injector(this.replies);
     const gate = new Gate(this, this.services);
     this.frontend = new Frontend(this, this.services, this.replies, registry, model, injector, gate, options.catalog);
     this.frontend.serverIdle = () => this.serverIdle();
+    this.frontend.schemaMayChange = () => this.backend.noteSchemaChange();
 
     this.client.on('data', this.onClientData);
     this.client.on('close', () => this.close(this.closeReason));

@@ -2,8 +2,11 @@
  * Accumulates what is learnt about one statement while its parse tree is walked, and turns it into a
  * StatementInfo. Classes and flags are bit sets so that adding one is cheap on the hot path.
  */
+import { catalogKeyString, type CatalogAnswer, type CatalogKey } from './catalog.js';
+import type { Effects } from './effects.js';
 import type { ClassifyContext, StatementClass, StatementFlag, StatementInfo, TableRef } from './types.js';
 import { STATEMENT_CLASSES, STATEMENT_FLAGS } from './types.js';
+import type { AnyNode } from './walker.js';
 
 /** Classes and flags are reported sorted alphabetically. */
 const SORTED_CLASSES: readonly StatementClass[] = [...STATEMENT_CLASSES].sort();
@@ -39,6 +42,60 @@ export interface ContextDependencies {
   portals: { name: string; statement: StatementInfo | undefined }[];
   /** Built-in names checked with shadowedBuiltin (only when the context has it). */
   shadowed: { name: string; kind: 'function' | 'operator'; answer: boolean }[];
+  /** Catalog lookups (ClassifyContext.catalog), each key once, with the answer given (undefined: not known yet). */
+  catalog?: { key: CatalogKey; answer: unknown }[];
+  /** The declared parameter types the classification used (ClassifyContext.parameterTypes). */
+  parameterTypes?: readonly number[];
+}
+
+/** Hidden code reached through more levels than this is `unknown` (views on views, functions calling functions ...). */
+export const MAX_HIDDEN_DEPTH = 24;
+
+/** How a text of hidden code (a view's query, a function body ...) reads: its statements, or why it cannot be read. */
+export type HiddenText = { statements: StatementInfo[] } | { error: string };
+
+/**
+ * Memoized effects of hidden code (functions, relations, types by OID ...) for one classification. A cycle (a
+ * recursive function) adds nothing the code being analysed does not already do, so it contributes no effects;
+ * results computed inside a cycle are not memoized until the cycle's first member is complete.
+ */
+class HiddenMemo {
+  private readonly memo = new Map<string, Effects>();
+  private readonly stack: { key: string; low: number }[] = [];
+  private readonly onStack = new Map<string, number>();
+
+  get depth(): number {
+    return this.stack.length;
+  }
+
+  run(key: string, compute: () => Effects, tooDeep: () => Effects, empty: () => Effects): Effects {
+    const known = this.memo.get(key);
+    if (known !== undefined) return known;
+    const at = this.onStack.get(key);
+    if (at !== undefined) {
+      const top = this.stack[this.stack.length - 1]!;
+      top.low = Math.min(top.low, at);
+      return empty();
+    }
+    if (this.stack.length >= MAX_HIDDEN_DEPTH) return tooDeep();
+    const index = this.stack.length;
+    const frame = { key, low: index };
+    this.stack.push(frame);
+    this.onStack.set(key, index);
+    let result: Effects;
+    try {
+      result = compute();
+    } finally {
+      this.stack.pop();
+      this.onStack.delete(key);
+    }
+    if (frame.low >= index) this.memo.set(key, result);
+    else {
+      const parent = this.stack[this.stack.length - 1];
+      if (parent) parent.low = Math.min(parent.low, frame.low);
+    }
+    return result;
+  }
 }
 
 /** State shared by all statements of one text. */
@@ -49,13 +106,49 @@ export class TextEnvironment {
   readonly localPortals = new Map<string, StatementInfo | null>();
   /** CLOSE ALL earlier in the text: no earlier portal survives. */
   localPortalsClosed = false;
+  /** Catalog keys asked that had no answer yet, by key string. */
+  readonly unresolvedLookups = new Map<string, CatalogKey>();
+  /** Catalog answers given so far, by key string: each key is asked (and recorded) once per text. */
+  private readonly answers = new Map<string, unknown>();
+  readonly hidden = new HiddenMemo();
+  /** > 0 while hidden code is analysed: it must not change the text's own state (its PREPAREs, ...). */
+  hiddenLevel = 0;
+  /** Effects of the database-wide hazards, computed once per text (see hidden.ts). */
+  hazards?: Effects;
   /** PREPAREs and DEALLOCATEs earlier in the same text: the server runs them before later statements. */
   readonly localPrepared = new Map<string, StatementInfo | null>();
   /** DEALLOCATE ALL / DISCARD ALL earlier in the text: no earlier prepared statement survives. */
   localDeallocatedAll = false;
   shapeSafe = true;
 
-  constructor(readonly ctx: ClassifyContext) {}
+  constructor(
+    readonly ctx: ClassifyContext,
+    /** Classifies a text of hidden code with this environment (set by classify.ts, which owns the parser). */
+    readonly analyzeHiddenText: (sql: string) => HiddenText = () => ({ error: 'hidden code cannot be read here' }),
+    /** Classifies one parsed statement of hidden code (BEGIN ATOMIC bodies arrive parsed). */
+    readonly analyzeHiddenNode: (node: AnyNode) => StatementInfo = () => unknownStatement('', 'hidden code cannot be read here'),
+    /** Parses a text holding one statement (a function definition); undefined when it does not parse. */
+    readonly parseHiddenStatement: (sql: string) => AnyNode | undefined = () => undefined,
+  ) {
+    if (ctx.catalog !== undefined) this.dependencies.catalog = [];
+    if (ctx.parameterTypes !== undefined) this.dependencies.parameterTypes = ctx.parameterTypes;
+  }
+
+  /**
+   * Asks the catalog (once per key and text) and records the answer. Undefined when there is no catalog or the
+   * answer is not known yet; then the key is reported as unresolved.
+   */
+  lookup<K extends CatalogKey>(key: K): CatalogAnswer<K> | undefined {
+    const catalog = this.ctx.catalog;
+    if (catalog === undefined) return undefined;
+    const k = catalogKeyString(key);
+    if (this.answers.has(k)) return this.answers.get(k) as CatalogAnswer<K> | undefined;
+    const answer = catalog.lookup(key);
+    this.answers.set(k, answer);
+    this.dependencies.catalog!.push({ key, answer });
+    if (answer === undefined) this.unresolvedLookups.set(k, key);
+    return answer;
+  }
 
   /** Whether an unqualified built-in name may resolve to something else (see ClassifyContext.shadowedBuiltin). */
   isShadowed(name: string, kind: 'function' | 'operator'): boolean {
@@ -112,6 +205,12 @@ export class StatementAnalysis {
    * a rule's actions, a policy's expression): tables and functions are listed, classes and flags are not.
    */
   deferred = 0;
+  /**
+   * > 0 while walking a query that is planned but not run (plain EXPLAIN, inside `deferred`): the planner
+   * evaluates functions on constants, expands views and policies, and may ask foreign servers, so hidden code
+   * (user functions, views, casts, domains, operators) counts; the statement's own effects do not.
+   */
+  planning = 0;
 
   constructor(readonly env: TextEnvironment) {}
 
@@ -165,6 +264,42 @@ export class StatementAnalysis {
 
   addFunction(name: string): void {
     this.functions.add(name);
+  }
+
+  /** True while hidden code counts: the statement runs it, or plans it (plain EXPLAIN, see `planning`). */
+  get hiddenCodeRuns(): boolean {
+    return this.deferred === 0 || this.planning > 0;
+  }
+
+  /**
+   * Adds what hidden code this statement runs does (see effects.ts). `via` says how it is reached
+   * (`view public.v`, `operator =`); it prefixes the reasons. How:
+   * - `hidden` (functions, views, casts, domains): hidden code that changes anything makes the statement
+   *   `procedural` as well: what it writes is not listed in `tables`, so rules cannot judge it;
+   * - `operator`: any effect at all makes it procedural (nothing in the text shows that code runs);
+   * - `target`: what writing a table runs (triggers, rules, defaults): the statement is a write already.
+   */
+  mergeEffects(e: Effects, via: string | null, how: 'hidden' | 'operator' | 'target' = 'hidden'): void {
+    if (!this.hiddenCodeRuns || e.empty) return;
+    // While planning (inside a deferred walk), hidden code still counts.
+    const deferred = this.deferred;
+    this.deferred = 0;
+    try {
+      const prefix = via === null ? '' : `${via}: `;
+      const first = e.reasons.length > 0 ? prefix + e.reasons[0]! : `${via ?? 'hidden code'} runs code that is ${[...e.classes].join(', ') || 'flagged'}`;
+      for (const c of e.classes) this.addClass(c, first);
+      for (const f of e.flags) this.addFlag(f);
+      for (const r of e.reasons) this.addReason(prefix + r);
+      if (e.changesParsing) this.changesParsing = true;
+      let changes = how === 'operator';
+      // Classes the shipped rules may allow (a write with WHERE, maintenance, import): hidden, they need asking.
+      if (how === 'hidden') for (const c of e.classes) if (c === 'write' || c === 'maintenance' || c === 'import' || c === 'export') changes = true;
+      if (changes && !e.classes.has('unknown')) {
+        this.addClass('procedural', how === 'operator' ? `${first} (an operator runs code the statement does not show)` : `${first} (hidden in code the statement runs: its tables are not listed)`);
+      }
+    } finally {
+      this.deferred = deferred;
+    }
   }
 
   /** The classification depends on literal values: it must not be reused for other statements of this shape. */

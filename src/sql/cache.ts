@@ -6,10 +6,11 @@
  *  - statement shape (shape.ts): texts that differ only in literal values share a shape-safe result, returned
  *    with each statement's actual text in `sql`.
  *
- * A result depends on the context too: the function volatilities, shadowed built-in names and prepared
- * statements it asked about are stored with it and asked again on every hit; if any answer changed, the entry
- * is classified afresh (so one cache can serve many sessions and databases). Results
- * with unresolved functions are not stored (the caller looks the functions up and classifies again).
+ * A result depends on the context too: the function volatilities, shadowed built-in names, prepared
+ * statements, catalog lookups and declared parameter types it used are stored with it and asked again on
+ * every hit; if any answer changed, the entry is classified afresh (so one cache can serve many sessions and
+ * databases, and a catalog entry that expired or was invalidated makes its dependants stale). Results with
+ * unresolved functions or lookups are not stored (the caller looks them up and classifies again).
  *
  * Results handed out by the cache are frozen (deeply): they are shared between callers. Never mutate one.
  */
@@ -142,7 +143,7 @@ export class ClassificationCache {
     this.counters.misses++;
     const tracked = classifyTracked(sql, ctx);
     const result = tracked.result;
-    if (result.unresolvedFunctions.length > 0) return result;
+    if (result.unresolvedFunctions.length > 0 || result.unresolvedLookups !== undefined) return result;
     deepFreeze(result);
     exact.set(sql, { result, dependencies: tracked.dependencies });
     if (hash >= 0 && result.shapeSafe) {
@@ -216,6 +217,49 @@ function dependenciesHold(deps: ContextDependencies, ctx: ClassifyContext): bool
     const p = portals[i]!;
     if (ctx.portalStatement?.(p.name) !== p.statement) return false;
   }
+  if (!sameTypes(deps.parameterTypes, ctx.parameterTypes)) return false;
+  const catalog = deps.catalog;
+  if (catalog !== undefined) {
+    const lookups = ctx.catalog;
+    if (lookups === undefined) return false;
+    for (let i = 0; i < catalog.length; i++) {
+      const d = catalog[i]!;
+      const answer = lookups.lookup(d.key);
+      if (answer === d.answer) continue;
+      // The catalog refreshed an entry (or the answers were replayed from JSON): equal content still holds, and
+      // remembering the live object makes the next check an identity check again.
+      if (answer === undefined || !sameJson(answer, d.answer)) return false;
+      d.answer = answer;
+    }
+  } else if (ctx.catalog !== undefined) {
+    return false; // classified without a catalog: its tables were never looked up
+  }
+  return true;
+}
+
+function sameTypes(a: readonly number[] | undefined, b: readonly number[] | undefined): boolean {
+  if (a === b) return true;
+  const x = a ?? [];
+  const y = b ?? [];
+  if (x.length !== y.length) return false;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
+}
+
+/** Structural equality of JSON values (catalog answers). */
+function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (a === null || b === null || typeof a !== 'object' || typeof b !== 'object') return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameJson(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const ka = Object.keys(a as object);
+  const kb = Object.keys(b as object);
+  if (ka.length !== kb.length) return false;
+  for (const k of ka) if (!sameJson((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false;
   return true;
 }
 

@@ -4,10 +4,11 @@
  * Fails closed: a text that does not parse, or that PostgreSQL may read differently from libpg-query
  * (standard_conforming_strings off with backslashes, a NUL, broken UTF-16), gives `unknown` statements.
  */
-import { TextEnvironment, unknownStatement, type ContextDependencies } from './analysis.js';
+import { TextEnvironment, unknownStatement, type ContextDependencies, type HiddenText } from './analysis.js';
 import { parseText, preparedQueryText } from './parser.js';
 import { analyzeStatement } from './statements.js';
 import type { ClassifyContext, ClassifyResult, StatementInfo } from './types.js';
+import type { AnyNode } from './walker.js';
 
 export { initParser, splitStatements } from './parser.js';
 
@@ -26,8 +27,18 @@ export interface TrackedClassification {
 
 const NO_DEPENDENCIES: ContextDependencies = Object.freeze({ functions: [], prepared: [], shadowed: [], portals: [] }) as ContextDependencies;
 
-/** classify(), plus the context answers the result depends on (for the cache). */
+/** classify(), plus the context answers the result depends on (for the cache). Never throws. */
 export function classifyTracked(sql: string, ctx: ClassifyContext): TrackedClassification {
+  try {
+    return classifyUnguarded(sql, ctx);
+  } catch (err) {
+    // A bug or an exhausted stack must not take the connection down, nor read as anything but unknown.
+    const reason = `stepgate could not analyze the text: ${err instanceof Error ? err.message : String(err)}`;
+    return { result: failure(sql, reason, 0), dependencies: { functions: [], prepared: [], shadowed: [], portals: [] }, spans: [0, sql.length] };
+  }
+}
+
+function classifyUnguarded(sql: string, ctx: ClassifyContext): TrackedClassification {
   const unreadable = unreadableText(sql);
   if (unreadable !== null) return { result: failure(sql, unreadable, 0), dependencies: NO_DEPENDENCIES, spans: [0, sql.length] };
 
@@ -40,7 +51,7 @@ export function classifyTracked(sql: string, ctx: ClassifyContext): TrackedClass
     };
   }
 
-  const env = new TextEnvironment(ctx);
+  const env = newEnvironment(ctx);
   const statements: StatementInfo[] = [];
   const spans: number[] = [];
   const backslashMisread = ctx.standardConformingStrings === false && sql.includes('\\');
@@ -62,11 +73,42 @@ export function classifyTracked(sql: string, ctx: ClassifyContext): TrackedClass
     for (const s of statements) s.flags = withFlag(s.flags, 'multi_statement');
   }
   const shapeSafe = env.shapeSafe && !backslashMisread && statements.every((s) => !s.classes.includes('unknown'));
-  return {
-    result: { statements, unresolvedFunctions: [...env.unresolved], shapeSafe },
-    dependencies: env.dependencies,
-    spans,
-  };
+  const result: ClassifyResult = { statements, unresolvedFunctions: [...env.unresolved], shapeSafe };
+  if (env.unresolvedLookups.size > 0) result.unresolvedLookups = [...env.unresolvedLookups.values()];
+  return { result, dependencies: env.dependencies, spans };
+}
+
+/**
+ * The context for classifying an extended-protocol Parse that declares parameter types (type OIDs, 0 for
+ * unspecified): binding a value to a domain-typed parameter runs the domain's checks, which the statement then
+ * carries. The returned context reads everything else from `ctx` (getters included).
+ */
+export function withParameterTypes(ctx: ClassifyContext, types: readonly number[]): ClassifyContext {
+  if (!types.some((t) => t !== 0)) return ctx;
+  const derived = Object.create(ctx) as ClassifyContext;
+  Object.defineProperty(derived, 'parameterTypes', { value: Object.freeze([...types]), enumerable: true });
+  return derived;
+}
+
+/**
+ * An environment whose hidden code (view queries, function bodies, checks, see hidden.ts) is classified with
+ * the same classifier and the same lookups. Hidden texts never throw and never change the text's own state.
+ */
+function newEnvironment(ctx: ClassifyContext): TextEnvironment {
+  const env: TextEnvironment = new TextEnvironment(
+    ctx,
+    (sql: string): HiddenText => {
+      const parsed = parseText(sql);
+      if (!parsed.ok) return { error: parsed.message };
+      return { statements: parsed.statements.map((p) => analyzeStatement(env, p.node, p.text, () => '')) };
+    },
+    (node: AnyNode): StatementInfo => analyzeStatement(env, node, '', () => ''),
+    (sql: string): AnyNode | undefined => {
+      const parsed = parseText(sql);
+      return parsed.ok && parsed.statements.length === 1 ? parsed.statements[0]!.node : undefined;
+    },
+  );
+  return env;
 }
 
 /** Why libpg-query cannot be trusted to read this text as the server would, or null. */

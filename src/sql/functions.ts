@@ -42,22 +42,26 @@ const READ = verdict(['read'], null);
 const SEQUENCE_WRITE = verdict(['write'], 'advances or sets a sequence', [], 'sequence-write');
 const SEQUENCE_READ = verdict(['read'], null, [], 'sequence-read');
 const LARGE_OBJECT_WRITE = verdict(['write'], 'writes a large object');
-const NOTIFY = verdict(['write'], 'sends a notification');
-const SERVER_FILES = verdict(['admin'], 'reads or writes files on the server');
-const SERVER_CONFIG_FILES = verdict(['admin'], 'reads server configuration files');
-const BACKENDS = verdict(['admin'], 'signals or inspects other backends');
+const NOTIFY = verdict(['write'], 'sends a notification', ['notify']);
+const SERVER_FILES = verdict(['admin'], 'reads or writes files on the server', ['server_files']);
+const SERVER_CONFIG_FILES = verdict(['admin'], 'reads server configuration files', ['server_files']);
+const SIGNALS_BACKENDS = verdict(['admin'], 'signals other backends', ['signals_backend']);
 const SERVER_CONTROL = verdict(['admin'], 'controls the server (configuration, WAL, backups, recovery)');
 const REPLICATION = verdict(['admin'], 'manages replication slots or origins');
 const STATISTICS_ADMIN = verdict(['admin'], 'resets or overwrites server statistics');
 const CATALOG_ADMIN = verdict(['admin'], 'changes system catalogs directly');
-const LEAVES_DATABASE = verdict(['admin'], 'connects to another server');
-const LEAVES_DATABASE_DYNAMIC = verdict(['admin'], 'runs SQL on another server', ['dynamic']);
+const LEAVES_DATABASE = verdict(['admin'], 'connects to another server', ['network']);
+const LEAVES_DATABASE_DYNAMIC = verdict(['admin'], 'runs SQL on another server', ['dynamic', 'network']);
 const INDEX_MAINTENANCE = verdict(['maintenance'], 'maintains an index');
-const ADVISORY_LOCK = verdict(['read'], null, ['locks']);
+const ADVISORY_LOCK = verdict(['read'], 'takes or releases an advisory lock', ['advisory_lock', 'locks']);
+const ASSIGNS_XID = verdict(['read'], 'assigns a transaction ID', ['assigns_xid']);
+const SETSEED = verdict(['read'], 'sets the random seed of the session', ['setseed']);
 const RUNS_SQL_TEXT = verdict(['procedural'], 'runs SQL given as a string', ['dynamic']);
 const READS_TABLES_BY_NAME = verdict(['read'], null, ['dynamic']);
-const SET_CONFIG = verdict(['session'], 'changes a setting', [], 'set_config');
+const SET_CONFIG = verdict(['session'], 'changes a setting', ['set_config'], 'set_config');
+const EXTENSION_SET_CONFIG = verdict(['session'], 'changes a setting', ['set_config']);
 const BUILTIN_VOLATILE = verdict(['procedural'], 'calls a volatile built-in function');
+const NATIVE_VOLATILE = verdict(['procedural'], 'is a volatile C function');
 const CATALOG_VOLATILE = verdict(['procedural'], 'calls a volatile or unknown function');
 const UNRESOLVED: FunctionVerdict = Object.freeze({
   ...CATALOG_VOLATILE,
@@ -77,10 +81,9 @@ function names(verdict: FunctionVerdict, list: string[]): [string, FunctionVerdi
 const CURATED_BUILTINS: ReadonlyMap<string, FunctionVerdict> = new Map([
   // Volatile only because their result changes: they read nothing they should not and change nothing.
   ...names(READ, [
-    'random', 'random_normal', 'setseed', 'clock_timestamp', 'timeofday', 'statement_timestamp',
+    'random', 'random_normal', 'clock_timestamp', 'timeofday', 'statement_timestamp',
     'pg_sleep', 'pg_sleep_for', 'pg_sleep_until', 'gen_random_uuid', 'uuidv4', 'uuidv7',
-    'txid_current', 'txid_current_if_assigned', 'txid_status', 'pg_current_xact_id',
-    'pg_current_xact_id_if_assigned', 'pg_xact_status', 'pg_xact_commit_timestamp',
+    'txid_current_if_assigned', 'txid_status', 'pg_current_xact_id_if_assigned', 'pg_xact_status', 'pg_xact_commit_timestamp',
     'pg_xact_commit_timestamp_origin', 'pg_last_committed_xact', 'current_query', 'currtid2', 'amvalidate',
     'pg_blocking_pids', 'pg_safe_snapshot_blocking_pids', 'pg_isolation_test_session_is_blocked',
     'pg_collation_actual_version', 'pg_database_collation_actual_version', 'pg_control_checkpoint',
@@ -98,7 +101,14 @@ const CURATED_BUILTINS: ReadonlyMap<string, FunctionVerdict> = new Map([
     'pg_stat_clear_snapshot', 'pg_stat_force_next_flush', 'pg_stat_have_stats', 'pg_stat_get_recovery_prefetch',
     'lo_open', 'lo_close', 'loread', 'lo_get', 'lo_lseek', 'lo_lseek64', 'lo_tell', 'lo_tell64',
     'cursor_to_xml', 'cursor_to_xmlschema', 'pg_get_acl', 'pg_get_loaded_modules',
+    // Extensions' volatile C functions that only read (pg_stat_statements, pg_buffercache).
+    'pg_stat_statements', 'pg_stat_statements_info', 'pg_buffercache_pages', 'pg_buffercache_summary',
+    'pg_buffercache_usage_counts',
   ]),
+  ...names(ASSIGNS_XID, ['txid_current', 'pg_current_xact_id']),
+  ...names(SETSEED, ['setseed']),
+  // pg_trgm's set_limit() sets pg_trgm.similarity_threshold.
+  ...names(EXTENSION_SET_CONFIG, ['set_limit']),
   ...names(SEQUENCE_WRITE, ['nextval', 'setval']),
   ...names(SEQUENCE_READ, ['currval']),
   ...names(READ, ['lastval']),
@@ -115,7 +125,7 @@ const CURATED_BUILTINS: ReadonlyMap<string, FunctionVerdict> = new Map([
     'pg_file_length',
   ]),
   ...names(SERVER_CONFIG_FILES, ['pg_hba_file_rules', 'pg_ident_file_mappings', 'pg_show_all_file_settings']),
-  ...names(BACKENDS, [
+  ...names(SIGNALS_BACKENDS, [
     'pg_terminate_backend', 'pg_cancel_backend', 'pg_log_backend_memory_contexts', 'pg_signal_backend',
   ]),
   ...names(SERVER_CONTROL, [
@@ -161,7 +171,7 @@ const CURATED_BUILTINS: ReadonlyMap<string, FunctionVerdict> = new Map([
 ]);
 
 /** Extension functions that leave the database, recognised in any schema (they usually live in public). */
-function leavesDatabase(name: string): FunctionVerdict | undefined {
+export function leavesDatabase(name: string): FunctionVerdict | undefined {
   if (name.startsWith('dblink')) {
     switch (name) {
       case 'dblink':
@@ -213,6 +223,33 @@ export function lookupFunction(
 }
 
 /**
+ * The verdict for a built-in function by name (curated, or by the generated table's volatility); undefined when
+ * stepgate's tables do not know the name (a newer server's built-in: look it up).
+ */
+export function lookupBuiltin(name: string): FunctionVerdict | undefined {
+  const remote = leavesDatabase(name);
+  if (remote) return remote;
+  const curated = CURATED_BUILTINS.get(name);
+  if (curated) return curated;
+  const volatility = BUILTIN_FUNCTIONS.get(name);
+  if (volatility === 'immutable' || volatility === 'stable') return READ;
+  if (volatility === 'volatile') return BUILTIN_VOLATILE;
+  return undefined;
+}
+
+/**
+ * The verdict for a function whose code stepgate trusts to be what it declares: a built-in (OID below 16384)
+ * or a function in language c or internal (only superusers create those). Curated names first (dblink,
+ * adminpack, ...), then the declared volatility (`i`, `s`, `v`).
+ */
+export function nativeVerdict(name: string, volatility: string, builtin: boolean): FunctionVerdict {
+  const known = leavesDatabase(name) ?? CURATED_BUILTINS.get(name);
+  if (known) return known;
+  if (volatility === 'i' || volatility === 's') return READ;
+  return builtin ? BUILTIN_VOLATILE : NATIVE_VOLATILE;
+}
+
+/**
  * Whether an operator (as written: optional schema, then the symbol) is a built-in whose functions only read.
  * Operators are functions in disguise: a user-defined one may call anything, and the context cannot look
  * operators up, so any other operator (or a built-in symbol another schema also defines) counts as
@@ -223,6 +260,15 @@ export function isBuiltinReadOperator(schema: string | null, symbol: string, isS
   if (schema === null && isShadowed(symbol)) return false;
   const volatility = BUILTIN_OPERATORS.get(symbol);
   return volatility === 'immutable' || volatility === 'stable';
+}
+
+/**
+ * Whether a built-in operator symbol's functions only read (immutable or stable). A symbol the generated table
+ * does not know is a newer server's built-in (the catalog said only built-ins have it): trusted as a read.
+ */
+export function builtinOperatorReads(symbol: string): boolean {
+  const volatility = BUILTIN_OPERATORS.get(symbol);
+  return volatility !== 'volatile';
 }
 
 /**

@@ -4,7 +4,7 @@
  * libpg-query reports statement locations as UTF-8 byte offsets: texts are sliced through a Buffer unless
  * the text is pure ASCII (then bytes and UTF-16 indices coincide).
  */
-import { loadModule, parseSync, scanSync } from 'libpg-query';
+import { loadModule, parsePlPgSQLSync, parseSync, scanSync } from 'libpg-query';
 import type { AnyNode } from './walker.js';
 
 let loading: Promise<void> | undefined;
@@ -112,6 +112,43 @@ export function preparedQueryText(prepareText: string): string {
     }
   }
   return prepareText;
+}
+
+/**
+ * Parses a whole CREATE FUNCTION text in language plpgsql (as pg_get_functiondef prints it) with PL/pgSQL's
+ * own grammar. Added for the classifier (function bodies); never throws.
+ */
+export function parsePlpgsql(definition: string): { ok: true; tree: AnyNode } | { ok: false; message: string } {
+  assertReady();
+  try {
+    return { ok: true, tree: parsePlPgSQLSync(definition) as unknown as AnyNode };
+  } catch (err) {
+    return { ok: false, message: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+/**
+ * Splits a PL/pgSQL assignment (`target := expression`, or `=`) at its operator outside parentheses and
+ * brackets; null when there is none. Added for the classifier; never throws.
+ */
+export function assignmentParts(text: string): { target: string; value: string } | null {
+  assertReady();
+  let tokens: { start: number; end: number; text: string }[];
+  try {
+    tokens = scanSync(text).tokens;
+  } catch {
+    return null;
+  }
+  const buf = Buffer.from(text, 'utf8');
+  let depth = 0;
+  for (const t of tokens) {
+    if (t.text === '(' || t.text === '[') depth++;
+    else if (t.text === ')' || t.text === ']') depth--;
+    else if (depth === 0 && (t.text === ':=' || t.text === '=')) {
+      return { target: buf.toString('utf8', 0, t.start), value: buf.toString('utf8', t.end) };
+    }
+  }
+  return null;
 }
 
 /** Index just past the last non-blank character of sql[start, end). */

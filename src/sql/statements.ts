@@ -3,10 +3,11 @@
  * what its queries and expressions do. Every statement type the grammar can produce is listed here; a type
  * that is not is `unknown`, never `read`.
  */
-import { StatementAnalysis, type TextEnvironment } from './analysis.js';
+import { StatementAnalysis, unknownStatement, type TextEnvironment } from './analysis.js';
 import { commandTag } from './command-tag.js';
+import { procedureEffects, typeOidEffects } from './hidden.js';
 import type { StatementInfo } from './types.js';
-import { applySetting, constantString, fieldName, QueryWalker, type AnyNode } from './walker.js';
+import { applySetting, constantString, fieldName, QueryWalker, TooDeepError, type AnyNode } from './walker.js';
 
 /** The statement's type name and body, from `{ TypeName: body }`. */
 export function unwrapNode(node: AnyNode): [string, AnyNode] {
@@ -27,8 +28,25 @@ export function analyzeStatement(
   const [type, body] = unwrapNode(node);
   const a = new StatementAnalysis(env);
   a.command = commandTag(type, body);
-  new StatementClassifier(a, innerText).statement(type, body);
+  try {
+    new StatementClassifier(a, innerText).statement(type, body);
+    if (env.hiddenLevel === 0 && env.ctx.parameterTypes !== undefined) parameterCoercions(a, env.ctx.parameterTypes);
+  } catch (err) {
+    // A tree too deep for the walker (or for the JavaScript stack) is not analysed: never a read, never a crash.
+    if (err instanceof TooDeepError) return unknownStatement(sql, err.message, a.command);
+    if (err instanceof RangeError) return unknownStatement(sql, `the statement is nested too deeply to analyze (${err.message})`, a.command);
+    throw err;
+  }
   return a.finish(sql);
+}
+
+/** Declared parameter types (extended-protocol Parse): Bind coerces each value to its type. */
+function parameterCoercions(a: StatementAnalysis, types: readonly number[]): void {
+  for (let i = 0; i < types.length; i++) {
+    const oid = types[i]!;
+    if (oid === 0) continue;
+    a.mergeEffects(typeOidEffects(a.env, oid), `parameter $${i + 1}`);
+  }
 }
 
 /** Languages whose code can reach the server's files and programs, or that load native code. */
@@ -136,7 +154,7 @@ function defElemString(d: AnyNode): string | undefined {
 }
 
 class StatementClassifier {
-  private readonly w: QueryWalker;
+  readonly w: QueryWalker;
 
   constructor(
     private readonly a: StatementAnalysis,
@@ -175,6 +193,7 @@ class StatementClassifier {
         a.addClass('session');
         const name = (s.name as string | undefined) ?? null;
         a.deallocate = { name };
+        if (a.env.hiddenLevel > 0) return; // inside a function body: not this text's own statements
         if (name === null) this.forgetAllPrepared();
         else a.env.localPrepared.set(name, null);
         return;
@@ -211,9 +230,11 @@ class StatementClassifier {
           // It also runs RESET ALL and cannot run inside a transaction block.
           a.changesReadOnlyDefault = true;
           a.ownTransactions = true;
-          this.forgetAllPrepared();
-          a.env.localPortals.clear();
-          a.env.localPortalsClosed = true;
+          if (a.env.hiddenLevel === 0) {
+            this.forgetAllPrepared();
+            a.env.localPortals.clear();
+            a.env.localPortalsClosed = true;
+          }
         }
         return;
       case 'VariableSetStmt':
@@ -230,6 +251,7 @@ class StatementClassifier {
       case 'NotifyStmt':
         a.addClass('write', 'NOTIFY sends a notification');
         a.snapshotFree = true;
+        a.addFlag('notify');
         return;
       case 'LockStmt':
         a.snapshotFree = true;
@@ -239,7 +261,12 @@ class StatementClassifier {
         return;
       case 'TruncateStmt':
         a.addClass('write', 'TRUNCATE removes every row');
-        for (const rv of (s.relations as AnyNode[] | undefined) ?? []) w.target((rv.RangeVar as AnyNode) ?? rv);
+        for (const rv of (s.relations as AnyNode[] | undefined) ?? []) {
+          const rel = (rv.RangeVar as AnyNode) ?? rv;
+          w.target(rel);
+          // ON TRUNCATE triggers (and what else writing the table runs).
+          w.relationWrite((rel.schemaname as string | undefined) ?? null, rel.relname as string);
+        }
         return;
       case 'CopyStmt':
         return this.copy(s);
@@ -343,13 +370,22 @@ class StatementClassifier {
         for (const r of (s.rels as AnyNode[] | undefined) ?? []) {
           const rel = ((r.VacuumRelation as AnyNode | undefined) ?? r).relation as AnyNode | undefined;
           if (rel) w.target(rel, s.is_vacuumcmd ? 'write' : 'read');
+          // ANALYZE and VACUUM FULL evaluate index expressions (with the rest of what writing the table runs).
+          if (rel) w.relationWrite((rel.schemaname as string | undefined) ?? null, rel.relname as string, true);
         }
         return;
       case 'ClusterStmt':
       case 'ReindexStmt':
         if (runsOwnTransactions(type, s)) a.ownTransactions = true;
         a.addClass('maintenance', `${a.command} is table maintenance`);
-        if (s.relation) w.target(s.relation as AnyNode);
+        if (s.relation) {
+          w.target(s.relation as AnyNode);
+          // Rebuilding indexes evaluates their expressions.
+          if (type === 'ClusterStmt' || s.kind === 'REINDEX_OBJECT_TABLE') {
+            const rel = s.relation as AnyNode;
+            w.relationWrite((rel.schemaname as string | undefined) ?? null, rel.relname as string, true);
+          }
+        }
         return;
       case 'CheckPointStmt':
         a.snapshotFree = true;
@@ -470,7 +506,9 @@ class StatementClassifier {
         if (type === 'AlterDomainStmt') w.walk(s.def); // ADD CONSTRAINT checks existing values now
         return;
       case 'ReturnStmt':
-        // Only inside a function body (deferred); its expression is all there is.
+        // Only inside a function body (deferred, or its BEGIN ATOMIC body read as hidden code): its expression.
+        if (a.env.hiddenLevel > 0) a.addClass('read');
+        else a.addClass('unknown', 'RETURN outside a function body');
         w.walk(s.returnval);
         return;
       default:
@@ -493,9 +531,15 @@ class StatementClassifier {
       this.query(s.query as AnyNode);
       return;
     }
-    // Plain EXPLAIN only plans: the statement's names are listed, its effects are not taken.
+    // Plain EXPLAIN only plans: the statement's names are listed, its effects are not taken. Planning may run
+    // hidden code (user functions on constants, views, policies): with a catalog, that counts.
     this.a.addClass('read');
-    this.w.walkDeferred(s.query);
+    this.a.planning++;
+    try {
+      this.w.walkDeferred(s.query);
+    } finally {
+      this.a.planning--;
+    }
     // ... except EXPLAIN EXECUTE, which evaluates the parameters to plan with them.
     const execute = (s.query as AnyNode | undefined)?.ExecuteStmt as AnyNode | undefined;
     if (execute !== undefined) this.w.walk(execute.params);
@@ -508,17 +552,21 @@ class StatementClassifier {
     const [type, body] = unwrapNode(s.query as AnyNode);
     const inner = new StatementAnalysis(a.env);
     inner.command = commandTag(type, body);
-    new StatementClassifier(inner, this.innerText).statement(type, body);
+    const innerClassifier = new StatementClassifier(inner, this.innerText);
+    innerClassifier.statement(type, body);
+    // PREPARE p(mydomain) AS ...: EXECUTE p('x') coerces its parameters to the declared types.
+    for (const t of (s.argtypes as AnyNode[] | undefined) ?? []) innerClassifier.w.coercion((t.TypeName as AnyNode | undefined) ?? t);
     const statement = inner.finish(this.innerText());
     a.prepare = { name, statement };
-    a.env.localPrepared.set(name, statement);
+    if (a.env.hiddenLevel === 0) a.env.localPrepared.set(name, statement);
   }
 
   private execute(s: AnyNode): void {
     const a = this.a;
     const name = s.name as string;
     if (a.deferred === 0) a.executes = name;
-    const prepared = a.deferred > 0 ? undefined : a.env.preparedStatement(name);
+    // Inside hidden code (a function body) EXECUTE names whatever the session has prepared when it runs.
+    const prepared = a.deferred > 0 || a.env.hiddenLevel > 0 ? undefined : a.env.preparedStatement(name);
     if (prepared === undefined) {
       if (a.deferred === 0) {
         a.addClass('unknown', `EXECUTE ${name}: the prepared statement is not known`);
@@ -597,10 +645,15 @@ class StatementClassifier {
       case 'TRANS_STMT_RELEASE':
         a.transaction = { kind: 'release', savepoint };
         return;
+      case 'TRANS_STMT_PREPARE':
+        // Not plain transaction control: the prepared transaction keeps its locks and changes after the session
+        // ends (blocking others and VACUUM) until someone runs COMMIT/ROLLBACK PREPARED, itself admin.
+        a.addClass('admin', 'PREPARE TRANSACTION keeps the transaction, its locks and changes, past the end of the session');
+        a.changesParsing = true;
+        return;
       case 'TRANS_STMT_COMMIT':
       case 'TRANS_STMT_ROLLBACK':
       case 'TRANS_STMT_ROLLBACK_TO':
-      case 'TRANS_STMT_PREPARE':
         // Ending a transaction reverts SET LOCAL and rolled-back SETs.
         a.changesParsing = true;
         a.transaction =
@@ -661,9 +714,12 @@ class StatementClassifier {
       a.addClass('import', 'COPY FROM loads data');
       a.addClass('write', 'COPY FROM inserts rows');
       if (rel) w.target(rel, 'write');
+      if (rel) w.relationWrite((rel.schemaname as string | undefined) ?? null, rel.relname as string);
     } else {
       a.addClass('export', 'COPY TO sends data out in bulk');
       if (rel) w.target(rel, 'read');
+      // COPY table TO applies the table's row-level security (views and foreign tables cannot be copied).
+      if (rel) w.relationRead((rel.schemaname as string | undefined) ?? null, rel.relname as string);
       if (rel) {
         for (const c of (s.attlist as AnyNode[] | undefined) ?? []) a.addColumn(`${rel.relname as string}.${fieldName(c)}`);
         if (s.attlist === undefined) a.addColumn(`${rel.relname as string}.*`);
@@ -677,6 +733,7 @@ class StatementClassifier {
       } else {
         a.addClass('admin', 'COPY to or from a file on the server');
         a.addFlag('copy_file');
+        a.addFlag('server_files');
       }
     }
     w.walk(s.whereClause);
@@ -702,7 +759,13 @@ class StatementClassifier {
     if (f === undefined) return;
     const parts = ((f.funcname as AnyNode[] | undefined) ?? []).map(fieldName);
     a.addFunction(parts.join('.'));
-    // Procedures have no volatility worth asking about; the arguments are ordinary expressions.
+    // With a catalog, what the procedure's body does travels with the CALL (its flags, its classes).
+    if (a.deferred === 0 && a.env.ctx.catalog !== undefined && parts.length > 0) {
+      const name = parts[parts.length - 1]!;
+      const schema = parts.length >= 2 ? parts[parts.length - 2]! : null;
+      a.mergeEffects(procedureEffects(a.env, schema, name), null);
+    }
+    // The arguments are ordinary expressions.
     this.w.walk(f.args);
   }
 

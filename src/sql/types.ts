@@ -1,3 +1,5 @@
+import type { CatalogKey, CatalogLookups } from './catalog.js';
+
 /**
  * What stepgate knows about a statement: the contract between `sql/` (which produces it),
  * `rules/` (which decides on it), the proxy, the console and the audit trail.
@@ -28,9 +30,19 @@ export const STATEMENT_FLAGS = [
   'writing_cte', // a data-modifying WITH clause
   'copy_program', // COPY ... PROGRAM: runs a program on the server
   'copy_file', // COPY to or from a file on the server
-  'security_definer', // creates or alters a SECURITY DEFINER function
+  'security_definer', // creates or alters a SECURITY DEFINER function (or, with a catalog, calls one)
   'multi_statement', // the message held more than one statement
   'dynamic', // runs SQL the proxy cannot see (EXECUTE of an unknown prepared statement, ...)
+  // What PostgreSQL's read-only mode still allows (reads run in it), found wherever the call hides:
+  'advisory_lock', // takes or releases an advisory lock (pg_advisory_*)
+  'signals_backend', // cancels, terminates or signals another backend
+  'set_config', // changes a setting through set_config()
+  'notify', // sends a notification (NOTIFY, pg_notify)
+  'network', // leaves the database: dblink, postgres_fdw, foreign tables
+  'assigns_xid', // assigns a transaction ID (txid_current, pg_current_xact_id)
+  'setseed', // sets the session's random seed
+  'server_files', // reads, lists or writes files on the server (pg_read_file, lo_import, COPY files, config-file views)
+  'secrets', // reads credentials or raw data only superusers see (pg_authid, pg_shadow, user mappings, pg_statistic, pg_largeobject)
 ] as const;
 export type StatementFlag = (typeof STATEMENT_FLAGS)[number];
 
@@ -140,6 +152,18 @@ export interface Classification {
 /** What the classifier needs to know about the session it classifies for. Pure data and lookups: no I/O. */
 export interface ClassifyContext {
   /**
+   * The database's schema catalog (src/sql/catalog.ts): functions, relations, operators, types and the
+   * database-wide hazards, answered from the proxy's caches. When present, it replaces functionVolatility and
+   * shadowedBuiltin. Absent (`rules explain`, tests): built-ins are judged by stepgate's tables, other
+   * functions and operators stay procedural, tables are plain reads.
+   */
+  catalog?: CatalogLookups;
+  /**
+   * Parameter types declared for the text being classified (an extended-protocol Parse; 0 = unspecified).
+   * Binding a value to a domain-typed parameter runs the domain's checks. See withParameterTypes().
+   */
+  parameterTypes?: readonly number[];
+  /**
    * The session's standard_conforming_strings. When off, backslashes in '...' literals escape, which
    * libpg-query (always on) would read differently: the classifier then fails closed on any backslash.
    */
@@ -152,7 +176,7 @@ export interface ClassifyContext {
    */
   portalStatement?(name: string): StatementInfo | undefined;
   /**
-   * What the server's catalog says about a function that is not a known built-in:
+   * Legacy, used only without `catalog`. What the server's catalog says about a function that is not a known built-in:
    * 'read' (STABLE or IMMUTABLE everywhere it exists), 'procedural' (VOLATILE somewhere, or unknown to the
    * server), or undefined when it has not been looked up yet. Names are lower-case, as written (qualified or not).
    */
@@ -173,6 +197,11 @@ export interface ClassifyResult extends Classification {
    * classified as `procedural`; the caller may look them up in the server's catalog and classify again.
    */
   unresolvedFunctions: string[];
+  /**
+   * Catalog lookups the context could not answer yet (not looked up, or expired). Whatever depended on them was
+   * classified `unknown`; the caller looks them up (src/proxy/catalog/) and classifies again. Absent: none.
+   */
+  unresolvedLookups?: CatalogKey[];
   /**
    * True when every statement's classification is independent of its literal values, so it may be reused
    * for any statement of the same shape (same tokens apart from constants). False when any literal can

@@ -11,8 +11,11 @@
  * in the protobuf (InsertStmt.relation, SelectStmt.larg, CallStmt.funccall ...) hold the body unwrapped.
  */
 import type { StatementAnalysis } from './analysis.js';
-import { isBuiltinReadOperator, lookupFunction, parseQualifiedName } from './functions.js';
+import { builtinRelationEffects } from './builtin-relations.js';
+import { Effects } from './effects.js';
+import { builtinOperatorReads, isBuiltinReadOperator, lookupFunction, parseQualifiedName, type FunctionVerdict } from './functions.js';
 import { SUPERUSER_SETTINGS } from './builtin-settings.js';
+import { hazardEffects, operatorEffects, relationReadEffects, relationWriteEffects, resolveCall, typeNameEffects } from './hidden.js';
 
 export type AnyNode = Record<string, unknown>;
 
@@ -49,11 +52,52 @@ const FUNC_HANDLED = new Set(['funcname']);
 
 export type NestedStatementHandler = (type: string, body: AnyNode) => void;
 
+/**
+ * Nesting (of walk() calls) beyond which a tree is not analysed: the statement is `unknown` instead of the
+ * walker exhausting the JavaScript stack. Left-deep operator chains (`1+1+...`) are walked iteratively and do
+ * not count; a level of subquery costs about six.
+ */
+export const MAX_WALK_DEPTH = 2400;
+
+/** Thrown when a tree is nested deeper than MAX_WALK_DEPTH; statements.ts turns it into `unknown`. */
+export class TooDeepError extends Error {
+  constructor() {
+    super(`the statement is nested too deeply to analyze (more than ${MAX_WALK_DEPTH} levels)`);
+  }
+}
+
+/** A_Expr kinds whose `name` is the operator they apply (IN uses = or <>, LIKE ~~ ..., NULLIF and DISTINCT =). */
+const NAMED_OPERATOR_KINDS = new Set([
+  'AEXPR_OP', 'AEXPR_OP_ANY', 'AEXPR_OP_ALL', 'AEXPR_DISTINCT', 'AEXPR_NOT_DISTINCT', 'AEXPR_NULLIF', 'AEXPR_IN',
+  'AEXPR_LIKE', 'AEXPR_ILIKE', 'AEXPR_SIMILAR',
+]);
+/** BETWEEN is two comparisons. */
+const BETWEEN_OPERATORS: Record<string, string[]> = {
+  AEXPR_BETWEEN: ['>=', '<='],
+  AEXPR_BETWEEN_SYM: ['>=', '<='],
+  AEXPR_NOT_BETWEEN: ['<', '>'],
+  AEXPR_NOT_BETWEEN_SYM: ['<', '>'],
+};
+const EQUALS: AnyNode[] = [{ String: { sval: '=' } }];
+
+/**
+ * Built-ins that build a record of their first argument's type, coercing each field to it (domain checks
+ * run): json(b)_populate_record(set), hstore's populate_record (and its operator #=).
+ */
+const RECORD_POPULATORS = new Set([
+  'json_populate_record', 'json_populate_recordset', 'jsonb_populate_record', 'jsonb_populate_recordset',
+  'jsonb_populate_record_valid', 'populate_record',
+]);
+
 export class QueryWalker {
   private readonly scopes: Scope[] = [];
 
   private readonly isShadowedFunction: (name: string) => boolean;
   private readonly isShadowedOperator: (symbol: string) => boolean;
+  /** Current nesting of walk() (see MAX_WALK_DEPTH). */
+  private depth = 0;
+  /** The database-wide hazards were applied to this statement (once is enough). */
+  private hazardsApplied = false;
 
   constructor(
     private readonly a: StatementAnalysis,
@@ -71,30 +115,32 @@ export class QueryWalker {
       for (let i = 0; i < value.length; i++) this.walk(value[i]);
       return;
     }
+    // No try/finally: an exception abandons the whole analysis (and the counter with it).
+    if (++this.depth > MAX_WALK_DEPTH) throw new TooDeepError();
     const o = value as AnyNode;
     let first: string | undefined;
     for (const k in o) {
       first = k;
       break;
     }
-    if (first === undefined) return;
-    const c = first.charCodeAt(0);
-    if (c >= 65 && c <= 90) {
-      this.visit(first, o[first] as AnyNode);
-      return;
+    if (first !== undefined) {
+      const c = first.charCodeAt(0);
+      if (c >= 65 && c <= 90) this.visit(first, o[first] as AnyNode);
+      else if (typeof o.relname === 'string') this.rangeVar(o);
+      else this.walkFields(o);
     }
-    if (typeof o.relname === 'string') {
-      this.rangeVar(o);
-      return;
-    }
-    this.walkFields(o);
+    this.depth--;
   }
 
   walkFields(o: AnyNode, skip?: Set<string>): void {
     for (const k in o) {
       if (skip !== undefined && skip.has(k)) continue;
       const v = o[k];
-      if (v !== null && typeof v === 'object') this.walk(v);
+      if (v === null || typeof v !== 'object') continue;
+      // An unwrapped TypeName: column definition lists (AS x(a mydomain)), XMLTABLE and JSON_TABLE columns,
+      // RETURNING of JSON functions, XMLSERIALIZE ... AS: values are coerced to it.
+      if (k === 'typeName') this.coercion(v as AnyNode);
+      else this.walk(v);
     }
   }
 
@@ -132,7 +178,9 @@ export class QueryWalker {
         this.aExpr(body);
         return;
       case 'SubLink':
+        // `x IN (SELECT ...)` is `= ANY` without an operator name.
         if (body.operName) this.operator(body.operName as AnyNode[]);
+        else if (body.subLinkType === 'ANY_SUBLINK') this.operator(EQUALS);
         this.walk(body.testexpr);
         this.walk(body.subselect);
         return;
@@ -140,8 +188,21 @@ export class QueryWalker {
         if (body.useOp) this.operator(body.useOp as AnyNode[]);
         this.walk(body.node);
         return;
+      case 'CaseExpr':
+        // CASE x WHEN v compares with =.
+        if (body.arg !== undefined) this.operator(EQUALS);
+        this.walkFields(body);
+        return;
+      case 'JoinExpr':
+        // JOIN ... USING and NATURAL JOIN compare the common columns with =.
+        if (body.usingClause !== undefined || body.isNatural === true) this.operator(EQUALS);
+        this.walkFields(body);
+        return;
       case 'TypeCast':
         this.typeCast(body);
+        return;
+      case 'TypeName':
+        this.coercion(body);
         return;
       case 'RangeSubselect':
         this.walk(body.subquery);
@@ -171,7 +232,6 @@ export class QueryWalker {
       case 'ParamRef':
       case 'A_Star':
       case 'SQLValueFunction':
-      case 'TypeName':
       case 'RoleSpec':
       case 'Alias':
       case 'CurrentOfExpr':
@@ -189,6 +249,7 @@ export class QueryWalker {
   // ---- queries --------------------------------------------------------------------------------------------
 
   selectStmt(s: AnyNode): void {
+    this.applyHazards();
     const scope = this.pushScope();
     try {
       if (s.withClause) this.withClause(s.withClause as AnyNode);
@@ -219,6 +280,14 @@ export class QueryWalker {
     const targetName = target ? qualifiedName(target) : '?';
     this.a.addClass('write', `${verb} writes ${targetName}`);
     this.a.addCommand(verb);
+    this.applyHazards();
+    if (target) {
+      const schema = (target.schemaname as string | undefined) ?? null;
+      // The target is read too (WHERE, RETURNING, a view's query, row-level security policies) ...
+      this.relationRead(schema, target.relname as string);
+      // ... and writing it runs its triggers, rules, defaults and checks.
+      this.relationWrite(schema, target.relname as string);
+    }
     if (nested) this.a.addFlag('writing_cte', `data-modifying WITH clause (${verb} ${targetName})`);
     const scope = this.pushScope();
     try {
@@ -304,6 +373,46 @@ export class QueryWalker {
     }
     this.a.addTable(schema, name, 'read');
     this.addRelation(alias, name);
+    this.relationRead(schema, name);
+  }
+
+  /** What reading a relation runs: its view query, policies, foreign servers ... (see hidden.ts). */
+  relationRead(schema: string | null, name: string): void {
+    const a = this.a;
+    if (!a.hiddenCodeRuns) return;
+    // Planning a query discloses no data: built-in relations only matter when read.
+    const planningOnly = a.deferred > 0;
+    const env = a.env;
+    if (env.ctx.catalog === undefined) {
+      // Without a catalog, an unqualified name is most likely the pg_catalog relation it names.
+      const e = !planningOnly && (schema === null || schema === 'pg_catalog') ? builtinRelationEffects(name) : null;
+      if (e) a.mergeEffects(e, null);
+      return;
+    }
+    const e = relationReadEffects(env, schema, name, planningOnly);
+    if (e) a.mergeEffects(e, null);
+  }
+
+  /**
+   * What writing a relation runs: its triggers, rules, defaults, checks, domain columns, index expressions
+   * (see hidden.ts). `indexesOnly`: maintenance that rebuilds or analyses indexes runs only their expressions.
+   */
+  relationWrite(schema: string | null, name: string, indexesOnly = false): void {
+    const a = this.a;
+    if (a.deferred > 0 || a.env.ctx.catalog === undefined) return;
+    const e = relationWriteEffects(a.env, schema, name, indexesOnly);
+    if (e) a.mergeEffects(e, null, 'target');
+  }
+
+  /**
+   * The database-wide hazards (user code in operator families and implicit casts, see hidden.ts), once per
+   * statement that evaluates anything.
+   */
+  private applyHazards(): void {
+    if (this.hazardsApplied || !this.a.hiddenCodeRuns || this.a.env.ctx.catalog === undefined) return;
+    this.hazardsApplied = true;
+    const e = hazardEffects(this.a.env);
+    if (e) this.a.mergeEffects(e, null);
   }
 
   private addRelation(alias: string | undefined, table: string | null): void {
@@ -376,18 +485,38 @@ export class QueryWalker {
     // SQL-syntax forms (EXTRACT, SUBSTRING ... FROM, AT TIME ZONE) are written without pg_catalog.
     const shown = schema === null || (schema === 'pg_catalog' && f.funcformat === 'COERCE_SQL_SYNTAX') ? name : `${schema}.${name}`;
     this.a.addFunction(shown);
-    if (this.a.deferred === 0) this.applyFunction(schema, name, shown, f.args as AnyNode[] | undefined);
+    if (this.a.deferred === 0) {
+      this.applyHazards();
+      this.applyFunction(schema, name, shown, f.args as AnyNode[] | undefined);
+      const first = (f.args as AnyNode[] | undefined)?.[0];
+      if (first !== undefined && RECORD_POPULATORS.has(name)) this.recordTarget(first, `${shown}()`);
+    } else if (this.a.planning > 0 && this.a.env.ctx.catalog !== undefined) {
+      // Planned, not run: user functions may be evaluated on constants (built-ins do only what they read).
+      this.applyHazards();
+      const call = resolveCall(this.a.env, schema, name);
+      if (call.effects) this.a.mergeEffects(call.effects, null);
+    }
     this.walkFields(f, FUNC_HANDLED);
   }
 
   private applyFunction(schema: string | null, name: string, shown: string, args: AnyNode[] | undefined): void {
     const a = this.a;
     const env = a.env;
-    const { verdict, asked } = lookupFunction(schema, name, env.ctx, this.isShadowedFunction);
-    if (asked) env.dependencies.functions.push(asked);
-    if (verdict.unresolved) env.unresolved.add(asked!.name);
+    let verdict: FunctionVerdict;
+    if (env.ctx.catalog !== undefined) {
+      // Every function the name could resolve to (hidden.ts); the built-in's own verdict applies as below.
+      const call = resolveCall(env, schema, name);
+      if (call.effects) a.mergeEffects(call.effects, null);
+      if (call.builtin === null) return;
+      verdict = call.builtin;
+    } else {
+      const found = lookupFunction(schema, name, env.ctx, this.isShadowedFunction);
+      if (found.asked) env.dependencies.functions.push(found.asked);
+      if (found.verdict.unresolved) env.unresolved.add(found.asked!.name);
+      verdict = found.verdict;
+    }
     for (const c of verdict.classes) if (c !== 'read') a.addClass(c, `${shown}() ${verdict.reason ?? ''}`.trimEnd());
-    for (const flag of verdict.flags) a.addFlag(flag, flag === 'locks' ? `${shown}() takes an advisory lock` : `${shown}() ${verdict.reason ?? ''}`.trimEnd());
+    for (const flag of verdict.flags) a.addFlag(flag, `${shown}() ${verdict.reason ?? ''}`.trimEnd());
     if (verdict.changesParsing) a.changesParsing = true;
     switch (verdict.argumentRule) {
       case 'sequence-write':
@@ -411,17 +540,49 @@ export class QueryWalker {
     }
   }
 
+  /** Operator expressions in every form; a left-deep chain (`1+1+...`) is walked iteratively. */
   private aExpr(e: AnyNode): void {
-    const kind = e.kind;
-    if (kind === 'AEXPR_OP' || kind === 'AEXPR_OP_ANY' || kind === 'AEXPR_OP_ALL') this.operator(e.name as AnyNode[]);
-    this.walk(e.lexpr);
-    this.walk(e.rexpr);
+    this.applyHazards();
+    const rights: unknown[] = [];
+    let current: AnyNode = e;
+    for (;;) {
+      const kind = current.kind as string;
+      if (NAMED_OPERATOR_KINDS.has(kind)) {
+        this.operator(current.name as AnyNode[]);
+        // hstore's record #= hstore is populate_record().
+        if (kind === 'AEXPR_OP' && current.lexpr !== undefined && fieldName((current.name as AnyNode[])[(current.name as AnyNode[]).length - 1]!) === '#=') {
+          this.recordTarget(current.lexpr as AnyNode, 'operator #=');
+        }
+      }
+      else {
+        const between = BETWEEN_OPERATORS[kind];
+        if (between !== undefined) for (const op of between) this.operator([{ String: { sval: op } }]);
+      }
+      rights.push(current.rexpr);
+      const left = current.lexpr as AnyNode | undefined;
+      const next = left?.A_Expr as AnyNode | undefined;
+      if (next === undefined) {
+        this.walk(left);
+        break;
+      }
+      current = next;
+    }
+    for (let i = rights.length - 1; i >= 0; i--) this.walk(rights[i]);
   }
 
   private operator(nameList: AnyNode[]): void {
     const n = nameList.length;
     const symbol = fieldName(nameList[n - 1]!);
     const schema = n >= 2 ? fieldName(nameList[n - 2]!) : null;
+    if (!this.a.hiddenCodeRuns) return;
+    const env = this.a.env;
+    if (env.ctx.catalog !== undefined) {
+      // Every user-defined operator with this symbol (hidden.ts): any effect at all makes it procedural.
+      const builtinReads = schema === null || schema === 'pg_catalog' ? builtinOperatorReads(symbol) : false;
+      const e = operatorEffects(env, schema, symbol, builtinReads);
+      if (e) this.a.mergeEffects(e, null, 'operator');
+      return;
+    }
     if (this.a.deferred > 0) return;
     if (isBuiltinReadOperator(schema, symbol, this.isShadowedOperator)) return;
     this.a.addClass('procedural', `uses operator ${schema === null ? symbol : `${schema}.${symbol}`}, which is not a built-in and may call any function`);
@@ -429,9 +590,49 @@ export class QueryWalker {
   }
 
   private typeCast(c: AnyNode): void {
-    const names = (c.typeName as AnyNode | undefined)?.names as AnyNode[] | undefined;
+    const typeName = c.typeName as AnyNode | undefined;
+    const names = typeName?.names as AnyNode[] | undefined;
     if (names && names.length > 0 && REG_TYPES.has(fieldName(names[names.length - 1]!))) this.a.literalDependent();
+    this.applyHazards();
+    this.coercion(typeName);
     this.walk(c.arg);
+  }
+
+  /**
+   * The record argument of a populate_record-like built-in: its type's domain checks run for every field. A
+   * cast (`NULL::t`) is a coercion already, and so is ROW() of constants and casts; a whole-row reference
+   * (`t`, `t.*`) is the row type of its table; anything else has a type stepgate cannot see.
+   */
+  private recordTarget(arg: AnyNode, how: string): void {
+    const a = this.a;
+    if (!a.hiddenCodeRuns || a.env.ctx.catalog === undefined || arg.TypeCast !== undefined) return;
+    // ROW(...) of constants and casts: its field types are built-ins or visible casts (walked as coercions).
+    const row = arg.RowExpr as AnyNode | undefined;
+    if (row !== undefined && ((row.args as AnyNode[] | undefined) ?? []).every((x) => x.A_Const !== undefined || x.TypeCast !== undefined)) return;
+    const fields = (arg.ColumnRef as AnyNode | undefined)?.fields as AnyNode[] | undefined;
+    const alias = fields === undefined ? undefined : fields.length === 1 ? fieldName(fields[0]!) : fields.length === 2 && fields[1]!.A_Star !== undefined ? fieldName(fields[0]!) : undefined;
+    const table = alias === undefined ? undefined : this.findRelation(alias)?.table;
+    if (table === undefined || table === null) {
+      const e = new Effects();
+      e.addClass('unknown', `${how} builds a record of a type stepgate cannot see (the checks of its domains run)`);
+      a.mergeEffects(e, null);
+      return;
+    }
+    const e = typeNameEffects(a.env, null, table);
+    if (e) a.mergeEffects(e, `${how} on rows of ${table}`);
+  }
+
+  /** A value is coerced to this type (a cast, a column definition list ...): domain checks, casts into it. */
+  coercion(typeName: AnyNode | undefined): void {
+    const a = this.a;
+    if (typeName === undefined || !a.hiddenCodeRuns || a.env.ctx.catalog === undefined) return;
+    const names = typeName.names as AnyNode[] | undefined;
+    if (names === undefined || names.length === 0) return;
+    const n = names.length;
+    const name = fieldName(names[n - 1]!);
+    const schema = n >= 2 ? fieldName(names[n - 2]!) : null;
+    const e = typeNameEffects(a.env, schema, name);
+    if (e) a.mergeEffects(e, `coercion to ${schema === null ? name : `${schema}.${name}`}`);
   }
 }
 
