@@ -18,7 +18,7 @@ import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { hasPgbench, runPgbench, type PgbenchResult } from './lib/pgbench.js';
 import { median } from './lib/stats.js';
 import { benchStepUp, type StepUpBenchResult } from './stepup.js';
-import { directTarget, hasPgbouncer, REPO_ROOT, rssKiB, startNodePipe, startPgbouncer, startStepgateProcess, type Target } from './lib/targets.js';
+import { cpuSeconds, directTarget, hasPgbouncer, hasPgpool, REPO_ROOT, rssKiB, startNodePipe, startPgbouncer, startPgpool, startStepgateProcess, type Target } from './lib/targets.js';
 
 export interface BenchOptions {
   durationSec: number;
@@ -33,26 +33,38 @@ export interface BenchOptions {
   log(line: string): void;
 }
 
+/** One pgbench run, with the CPU time the target's process used during it (null for direct). */
+export interface RunResult extends PgbenchResult {
+  cpuUsPerTxn: number | null;
+}
+
 export interface WorkloadResult {
   workload: string;
   clients: number;
+  /** Statements per transaction (select-only 1, tpcb-like 7). */
+  statementsPerTxn: number;
   /** Per target: one result per round. */
-  runs: Record<string, PgbenchResult[]>;
+  runs: Record<string, RunResult[]>;
   ratios: {
     stepgateVsDirect: number;
     stepgateVsPgbouncer: number | null;
     pgbouncerVsDirect: number | null;
     nodePipeVsDirect: number;
     stepgateVsNodePipe: number;
+    stepgateVsPgpool: number | null;
     /** What server-enforced reads cost: stepgate / stepgate without them (1.0 = nothing). */
     enforcedVsUnenforced: number;
   };
-  /** 1 client: stepgate's average latency minus direct's, in µs (median over rounds). */
+  /** stepgate's own CPU per statement beyond the bare relay (stepgate − node-pipe), µs, median over rounds. */
+  ownCpuUsPerStatement: number | null;
+  /** stepgate's average latency minus direct's, in µs (median over rounds). */
   addedLatencyUs: number;
+  /** The same for pgbouncer (null when not installed). */
+  pgbouncerAddedLatencyUs: number | null;
 }
 
 export interface BenchReport {
-  machine: { cpu: string; cores: number; memoryGiB: number; node: string; postgres: string; pgbouncer: boolean };
+  machine: { cpu: string; cores: number; memoryGiB: number; node: string; postgres: string; pgbouncer: boolean; pgpool: boolean };
   workloads: WorkloadResult[];
   /** MiB (2^20 bytes) copied; MiB/s by target (medians); the median of the per-round ratios stepgate/direct. */
   copy: { mb: number; mbps: Record<string, number>; ratio: number } | null;
@@ -60,12 +72,12 @@ export interface BenchReport {
   stepUp: StepUpBenchResult | null;
 }
 
-const WORKLOADS: Record<string, { args: string[]; rules: string }> = {
-  'select-only simple': { args: ['-S', '-M', 'simple'], rules: path.join(REPO_ROOT, 'rules') },
-  'select-only extended': { args: ['-S', '-M', 'extended'], rules: path.join(REPO_ROOT, 'rules') },
+const WORKLOADS: Record<string, { args: string[]; rules: string; statements: number }> = {
+  'select-only simple': { args: ['-S', '-M', 'simple'], rules: path.join(REPO_ROOT, 'rules'), statements: 1 },
+  'select-only extended': { args: ['-S', '-M', 'extended'], rules: path.join(REPO_ROOT, 'rules'), statements: 1 },
   // tpcb-like writes; a rule set without step-up measures the relay, not a person.
-  'tpcb-like simple': { args: ['-M', 'simple'], rules: path.join(REPO_ROOT, 'fixtures', 'rules', 'no-step-up') },
-  'tpcb-like extended': { args: ['-M', 'extended'], rules: path.join(REPO_ROOT, 'fixtures', 'rules', 'no-step-up') },
+  'tpcb-like simple': { args: ['-M', 'simple'], rules: path.join(REPO_ROOT, 'fixtures', 'rules', 'no-step-up'), statements: 7 },
+  'tpcb-like extended': { args: ['-M', 'extended'], rules: path.join(REPO_ROOT, 'fixtures', 'rules', 'no-step-up'), statements: 7 },
 };
 
 const DATABASE = 'bench';
@@ -77,8 +89,12 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     if (!(await hasPgbench())) throw new Error('pgbench is not installed (Debian/Ubuntu: apt install postgresql-client)');
     const withPgbouncer = hasPgbouncer();
     if (!withPgbouncer) options.log('pgbouncer is not installed: skipping it (Debian/Ubuntu: apt install pgbouncer)');
+    const withPgpool = hasPgpool();
+    if (!withPgpool) options.log('pgpool-II is not installed: skipping it (Debian/Ubuntu: apt install pgpool2)');
     const maxClients = Math.max(options.idleConnections, ...(options.clients ?? [1, 8]));
-    const db = await startPostgres(t, { tcp: true, settings: { max_connections: String(maxClients + 50), shared_buffers: '256MB' } });
+    // trust: pgpool-II relays client authentication only that way without a password file of its own; a
+    // login is a one-time cost per pgbench client, so it does not change what is measured.
+    const db = await startPostgres(t, { tcp: true, authMethod: 'trust', settings: { max_connections: String(maxClients * 2 + 100), shared_buffers: '256MB' } });
     await db.query(`CREATE DATABASE ${DATABASE}`);
     const direct = directTarget(db, DATABASE);
     options.log(`pgbench -i -s ${options.scale} ...`);
@@ -96,6 +112,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         node: process.version,
         postgres: version,
         pgbouncer: withPgbouncer,
+        pgpool: withPgpool,
       },
       workloads: [],
       copy: null,
@@ -105,6 +122,8 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
 
     const pgbouncer = withPgbouncer ? await startPgbouncer(db, DATABASE, maxClients) : null;
     if (pgbouncer) cleanups.push(() => pgbouncer.stop());
+    const pgpool = withPgpool ? await startPgpool(db, DATABASE, maxClients) : null;
+    if (pgpool) cleanups.push(() => pgpool.stop());
     const nodePipe = await startNodePipe(db, DATABASE);
     cleanups.push(() => nodePipe.stop());
     const stepgates = new Map<string, Target>();
@@ -125,21 +144,30 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       if (!workload) throw new Error(`unknown workload "${name}"; known: ${Object.keys(WORKLOADS).join(', ')}`);
       const stepgate = await stepgateFor(workload.rules);
       const unenforced = await stepgateFor(workload.rules, false);
-      const targets = [direct, ...(pgbouncer ? [pgbouncer] : []), nodePipe, stepgate, unenforced];
+      const targets = [direct, ...(pgbouncer ? [pgbouncer] : []), ...(pgpool ? [pgpool] : []), nodePipe, stepgate, unenforced];
       for (const clients of options.clients ?? [1, 8]) {
-        const runs: Record<string, PgbenchResult[]> = Object.fromEntries(targets.map((x) => [x.name, []]));
+        const runs: Record<string, RunResult[]> = Object.fromEntries(targets.map((x) => [x.name, []]));
         for (let round = 0; round < options.rounds; round++) {
           for (const target of targets) {
             const args = ['-n', ...workload.args, '-c', String(clients), '-j', String(Math.min(clients, 2)), '-T', String(options.durationSec)];
+            const cpuBefore = cpuSeconds(target);
             const result = await runPgbench(target, args, (options.durationSec + 60) * 1000);
-            runs[target.name].push(result);
-            options.log(`${name}, ${clients} client(s), round ${round + 1}: ${target.name} ${result.tps.toFixed(0)} tps, ${(result.latencyMs * 1000).toFixed(0)} µs, ${result.failed} failed`);
+            const cpuAfter = cpuSeconds(target);
+            const cpuUsPerTxn = cpuBefore === null || cpuAfter === null ? null : ((cpuAfter - cpuBefore) * 1e6) / Math.max(1, result.transactions);
+            runs[target.name].push({ ...result, cpuUsPerTxn });
+            options.log(
+              `${name}, ${clients} client(s), round ${round + 1}: ${target.name} ${result.tps.toFixed(0)} tps, ${(result.latencyMs * 1000).toFixed(0)} µs, ${result.failed} failed` +
+                (cpuUsPerTxn === null ? '' : `, ${cpuUsPerTxn.toFixed(1)} µs CPU per transaction`),
+            );
           }
         }
         const ratio = (a: string, b: string): number => median(runs[a].map((r, i) => r.tps / runs[b][i].tps));
+        const own = runs.stepgate.map((r, i) => (r.cpuUsPerTxn !== null && runs['node-pipe'][i].cpuUsPerTxn !== null ? (r.cpuUsPerTxn - runs['node-pipe'][i].cpuUsPerTxn!) / workload.statements : NaN));
         report.workloads.push({
           workload: name,
           clients,
+          statementsPerTxn: workload.statements,
+          ownCpuUsPerStatement: own.every(Number.isFinite) ? median(own) : null,
           runs,
           ratios: {
             stepgateVsDirect: ratio('stepgate', 'direct'),
@@ -147,9 +175,11 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
             pgbouncerVsDirect: pgbouncer ? ratio('pgbouncer', 'direct') : null,
             nodePipeVsDirect: ratio('node-pipe', 'direct'),
             stepgateVsNodePipe: ratio('stepgate', 'node-pipe'),
+            stepgateVsPgpool: pgpool ? ratio('stepgate', 'pgpool') : null,
             enforcedVsUnenforced: ratio('stepgate', 'stepgate-unenforced'),
           },
           addedLatencyUs: median(runs.stepgate.map((r, i) => (r.latencyMs - runs.direct[i].latencyMs) * 1000)),
+          pgbouncerAddedLatencyUs: pgbouncer ? median(runs.pgbouncer.map((r, i) => (r.latencyMs - runs.direct[i].latencyMs) * 1000)) : null,
         });
       }
     }
@@ -248,21 +278,38 @@ const f = (n: number, digits = 0): string => (Number.isFinite(n) ? n.toFixed(dig
 export function formatReport(report: BenchReport): string {
   const m = report.machine;
   const lines: string[] = [];
-  lines.push(`Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; Node ${m.node}; PostgreSQL ${m.postgres}; pgbouncer ${m.pgbouncer ? 'yes' : 'not installed'}`);
+  lines.push(
+    `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB; Node ${m.node}; PostgreSQL ${m.postgres}; pgbouncer ${m.pgbouncer ? 'yes' : 'not installed'}; pgpool-II ${m.pgpool ? 'yes' : 'not installed'}`,
+  );
   lines.push('');
-  const names = ['direct', ...(m.pgbouncer ? ['pgbouncer'] : []), 'node-pipe', 'stepgate'];
+  const names = ['direct', ...(m.pgbouncer ? ['pgbouncer'] : []), ...(m.pgpool ? ['pgpool'] : []), 'node-pipe', 'stepgate'];
   const ratio = (r: number | null): string => (r === null ? '-' : `${f(r, 2)}×`);
   lines.push('Throughput (tps; ratios are medians of the per-round ratios; node-pipe is a bare Node.js socket relay, the floor for a Node.js proxy):');
   lines.push('');
-  lines.push(`| workload | clients | ${names.join(' | ')} | stepgate/direct | stepgate/pgbouncer | stepgate/node-pipe | pgbouncer/direct | node-pipe/direct |`);
-  lines.push(`|---|---|${names.map(() => '---|').join('')}---|---|---|---|---|`);
-  const medianOf = (w: WorkloadResult, name: string, value: (r: PgbenchResult) => number): string => (w.runs[name] ? f(median(w.runs[name].map(value))) : '-');
+  lines.push(
+    `| workload | clients | ${names.join(' | ')} | stepgate/direct | stepgate/pgbouncer | stepgate/pgpool | stepgate/node-pipe | pgbouncer/direct | node-pipe/direct |`,
+  );
+  lines.push(`|---|---|${names.map(() => '---|').join('')}---|---|---|---|---|---|`);
+  const medianOf = (w: WorkloadResult, name: string, value: (r: RunResult) => number | null, digits = 0): string => {
+    const list = w.runs[name]?.map(value).filter((x): x is number => x !== null);
+    return list && list.length > 0 ? f(median(list), digits) : '-';
+  };
   for (const w of report.workloads) {
     const r = w.ratios;
     const tps = names.map((name) => medianOf(w, name, (x) => x.tps)).join(' | ');
     lines.push(
-      `| ${w.workload} | ${w.clients} | ${tps} | ${ratio(r.stepgateVsDirect)} | ${ratio(r.stepgateVsPgbouncer)} | ${ratio(r.stepgateVsNodePipe)} | ${ratio(r.pgbouncerVsDirect)} | ${ratio(r.nodePipeVsDirect)} |`,
+      `| ${w.workload} | ${w.clients} | ${tps} | ${ratio(r.stepgateVsDirect)} | ${ratio(r.stepgateVsPgbouncer)} | ${ratio(r.stepgateVsPgpool)} | ${ratio(r.stepgateVsNodePipe)} | ${ratio(r.pgbouncerVsDirect)} | ${ratio(r.nodePipeVsDirect)} |`,
     );
+  }
+  lines.push('');
+  lines.push("CPU time per transaction (µs, all threads of the target's process, from /proc; \"own\" is stepgate minus node-pipe, per statement):");
+  lines.push('');
+  const cpuNames = names.filter((n) => n !== 'direct');
+  lines.push(`| workload | clients | ${cpuNames.join(' | ')} | stepgate own per statement |`);
+  lines.push(`|---|---|${cpuNames.map(() => '---|').join('')}---|`);
+  for (const w of report.workloads) {
+    const cpu = cpuNames.map((name) => medianOf(w, name, (x) => x.cpuUsPerTxn, 1)).join(' | ');
+    lines.push(`| ${w.workload} | ${w.clients} | ${cpu} | ${w.ownCpuUsPerStatement === null ? '-' : f(w.ownCpuUsPerStatement, 1)} |`);
   }
   lines.push('');
   lines.push('Server-enforced reads (stepgate / stepgate with them switched off, same run):');
@@ -273,13 +320,13 @@ export function formatReport(report: BenchReport): string {
     lines.push(`| ${w.workload} | ${w.clients} | ${medianOf(w, 'stepgate', (x) => x.tps)} | ${medianOf(w, 'stepgate-unenforced', (x) => x.tps)} | ${ratio(w.ratios.enforcedVsUnenforced)} |`);
   }
   lines.push('');
-  lines.push('Average latency (µs; "added" is stepgate minus direct, the median over rounds):');
+  lines.push('Average latency (µs; "added" is the target minus direct, the median over rounds):');
   lines.push('');
-  lines.push(`| workload | clients | ${names.join(' | ')} | added |`);
-  lines.push(`|---|---|${names.map(() => '---|').join('')}---|`);
+  lines.push(`| workload | clients | ${names.join(' | ')} | stepgate added | pgbouncer added |`);
+  lines.push(`|---|---|${names.map(() => '---|').join('')}---|---|`);
   for (const w of report.workloads) {
     const lat = names.map((name) => medianOf(w, name, (x) => x.latencyMs * 1000)).join(' | ');
-    lines.push(`| ${w.workload} | ${w.clients} | ${lat} | ${f(w.addedLatencyUs)} |`);
+    lines.push(`| ${w.workload} | ${w.clients} | ${lat} | ${f(w.addedLatencyUs)} | ${w.pgbouncerAddedLatencyUs === null ? '-' : f(w.pgbouncerAddedLatencyUs)} |`);
   }
   if (report.copy) {
     lines.push('');

@@ -113,8 +113,8 @@ export class TextEnvironment {
   readonly hidden = new HiddenMemo();
   /** > 0 while hidden code is analysed: it must not change the text's own state (its PREPAREs, ...). */
   hiddenLevel = 0;
-  /** Effects of the database-wide hazards, computed once per text (see hidden.ts). */
-  hazards?: Effects;
+  /** Effects of the database-wide hazards, computed once per text (see hidden.ts): for built-in types only, and all. */
+  hazards?: { builtin: Effects; all: Effects };
   /** PREPAREs and DEALLOCATEs earlier in the same text: the server runs them before later statements. */
   readonly localPrepared = new Map<string, StatementInfo | null>();
   /** DEALLOCATE ALL / DISCARD ALL earlier in the text: no earlier prepared statement survives. */

@@ -107,9 +107,13 @@ export interface OperatorFacts {
 /** User code the server may run without any syntax naming it, database-wide. */
 export interface DatabaseHazards {
   /** Functions of user-defined operator-family members (pg_amop/pg_amproc rows with OID >= 16384): sorting, grouping, comparing, joining, index scans. */
-  opfamilies: { family: string; fn: FunctionFacts }[];
+  opfamilies: { family: string; fn: FunctionFacts; builtinTypes?: boolean }[];
   /** User-defined implicit and assignment casts with a function: applied wherever the types fit. */
-  casts: { source: string; target: string; fn: FunctionFacts }[];
+  casts: { source: string; target: string; fn: FunctionFacts; builtinTypes?: boolean }[];
+  /*
+   * builtinTypes: every type the member or cast is for is a built-in (only a superuser can do that). When
+   * false (or absent), it runs only where a value of a user-defined type appears.
+   */
 }
 
 /**

@@ -497,39 +497,47 @@ export function operatorEffects(env: TextEnvironment, schema: string | null, sym
  * members (or where all of them are C functions that only read, such as citext's, hstore's and pg_trgm's)
  * nothing changes.
  */
-export function hazardEffects(env: TextEnvironment): Effects | null {
-  if (env.hazards !== undefined) return env.hazards.empty ? null : env.hazards;
-  const h = env.lookup({ kind: 'hazards' });
-  let e: Effects;
-  if (h === undefined) e = pending('the operator families and implicit casts of the database');
-  else {
-    const known = HAZARDS.get(h);
-    if (known !== undefined) e = known;
+export function hazardEffects(env: TextEnvironment, userTypes: boolean): Effects | null {
+  let both = env.hazards;
+  if (both === undefined) {
+    const h = env.lookup({ kind: 'hazards' });
+    if (h === undefined) both = { builtin: pending('the operator families and implicit casts of the database'), all: pending('the operator families and implicit casts of the database') };
     else {
-      // Hidden code analysed for the hazards asks for the hazards too: it gets nothing (the statement has them).
-      env.hazards = new Effects();
-      const before = env.dependencies.catalog?.length ?? 0;
-      e = computeHazards(env, h);
-      // Reused for later texts while the catalog gives the same answer, if nothing else was looked up for it.
-      if ((env.dependencies.catalog?.length ?? 0) === before) HAZARDS.set(h, e);
+      const known = HAZARDS.get(h);
+      if (known !== undefined) both = known;
+      else {
+        // Hidden code analysed for the hazards asks for the hazards too: it gets nothing (the statement has them).
+        env.hazards = { builtin: new Effects(), all: new Effects() };
+        const before = env.dependencies.catalog?.length ?? 0;
+        both = { builtin: computeHazards(env, h, false), all: computeHazards(env, h, true) };
+        // Reused for later texts while the catalog gives the same answer, if nothing else was looked up for it.
+        if ((env.dependencies.catalog?.length ?? 0) === before) HAZARDS.set(h, both);
+      }
     }
+    env.hazards = both;
   }
-  env.hazards = e;
+  const e = userTypes ? both.all : both.builtin;
   return e.empty ? null : e;
 }
 
-/** Hazard effects by answer object: computing them walks every operator-family member (dozens, usually C). */
-const HAZARDS = new WeakMap<DatabaseHazards, Effects>();
+/**
+ * Hazard effects by answer object: computing them walks every operator-family member (dozens, usually C).
+ * `builtin`: members and casts for built-in types only (they can run for any value); `all`: every one (for a
+ * statement where a value of a user-defined type can appear).
+ */
+const HAZARDS = new WeakMap<DatabaseHazards, { builtin: Effects; all: Effects }>();
 
-function computeHazards(env: TextEnvironment, h: DatabaseHazards): Effects {
+function computeHazards(env: TextEnvironment, h: DatabaseHazards, userTypes: boolean): Effects {
   const e = new Effects();
-  for (const { family, fn } of h.opfamilies) {
+  for (const { family, fn, builtinTypes } of h.opfamilies) {
+    if (!userTypes && builtinTypes !== true) continue;
     const f = functionEffects(env, fn);
     if (!f.empty) {
       e.merge(f, `operator family ${family} (${displayName(fn.schema, fn.name)}()), used when values are sorted, grouped or compared`);
     }
   }
-  for (const { source, target, fn } of h.casts) {
+  for (const { source, target, fn, builtinTypes } of h.casts) {
+    if (!userTypes && builtinTypes !== true) continue;
     const f = functionEffects(env, fn);
     if (!f.empty) e.merge(f, `implicit cast from ${source} to ${target} (${displayName(fn.schema, fn.name)}()), applied wherever the types fit`);
   }

@@ -5,7 +5,7 @@
  */
 import { StatementAnalysis, unknownStatement, type TextEnvironment } from './analysis.js';
 import { commandTag } from './command-tag.js';
-import { procedureEffects, typeOidEffects } from './hidden.js';
+import { hazardEffects, procedureEffects, typeOidEffects } from './hidden.js';
 import type { StatementInfo } from './types.js';
 import { applySetting, constantString, fieldName, QueryWalker, TooDeepError, type AnyNode } from './walker.js';
 
@@ -42,10 +42,17 @@ export function analyzeStatement(
 
 /** Declared parameter types (extended-protocol Parse): Bind coerces each value to its type. */
 function parameterCoercions(a: StatementAnalysis, types: readonly number[]): void {
+  let userType = false;
   for (let i = 0; i < types.length; i++) {
     const oid = types[i]!;
     if (oid === 0) continue;
+    if (oid >= 16384) userType = true;
     a.mergeEffects(typeOidEffects(a.env, oid), `parameter $${i + 1}`);
+  }
+  // A value of a user-defined type: the database's hazards for such types apply too (see hidden.ts).
+  if (userType && a.env.ctx.catalog !== undefined) {
+    const e = hazardEffects(a.env, true);
+    if (e) a.mergeEffects(e, null);
   }
 }
 

@@ -96,8 +96,9 @@ export class QueryWalker {
   private readonly isShadowedOperator: (symbol: string) => boolean;
   /** Current nesting of walk() (see MAX_WALK_DEPTH). */
   private depth = 0;
-  /** The database-wide hazards were applied to this statement (once is enough). */
+  /** The database-wide hazards were applied to this statement (once each is enough). */
   private hazardsApplied = false;
+  private userTypeHazardsApplied = false;
 
   constructor(
     private readonly a: StatementAnalysis,
@@ -391,6 +392,7 @@ export class QueryWalker {
     }
     const e = relationReadEffects(env, schema, name, planningOnly);
     if (e) a.mergeEffects(e, null);
+    this.applyUserTypeHazards();
   }
 
   /**
@@ -411,7 +413,19 @@ export class QueryWalker {
   private applyHazards(): void {
     if (this.hazardsApplied || !this.a.hiddenCodeRuns || this.a.env.ctx.catalog === undefined) return;
     this.hazardsApplied = true;
-    const e = hazardEffects(this.a.env);
+    const e = hazardEffects(this.a.env, false);
+    if (e) this.a.mergeEffects(e, null);
+  }
+
+  /**
+   * The hazards for user-defined types as well, where a value of such a type can appear: a relation's
+   * columns, a function that is not a trusted built-in, a coercion to a type that is not one.
+   */
+  private applyUserTypeHazards(): void {
+    if (this.userTypeHazardsApplied || !this.a.hiddenCodeRuns || this.a.env.ctx.catalog === undefined) return;
+    this.userTypeHazardsApplied = true;
+    this.hazardsApplied = true;
+    const e = hazardEffects(this.a.env, true);
     if (e) this.a.mergeEffects(e, null);
   }
 
@@ -487,6 +501,9 @@ export class QueryWalker {
     this.a.addFunction(shown);
     if (this.a.deferred === 0) {
       this.applyHazards();
+      if (this.a.env.ctx.catalog !== undefined && (schema !== null && schema !== 'pg_catalog' ? true : this.a.env.lookup({ kind: 'names', of: 'function', name }) !== 'trusted')) {
+        this.applyUserTypeHazards();
+      }
       this.applyFunction(schema, name, shown, f.args as AnyNode[] | undefined);
       const first = (f.args as AnyNode[] | undefined)?.[0];
       if (first !== undefined && RECORD_POPULATORS.has(name)) this.recordTarget(first, `${shown}()`);
@@ -633,6 +650,7 @@ export class QueryWalker {
     const schema = n >= 2 ? fieldName(names[n - 2]!) : null;
     const e = typeNameEffects(a.env, schema, name);
     if (e) a.mergeEffects(e, `coercion to ${schema === null ? name : `${schema}.${name}`}`);
+    if ((schema !== null && schema !== 'pg_catalog') || a.env.lookup({ kind: 'names', of: 'type', name }) !== 'trusted') this.applyUserTypeHazards();
   }
 }
 

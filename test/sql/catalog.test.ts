@@ -312,17 +312,23 @@ t.test('database-wide hazards: unsafe operator-family members and implicit casts
     hazards: { opfamilies: [{ family: 'public.evil_ops (btree)', fn: evilCmp }, { family: 'public.citext_ops (btree)', fn: nativeFunction('public.citext_cmp', 'i') }], casts: [] },
   });
   const h = ctx({ catalog: hazardous });
-  for (const sql of ['SELECT a FROM t ORDER BY a', 'SELECT 1', 'DELETE FROM t WHERE a = 1', 'VALUES (1)']) {
+  for (const sql of ['SELECT a FROM t ORDER BY a', 'DELETE FROM t WHERE a = 1', 'SELECT t.* FROM t']) {
     const s = classify(sql, h).statements[0]!;
     tt.ok(s.classes.includes('unknown'), `${sql}: unknown`);
     tt.ok(s.reasons.some((x) => x.includes('operator family public.evil_ops')), `${sql}: names the family`);
   }
+  for (const sql of ['SELECT 1', 'VALUES (1)', "SELECT 'a' || 'b' ORDER BY 1"]) {
+    tt.same(classify(sql, h).statements[0]!.classes, ['read'], `${sql}: no value of a user-defined type can appear, so a family for one cannot run`);
+  }
+  const builtinFamily = new FakeCatalog({ hazards: { opfamilies: [{ family: 'public.evil_int_ops (btree)', fn: evilCmp, builtinTypes: true }], casts: [] } });
+  tt.ok(classify('SELECT 1', ctx({ catalog: builtinFamily })).statements[0]!.classes.includes('unknown'), 'a member for built-in types can run for any statement');
   tt.same(classify('SHOW work_mem', h).statements[0]!.classes, ['session'], 'statements that evaluate nothing are not affected');
   const safe = new FakeCatalog({ relations: [relation('public.t', 'r')], hazards: { opfamilies: [{ family: 'public.citext_ops (btree)', fn: nativeFunction('public.citext_cmp', 'i') }], casts: [] } });
   tt.same(classify('SELECT a FROM t ORDER BY a', ctx({ catalog: safe })).statements[0]!.classes, ['read'], 'C members that only read are safe');
 
-  const casts = new FakeCatalog({ hazards: { opfamilies: [], casts: [{ source: 'text', target: 'mood', fn: evilCmp }] } });
-  const c = classify("SELECT 'x'", ctx({ catalog: casts })).statements[0]!;
+  const casts = new FakeCatalog({ types: [], hazards: { opfamilies: [], casts: [{ source: 'text', target: 'mood', fn: evilCmp }] } });
+  tt.same(classify("SELECT 'x'", ctx({ catalog: casts })).statements[0]!.classes, ['read'], 'a cast into a user-defined type runs only where one appears');
+  const c = classify("SELECT 'x'::public.mood", ctx({ catalog: casts })).statements[0]!;
   tt.ok(c.classes.includes('unknown'));
   tt.ok(c.reasons.some((x) => x.includes('implicit cast from text to mood')));
 });

@@ -190,17 +190,21 @@ export function typeOidsQuery(version: number): string {
 export function hazardsQuery(version: number): string {
   return `SELECT pg_catalog.jsonb_build_object(
     'opfamilies', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
-        'family', pg_catalog.format('%s.%s (%s)', famns.nspname, fam.opfname, am.amname), 'fn', ${functionByOidFacts('m.fn', version)})), '[]')
-      FROM (SELECT DISTINCT family, fn FROM (
-          SELECT ap.amprocfamily AS family, ap.amproc::pg_catalog.oid AS fn FROM pg_catalog.pg_amproc ap WHERE ap.oid >= 16384
-          UNION ALL SELECT ao.amopfamily, o.oprcode::pg_catalog.oid FROM pg_catalog.pg_amop ao
-            JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr WHERE ao.oid >= 16384) AS members) AS m
+        'family', pg_catalog.format('%s.%s (%s)', famns.nspname, fam.opfname, am.amname), 'fn', ${functionByOidFacts('m.fn', version)},
+        'builtinTypes', m.builtin_types)), '[]')
+      FROM (SELECT family, fn, pg_catalog.bool_and(builtin_types) AS builtin_types FROM (
+          SELECT ap.amprocfamily AS family, ap.amproc::pg_catalog.oid AS fn,
+              ap.amproclefttype < 16384 AND ap.amprocrighttype < 16384 AS builtin_types
+            FROM pg_catalog.pg_amproc ap WHERE ap.oid >= 16384
+          UNION ALL SELECT ao.amopfamily, o.oprcode::pg_catalog.oid, ao.amoplefttype < 16384 AND ao.amoprighttype < 16384
+            FROM pg_catalog.pg_amop ao JOIN pg_catalog.pg_operator o ON o.oid = ao.amopopr WHERE ao.oid >= 16384) AS members
+          GROUP BY family, fn) AS m
       JOIN pg_catalog.pg_opfamily fam ON fam.oid = m.family JOIN pg_catalog.pg_namespace famns ON famns.oid = fam.opfnamespace
       JOIN pg_catalog.pg_am am ON am.oid = fam.opfmethod
       WHERE m.fn <> 0),
     'casts', (SELECT coalesce(pg_catalog.jsonb_agg(pg_catalog.jsonb_build_object(
         'source', pg_catalog.format_type(ca.castsource, NULL), 'target', pg_catalog.format_type(ca.casttarget, NULL),
-        'fn', ${functionByOidFacts('ca.castfunc', version)})), '[]')
+        'fn', ${functionByOidFacts('ca.castfunc', version)}, 'builtinTypes', ca.castsource < 16384 AND ca.casttarget < 16384)), '[]')
       FROM pg_catalog.pg_cast ca WHERE ca.oid >= 16384 AND ca.castcontext IN ('i', 'a') AND ca.castfunc <> 0)
   )::pg_catalog.text`;
 }
