@@ -383,7 +383,7 @@ function relationEffects(env: TextEnvironment, r: RelationFacts): Effects {
 
 function computeRelation(env: TextEnvironment, r: RelationFacts): Effects {
   const shown = displayName(r.schema, r.name);
-  if (r.oid < FIRST_NORMAL_OID) return (r.schema === 'pg_catalog' ? builtinRelationEffects(r.name) : null) ?? new Effects();
+  if (r.oid < FIRST_NORMAL_OID) return (r.schema === 'pg_catalog' || r.schema === 'information_schema' ? builtinRelationEffects(r.name, r.schema) : null) ?? new Effects();
   const e = new Effects();
   if (r.kind === 'v') {
     if (r.query === null) return unknown(`view ${shown}: its query is not known`);

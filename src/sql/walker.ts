@@ -386,7 +386,7 @@ export class QueryWalker {
     const env = a.env;
     if (env.ctx.catalog === undefined) {
       // Without a catalog, an unqualified name is most likely the pg_catalog relation it names.
-      const e = !planningOnly && (schema === null || schema === 'pg_catalog') ? builtinRelationEffects(name) : null;
+      const e = planningOnly ? null : schema === null || schema === 'pg_catalog' ? builtinRelationEffects(name) : schema === 'information_schema' ? builtinRelationEffects(name, schema) : null;
       if (e) a.mergeEffects(e, null);
       return;
     }

@@ -8,12 +8,9 @@
  * The payload here is called by name (`SELECT evil(...)` is procedural and refused when stepgate judges it):
  * each attack is about stepgate not judging it, or judging another statement instead.
  *
- * TODO today: a portal rebound after SQL CLOSE, CLOSE ALL, ROLLBACK TO SAVEPOINT or a PL/pgSQL CLOSE (stepgate
- * still thinks the name holds the released SELECT 1); a Bind-created portal run by SQL FETCH, MOVE or a
- * PL/pgSQL FETCH; a cursor opened by a STABLE function and run by SQL FETCH; Parse or Bind of a denied
- * statement running a domain check.
- * Stopped today: Bind + Execute of a denied statement whose Bind writes (the Execute is refused and the
- * implicit transaction with the Bind's write is rolled back), a portal name reused in the next transaction.
+ * Stopped: every attack. Protocol portals and SQL cursors are one namespace in stepgate's registry (CLOSE,
+ * CLOSE ALL, ROLLBACK TO SAVEPOINT, FETCH and MOVE are followed; a name stepgate does not know is unknown); a
+ * statement the rules would refuse is judged at its Parse, so neither its Parse nor its Bind reach the server.
  *
  * Not an attack: Execute of a suspended portal after its statement was closed and parsed again: the portal
  * keeps its own plan, so the server continues the old query (no direct proof is possible); the attack needs
