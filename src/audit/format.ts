@@ -36,16 +36,6 @@ export const EVENT_KINDS = [
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 
-/** Record codes between the proxy thread and the writer (compact arrays, see store.ts). */
-export const REC = {
-  Start: 1,
-  End: 2,
-  Statement: 3,
-  Outcome: 4,
-  ChallengeCreated: 5,
-  ChallengeResolved: 6,
-} as const;
-
 export function canonical(seq: number, session: number, sessionSeq: number, time: number, kind: string, body: string): string {
   return `${seq}\t${session}\t${sessionSeq}\t${time}\t${kind}\t${body}`;
 }

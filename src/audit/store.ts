@@ -1,6 +1,8 @@
 /**
  * The audit trail as the proxy sees it (AuditSink): an append-only, hash-chained SQLite store written by a
- * worker thread.
+ * worker thread. This file batches records and keeps the promises of durability; records.ts has their
+ * layout, dictionary.ts the repeated JSON, outcome-index.ts where outcomes find their statement,
+ * writer-client.ts the worker thread.
  *
  * Hot path: each call appends one small array to an in-memory batch (no I/O, no JSON of the statement,
  * no hashing, no redaction: all of that happens in the worker). A statement's classification and an
@@ -25,15 +27,18 @@
 import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { OwnerLock } from '../util/owner-lock.js';
-import type { Decision } from '../rules/types.js';
-import type { StatementInfo } from '../sql/types.js';
 import type { HoldOutcome } from '../stepup/types.js';
 import type { Logger } from '../log.js';
-import { REC } from './format.js';
+import { Dictionary } from './dictionary.js';
+import { Conn, OutcomeIndex } from './outcome-index.js';
+import { Rec, RECORD_KINDS, S, type AuditRecord, type OutcomeFields, type PlainHoldOutcome, type StatementRecord } from './records.js';
 import type { AuditSink, ConnectionFacts, StatementEvent, StatementOutcome } from './types.js';
-import type { FromWorker, ToWorker, WorkerInit } from './worker.js';
+import type { ToWorker, WorkerInit } from './worker.js';
+import { AuditUnavailable, WriterClient, type WriterEvents } from './writer-client.js';
+
+export { AuditUnavailable };
 
 export interface AuditStoreOptions {
   dataDir: string;
@@ -61,35 +66,9 @@ export interface AuditStoreOptions {
   pruneDelayMs?: number;
 }
 
-/** Rejection of `durable()`: the audit trail cannot record right now. */
-export class AuditUnavailable extends Error {
-  readonly code = 'AUDIT_UNAVAILABLE';
-}
-
-class Conn {
-  sseq = 0;
-  ended = false;
-  constructor(
-    readonly id: string,
-    readonly no: number,
-  ) {}
-}
-
-/** A statement whose outcomes are not all recorded yet. Reused once done (no allocation per statement). */
-class PendingStatement {
-  constructor(
-    public id: number,
-    public conn: Conn,
-    public sseq: number,
-    public rec: unknown[],
-    public batch: number,
-    public remaining: number,
-  ) {}
-}
-
 interface PostedBatch {
   n: number;
-  recs: unknown[][];
+  recs: AuditRecord[];
   dropped?: Record<string, number>;
   /** Dictionary entries first used in this batch: [id, json, ...]. */
   dict?: (number | string)[];
@@ -101,32 +80,9 @@ interface Waiter {
   reject: (err: Error) => void;
 }
 
-interface ClassEntry {
-  command: string;
-  tables: unknown;
-  flags: unknown;
-  functions: unknown;
-  ref: string | number;
-}
-
-const DICTIONARY_LIMIT = 50_000;
-
 /** Held by the one store that writes `audit.db` (see util/owner-lock.ts). */
 export const AUDIT_LOCK_FILE = 'audit.lock';
 
-const KIND_NAMES: Record<number, string> = {
-  [REC.Start]: 'connection.start',
-  [REC.End]: 'connection.end',
-  [REC.Statement]: 'statement',
-  [REC.Outcome]: 'outcome',
-  [REC.ChallengeCreated]: 'challenge.created',
-  [REC.ChallengeResolved]: 'challenge.resolved',
-};
-
-/** Recent statements, by id modulo RING: where their outcomes find them without a map. */
-const RING = 1 << 14;
-/** Statements still open when pushed out of the ring (long-running, or denied: no outcome comes); bounded. */
-const MAX_OPEN_STATEMENTS = 100_000;
 const BACKLOG_WARNING = 200_000;
 
 export class AuditStore implements AuditSink {
@@ -137,18 +93,15 @@ export class AuditStore implements AuditSink {
   private readonly maxBatch: number;
   private readonly maxPending: number;
   private readonly recordParams: boolean;
-  private readonly init: WorkerInit;
+  private readonly writer: WriterClient;
+  private readonly dictionary = new Dictionary();
+  private readonly outcomes = new OutcomeIndex();
 
-  private worker: Worker | null = null;
-  private workerReady = false;
   private isHealthy = false;
   private failureReason: string | null = 'not started';
-  private lastWorkerError: string | null = null;
-  private restartTimer: NodeJS.Timeout | null = null;
-  private restartDelay: number;
   private closing: Promise<void> | null = null;
 
-  private batch: unknown[][] = [];
+  private batch: AuditRecord[] = [];
   private batchNo = 1;
   private flushTimer: NodeJS.Timeout | null = null;
   private flushQueued = false;
@@ -161,18 +114,7 @@ export class AuditStore implements AuditSink {
   private readonly conns = new Map<string, Conn>();
   private nextSession = 1;
   private lastId = 0;
-  private readonly ring: (PendingStatement | undefined)[] = new Array<PendingStatement | undefined>(RING);
-  private readonly open = new Map<number, PendingStatement>();
-  /** Allow decisions by the default rule, by file (their JSON does not depend on the reason). */
-  private readonly defaultAllow = new Map<string | null, string | number>();
-  private readonly classCache = new WeakMap<object, ClassEntry>();
-  private readonly allowCache = new Map<string, { rule: string | null; file: string | null; ref: string | number }>();
-  private readonly dictionary = new Map<number, string>();
-  /** Entries not yet sent: [id, json, id, json ...]. */
-  private newDefinitions: (number | string)[] = [];
   private readonly healthListeners = new Set<(healthy: boolean, reason: string | null) => void>();
-  private readonly results = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
-  private nextResult = 1;
   private writtenSeq = 0;
   private opened = false;
   /** Held from open to close: no other store writes this chain meanwhile. */
@@ -187,8 +129,7 @@ export class AuditStore implements AuditSink {
     this.maxBatch = options.maxBatch ?? 2000;
     this.maxPending = options.maxPending ?? 500_000;
     this.recordParams = options.bindParameters ?? false;
-    this.restartDelay = options.restartDelayMs ?? 1000;
-    this.init = {
+    const init: WorkerInit = {
       dataDir: options.dataDir,
       run: this.run,
       resume: false,
@@ -200,11 +141,13 @@ export class AuditStore implements AuditSink {
       pruneIntervalMs: options.pruneIntervalMs ?? 60 * 60_000,
       pruneDelayMs: options.pruneDelayMs ?? 10_000,
     };
-    this.baseRestartDelay = this.restartDelay;
-    this.maxRestartDelay = options.maxRestartDelayMs ?? 30_000;
+    const events: WriterEvents = {
+      ready: (state, kid, resume) => this.writerReady(state, kid, resume),
+      ack: (n, seq) => this.acknowledge(n, seq, true),
+      gone: (reason, retryInMs) => this.writerGone(reason, retryInMs),
+    };
+    this.writer = new WriterClient(init, this.log, events, { firstDelayMs: options.restartDelayMs ?? 1000, maxDelayMs: options.maxRestartDelayMs ?? 30_000 });
   }
-  private readonly baseRestartDelay: number;
-  private readonly maxRestartDelay: number;
 
   /**
    * Opens `DATA/audit.db` (creating it and the signing key on first use). Rejects when it cannot be
@@ -220,7 +163,7 @@ export class AuditStore implements AuditSink {
     const store = new AuditStore(options);
     store.lock = lock;
     try {
-      await store.spawn(false);
+      await store.writer.start();
     } catch (err) {
       lock.release();
       throw err;
@@ -247,12 +190,12 @@ export class AuditStore implements AuditSink {
 
   connectionStart(facts: ConnectionFacts): void {
     const conn = this.conn(facts.connectionId);
-    this.push([REC.Start, conn.no, ++conn.sseq, Date.now(), facts.connectionId, facts.user, facts.database, facts.application, facts.clientAddress, facts.tls, facts.serverPid]);
+    this.push([Rec.Start, conn.no, ++conn.sseq, Date.now(), facts.connectionId, facts.user, facts.database, facts.application, facts.clientAddress, facts.tls, facts.serverPid]);
   }
 
   connectionEnd(connectionId: string, stats: { durationMs: number; bytesIn: number; bytesOut: number; reason: string }): void {
     const conn = this.conn(connectionId);
-    this.push([REC.End, conn.no, ++conn.sseq, Date.now(), stats.durationMs, stats.bytesIn, stats.bytesOut, stats.reason]);
+    this.push([Rec.End, conn.no, ++conn.sseq, Date.now(), stats.durationMs, stats.bytesIn, stats.bytesOut, stats.reason]);
     conn.ended = true;
     this.conns.delete(connectionId);
   }
@@ -262,17 +205,17 @@ export class AuditStore implements AuditSink {
     const id = ++this.lastId;
     const sseq = ++conn.sseq;
     const statements = event.statements;
-    const cls = statements.length === 1 ? this.classJson(statements[0]!) : statements.map((s) => this.classJson(s));
+    const dictionary = this.dictionary;
+    const classifications = statements.length === 1 ? dictionary.classification(statements[0]!) : statements.map((s) => dictionary.classification(s));
     const decision = event.decision;
-    // Layout: see STATEMENT_SLOTS in writer.ts. Slots 9-14 and 16 take the first outcome, 15 any further ones.
-    const rec = [
-      REC.Statement,
+    const rec: StatementRecord = [
+      Rec.Statement,
       conn.no,
       sseq,
       Date.now(),
       event.sql,
-      cls,
-      decision.action === 'allow' ? this.allowRef(decision) : decisionJson(decision),
+      classifications,
+      dictionary.decision(decision),
       this.recordParams ? event.params : null,
       decision.action,
       -1,
@@ -284,79 +227,54 @@ export class AuditStore implements AuditSink {
       null,
       false,
     ];
-    if (this.push(rec)) {
-      const slot = id & (RING - 1);
-      const old = this.ring[slot];
-      const remaining = statements.length > 0 ? statements.length : 1;
-      if (old === undefined) {
-        this.ring[slot] = new PendingStatement(id, conn, sseq, rec, this.batchNo, remaining);
-      } else {
-        if (old.remaining > 0 && !old.conn.ended) {
-          // Still waiting for its outcome: keep it in the map and give the slot a fresh entry.
-          if (this.open.size >= MAX_OPEN_STATEMENTS) this.trimOpen();
-          this.open.set(old.id, old);
-          this.ring[slot] = new PendingStatement(id, conn, sseq, rec, this.batchNo, remaining);
-        } else {
-          old.id = id;
-          old.conn = conn;
-          old.sseq = sseq;
-          old.rec = rec;
-          old.batch = this.batchNo;
-          old.remaining = remaining;
-        }
-      }
-    }
+    if (this.push(rec)) this.outcomes.add(id, conn, sseq, rec, this.batchNo, statements.length > 0 ? statements.length : 1);
     return id;
   }
 
-  private pending(statementId: number): PendingStatement | undefined {
-    const p = this.ring[statementId & (RING - 1)];
-    if (p !== undefined && p.id === statementId) return p.remaining > 0 ? p : undefined;
-    return this.open.get(statementId);
-  }
-
   outcome(statementId: number, index: number, outcome: StatementOutcome): void {
-    const p = this.pending(statementId);
+    const p = this.outcomes.find(statementId);
     if (p === undefined) return;
+    const readOnlyRefused = outcome.readOnlyRefused === true;
     if (p.batch === this.batchNo) {
+      // Its record is still in the open batch: the outcome goes into it.
       const rec = p.rec;
-      if (rec[9] === -1) {
-        rec[9] = index;
-        rec[10] = outcome.tag;
-        rec[11] = outcome.sqlstate;
-        rec[12] = outcome.message;
-        rec[13] = outcome.skipped;
-        rec[14] = outcome.durationMs;
-        rec[16] = outcome.readOnlyRefused === true;
+      if (rec[S.Index] === -1) {
+        rec[S.Index] = index;
+        rec[S.Tag] = outcome.tag;
+        rec[S.Sqlstate] = outcome.sqlstate;
+        rec[S.Message] = outcome.message;
+        rec[S.Skipped] = outcome.skipped;
+        rec[S.DurationMs] = outcome.durationMs;
+        rec[S.ReadOnlyRefused] = readOnlyRefused;
       } else {
-        const o = [index, outcome.tag, outcome.sqlstate, outcome.message, outcome.skipped, outcome.durationMs, outcome.readOnlyRefused === true];
-        const more = rec[15] as unknown[] | null;
-        if (more === null) rec[15] = [o];
+        const o: OutcomeFields = [index, outcome.tag, outcome.sqlstate, outcome.message, outcome.skipped, outcome.durationMs, readOnlyRefused];
+        const more = rec[S.More];
+        if (more === null) rec[S.More] = [o];
         else more.push(o);
       }
     } else {
       const conn = p.conn;
-      this.push([REC.Outcome, conn.no, ++conn.sseq, Date.now(), p.sseq, index, outcome.tag, outcome.sqlstate, outcome.message, outcome.skipped, outcome.durationMs, outcome.readOnlyRefused === true]);
+      this.push([Rec.Outcome, conn.no, ++conn.sseq, Date.now(), p.sseq, index, outcome.tag, outcome.sqlstate, outcome.message, outcome.skipped, outcome.durationMs, readOnlyRefused]);
     }
-    if (--p.remaining <= 0 && this.open.size > 0) this.open.delete(statementId);
+    this.outcomes.done(p);
   }
 
   challengeCreated(statementId: number, challengeId: string): void {
-    const p = this.pending(statementId);
+    const p = this.outcomes.find(statementId);
     if (p === undefined) {
       this.log.warn('audit.unknown_statement', { statement: statementId, event: 'challenge.created', challenge: challengeId });
       return;
     }
-    this.push([REC.ChallengeCreated, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, challengeId]);
+    this.push([Rec.ChallengeCreated, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, challengeId]);
   }
 
   challengeResolved(statementId: number, challengeId: string | null, outcome: HoldOutcome): void {
-    const p = this.pending(statementId);
+    const p = this.outcomes.find(statementId);
     if (p === undefined) {
       this.log.warn('audit.unknown_statement', { statement: statementId, event: 'challenge.resolved', status: outcome.status });
       return;
     }
-    this.push([REC.ChallengeResolved, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, challengeId, plainOutcome(outcome)]);
+    this.push([Rec.ChallengeResolved, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, challengeId, plainOutcome(outcome)]);
   }
 
   durable(): Promise<void> {
@@ -389,10 +307,8 @@ export class AuditStore implements AuditSink {
     }
     if (this.batch.length === 0 && this.dropped === null) return;
     const b: PostedBatch = { n: this.batchNo, recs: this.batch };
-    if (this.newDefinitions.length > 0) {
-      b.dict = this.newDefinitions;
-      this.newDefinitions = [];
-    }
+    const fresh = this.dictionary.takeFresh();
+    if (fresh !== null) b.dict = fresh;
     if (this.dropped !== null) {
       b.dropped = this.dropped;
       this.dropped = null;
@@ -401,7 +317,7 @@ export class AuditStore implements AuditSink {
     this.batch = [];
     this.inflight.push(b);
     this.inflightRecords += b.recs.length;
-    if (this.workerReady) this.post(b);
+    if (this.writer.ready) this.post(b);
     if (this.inflightRecords > BACKLOG_WARNING && Date.now() - this.lastBacklogWarning > 60_000) {
       this.lastBacklogWarning = Date.now();
       this.log.warn('audit.backlog', { records: this.inflightRecords, note: 'the audit writer falls behind; events wait in memory' });
@@ -416,13 +332,13 @@ export class AuditStore implements AuditSink {
   /** Signs a checkpoint of the current head now; resolves with it (null when there is nothing new). */
   async checkpoint(): Promise<{ id: number; seq: number; hash: string; jws: string } | null> {
     await this.durable();
-    return (await this.request({ type: 'checkpoint', id: 0, reason: 'manual' })) as { id: number; seq: number; hash: string; jws: string } | null;
+    return (await this.writer.request({ type: 'checkpoint', id: 0, reason: 'manual' }, () => this.unavailable())) as { id: number; seq: number; hash: string; jws: string } | null;
   }
 
   /** Runs retention now (as of `now`). */
   async prune(now?: number, chunk?: number): Promise<{ pruned: number; throughSeq: number | null }> {
     await this.durable();
-    return (await this.request({ type: 'prune', id: 0, now, chunk })) as { pruned: number; throughSeq: number | null };
+    return (await this.writer.request({ type: 'prune', id: 0, now, chunk }, () => this.unavailable())) as { pruned: number; throughSeq: number | null };
   }
 
   /** Last global sequence number the writer acknowledged. */
@@ -432,7 +348,7 @@ export class AuditStore implements AuditSink {
 
   /** The worker thread (tests terminate it to simulate a crash). */
   get workerThread(): Worker | null {
-    return this.worker;
+    return this.writer.thread;
   }
 
   /** Writes what is pending, a final signed checkpoint and `audit.close`, and stops the worker. */
@@ -442,21 +358,8 @@ export class AuditStore implements AuditSink {
   }
 
   private async doClose(): Promise<void> {
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.restartTimer = null;
     this.flush();
-    const worker = this.worker;
-    if (worker && this.workerReady) {
-      const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
-      worker.postMessage({ type: 'close' } satisfies ToWorker);
-      const timer = setTimeout(() => void worker.terminate(), 15_000);
-      await exited;
-      clearTimeout(timer);
-    } else if (worker) {
-      await worker.terminate();
-    }
-    this.worker = null;
-    this.workerReady = false;
+    await this.writer.stop(() => this.unavailable());
     const lost = this.inflight.reduce((sum, b) => sum + b.recs.length, 0) + this.droppedSinceWrite;
     if (lost > 0) this.log.error('audit.lost_on_close', { events: lost, data: this.dataDir, reason: this.failureReason });
     this.lock?.release();
@@ -464,8 +367,6 @@ export class AuditStore implements AuditSink {
     this.setHealthy(false, 'closed');
     for (const w of this.waiters) w.reject(this.unavailable());
     this.waiters = [];
-    for (const r of this.results.values()) r.reject(this.unavailable());
-    this.results.clear();
   }
 
   // ───────────────────────────── internals ─────────────────────────────
@@ -480,10 +381,10 @@ export class AuditStore implements AuditSink {
   }
 
   /** Appends a record to the open batch; false when it had to be dropped. */
-  private push(rec: unknown[]): boolean {
+  private push(rec: AuditRecord): boolean {
     if (this.closing !== null) return false;
     if (!this.isHealthy && this.inflightRecords + this.batch.length >= this.maxPending) {
-      const kind = KIND_NAMES[rec[0] as number] ?? 'unknown';
+      const kind = RECORD_KINDS[rec[0]] ?? 'unknown';
       this.dropped ??= {};
       this.dropped[kind] = (this.dropped[kind] ?? 0) + 1;
       if (this.droppedSinceWrite++ === 0) {
@@ -510,82 +411,12 @@ export class AuditStore implements AuditSink {
   private readonly onFlushTimer = (): void => {
     this.flushTimer = null;
     this.flush();
-    if (this.open.size > 1000) this.sweepOpen();
+    this.outcomes.sweep();
   };
-
-  /** Statements of closed connections never get their outcome (denied, or the connection went away). */
-  private sweepOpen(): void {
-    for (const [id, p] of this.open) if (p.conn.ended) this.open.delete(id);
-  }
-
-  private trimOpen(): void {
-    this.sweepOpen();
-    let excess = this.open.size - MAX_OPEN_STATEMENTS / 2;
-    for (const id of this.open.keys()) {
-      if (excess-- <= 0) break;
-      this.open.delete(id);
-    }
-  }
-
-  /** The statement's classification as JSON, or the number of a dictionary entry holding it. */
-  private classJson(s: StatementInfo): string | number {
-    const key = s.classes as unknown as object;
-    const hit = this.classCache.get(key);
-    if (hit !== undefined && hit.tables === s.tables && hit.flags === s.flags && hit.command === s.command && hit.functions === s.functions) return hit.ref;
-    const json = JSON.stringify({
-      command: s.command,
-      classes: s.classes,
-      tables: s.tables.map((t) => ({ schema: t.schema, name: t.name, access: t.access })),
-      ...(s.flags.length > 0 ? { flags: s.flags } : {}),
-      ...(s.functions.length > 0 ? { functions: s.functions } : {}),
-    });
-    // Only frozen (cached, shared) classifications are remembered: they cannot change under us.
-    if (!Object.isFrozen(key) || !Object.isFrozen(s.tables)) return json;
-    const ref = this.define(json);
-    this.classCache.set(key, { command: s.command, tables: s.tables, flags: s.flags, functions: s.functions, ref });
-    return ref;
-  }
-
-  private allowRef(d: Decision): string | number {
-    if (d.rule === null) {
-      const ref = this.defaultAllow.get(d.file);
-      if (ref !== undefined) return ref;
-      const made = this.define(decisionJson(d));
-      if (this.defaultAllow.size < 100) this.defaultAllow.set(d.file, made);
-      return made;
-    }
-    const hit = this.allowCache.get(d.reason);
-    if (hit !== undefined && hit.rule === d.rule && hit.file === d.file) return hit.ref;
-    const ref = this.define(decisionJson(d));
-    if (this.allowCache.size >= 10_000) this.allowCache.clear();
-    this.allowCache.set(d.reason, { rule: d.rule, file: d.file, ref });
-    return ref;
-  }
-
-  /**
-   * Repeated JSON (classifications, allow decisions) travels to the writer once, as a dictionary entry;
-   * records carry its number. Past DICTIONARY_LIMIT entries, JSON travels inline.
-   */
-  private define(json: string): string | number {
-    if (this.dictionary.size >= DICTIONARY_LIMIT) return json;
-    const id = this.dictionary.size + 1;
-    this.dictionary.set(id, json);
-    this.newDefinitions.push(id, json);
-    return id;
-  }
 
   private post(b: PostedBatch): void {
     const message: ToWorker = { type: 'batch', n: b.n, recs: b.recs, ...(b.dropped ? { dropped: b.dropped } : {}), ...(b.dict ? { dict: b.dict } : {}) };
-    this.worker?.postMessage(message);
-  }
-
-  private request(message: ToWorker & { id: number }): Promise<unknown> {
-    if (!this.worker || !this.workerReady) return Promise.reject(this.unavailable());
-    const id = this.nextResult++;
-    return new Promise((resolve, reject) => {
-      this.results.set(id, { resolve, reject });
-      this.worker!.postMessage({ ...message, id });
-    });
+    this.writer.post(message);
   }
 
   private unavailable(): AuditUnavailable {
@@ -599,85 +430,27 @@ export class AuditStore implements AuditSink {
     if (changed) for (const l of this.healthListeners) l(healthy, this.failureReason);
   }
 
-  private spawn(resume: boolean): Promise<void> {
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: { ...this.init, resume } satisfies WorkerInit });
-    this.worker = worker;
-    this.workerReady = false;
-    this.lastWorkerError = null;
-    return new Promise<void>((resolve, reject) => {
-      let settled = false;
-      const settle = (err: Error | null): void => {
-        if (settled) return;
-        settled = true;
-        if (err) reject(err);
-        else resolve();
-      };
-      worker.on('message', (m: FromWorker) => this.onWorkerMessage(worker, m, resume, settle));
-      worker.on('error', (err) => {
-        this.lastWorkerError = `the audit writer crashed: ${err.message}`;
-      });
-      worker.on('exit', (code) => {
-        const reason = this.lastWorkerError ?? `the audit writer stopped (exit code ${code})`;
-        settle(new Error(reason));
-        this.workerGone(worker, reason);
-      });
-    });
-  }
-
-  private onWorkerMessage(worker: Worker, m: FromWorker, resume: boolean, settle: (err: Error | null) => void): void {
-    if (worker !== this.worker) return;
-    switch (m.type) {
-      case 'ready': {
-        this.workerReady = true;
-        this.nextSession = Math.max(this.nextSession, m.state.nextSession);
-        this.writtenSeq = m.state.lastSeq;
-        if (!resume) {
-          this.opened = true;
-          this.setHealthy(true, null);
-          settle(null);
-          this.log.info('audit.opened', { data: this.dataDir, last_seq: m.state.lastSeq, key: m.kid });
-          return;
-        }
-        // Resumed after a failure: drop what the previous writer committed, re-send the rest, then probe.
-        const [run, n] = (m.state.lastBatch ?? '').split(':');
-        if (run === this.run) this.acknowledge(Number(n), m.state.lastSeq, false);
-        // The new writer knows no dictionary entries yet.
-        worker.postMessage({ type: 'dict', entries: [...this.dictionary].flat() } satisfies ToWorker);
-        for (const b of this.inflight) this.post(b);
-        if (this.batch.length > 0 || this.dropped !== null) this.flush();
-        if (this.inflight.length === 0) {
-          // Nothing to write: an empty batch proves the database takes writes again.
-          this.batch = [];
-          const probe: PostedBatch = { n: this.batchNo++, recs: [] };
-          this.inflight.push(probe);
-          this.post(probe);
-        }
-        settle(null);
-        return;
-      }
-      case 'ack':
-        this.acknowledge(m.n, m.seq, true);
-        return;
-      case 'failed':
-        this.lastWorkerError = m.message;
-        return;
-      case 'log':
-        this.log[m.level](m.event, m.fields);
-        return;
-      case 'checkpoint':
-        // Also in the log, so a copy of every signed chain head leaves the machine with the logs.
-        this.log.info('audit.checkpoint', { id: m.id, seq: m.seq, hash: m.hash, reason: m.reason, jws: m.jws });
-        return;
-      case 'result': {
-        const r = this.results.get(m.id);
-        if (!r) return;
-        this.results.delete(m.id);
-        if (m.error !== undefined) r.reject(new Error(m.error));
-        else r.resolve(m.value ?? null);
-        return;
-      }
-      case 'closed':
-        return;
+  private writerReady(state: { nextSession: number; lastSeq: number; lastBatch: string | null }, kid: string, resume: boolean): void {
+    this.nextSession = Math.max(this.nextSession, state.nextSession);
+    this.writtenSeq = state.lastSeq;
+    if (!resume) {
+      this.opened = true;
+      this.setHealthy(true, null);
+      this.log.info('audit.opened', { data: this.dataDir, last_seq: state.lastSeq, key: kid });
+      return;
+    }
+    // Resumed after a failure: drop what the previous writer committed, re-send the rest, then probe.
+    const [run, n] = (state.lastBatch ?? '').split(':');
+    if (run === this.run) this.acknowledge(Number(n), state.lastSeq, false);
+    // The new writer knows no dictionary entries yet.
+    this.writer.post({ type: 'dict', entries: this.dictionary.all() });
+    for (const b of this.inflight) this.post(b);
+    if (this.batch.length > 0 || this.dropped !== null) this.flush();
+    if (this.inflight.length === 0) {
+      // Nothing to write: an empty batch proves the database takes writes again.
+      const probe: PostedBatch = { n: this.batchNo++, recs: [] };
+      this.inflight.push(probe);
+      this.post(probe);
     }
   }
 
@@ -695,19 +468,14 @@ export class AuditStore implements AuditSink {
       this.waiters = still;
     }
     if (fromWrite && !this.isHealthy && this.closing === null) {
-      this.restartDelay = this.baseRestartDelay;
+      this.writer.resetBackoff();
       this.log.warn('audit.recovered', { data: this.dataDir, last_seq: seq, note: 'the audit trail records again' });
       this.setHealthy(true, null);
     }
   }
 
-  private workerGone(worker: Worker, reason: string): void {
-    if (worker !== this.worker) return;
-    this.worker = null;
-    this.workerReady = false;
-    for (const r of this.results.values()) r.reject(new AuditUnavailable(reason));
-    this.results.clear();
-    if (this.closing !== null || !this.opened) return; // a failed first open fails AuditStore.open instead
+  private writerGone(reason: string, retryInMs: number): void {
+    if (this.closing !== null || !this.opened) return;
     const wasHealthy = this.isHealthy;
     this.setHealthy(false, reason);
     for (const w of this.waiters) w.reject(this.unavailable());
@@ -719,53 +487,13 @@ export class AuditStore implements AuditSink {
         note: 'statements that need the audit trail are refused until it records again; stepgate retries',
       });
     } else {
-      this.log.warn('audit.retry_failed', { data: this.dataDir, error: reason, retry_in_ms: this.restartDelay });
+      this.log.warn('audit.retry_failed', { data: this.dataDir, error: reason, retry_in_ms: retryInMs });
     }
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = null;
-      if (this.closing !== null) return;
-      this.spawn(true).catch(() => {}); // failures arrive through workerGone again
-    }, this.restartDelay);
-    this.restartTimer.unref();
-    this.restartDelay = Math.min(this.restartDelay * 2, this.maxRestartDelay);
   }
-}
-
-function decisionJson(d: Decision): string {
-  if (d.action === 'allow') {
-    // An allow by the default says nothing its rule and file do not: the trail stays smaller without it.
-    return JSON.stringify(d.rule === null ? { action: d.action, rule: null, file: d.file } : { action: d.action, rule: d.rule, file: d.file, reason: d.reason });
-  }
-  return JSON.stringify({
-    action: d.action,
-    rule: d.rule,
-    file: d.file,
-    reason: d.reason,
-    message: d.message,
-    statement_index: d.statementIndex,
-    ...(d.action === 'step-up'
-      ? {
-          timeout_ms: d.timeoutMs,
-          grant_ms: d.grantMs,
-          grant_scope: d.grantScope,
-          ...(d.approvers ? { approvers: { groups: [...d.approvers.groups], count: d.approvers.count } } : {}),
-          ...(d.stepUps
-            ? {
-                step_ups: d.stepUps.map((s) => ({
-                  rule: s.rule,
-                  file: s.file,
-                  statement_index: s.statementIndex,
-                  ...(s.approvers ? { approvers: { groups: [...s.approvers.groups], count: s.approvers.count } } : {}),
-                })),
-              }
-            : {}),
-        }
-      : {}),
-  });
 }
 
 /** A HoldOutcome as plain data (it crosses to the worker thread). */
-function plainOutcome(o: HoldOutcome): Record<string, unknown> {
+function plainOutcome(o: HoldOutcome): PlainHoldOutcome {
   switch (o.status) {
     case 'approved':
       return { status: o.status, approvers: o.approvers.map((a) => ({ user: a.user, credentialId: a.credentialId })), grant: o.grant };

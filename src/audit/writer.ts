@@ -18,7 +18,6 @@ import {
   CHECKPOINT_TYPE,
   FORMAT_VERSION,
   GENESIS_HASH,
-  REC,
   rowsFromTag,
   sha256hex,
   SYSTEM_SESSION,
@@ -28,6 +27,7 @@ import {
 } from './format.js';
 import { loadOrCreateSigningKey, signCheckpoint, type SigningKey } from './keys.js';
 import { processStartTime } from '../util/process-identity.js';
+import { firstOutcome, Rec, RECORD_KINDS, type AuditRecord, type JsonRef, type OutcomeFields } from './records.js';
 import { mayHoldSecrets, redactFreeText, redactParams, redactStatement, scrubMessage } from './secrets.js';
 
 export interface WriterOptions {
@@ -51,26 +51,14 @@ export interface WriterState {
   lastBatch: string | null;
 }
 
-/** An outcome as it travels from the proxy thread: [index, tag, sqlstate, message, skipped, durationMs, readOnlyRefused]. */
-type OutcomeRec = [number, string | null, string | null, string | null, boolean, number, boolean?];
-
 export interface Batch {
   n: number;
-  recs: unknown[][];
+  recs: AuditRecord[];
   /** Records the proxy thread had to drop while the writer was down, by kind. */
   dropped?: Record<string, number>;
   /** New dictionary entries [id, json, ...]: records refer to repeated JSON by number. */
   dict?: (number | string)[];
 }
-
-/**
- * A statement record from the proxy thread:
- * [kind, session, sseq, time, sql, classification(s), decision, params, action,
- *  first outcome: index (-1: none yet), tag, sqlstate, message, skipped, durationMs, further outcomes | null,
- *  first outcome's readOnlyRefused].
- * Classifications and decisions are JSON text or numbers of dictionary entries.
- */
-export const STATEMENT_SLOTS = 17;
 
 interface SessionAgg {
   statements: number;
@@ -233,9 +221,9 @@ export class AuditWriter {
     for (let i = 0; i + 1 < entries.length; i += 2) this.dictionary.set(entries[i] as number, entries[i + 1] as string);
   }
 
-  private resolve(ref: unknown): string {
+  private resolve(ref: JsonRef): string {
     if (typeof ref === 'string') return ref;
-    const json = this.dictionary.get(ref as number);
+    const json = this.dictionary.get(ref);
     if (json === undefined) throw new Error(`audit record refers to unknown dictionary entry ${String(ref)}`);
     return json;
   }
@@ -317,13 +305,14 @@ export class AuditWriter {
     }
   }
 
-  private appendRecord(r: unknown[]): void {
-    const session = r[1] as number;
-    const sseq = r[2] as number;
-    const time = r[3] as number;
+  private appendRecord(r: AuditRecord): void {
+    const session = r[1];
+    const sseq = r[2];
+    const time = r[3];
+    const kind = RECORD_KINDS[r[0]] as EventKind;
     switch (r[0]) {
-      case REC.Statement: {
-        const sql = r[4] as string;
+      case Rec.Statement: {
+        const sql = r[4];
         let text = sql;
         let fragments = NO_FRAGMENTS;
         if (mayHoldSecrets(sql)) {
@@ -333,15 +322,16 @@ export class AuditWriter {
         }
         if (text.length > LONGEST_SQL) text = `${text.slice(0, LONGEST_SQL)}… [${text.length} characters in all]`;
         const cls = r[5];
-        const params = this.options.bindParameters ? (r[7] as (string | null)[] | null) : null;
+        const params = this.options.bindParameters ? r[7] : null;
         if (fragments.length > 0) {
           if (this.fragments.size >= FRAGMENT_MEMORY) this.fragments.delete(this.fragments.keys().next().value as string);
           this.fragments.set(`${session}:${sseq}`, fragments);
         }
         let outcomes = '[]';
-        if ((r[9] as number) >= 0) {
-          outcomes = `[${outcomeJson([r[9], r[10], r[11], r[12], r[13], r[14], r[16]] as OutcomeRec, fragments)}`;
-          const more = r[15] as OutcomeRec[] | null;
+        const first = firstOutcome(r);
+        if (first !== null) {
+          outcomes = `[${outcomeJson(first, fragments)}`;
+          const more = r[15];
           if (more !== null) for (const o of more) outcomes += `,${outcomeJson(o, fragments)}`;
           outcomes += ']';
         }
@@ -351,23 +341,22 @@ export class AuditWriter {
           `,"statements":[${Array.isArray(cls) ? cls.map((c) => this.resolve(c)).join(',') : this.resolve(cls)}]` +
           `,"decision":${this.resolve(r[6])}` +
           `,"outcomes":${outcomes}}`;
-        const seq = this.append(session, sseq, time, 'statement', body);
+        const seq = this.append(session, sseq, time, kind, body);
         const a = this.agg(session, seq);
         a.statements++;
-        const action = r[8] as string;
-        if (action === 'deny') a.denied++;
-        else if (action === 'step-up') a.held++;
+        if (r[8] === 'deny') a.denied++;
+        else if (r[8] === 'step-up') a.held++;
         return;
       }
-      case REC.Outcome: {
-        const statement = r[4] as number;
+      case Rec.Outcome: {
+        const statement = r[4];
         const fragments = this.fragments.get(`${session}:${statement}`) ?? [];
-        const o = outcomeJson([r[5], r[6], r[7], r[8], r[9], r[10], r[11]] as OutcomeRec, fragments);
-        const seq = this.append(session, sseq, time, 'outcome', `{"statement":${statement},${o.slice(1)}`);
+        const o = outcomeJson([r[5], r[6], r[7], r[8], r[9], r[10], r[11]], fragments);
+        const seq = this.append(session, sseq, time, kind, `{"statement":${statement},${o.slice(1)}`);
         this.agg(session, seq);
         return;
       }
-      case REC.Start: {
+      case Rec.Start: {
         const body = JSON.stringify({
           connection: r[4],
           user: r[5],
@@ -377,7 +366,7 @@ export class AuditWriter {
           tls: r[9],
           server_pid: r[10],
         });
-        const seq = this.append(session, sseq, time, 'connection.start', body);
+        const seq = this.append(session, sseq, time, kind, body);
         this.agg(session, seq);
         this.sessionStart.run({
           session,
@@ -394,25 +383,25 @@ export class AuditWriter {
         });
         return;
       }
-      case REC.End: {
+      case Rec.End: {
         const body = JSON.stringify({ duration_ms: r[4], bytes_in: r[5], bytes_out: r[6], reason: r[7] });
-        const seq = this.append(session, sseq, time, 'connection.end', body);
+        const seq = this.append(session, sseq, time, kind, body);
         this.agg(session, seq);
         this.sessionEnd.run({ session, end_time: time, end_reason: r[7], duration_ms: r[4], bytes_in: r[5], bytes_out: r[6], seq });
         for (const key of this.fragments.keys()) if (key.startsWith(`${session}:`)) this.fragments.delete(key);
         return;
       }
-      case REC.ChallengeCreated: {
-        const seq = this.append(session, sseq, time, 'challenge.created', JSON.stringify({ statement: r[4], challenge: r[5] }));
+      case Rec.ChallengeCreated: {
+        const seq = this.append(session, sseq, time, kind, JSON.stringify({ statement: r[4], challenge: r[5] }));
         this.agg(session, seq);
         return;
       }
-      case REC.ChallengeResolved: {
-        const outcome = r[6] as Record<string, unknown>;
+      case Rec.ChallengeResolved: {
+        const outcome = r[6];
         const body: Record<string, unknown> = { statement: r[4], challenge: r[5], status: outcome.status };
         switch (outcome.status) {
           case 'approved':
-            body.approvers = ((outcome.approvers as { user: string; credentialId: string | null }[]) ?? []).map((a) => ({ user: a.user, credential: a.credentialId }));
+            body.approvers = (outcome.approvers ?? []).map((a) => ({ user: a.user, credential: a.credentialId }));
             body.grant = outcome.grant === true;
             break;
           case 'rejected':
@@ -423,12 +412,12 @@ export class AuditWriter {
             body.reason = String(outcome.reason ?? '');
             break;
         }
-        const seq = this.append(session, sseq, time, 'challenge.resolved', JSON.stringify(body));
+        const seq = this.append(session, sseq, time, kind, JSON.stringify(body));
         this.agg(session, seq);
         return;
       }
       default:
-        throw new Error(`unknown audit record type ${String(r[0])}`);
+        throw new Error(`unknown audit record type ${String((r as unknown[])[0])}`);
     }
   }
 
@@ -569,7 +558,7 @@ export class AuditWriter {
 export class PruneRefused extends Error {}
 
 /** An outcome as JSON; fields that are null or false are left out (see OutcomeBody). */
-function outcomeJson(o: OutcomeRec, fragments: string[]): string {
+function outcomeJson(o: OutcomeFields, fragments: string[]): string {
   const [index, tag, sqlstate, message, skipped, durationMs, readOnlyRefused] = o;
   let out = `{"index":${index}`;
   if (tag !== null) {
@@ -580,6 +569,6 @@ function outcomeJson(o: OutcomeRec, fragments: string[]): string {
   if (sqlstate !== null) out += `,"sqlstate":${JSON.stringify(sqlstate)}`;
   if (message !== null) out += `,"message":${JSON.stringify(redactFreeText(fragments.length > 0 ? scrubMessage(message, fragments) : message))}`;
   if (skipped) out += ',"skipped":true';
-  if (readOnlyRefused === true) out += ',"read_only_refused":true';
+  if (readOnlyRefused) out += ',"read_only_refused":true';
   return `${out},"duration_ms":${JSON.stringify(durationMs)}}`;
 }
