@@ -44,7 +44,7 @@ import {
   type TransactionModel,
   type TransactionState,
 } from './read-only.js';
-import { ReadOnlyCause, type ClientPending, type ReplyState, type ReplyTracker } from './reply-state.js';
+import { Entry, ReadOnlyCause, type QueryPending, type ReplyState, type ReplyTracker } from './reply-state.js';
 import { decodeSql } from './sql-text.js';
 import type { Outbound } from './outbound.js';
 import type { PreparedStatement, StatementRegistry, Undo } from './statement-registry.js';
@@ -228,15 +228,7 @@ export class Frontend {
     const before = this.model.state;
     // The server replaces the unnamed statement and portal with the query's own.
     this.registry.dropUnnamed();
-    const entry: ClientPending & { kind: 'query' } = {
-      ...replies.common(),
-      kind: 'query',
-      trackers: auditId === null ? [] : this.trackers(auditId, statements.length),
-      statementUndos: null,
-      answered: 0,
-      readOnlyCauses: this.readOnlyCauses(plan, before, statements),
-      skipped: false,
-    };
+    const entry = Entry.query(auditId === null ? [] : this.trackers(auditId, statements.length), this.readOnlyCauses(plan, before, statements));
     this.noteSchemaChanges(statements);
     const copyIn = statements.some(isCopyFromStdin);
     // In front of a Query: in a block, a simple Query of stepgate's own (its failure aborts the block, so the
@@ -257,7 +249,7 @@ export class Frontend {
     this.host.toServer.queue(buf, start, end);
     if (guarded && before.kind !== 'block' && !copyIn) {
       this.host.toServer.write(frontend.SYNC);
-      replies.expect({ ...replies.common(), kind: 'own-sync', standsInFor: entry }, true);
+      replies.expect(Entry.ownSync(entry), true);
     }
     if (plan.after.length > 0) {
       if (copyIn) this.afterCopy.push(...plan.after);
@@ -270,9 +262,9 @@ export class Frontend {
    * stepgate's Bind/Execute before a COPY FROM STDIN Query failed: the server skips the Query until a Sync,
    * and no Sync may follow a COPY Query in advance (the server would ignore it during COPY IN). Send it now.
    */
-  private rescueSkippedQuery(entry: ClientPending & { kind: 'query' }): void {
+  private rescueSkippedQuery(entry: QueryPending): void {
     this.host.toServer.write(frontend.SYNC);
-    this.replies.expect({ ...this.replies.common(), kind: 'own-sync', standsInFor: entry }, true);
+    this.replies.expect(Entry.ownSync(entry), true);
     this.host.toServer.flush();
   }
 
@@ -308,7 +300,7 @@ export class Frontend {
       : noPlan(this.model.state);
     this.injectExtended(plan, false);
     const undo = this.registry.defineStatement(name, statement);
-    this.replies.expect({ ...this.replies.common(), kind: 'parse', undo });
+    this.replies.expect(Entry.parse('parse', undo));
     this.host.toServer.queue(buf, start, end);
     this.model.apply(plan);
   }
@@ -364,7 +356,7 @@ export class Frontend {
   ): void {
     if (plan) this.injectExtended(plan, portal === '');
     const undo = this.registry.bindPortal(portal, { statement, batch: this.replies.batch, params, decided: auditId, hold: false });
-    this.replies.expect({ ...this.replies.common(), kind: 'bind', undo });
+    this.replies.expect(Entry.parse('bind', undo));
     this.host.toServer.queue(buf, start, end);
     if (plan) this.model.apply(plan);
   }
@@ -398,13 +390,12 @@ export class Frontend {
     const before = this.model.state;
     if (plan) this.injectExtended(plan, false);
     const s = statement.statements.length === 1 ? statement.statements[0]! : null;
-    const entry: ClientPending & { kind: 'execute' } = {
-      ...this.replies.common(),
-      kind: 'execute',
-      tracker: auditId === null ? null : new StatementTracker(this.services.audit, auditId, 0),
-      readOnlyCause: plan && s ? (this.readOnlyCauses(plan, before, [s])?.[0] ?? ReadOnlyCause.None) : ReadOnlyCause.None,
-    };
-    this.replies.expect(entry);
+    this.replies.expect(
+      Entry.execute(
+        auditId === null ? null : new StatementTracker(this.services.audit, auditId, 0),
+        plan && s ? (this.readOnlyCauses(plan, before, [s])?.[0] ?? ReadOnlyCause.None) : ReadOnlyCause.None,
+      ),
+    );
     if (s?.changesParsing) this.replies.noteParsingChange();
     this.host.toServer.queue(buf, start, end);
     if (plan) this.model.apply(plan);
@@ -419,7 +410,7 @@ export class Frontend {
   private onDescribe(buf: Buffer, start: number, end: number): Handled {
     const target = frontend.readTarget(buf, start, end);
     if (isReservedName(target.name)) return this.rejectExtended(reservedError(target.name));
-    this.replies.expect({ ...this.replies.common(), kind: target.kind === 'S' ? 'describe-statement' : 'describe-portal', sawParameters: false });
+    this.replies.expect(Entry.describe(target.kind === 'S'));
     this.host.toServer.queue(buf, start, end);
   }
 
@@ -427,7 +418,7 @@ export class Frontend {
     const target = frontend.readTarget(buf, start, end);
     if (isReservedName(target.name)) return this.rejectExtended(reservedError(target.name));
     const undo = target.kind === 'S' ? this.registry.closeStatement(target.name) : this.registry.closePortal(target.name);
-    this.replies.expect({ ...this.replies.common(), kind: 'close', undo });
+    this.replies.expect(Entry.parse('close', undo));
     this.host.toServer.queue(buf, start, end);
   }
 
@@ -439,7 +430,7 @@ export class Frontend {
       this.host.toServer.queue(buf, start, end);
       return;
     }
-    replies.expect({ ...replies.common(), kind: 'sync' }, true);
+    replies.expect(Entry.sync(), true);
     this.host.toServer.queue(buf, start, end);
     this.model.apply(planExtended(this.model.state, { kind: 'sync' }, this.model.context(replies.clientIdle)));
     if (this.afterSync.length > 0) {
@@ -545,13 +536,7 @@ export class Frontend {
   private forwardFunctionCall(buf: Buffer, start: number, end: number, statements: StatementInfo[], auditId: number, plan: Plan): void {
     const replies = this.replies;
     const before = this.model.state;
-    const entry: ClientPending & { kind: 'function-call' } = {
-      ...replies.common(),
-      kind: 'function-call',
-      tracker: new StatementTracker(this.services.audit, auditId, 0),
-      readOnlyCause: this.readOnlyCauses(plan, before, statements)?.[0] ?? ReadOnlyCause.None,
-      skipped: false,
-    };
+    const entry = Entry.functionCall(new StatementTracker(this.services.audit, auditId, 0), this.readOnlyCauses(plan, before, statements)?.[0] ?? ReadOnlyCause.None);
     const guarded = plan.before.length > 0;
     // Bind/Execute in front (a simple Query would drop the client's unnamed statement), and a Sync after it
     // in case the server skips it because stepgate's statement failed.
@@ -560,7 +545,7 @@ export class Frontend {
     this.host.toServer.queue(buf, start, end);
     if (guarded && !plan.before.includes(Injection.DefaultOff)) {
       this.host.toServer.write(frontend.SYNC);
-      replies.expect({ ...replies.common(), kind: 'own-sync', standsInFor: entry }, true);
+      replies.expect(Entry.ownSync(entry), true);
     }
     if (plan.after.length > 0) this.inject(plan.after, Style.Synced);
     this.model.apply(plan);
@@ -584,7 +569,7 @@ export class Frontend {
     }
     this.injectFailure(error, trackers);
     this.host.toServer.write(frontend.SYNC);
-    this.replies.expect({ ...this.replies.common(), kind: 'sync' }, true);
+    this.replies.expect(Entry.sync(), true);
   }
 
   /** Rejects an extended-protocol message: the server fails an injected Execute and skips the batch up to Sync, like us. */
@@ -598,7 +583,7 @@ export class Frontend {
    * are skipped), recorded when the server's failure arrives in their place.
    */
   private injectFailure(error: backend.ErrorFields, trackers: ReplyTracker[] | null): void {
-    this.replies.expect({ ...this.replies.common(), kind: 'refusal', replacement: backend.errorResponse(error), error, trackers });
+    this.replies.expect(Entry.refusal(backend.errorResponse(error), error, trackers));
     this.host.toServer.write(frontend.encodeExecute(this.refusalPortal.toString('latin1', 0, this.refusalPortal.length - 1)));
   }
 

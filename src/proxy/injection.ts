@@ -21,7 +21,7 @@
 import * as frontend from '../protocol/frontend-messages.js';
 import { ServerType, type ErrorFields } from '../protocol/backend-messages.js';
 import { Injection } from './read-only.js';
-import type { ReplyState } from './reply-state.js';
+import { Entry, type ReplyState } from './reply-state.js';
 
 /** Names a client may not use for statements, portals, cursors or savepoints. */
 export const RESERVED_PREFIX = 'stepgate_';
@@ -92,7 +92,7 @@ export class Injector {
     const statements: string[] = [];
     for (const i of injections) statements.push(...SQL[i]);
     if (style === Style.QueryText) {
-      this.replies.expect({ ...this.replies.common(), kind: 'own-query', onError: options.onError ?? null, failed: false }, true);
+      this.replies.expect(Entry.ownQuery(options.onError ?? null), true);
       return frontend.encodeQuery(statements.join('; '));
     }
     const parts: Buffer[] = [];
@@ -111,7 +111,7 @@ export class Injector {
     }
     if (style === Style.Synced) {
       parts.push(frontend.SYNC);
-      this.replies.expect({ ...this.replies.common(), kind: 'own-sync', standsInFor: null }, true);
+      this.replies.expect(Entry.ownSync(null), true);
     }
     return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
   }
@@ -132,7 +132,7 @@ export class Injector {
   }
 
   private own(completes: ServerType, passThrough: boolean, options: EncodeOptions): void {
-    this.replies.expect({ ...this.replies.common(), kind: 'own-message', completes, passThrough, onError: options.onError ?? null });
+    this.replies.expect(Entry.ownMessage(completes, passThrough, options.onError ?? null));
   }
 
   private nameOf(sql: string): string {

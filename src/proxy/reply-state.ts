@@ -51,42 +51,106 @@ interface Common {
   changesParsing: boolean;
 }
 
+export type ParsePending = Common & { kind: 'parse' | 'bind' | 'close'; undo: Undo | null };
+export type DescribeStatementPending = Common & { kind: 'describe-statement'; sawParameters: boolean };
+export type DescribePortalPending = Common & { kind: 'describe-portal' };
+export type ExecutePending = Common & { kind: 'execute'; tracker: ReplyTracker | null; readOnlyCause: ReadOnlyCause };
+export type FunctionCallPending = Common & { kind: 'function-call'; tracker: ReplyTracker | null; readOnlyCause: ReadOnlyCause; skipped: boolean };
+export type SyncPending = Common & { kind: 'sync' };
+export type QueryPending = Common & {
+  kind: 'query';
+  trackers: ReplyTracker[];
+  /** Undos by statement index (PREPARE, DEALLOCATE, DECLARE ...), applied for statements that did not run. */
+  statementUndos: { index: number; undo: Undo }[] | null;
+  /** Statements answered so far (CommandComplete or EmptyQueryResponse). */
+  answered: number;
+  readOnlyCauses: ReadOnlyCause[] | null;
+  skipped: boolean;
+};
+
 /** A client message that the server answers. */
-export type ClientPending =
-  | (Common & { kind: 'parse' | 'bind' | 'close'; undo: Undo | null })
-  | (Common & { kind: 'describe-statement'; sawParameters: boolean })
-  | (Common & { kind: 'describe-portal' })
-  | (Common & { kind: 'execute'; tracker: ReplyTracker | null; readOnlyCause: ReadOnlyCause })
-  | (Common & { kind: 'function-call'; tracker: ReplyTracker | null; readOnlyCause: ReadOnlyCause; skipped: boolean })
-  | (Common & { kind: 'sync' })
-  | (Common & {
-      kind: 'query';
-      trackers: ReplyTracker[];
-      /** Undos by statement index (PREPARE, DEALLOCATE, DECLARE ...), applied for statements that did not run. */
-      statementUndos: { index: number; undo: Undo }[] | null;
-      /** Statements answered so far (CommandComplete or EmptyQueryResponse). */
-      answered: number;
-      readOnlyCauses: ReadOnlyCause[] | null;
-      skipped: boolean;
-    });
+export type ClientPending = ParsePending | DescribeStatementPending | DescribePortalPending | ExecutePending | FunctionCallPending | SyncPending | QueryPending;
+
+/** A failing Execute that stands for a refused client message: its error is replaced by stepgate's. */
+export type RefusalPending = Common & { kind: 'refusal'; replacement: Buffer; error: ErrorFields; trackers: ReplyTracker[] | null };
+/**
+ * An injected Bind, Execute, Close or Parse (extended protocol). `passThrough`: an error is relayed to the
+ * client as the answer to its next message, which the server skips (it would have failed the same way:
+ * the transaction is aborted). Otherwise the error is swallowed.
+ */
+export type OwnMessagePending = Common & { kind: 'own-message'; completes: ServerType; passThrough: boolean; onError: ((fields: ErrorFields) => void) | null };
+/** An injected simple Query (transaction blocks): everything up to its ReadyForQuery is swallowed. */
+export type OwnQueryPending = Common & { kind: 'own-query'; onError: ((fields: ErrorFields) => void) | null; failed: boolean };
+/**
+ * An injected Sync. `standsInFor`: a client Query or FunctionCall that an injected message before it may
+ * have made the server skip; when it was skipped, this Sync's ReadyForQuery is the client's.
+ */
+export type OwnSyncPending = Common & { kind: 'own-sync'; standsInFor: QueryPending | FunctionCallPending | null };
 
 /** A message stepgate sends on its own. Its replies are swallowed. */
-export type OwnPending =
-  /** A failing Execute that stands for a refused client message: its error is replaced by stepgate's. */
-  | (Common & { kind: 'refusal'; replacement: Buffer; error: ErrorFields; trackers: ReplyTracker[] | null })
-  /**
-   * An injected Bind, Execute, Close or Parse (extended protocol). `passThrough`: an error is relayed to the
-   * client as the answer to its next message, which the server skips (it would have failed the same way:
-   * the transaction is aborted). Otherwise the error is swallowed.
-   */
-  | (Common & { kind: 'own-message'; completes: ServerType; passThrough: boolean; onError: ((fields: ErrorFields) => void) | null })
-  /** An injected simple Query (transaction blocks): everything up to its ReadyForQuery is swallowed. */
-  | (Common & { kind: 'own-query'; onError: ((fields: ErrorFields) => void) | null; failed: boolean })
-  /**
-   * An injected Sync. `standsInFor`: a client Query or FunctionCall that an injected message before it may
-   * have made the server skip; when it was skipped, this Sync's ReadyForQuery is the client's.
-   */
-  | (Common & { kind: 'own-sync'; standsInFor: (ClientPending & { kind: 'query' | 'function-call' }) | null });
+export type OwnPending = RefusalPending | OwnMessagePending | OwnQueryPending | OwnSyncPending;
+
+/**
+ * Entry constructors. Each kind is one object literal with its fields in one order, so each kind has one
+ * hidden class: built by object spread instead, an entry cost more CPU than the rest of a statement's
+ * bookkeeping together. `batch` and `copyEnds` are stamped by ReplyState.expect() when the message goes out.
+ */
+export const Entry = {
+  parse: (kind: 'parse' | 'bind' | 'close', undo: Undo | null): ParsePending => ({ kind, batch: 0, copyEnds: 0, changesParsing: false, undo }),
+  describe: (statement: boolean): DescribeStatementPending | DescribePortalPending =>
+    statement
+      ? { kind: 'describe-statement', batch: 0, copyEnds: 0, changesParsing: false, sawParameters: false }
+      : { kind: 'describe-portal', batch: 0, copyEnds: 0, changesParsing: false },
+  execute: (tracker: ReplyTracker | null, readOnlyCause: ReadOnlyCause): ExecutePending => ({
+    kind: 'execute',
+    batch: 0,
+    copyEnds: 0,
+    changesParsing: false,
+    tracker,
+    readOnlyCause,
+  }),
+  functionCall: (tracker: ReplyTracker | null, readOnlyCause: ReadOnlyCause): FunctionCallPending => ({
+    kind: 'function-call',
+    batch: 0,
+    copyEnds: 0,
+    changesParsing: false,
+    tracker,
+    readOnlyCause,
+    skipped: false,
+  }),
+  sync: (): SyncPending => ({ kind: 'sync', batch: 0, copyEnds: 0, changesParsing: false }),
+  query: (trackers: ReplyTracker[], readOnlyCauses: ReadOnlyCause[] | null): QueryPending => ({
+    kind: 'query',
+    batch: 0,
+    copyEnds: 0,
+    changesParsing: false,
+    trackers,
+    statementUndos: null,
+    answered: 0,
+    readOnlyCauses,
+    skipped: false,
+  }),
+  refusal: (replacement: Buffer, error: ErrorFields, trackers: ReplyTracker[] | null): RefusalPending => ({
+    kind: 'refusal',
+    batch: 0,
+    copyEnds: 0,
+    changesParsing: false,
+    replacement,
+    error,
+    trackers,
+  }),
+  ownMessage: (completes: ServerType, passThrough: boolean, onError: ((fields: ErrorFields) => void) | null): OwnMessagePending => ({
+    kind: 'own-message',
+    batch: 0,
+    copyEnds: 0,
+    changesParsing: false,
+    completes,
+    passThrough,
+    onError,
+  }),
+  ownQuery: (onError: ((fields: ErrorFields) => void) | null): OwnQueryPending => ({ kind: 'own-query', batch: 0, copyEnds: 0, changesParsing: false, onError, failed: false }),
+  ownSync: (standsInFor: QueryPending | FunctionCallPending | null): OwnSyncPending => ({ kind: 'own-sync', batch: 0, copyEnds: 0, changesParsing: false, standsInFor }),
+};
 
 export type Pending = ClientPending | OwnPending;
 
@@ -228,13 +292,10 @@ export class ReplyState {
     return this.parsingChangeUnsynced || this.uncertainReplies > 0;
   }
 
-  /** Creates the common part of an entry for the message about to be forwarded. */
-  common(): Common {
-    return { batch: this.batch, copyEnds: this.copyEnds, changesParsing: false };
-  }
-
-  /** Records a forwarded message that the server answers. `endsBatch`: Sync, Query, FunctionCall. */
+  /** Records a message being forwarded that the server answers (see Entry). `endsBatch`: Sync, Query, FunctionCall. */
   expect(entry: Pending, endsBatch = false): void {
+    entry.batch = this.batch;
+    entry.copyEnds = this.copyEnds;
     if (endsBatch && this.parsingChangeUnsynced && (entry.kind === 'sync' || entry.kind === 'own-sync' || entry.kind === 'query')) {
       entry.changesParsing = true;
       this.parsingChangeUnsynced = false;

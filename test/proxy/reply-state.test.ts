@@ -4,7 +4,7 @@
  */
 import t from 'tap';
 import type { ErrorFields } from '../../src/protocol/backend-messages.js';
-import { Action, ReadOnlyCause, ReplyState, type Pending, type ReplyObserver, type ReplyTracker, type ServerMessage } from '../../src/proxy/reply-state.js';
+import { Action, Entry, ReadOnlyCause, ReplyState, type ReplyObserver, type ReplyTracker, type ServerMessage } from '../../src/proxy/reply-state.js';
 
 const Z = 0x5a, E = 0x45, C = 0x43, D = 0x44, N = 0x4e, S = 0x53, A = 0x41, T = 0x54, G = 0x47;
 const PARSE_COMPLETE = 0x31, BIND_COMPLETE = 0x32, CLOSE_COMPLETE = 0x33, PARAMETER_DESCRIPTION = 0x74, NO_DATA = 0x6e, PORTAL_SUSPENDED = 0x73;
@@ -47,7 +47,7 @@ t.test('a simple Query: its replies are relayed and its statements tracked one b
   const { rs, ready } = setup();
   const a = new Log();
   const b = new Log();
-  rs.expect({ ...rs.common(), kind: 'query', trackers: [a, b], statementUndos: null, answered: 0, readOnlyCauses: null, skipped: false }, true);
+  rs.expect(Entry.query([a, b], null), true);
   t.equal(rs.batch, 1, 'a Query ends a batch');
   t.same(feed(rs, msg(T), msg(D), msg(C, { tag: 'SELECT 1' }), msg(C, { tag: 'UPDATE 2' }), msg(Z)), [Action.Forward, Action.Forward, Action.Forward, Action.Forward, Action.Forward]);
   t.same([a.events, b.events], [['complete SELECT 1'], ['complete UPDATE 2']]);
@@ -59,21 +59,12 @@ t.test('an error in a multi-statement Query: the rest is skipped and its registr
   const { rs } = setup();
   const trackers = [new Log(), new Log(), new Log()];
   const undone: number[] = [];
-  rs.expect(
-    {
-      ...rs.common(),
-      kind: 'query',
-      trackers,
-      statementUndos: [
-        { index: 0, undo: () => undone.push(0) },
-        { index: 2, undo: () => undone.push(2) },
-      ],
-      answered: 0,
-      readOnlyCauses: null,
-      skipped: false,
-    },
-    true,
-  );
+  const query = Entry.query(trackers, null);
+  query.statementUndos = [
+    { index: 0, undo: () => undone.push(0) },
+    { index: 2, undo: () => undone.push(2) },
+  ];
+  rs.expect(query, true);
   feed(rs, msg(C), msg(E, { error: { code: '22012' } }), msg(Z));
   t.same(trackers.map((x) => x.events), [['complete SELECT 1'], ['error 22012'], ['skipped']]);
   t.same(undone, [2], 'the statement that ran keeps its change');
@@ -83,13 +74,13 @@ t.test('an extended batch fails as a whole after an error, up to Sync', async (t
   const { rs } = setup();
   const undone: string[] = [];
   const exec = new Log();
-  rs.expect({ ...rs.common(), kind: 'parse', undo: () => undone.push('parse 1') });
-  rs.expect({ ...rs.common(), kind: 'bind', undo: () => undone.push('bind 1') });
-  rs.expect({ ...rs.common(), kind: 'parse', undo: () => undone.push('parse 2') });
-  rs.expect({ ...rs.common(), kind: 'bind', undo: () => undone.push('bind 2') });
-  rs.expect({ ...rs.common(), kind: 'execute', tracker: exec, readOnlyCause: ReadOnlyCause.None });
+  rs.expect(Entry.parse('parse', () => undone.push('parse 1')));
+  rs.expect(Entry.parse('bind', () => undone.push('bind 1')));
+  rs.expect(Entry.parse('parse', () => undone.push('parse 2')));
+  rs.expect(Entry.parse('bind', () => undone.push('bind 2')));
+  rs.expect(Entry.execute(exec, ReadOnlyCause.None));
   t.notOk(rs.skipping);
-  rs.expect({ ...rs.common(), kind: 'sync' }, true);
+  rs.expect(Entry.sync(), true);
   t.same(feed(rs, msg(PARSE_COMPLETE), msg(BIND_COMPLETE), msg(E), msg(Z)), [Action.Forward, Action.Forward, Action.Forward, Action.Forward]);
   t.same(undone, ['bind 2', 'parse 2'], 'the failed message and the skipped ones are undone, last first');
   t.same(exec.events, ['skipped']);
@@ -100,10 +91,10 @@ t.test("a refusal: the server's error for stepgate's failing Execute is replaced
   const { rs } = setup();
   const trackers = [new Log(), new Log()];
   const replacement = Buffer.from('replacement');
-  rs.expect({ ...rs.common(), kind: 'parse', undo: null });
-  rs.expect({ ...rs.common(), kind: 'refusal', replacement, error: { severity: 'ERROR', code: '42501', message: 'denied' }, trackers });
-  rs.expect({ ...rs.common(), kind: 'execute', tracker: null, readOnlyCause: ReadOnlyCause.None });
-  rs.expect({ ...rs.common(), kind: 'sync' }, true);
+  rs.expect(Entry.parse('parse', null));
+  rs.expect(Entry.refusal(replacement, { severity: 'ERROR', code: '42501', message: 'denied' }, trackers));
+  rs.expect(Entry.execute(null, ReadOnlyCause.None));
+  rs.expect(Entry.sync(), true);
   const actions = feed(rs, msg(PARSE_COMPLETE), msg(E, { error: { code: '34000' } }));
   t.same(actions, [Action.Forward, Action.Replace]);
   t.equal(rs.replacement, replacement);
@@ -114,10 +105,10 @@ t.test("a refusal: the server's error for stepgate's failing Execute is replaced
 
 t.test("stepgate's own messages: everything they get is swallowed, notifications and settings are not", async (t) => {
   const { rs } = setup();
-  rs.expect({ ...rs.common(), kind: 'own-message', completes: BIND_COMPLETE, passThrough: true, onError: null });
-  rs.expect({ ...rs.common(), kind: 'own-message', completes: C, passThrough: true, onError: null });
+  rs.expect(Entry.ownMessage(BIND_COMPLETE, true, null));
+  rs.expect(Entry.ownMessage(C, true, null));
   const q = new Log();
-  rs.expect({ ...rs.common(), kind: 'query', trackers: [q], statementUndos: null, answered: 0, readOnlyCauses: null, skipped: false }, true);
+  rs.expect(Entry.query([q], null), true);
   t.ok(rs.swallowing);
   t.same(feed(rs, msg(BIND_COMPLETE), msg(N), msg(A), msg(S), msg(C, { tag: 'SET' })), [Action.Swallow, Action.Swallow, Action.Forward, Action.Forward, Action.Swallow]);
   t.notOk(rs.swallowing, "the client's Query is answered next");
@@ -129,12 +120,12 @@ t.test("stepgate's own messages: everything they get is swallowed, notifications
 t.test("an own message's error stands in for the client's next message, and the server skips it", async (t) => {
   const { rs } = setup();
   const errors: string[] = [];
-  rs.expect({ ...rs.common(), kind: 'own-message', completes: BIND_COMPLETE, passThrough: true, onError: (e) => errors.push(e.code) });
-  rs.expect({ ...rs.common(), kind: 'own-message', completes: C, passThrough: true, onError: null });
+  rs.expect(Entry.ownMessage(BIND_COMPLETE, true, (e) => errors.push(e.code)));
+  rs.expect(Entry.ownMessage(C, true, null));
   const exec = new Log();
-  rs.expect({ ...rs.common(), kind: 'bind', undo: null });
-  rs.expect({ ...rs.common(), kind: 'execute', tracker: exec, readOnlyCause: ReadOnlyCause.None });
-  rs.expect({ ...rs.common(), kind: 'sync' }, true);
+  rs.expect(Entry.parse('bind', null));
+  rs.expect(Entry.execute(exec, ReadOnlyCause.None));
+  rs.expect(Entry.sync(), true);
   t.same(feed(rs, msg(E, { error: { code: '25P02' } }), msg(Z, { status: 'E' })), [Action.Forward, Action.Forward]);
   t.same(errors, ['25P02']);
   t.same(exec.events, ['error 25P02'], "the client's statement is recorded with the error it saw");
@@ -143,11 +134,11 @@ t.test("an own message's error stands in for the client's next message, and the 
 t.test("a Sync after a client Query stands in for its ReadyForQuery only when the server skipped it", async (t) => {
   for (const failed of [false, true]) {
     const { rs } = setup();
-    rs.expect({ ...rs.common(), kind: 'own-message', completes: BIND_COMPLETE, passThrough: true, onError: null });
-    rs.expect({ ...rs.common(), kind: 'own-message', completes: C, passThrough: true, onError: null });
-    const query: Pending & { kind: 'query' } = { ...rs.common(), kind: 'query', trackers: [new Log()], statementUndos: null, answered: 0, readOnlyCauses: null, skipped: false };
+    rs.expect(Entry.ownMessage(BIND_COMPLETE, true, null));
+    rs.expect(Entry.ownMessage(C, true, null));
+    const query = Entry.query([new Log()], null);
     rs.expect(query, true);
-    rs.expect({ ...rs.common(), kind: 'own-sync', standsInFor: query }, true);
+    rs.expect(Entry.ownSync(query), true);
     const actions = failed
       ? feed(rs, msg(E, { error: { code: '57014' } }), msg(Z))
       : feed(rs, msg(BIND_COMPLETE), msg(C, { tag: 'SET' }), msg(C), msg(Z), msg(Z));
@@ -159,9 +150,9 @@ t.test("a Sync after a client Query stands in for its ReadyForQuery only when th
 t.test('an injected simple Query in a block: its error and ReadyForQuery are swallowed', async (t) => {
   const { rs } = setup();
   const errors: string[] = [];
-  rs.expect({ ...rs.common(), kind: 'own-query', onError: (e) => errors.push(e.code), failed: false }, true);
+  rs.expect(Entry.ownQuery((e) => errors.push(e.code)), true);
   const q = new Log();
-  rs.expect({ ...rs.common(), kind: 'query', trackers: [q], statementUndos: null, answered: 0, readOnlyCauses: null, skipped: false }, true);
+  rs.expect(Entry.query([q], null), true);
   t.same(feed(rs, msg(E, { error: { code: '25P02' } }), msg(Z, { status: 'E' })), [Action.Swallow, Action.Swallow]);
   t.same(errors, ['25P02']);
   t.same(feed(rs, msg(E, { error: { code: '25P02' } }), msg(Z, { status: 'E' })), [Action.Forward, Action.Forward]);
@@ -171,14 +162,14 @@ t.test('an injected simple Query in a block: its error and ReadyForQuery are swa
 t.test('a read-only refusal of a statement stepgate ran read-only is reported with its cause', async (t) => {
   const { rs, refusals } = setup();
   const q = new Log();
-  rs.expect({ ...rs.common(), kind: 'query', trackers: [q], statementUndos: null, answered: 0, readOnlyCauses: [ReadOnlyCause.EnforcedRead], skipped: false }, true);
+  rs.expect(Entry.query([q], [ReadOnlyCause.EnforcedRead]), true);
   feed(rs, msg(E, { error: { code: '25006' } }));
   t.same(refusals, [ReadOnlyCause.EnforcedRead]);
   t.equal(rs.readOnlyRefusal, ReadOnlyCause.EnforcedRead, 'the session sends a notice before the error');
   t.same(q.events, ['error 25006 read-only']);
   const { rs: rs2, refusals: r2 } = setup();
   const q2 = new Log();
-  rs2.expect({ ...rs2.common(), kind: 'query', trackers: [q2], statementUndos: null, answered: 0, readOnlyCauses: null, skipped: false }, true);
+  rs2.expect(Entry.query([q2], null), true);
   feed(rs2, msg(E, { error: { code: '25006' } }));
   t.same(r2, [], "the client's own read-only transaction: not stepgate's doing");
   t.same(q2.events, ['error 25006']);
@@ -186,35 +177,35 @@ t.test('a read-only refusal of a statement stepgate ran read-only is reported wi
 
 t.test('COPY IN: Syncs the client sent during the copy get no ReadyForQuery', async (t) => {
   const { rs } = setup();
-  rs.expect({ ...rs.common(), kind: 'parse', undo: null });
-  rs.expect({ ...rs.common(), kind: 'bind', undo: null });
-  rs.expect({ ...rs.common(), kind: 'execute', tracker: null, readOnlyCause: ReadOnlyCause.None });
-  rs.expect({ ...rs.common(), kind: 'sync' }, true); // libpq sends it right after the Execute of a COPY
+  rs.expect(Entry.parse('parse', null));
+  rs.expect(Entry.parse('bind', null));
+  rs.expect(Entry.execute(null, ReadOnlyCause.None));
+  rs.expect(Entry.sync(), true); // libpq sends it right after the Execute of a COPY
   feed(rs, msg(PARSE_COMPLETE), msg(BIND_COMPLETE), msg(G));
   t.ok(rs.copyIn);
   t.ok(rs.syncIgnored, 'a Sync now is not queued');
   rs.copyEnded();
-  rs.expect({ ...rs.common(), kind: 'sync' }, true);
+  rs.expect(Entry.sync(), true);
   t.same(feed(rs, msg(C, { tag: 'COPY 2' }), msg(Z)), [Action.Forward, Action.Forward]);
   t.ok(rs.idle, 'the ignored Sync was dropped from the queue');
 });
 
 t.test('Describe of a statement completes at RowDescription or NoData after ParameterDescription', async (t) => {
   const { rs } = setup();
-  rs.expect({ ...rs.common(), kind: 'describe-statement', sawParameters: false });
-  rs.expect({ ...rs.common(), kind: 'execute', tracker: null, readOnlyCause: ReadOnlyCause.None });
+  rs.expect(Entry.describe(true));
+  rs.expect(Entry.execute(null, ReadOnlyCause.None));
   feed(rs, msg(PARAMETER_DESCRIPTION), msg(NO_DATA));
-  rs.expect({ ...rs.common(), kind: 'sync' }, true);
+  rs.expect(Entry.sync(), true);
   t.same(feed(rs, msg(PORTAL_SUSPENDED), msg(Z)), [Action.Forward, Action.Forward]);
   t.ok(rs.idle);
 });
 
 t.test('parsing uncertainty lasts until the reply that carries the change', async (t) => {
   const { rs } = setup();
-  rs.expect({ ...rs.common(), kind: 'execute', tracker: null, readOnlyCause: ReadOnlyCause.None });
+  rs.expect(Entry.execute(null, ReadOnlyCause.None));
   rs.noteParsingChange();
   t.ok(rs.parsingUncertain);
-  rs.expect({ ...rs.common(), kind: 'sync' }, true);
+  rs.expect(Entry.sync(), true);
   t.ok(rs.parsingUncertain, 'moved to the Sync');
   feed(rs, msg(C, { tag: 'SET' }));
   t.ok(rs.parsingUncertain);
@@ -227,11 +218,11 @@ t.test('undone in reverse order: a failed Parse followed by a skipped Parse of t
   const { StatementRegistry } = await import('../../src/proxy/statement-registry.js');
   const registry = new StatementRegistry();
   const { rs } = setup();
-  const define = (sql: string): void => rs.expect({ ...rs.common(), kind: 'parse', undo: registry.defineStatement('', { sql, statements: [] }) });
+  const define = (sql: string): void => rs.expect(Entry.parse('parse', registry.defineStatement('', { sql, statements: [] })));
   define('A');
   define('B');
   define('C');
-  rs.expect({ ...rs.common(), kind: 'sync' }, true);
+  rs.expect(Entry.sync(), true);
   feed(rs, msg(PARSE_COMPLETE), msg(E), msg(Z));
   t.equal(registry.statement('')?.sql, 'A', 'the server holds A: so does the registry');
 });
