@@ -9,7 +9,7 @@
  *  - server error messages of a statement that had secrets removed: the removed fragments are masked
  *    there too ("syntax error at or near "p4ss"").
  */
-import { redactSql } from './redact.js';
+import { redactSql } from '../sql/redact.js';
 
 /**
  * Every statement redactSql can change contains one of these (its secret names, the functions whose

@@ -13,7 +13,7 @@
  * to listeners (the console's WebSocket hub) synchronously, so a challenge reaches open consoles at once.
  */
 import { randomBytes } from 'node:crypto';
-import { redactSql } from '../audit/redact.js';
+import { redactSql } from '../sql/redact.js';
 import type { IdentityStore } from '../identity/store.js';
 import type { Logger } from '../log.js';
 import type { Decision, StepUpRequirement } from '../rules/types.js';

@@ -9,7 +9,7 @@ import t from 'tap';
 import pg from 'pg';
 import type { AuditStore } from '../../src/audit/store.js';
 import { mayHoldSecrets, redactParams, redactStatement, scrubMessage } from '../../src/audit/secrets.js';
-import { redactSql } from '../../src/audit/redact.js';
+import { redactSql } from '../../src/sql/redact.js';
 import { startPostgres } from '../helpers/postgres.js';
 import { startStepgate } from '../helpers/stepgate.js';
 import { readEvents, waitForEvent } from './helpers.js';

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { redactSql } from '../../src/audit/redact.js';
+import { redactSql } from '../../src/sql/redact.js';
 
 const cases: [string, string][] = [
   [`CREATE ROLE bob LOGIN PASSWORD 'secret'`, `CREATE ROLE bob LOGIN PASSWORD '***'`],
