@@ -34,6 +34,8 @@ export interface Limits {
    * is sent FATAL 57P01 and disconnected; new connections meanwhile get FATAL 57P03.
    */
   shutdownTimeoutMs: number;
+  /** A previewed statement's reply is held in memory up to this size; beyond it the statement is held without a preview. */
+  previewMaxBytes: number;
 }
 
 /** The audit trail (`audit:` in the config file). */
@@ -95,6 +97,7 @@ export const DEFAULTS = {
     upstreamConnectTimeoutMs: 10_000,
     tcpKeepaliveMs: 60_000,
     shutdownTimeoutMs: 10_000,
+    previewMaxBytes: 16 * 1024 * 1024,
   },
   audit: {
     onFailure: 'close',
@@ -294,6 +297,7 @@ export function loadConfig(flags: ConfigFlags): Config {
         upstream_connect_timeout: ['upstreamConnectTimeoutMs', 'duration'],
         tcp_keepalive: ['tcpKeepaliveMs', 'duration'],
         shutdown_timeout: ['shutdownTimeoutMs', 'duration'],
+        preview_max_size: ['previewMaxBytes', 'size'],
       };
       for (const [k, v] of Object.entries(rawLimits as Record<string, unknown>)) {
         const spec = specs[k];

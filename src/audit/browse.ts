@@ -207,6 +207,8 @@ function details(e: AuditEvent): Partial<TimelineStep> {
     }
     case 'challenge.resolved':
       return { status: String(d.status) };
+    case 'preview':
+      return { status: d.status === 'failed' ? 'error' : String(d.status) };
     case 'outcome':
       return { status: d.sqlstate ? 'error' : d.skipped ? 'skipped' : 'ok' };
     default:

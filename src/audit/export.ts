@@ -112,6 +112,15 @@ export function csvRow(r: ExportRecord): string {
       row.statement_seq = d.statement as number;
       Object.assign(row, outcomeColumns([d as unknown as OutcomeData]));
       break;
+    case 'preview':
+      row.statement_seq = d.statement as number;
+      row.status = d.status as string;
+      if (d.tags !== undefined) row.tag = (d.tags as string[]).join('; ');
+      if (d.rows !== undefined) row.rows = d.rows as number;
+      if (d.sqlstate !== undefined) row.sqlstate = d.sqlstate as string;
+      row.message = (d.message ?? d.reason ?? null) as string | null;
+      row.detail = JSON.stringify({ locks: d.locks, notices: d.notices, estimated_rows: d.estimated_rows });
+      break;
     case 'challenge.created':
       row.statement_seq = d.statement as number;
       row.challenge = d.challenge as string;

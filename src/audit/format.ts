@@ -28,6 +28,7 @@ export const EVENT_KINDS = [
   'outcome',
   'challenge.created',
   'challenge.resolved',
+  'preview',
   'audit.open',
   'audit.close',
   'audit.key',
@@ -55,17 +56,6 @@ export function eventHash(prevHash: string, e: { seq: number; session: number; s
   return chainHash(prevHash, canonical(e.seq, e.session, e.sseq, e.time, e.kind, e.body));
 }
 
-/** Rows affected or returned, from a command tag: "SELECT 5" → 5, "INSERT 0 3" → 3; null when the tag has none. */
-export function rowsFromTag(tag: string | null): number | null {
-  if (!tag) return null;
-  if (tag === lastTag) return lastRows;
-  const m = /^(?:SELECT|INSERT \d+|UPDATE|DELETE|MERGE|FETCH|MOVE|COPY|CREATE TABLE AS|SELECT INTO) (\d+)$/.exec(tag);
-  lastTag = tag;
-  lastRows = m ? Number(m[1]) : null;
-  return lastRows;
-}
-let lastTag: string | null = null;
-let lastRows: number | null = null;
 
 /**
  * One statement's outcome as stored inside a statement event (`outcomes`) or as an `outcome` event.
@@ -143,6 +133,22 @@ export interface Bodies {
     grant?: boolean;
     by?: string;
     reason?: string;
+  };
+  /** What a held statement did when it ran before the approval (see src/proxy/preview.ts). */
+  preview: {
+    statement: number;
+    status: 'ran' | 'failed' | 'unavailable';
+    /** ran: each statement's command tag, the rows they affected added up, tables locked while it waited, notices. */
+    tags?: string[];
+    rows?: number;
+    locks?: string[];
+    notices?: string[];
+    /** failed: the server's error (redacted like outcome messages). */
+    sqlstate?: string;
+    message?: string;
+    /** unavailable: why there was no faithful preview, and the planner's estimate when one was asked for. */
+    reason?: string;
+    estimated_rows?: number;
   };
   'audit.open': {
     format: number;

@@ -16,6 +16,7 @@ export const enum Rec {
   Outcome = 4,
   ChallengeCreated = 5,
   ChallengeResolved = 6,
+  Preview = 7,
 }
 
 /**
@@ -100,7 +101,15 @@ export type ChallengeResolvedRecord = [
   outcome: PlainHoldOutcome,
 ];
 
-export type AuditRecord = StartRecord | EndRecord | StatementRecord | OutcomeRecord | ChallengeCreatedRecord | ChallengeResolvedRecord;
+/** A PreviewReport as plain data (see src/proxy/preview.ts). */
+export type PlainPreview =
+  | { status: 'ran'; tags: string[]; rows: number; locks: string[]; notices: string[] }
+  | { status: 'failed'; error: { code: string; message: string } }
+  | { status: 'unavailable'; reason: string; estimatedRows?: number };
+
+export type PreviewRecord = [kind: Rec.Preview, session: number, sessionSeq: number, time: number, statement: number, preview: PlainPreview];
+
+export type AuditRecord = StartRecord | EndRecord | StatementRecord | OutcomeRecord | ChallengeCreatedRecord | ChallengeResolvedRecord | PreviewRecord;
 
 /** The event kind each record becomes. */
 export const RECORD_KINDS: Record<Rec, string> = {
@@ -110,6 +119,7 @@ export const RECORD_KINDS: Record<Rec, string> = {
   [Rec.Outcome]: 'outcome',
   [Rec.ChallengeCreated]: 'challenge.created',
   [Rec.ChallengeResolved]: 'challenge.resolved',
+  [Rec.Preview]: 'preview',
 };
 
 /** The first outcome of a statement record, as outcome fields (null when it has none yet). */

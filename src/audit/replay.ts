@@ -145,6 +145,20 @@ export function replaySteps(session: SessionRow, events: AuditEvent[]): ReplaySt
         steps.push({ time: e.time, seq: e.seq, kind: e.kind, lines: outcomeLines(d as unknown as OutcomeData, state?.statements ?? 1) });
         break;
       }
+      case 'preview': {
+        const at = stamp(e.time);
+        let line: string;
+        if (d.status === 'ran') {
+          const locks = (d.locks as string[] | undefined) ?? [];
+          line = `-- ${at} preview (not committed): ${((d.tags as string[]) ?? []).join('; ')}${locks.length > 0 ? `; locked ${locks.join(', ')} while waiting` : ''}`;
+        } else if (d.status === 'failed') {
+          line = `-- ${at} preview failed: ERROR ${String(d.sqlstate)} ${String(d.message ?? '')} (rolled back; the client got the error)`;
+        } else {
+          line = `-- ${at} no preview: ${String(d.reason)}${d.estimated_rows !== undefined ? ` (planner estimate: ${String(d.estimated_rows)} rows)` : ''}`;
+        }
+        steps.push({ time: e.time, seq: e.seq, kind: e.kind, lines: [line] });
+        break;
+      }
       case 'challenge.created':
         steps.push({ time: e.time, seq: e.seq, kind: e.kind, lines: [`-- ${stamp(e.time)} waiting for approval (challenge ${String(d.challenge)})`] });
         break;

@@ -33,7 +33,7 @@ import type { HoldOutcome } from '../stepup/types.js';
 import type { Logger } from '../log.js';
 import { Dictionary } from './dictionary.js';
 import { Conn, OutcomeIndex } from './outcome-index.js';
-import { Rec, RECORD_KINDS, S, type AuditRecord, type OutcomeFields, type PlainHoldOutcome, type StatementRecord } from './records.js';
+import { Rec, RECORD_KINDS, S, type AuditRecord, type OutcomeFields, type PlainHoldOutcome, type PlainPreview, type StatementRecord } from './records.js';
 import type { AuditSink, ConnectionFacts, StatementEvent, StatementOutcome } from './types.js';
 import type { ToWorker, WorkerInit } from './worker.js';
 import { AuditUnavailable, WriterClient, type WriterEvents } from './writer-client.js';
@@ -266,6 +266,24 @@ export class AuditStore implements AuditSink {
       return;
     }
     this.push([Rec.ChallengeCreated, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, challengeId]);
+  }
+
+  preview(statementId: number, report: PlainPreview): void {
+    const p = this.outcomes.find(statementId);
+    if (p === undefined) {
+      this.log.warn('audit.unknown_statement', { statement: statementId, event: 'preview', status: report.status });
+      return;
+    }
+    // Copied to plain data (it crosses to the worker thread); an error keeps only what is recorded of it.
+    const plain: PlainPreview =
+      report.status === 'failed'
+        ? { status: 'failed', error: { code: report.error.code, message: report.error.message } }
+        : report.status === 'ran'
+          ? { status: 'ran', tags: [...report.tags], rows: report.rows, locks: [...report.locks], notices: [...report.notices] }
+          : report.estimatedRows === undefined
+            ? { status: 'unavailable', reason: report.reason }
+            : { status: 'unavailable', reason: report.reason, estimatedRows: report.estimatedRows };
+    this.push([Rec.Preview, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, plain]);
   }
 
   challengeResolved(statementId: number, challengeId: string | null, outcome: HoldOutcome): void {

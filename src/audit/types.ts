@@ -6,6 +6,7 @@
 import type { Decision } from '../rules/types.js';
 import type { StatementInfo } from '../sql/types.js';
 import type { HoldOutcome } from '../stepup/types.js';
+import type { PlainPreview } from './records.js';
 
 export interface ConnectionFacts {
   connectionId: string;
@@ -45,6 +46,8 @@ export interface AuditSink {
   statement(event: StatementEvent): number;
   challengeCreated(statementId: number, challengeId: string): void;
   challengeResolved(statementId: number, challengeId: string | null, outcome: HoldOutcome): void;
+  /** What a held statement did in its preview (before anyone was asked). */
+  preview(statementId: number, report: PlainPreview): void;
   /** `index`: the statement's position in its message. */
   outcome(statementId: number, index: number, outcome: StatementOutcome): void;
   /** Resolves once everything recorded so far is committed; rejects when the store failed. */
@@ -68,6 +71,7 @@ export class NoAudit implements AuditSink {
   }
   challengeCreated(): void {}
   challengeResolved(): void {}
+  preview(): void {}
   outcome(): void {}
   durable(): Promise<void> {
     return Promise.resolve();

@@ -18,13 +18,13 @@ import {
   CHECKPOINT_TYPE,
   FORMAT_VERSION,
   GENESIS_HASH,
-  rowsFromTag,
   sha256hex,
   SYSTEM_SESSION,
   type CheckpointPayload,
   type EventKind,
   type EventRow,
 } from './format.js';
+import { rowsFromTag } from '../sql/command-tag.js';
 import { loadOrCreateSigningKey, signCheckpoint, type SigningKey } from './keys.js';
 import { processStartTime } from '../util/process-identity.js';
 import { firstOutcome, Rec, RECORD_KINDS, type AuditRecord, type JsonRef, type OutcomeFields } from './records.js';
@@ -411,6 +411,27 @@ export class AuditWriter {
           case 'unavailable':
             body.reason = String(outcome.reason ?? '');
             break;
+        }
+        const seq = this.append(session, sseq, time, kind, JSON.stringify(body));
+        this.agg(session, seq);
+        return;
+      }
+      case Rec.Preview: {
+        const p = r[5];
+        const fragments = this.fragments.get(`${session}:${r[4]}`) ?? NO_FRAGMENTS;
+        const clean = (text: string): string => redactFreeText(fragments.length > 0 ? scrubMessage(text, fragments) : text);
+        const body: Record<string, unknown> = { statement: r[4], status: p.status };
+        if (p.status === 'ran') {
+          body.tags = p.tags;
+          body.rows = p.rows;
+          body.locks = p.locks;
+          body.notices = p.notices.map(clean);
+        } else if (p.status === 'failed') {
+          body.sqlstate = p.error.code;
+          body.message = clean(p.error.message);
+        } else {
+          body.reason = p.reason;
+          if (p.estimatedRows !== undefined) body.estimated_rows = p.estimatedRows;
         }
         const seq = this.append(session, sseq, time, kind, JSON.stringify(body));
         this.agg(session, seq);

@@ -156,3 +156,29 @@ export function negotiateProtocolVersion(newestVersion: number, unsupportedOptio
 export function readCommandTag(buf: Buffer, start: number, end: number): string {
   return buf.toString('utf8', start + 5, end - 1);
 }
+
+/**
+ * Reads the columns of every DataRow in buf[start, end) (one message, or a run of them as the frame reader
+ * delivers rows); text format, null for SQL NULL.
+ */
+export function readDataRows(buf: Buffer, start: number, end: number): (string | null)[][] {
+  const rows: (string | null)[][] = [];
+  for (let pos = start; pos + 5 <= end; ) {
+    const messageEnd = pos + 1 + buf.readInt32BE(pos + 1);
+    const count = buf.readInt16BE(pos + 5);
+    const row: (string | null)[] = [];
+    let p = pos + 7;
+    for (let i = 0; i < count; i++) {
+      const length = buf.readInt32BE(p);
+      p += 4;
+      if (length < 0) row.push(null);
+      else {
+        row.push(buf.toString('utf8', p, p + length));
+        p += length;
+      }
+    }
+    rows.push(row);
+    pos = messageEnd;
+  }
+  return rows;
+}

@@ -14,7 +14,7 @@ import { FrameReader, HEAD, PART, TAIL, type FrameKind } from '../protocol/frame
 import type { Subject } from '../rules/types.js';
 import type { Outbound } from './outbound.js';
 import type { TransactionModel } from './read-only.js';
-import { Action, errorFromFields, ReadOnlyCause, type ReplyObserver, type ReplyState, type ServerMessage } from './reply-state.js';
+import { Action, errorFromFields, ReadOnlyCause, type Capture, type ReplyObserver, type ReplyState, type ServerMessage } from './reply-state.js';
 import type { StatementRegistry } from './statement-registry.js';
 
 /** Server message types whose content the proxy reads (delivered whole by the frame reader). */
@@ -75,6 +75,8 @@ export class Backend implements ReplyObserver {
   private readonly message = new MessageView();
   /** Dropping the parts of a large message that answers stepgate's own statement. */
   private droppingParts = false;
+  /** Keeping the parts of a large message that answers a previewed Query. */
+  private capturingParts: Capture | null = null;
   /** Set by the session once the reply state exists (they refer to each other). */
   replies!: ReplyState;
   /**
@@ -110,14 +112,17 @@ export class Backend implements ReplyObserver {
 
   private readonly onFrame = (type: number, buf: Buffer, start: number, end: number, kind: FrameKind): void => {
     const toClient = this.host.toClient;
-    if (kind === HEAD || kind === PART) {
-      if (kind === HEAD) this.droppingParts = this.replies.swallowing;
-      if (!this.droppingParts) toClient.queue(buf, start, end);
-      return;
-    }
-    if (kind === TAIL) {
-      if (!this.droppingParts) toClient.queue(buf, start, end);
-      this.droppingParts = false;
+    if (kind === HEAD || kind === PART || kind === TAIL) {
+      if (kind === HEAD) {
+        this.droppingParts = this.replies.swallowing;
+        this.capturingParts = this.replies.capturing;
+      }
+      if (this.capturingParts !== null) this.capturingParts.add(buf, start, end);
+      else if (!this.droppingParts) toClient.queue(buf, start, end);
+      if (kind === TAIL) {
+        this.droppingParts = false;
+        this.capturingParts = null;
+      }
       return;
     }
     this.message.set(type, buf, start, end);
@@ -130,6 +135,10 @@ export class Backend implements ReplyObserver {
           this.replies.readOnlyRefusal = ReadOnlyCause.None;
         }
         toClient.queue(buf, start, end);
+        return;
+      case Action.Capture:
+        this.replies.captureTo!.add(buf, start, end);
+        this.replies.captureTo = null;
         return;
       case Action.Replace: {
         const r = this.replies.replacement!;
@@ -209,6 +218,10 @@ class MessageView implements ServerMessage {
 
   tag(): string {
     return backend.readCommandTag(this.buf, this.start, this.end);
+  }
+
+  rows(): (string | null)[][] {
+    return backend.readDataRows(this.buf, this.start, this.end);
   }
 
   error(): backend.ErrorFields {

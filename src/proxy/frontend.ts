@@ -44,7 +44,8 @@ import {
   type TransactionModel,
   type TransactionState,
 } from './read-only.js';
-import { Entry, ReadOnlyCause, type QueryPending, type ReplyState, type ReplyTracker } from './reply-state.js';
+import { Capture, Entry, ReadOnlyCause, type OwnQueryHandlers, type QueryPending, type ReplyState, type ReplyTracker } from './reply-state.js';
+import { PreviewSql, previewBlocker, ranReport, type PreviewReport } from './preview.js';
 import { decodeSql } from './sql-text.js';
 import type { Outbound } from './outbound.js';
 import type { PreparedStatement, StatementRegistry, Undo } from './statement-registry.js';
@@ -90,6 +91,21 @@ interface Classified {
 
 type Handled = Promise<void> | void;
 
+/** A preview that ran (or failed) and waits for the gate's verdict (see preview.ts). */
+interface OpenPreview {
+  /** Inside the client's transaction (savepoint) rather than stepgate's own BEGIN. */
+  inBlock: boolean;
+  capture: Capture;
+  /** idle_in_transaction_session_timeout before the preview paused it (restored after RELEASE). */
+  idleTimeout: string | null;
+  report: PreviewReport;
+  /** The statements' audit trackers, started when the preview ran. */
+  trackers: ReplyTracker[];
+}
+
+/** The transaction stepgate opens for a preview in autocommit: read-write, no snapshot yet. */
+const PREVIEW_BLOCK: TransactionState = Object.freeze({ kind: 'block', readOnly: false, clientReadOnly: false, snapshot: false, region: false, failed: false });
+
 /** Audit bookkeeping for one statement's reply. */
 class StatementTracker implements ReplyTracker {
   private readonly started = performance.now();
@@ -122,6 +138,8 @@ export class Frontend {
   private afterCopy: Injection[] = [];
   /** Injections to send after the Sync that ends the current batch. */
   private afterSync: Injection[] = [];
+  /** The preview of the Query being judged, until the gate's verdict ends it. */
+  private openPreview: OpenPreview | null = null;
 
   constructor(
     private readonly host: FrontendHost,
@@ -206,8 +224,15 @@ export class Frontend {
     if (classified.length === 0) return this.forwardQuery(buf, start, end, [], null, this.planFor(classified)); // only blanks or comments
     const plan = this.planFor(classified);
     const statements = escalate(classified, plan);
-    const verdict = this.gate.judge({ sql, statements, params: null, refuse: reservedRefusal(statements) });
+    const verdict = this.gate.judge({
+      sql,
+      statements,
+      params: null,
+      refuse: reservedRefusal(statements),
+      preview: (auditId) => this.runPreview(buf, start, end, statements, auditId),
+    });
     const done = (v: Verdict): Handled => {
+      if (this.openPreview !== null) return this.finishPreview(v);
       if (v.kind === 'allow') {
         // After a hold the transaction may have moved on: plan again for the state it is in now.
         return this.forwardQuery(buf, start, end, statements, v.auditId, verdict instanceof Promise ? this.planFor(statements) : plan);
@@ -216,6 +241,119 @@ export class Frontend {
       if (v.kind === 'skip') for (const t of this.trackers(v.auditId, statements.length)) t.onSkipped();
     };
     return verdict instanceof Promise ? verdict.then(done) : done(verdict);
+  }
+
+  // ───────────────────────────── previews (preview.ts) ─────────────────────────────
+
+  /**
+   * Runs a held Query inside a transaction stepgate controls and holds its replies back (the server is idle:
+   * the gate waited). Leaves `openPreview` set for finishPreview() when there is something to finish.
+   */
+  private async runPreview(buf: Buffer, start: number, end: number, statements: StatementInfo[], auditId: number): Promise<PreviewReport> {
+    const before = this.model.state;
+    const blocker = previewBlocker(statements, before);
+    if (blocker !== null) return { status: 'unavailable', reason: blocker };
+    const inBlock = before.kind === 'block';
+    if (!inBlock) {
+      void this.ownQuery(PreviewSql.beginAutocommit);
+      this.model.state = PREVIEW_BLOCK;
+    }
+    const plan = this.planFor(statements);
+    if (plan.after.length > 0) {
+      // Not for the statements previewBlocker() lets through; never send a preview the plan cannot bracket.
+      if (!inBlock) await this.ownQuery(PreviewSql.rollbackAutocommit);
+      return { status: 'unavailable', reason: 'stepgate would have to run statements of its own after it' };
+    }
+    if (plan.before.length > 0) this.inject(plan.before, Style.QueryText);
+    if (inBlock) void this.ownQuery(PreviewSql.beginInBlock);
+    let idleTimeout: string | null = null;
+    void this.ownQuery(PreviewSql.pauseIdleTimeout, { onRow: (row) => (idleTimeout = row[0] ?? null) });
+
+    const capture = new Capture(this.services.limits.previewMaxBytes);
+    const entry = Entry.query([], this.readOnlyCauses(plan, this.model.state, statements), capture);
+    this.registry.dropUnnamed();
+    for (const s of statements) if (s.changesParsing) entry.changesParsing = true;
+    this.replies.expect(entry, true);
+    this.host.toServer.queue(buf, start, end);
+    this.model.apply(plan);
+    const locks: string[] = [];
+    await this.ownQuery(PreviewSql.locks, { onRow: (row) => row[0] !== null && locks.push(row[0]) });
+
+    const trackers = this.trackers(auditId, statements.length);
+    if (capture.overflowed || capture.error?.code === '25001') {
+      await this.ownQuery(inBlock ? PreviewSql.rollbackInBlock : PreviewSql.rollbackAutocommit);
+      const reason = capture.overflowed
+        ? `its reply is larger than limits.preview_max_size (${this.services.limits.previewMaxBytes} bytes)`
+        : capture.error!.message;
+      return { status: 'unavailable', reason };
+    }
+    const report: PreviewReport = capture.error !== null ? { status: 'failed', error: capture.error } : ranReport(capture.tags, locks, capture.notices);
+    this.openPreview = { inBlock, capture, idleTimeout, report, trackers };
+    return report;
+  }
+
+  /** Ends an open preview as the gate decided: commit and relay, or roll back and refuse. */
+  private async finishPreview(v: Verdict): Promise<void> {
+    const p = this.openPreview!;
+    this.openPreview = null;
+    if (v.kind === 'abandoned' || this.host.closed) return; // the server rolls back when the connection closes
+    const { capture, trackers } = p;
+    if (v.kind === 'allow' && p.report.status === 'ran') {
+      let failure: backend.ErrorFields | null = null;
+      const onError = (e: backend.ErrorFields): void => void (failure ??= e);
+      let ended = this.ownQuery(p.inBlock ? PreviewSql.commitInBlock : PreviewSql.commitAutocommit, { onError });
+      if (p.inBlock && p.idleTimeout !== null) ended = this.ownQuery(PreviewSql.restoreIdleTimeout(p.idleTimeout), { onError });
+      const status = await ended;
+      if (this.host.closed) return;
+      if (failure !== null) {
+        // COMMIT failed (a deferred constraint, a serialization failure): that is the client's answer.
+        const error: backend.ErrorFields = failure;
+        this.host.toClient.write(backend.errorResponse(error));
+        trackers[0]?.onError(error.code, error.message);
+        for (let i = 1; i < trackers.length; i++) trackers[i]!.onSkipped();
+      } else {
+        this.host.toClient.write(capture.replies());
+        for (let i = 0; i < trackers.length; i++) trackers[i]!.onComplete(capture.tags[i] ?? '');
+      }
+      this.host.toClient.write(backend.readyForQuery(status));
+      return;
+    }
+    const status = await this.ownQuery(p.inBlock ? PreviewSql.rollbackInBlock : PreviewSql.rollbackAutocommit);
+    if (this.host.closed) return;
+    if (v.kind === 'allow' && p.report.status === 'failed') {
+      // It failed in the preview: nothing to approve, and the client hears the server's own answer.
+      const error = p.report.error;
+      if (p.inBlock) return this.rejectQuery(error, this.failedTrackers(trackers, capture.tags.length)); // aborts the block, as the error did
+      for (let i = 0; i < capture.tags.length; i++) trackers[i]?.onComplete(capture.tags[i]!);
+      trackers[capture.tags.length]?.onError(error.code, error.message);
+      for (let i = capture.tags.length + 1; i < trackers.length; i++) trackers[i]!.onSkipped();
+      this.host.toClient.write(capture.replies());
+      this.host.toClient.write(backend.readyForQuery(status));
+      return;
+    }
+    const error = v.kind === 'refuse' ? v.error : { severity: 'ERROR' as const, code: '42501', message: 'stepgate: the statement was not released' };
+    return this.rejectQuery(error, trackers);
+  }
+
+  /** Trackers for a refusal that stands for a failure after `completed` statements had completed. */
+  private failedTrackers(trackers: ReplyTracker[], completed: number): ReplyTracker[] {
+    for (let i = 0; i < completed && i < trackers.length; i++) trackers[i]!.onSkipped();
+    return trackers.slice(completed);
+  }
+
+  /** Sends one simple Query of stepgate's own; resolves with the transaction status after it. */
+  private ownQuery(sql: string, handlers: OwnQueryHandlers = {}): Promise<number> {
+    return new Promise((resolve) => {
+      this.host.toServer.write(
+        this.injector.query(sql, {
+          ...handlers,
+          onDone: (status, failed) => {
+            handlers.onDone?.(status, failed);
+            resolve(status);
+          },
+        }),
+      );
+    });
   }
 
   private planFor(statements: readonly StatementInfo[]): Plan {

@@ -4,9 +4,14 @@
  *
  * A hold moves through explicit states:
  *
- *   deciding ──► waiting-for-server ──► held ──► released (approved)
- *                      │                  └───► rejected (rejected, expired, cancelled, audit failed)
+ *   deciding ──► waiting-for-server ──► [previewing] ──► held ──► released (approved)
+ *                      │                     │             └───► rejected (rejected, expired, cancelled, audit failed)
+ *                      │                     └──► released (it failed in the preview: the client hears the server's error)
  *                      └──► skipped (an earlier message of the batch failed: the server skips it anyway)
+ *
+ * `previewing` when the rule asks for a preview and the message can have one (preview.ts): the statement
+ * runs in a transaction the frontend controls before anyone is asked; the approver sees its result, and the
+ * frontend commits or rolls back by the verdict.
  *
  * and any state ends in `abandoned` when the session closes (the broker withdraws the challenge). Denials
  * and approvals are on disk before the client hears of them; a held statement is on disk before anyone is
@@ -19,6 +24,7 @@ import type { Decision, RuleSet, Subject } from '../rules/types.js';
 import type { StatementInfo } from '../sql/types.js';
 import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
 import type { Logger } from '../log.js';
+import type { PreviewReport } from './preview.js';
 import { auditUnavailableError, denyError, heldNotice, holdError } from './refusals.js';
 
 /** What the gate needs from its session. */
@@ -53,6 +59,11 @@ export interface GateRequest {
   params: (string | null)[] | null;
   /** Refused whatever the rules say (a name reserved by stepgate ...): the decision recorded, and the error. */
   refuse?: { decision: Decision; error: ErrorFields };
+  /**
+   * Runs the statements as a preview (simple Query only). A report other than `unavailable` leaves a preview
+   * open that the frontend ends by the verdict.
+   */
+  preview?: (auditId: number) => Promise<PreviewReport>;
 }
 
 export type Verdict =
@@ -63,7 +74,13 @@ export type Verdict =
   /** The session closed while the statement waited. */
   | { kind: 'abandoned'; auditId: number; decision: Decision };
 
-export type HoldState = 'deciding' | 'waiting-for-server' | 'held' | 'released' | 'rejected' | 'skipped' | 'abandoned';
+/** Only a simple Query is previewed: its replies end at one ReadyForQuery stepgate can hold back. */
+const NO_EXTENDED_PREVIEW: PreviewReport = Object.freeze({
+  status: 'unavailable',
+  reason: 'previews run for simple-protocol statements, and this one came as Parse/Bind/Execute',
+});
+
+export type HoldState = 'deciding' | 'waiting-for-server' | 'previewing' | 'held' | 'released' | 'rejected' | 'skipped' | 'abandoned';
 
 export class Gate {
   /** Where the current hold is (for logs and tests); 'deciding' when none. */
@@ -120,6 +137,16 @@ export class Gate {
       // Without an audit trail nobody can later prove who approved what: fail closed.
       if (!audit.healthy) return this.end('rejected', { kind: 'refuse', auditId, decision, error: auditUnavailableError(audit.failure) });
 
+      let preview: PreviewReport | null = null;
+      if (decision.preview === true) {
+        this.state = 'previewing';
+        preview = request.preview === undefined ? NO_EXTENDED_PREVIEW : await request.preview(auditId);
+        if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision });
+        audit.preview(auditId, preview);
+        // Nothing changed and nothing to approve: the client gets the server's own error.
+        if (preview.status === 'failed') return this.end('released', { kind: 'allow', auditId, decision });
+      }
+
       const hold = this.services.stepUp.hold({
         connectionId: host.connectionId,
         user: host.subject.user,
@@ -129,6 +156,7 @@ export class Gate {
         clientAddress: host.subject.clientAddress,
         statements: request.statements,
         decision,
+        preview,
       });
       if (hold.challengeId) {
         host.setHold(hold);
@@ -141,7 +169,7 @@ export class Gate {
         }
         if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision });
         this.state = 'held';
-        host.notice(heldNotice(request.statements, decision, hold.url));
+        host.notice(heldNotice(request.statements, decision, hold.url, preview));
       }
       let outcome: HoldOutcome;
       try {

@@ -21,7 +21,7 @@
 import * as frontend from '../protocol/frontend-messages.js';
 import { ServerType, type ErrorFields } from '../protocol/backend-messages.js';
 import { Injection } from './read-only.js';
-import { Entry, type ReplyState } from './reply-state.js';
+import { Entry, type OwnQueryHandlers, type ReplyState } from './reply-state.js';
 
 /** Names a client may not use for statements, portals, cursors or savepoints. */
 export const RESERVED_PREFIX = 'stepgate_';
@@ -76,6 +76,16 @@ export class Injector {
 
   constructor(private readonly replies: ReplyState) {}
 
+  /**
+   * One simple Query of stepgate's own (its replies are swallowed; `handlers` hear its rows and its end).
+   * Only where a simple Query cannot change what the client sees: the server idle between client messages,
+   * or in a transaction block right before a client's simple Query.
+   */
+  query(sql: string, handlers: OwnQueryHandlers): Buffer {
+    this.replies.expect(Entry.ownQuery(handlers), true);
+    return frontend.encodeQuery(sql);
+  }
+
   /** The server dropped every prepared statement (DEALLOCATE ALL, DISCARD ALL): prepare again before use. */
   forgetPrepared(): void {
     if (!this.prepared) return;
@@ -92,7 +102,7 @@ export class Injector {
     const statements: string[] = [];
     for (const i of injections) statements.push(...SQL[i]);
     if (style === Style.QueryText) {
-      this.replies.expect(Entry.ownQuery(options.onError ?? null), true);
+      this.replies.expect(Entry.ownQuery({ onError: options.onError }), true);
       return frontend.encodeQuery(statements.join('; '));
     }
     const parts: Buffer[] = [];

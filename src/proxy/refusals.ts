@@ -6,6 +6,7 @@
  */
 import type { ErrorFields } from '../protocol/backend-messages.js';
 import type { Decision } from '../rules/types.js';
+import { describePreview, type PreviewReport } from './preview.js';
 import type { StatementInfo } from '../sql/types.js';
 import type { HoldOutcome } from '../stepup/types.js';
 
@@ -64,14 +65,15 @@ export function holdError(outcome: HoldOutcome, decision: Decision): ErrorFields
   }
 }
 
-export function heldNotice(statements: StatementInfo[], decision: Decision, url: string | null): ErrorFields {
+export function heldNotice(statements: StatementInfo[], decision: Decision, url: string | null, preview: PreviewReport | null = null): ErrorFields {
+  const ask = decision.approvers?.groups.length
+    ? `It needs ${decision.approvers.count > 1 ? `${decision.approvers.count} approvals` : 'an approval'} by ${decision.approvers.groups.join(', ')} (not you) at ${url}`
+    : `Approve it with your passkey at ${url}`;
   return {
     severity: 'NOTICE',
     code: '01000',
     message: `stepgate: ${describeStatements(statements)} held for step-up by rule "${decision.rule ?? 'default'}"${decision.message ? `: ${decision.message}` : ''}`,
-    detail: decision.approvers?.groups.length
-      ? `It needs ${decision.approvers.count > 1 ? `${decision.approvers.count} approvals` : 'an approval'} by ${decision.approvers.groups.join(', ')} (not you) at ${url}`
-      : `Approve it with your passkey at ${url}`,
+    detail: preview === null ? ask : `${ask}. Its ${describePreview(preview)}; nothing is committed before the approval.`,
     hint: `It waits ${Math.round(decision.timeoutMs / 1000)} s; press Ctrl-C to withdraw it.`,
   };
 }

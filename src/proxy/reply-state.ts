@@ -66,6 +66,8 @@ export type QueryPending = Common & {
   answered: number;
   readOnlyCauses: ReadOnlyCause[] | null;
   skipped: boolean;
+  /** Replies held back instead of relayed, up to and including the ReadyForQuery (a preview: see preview.ts). */
+  capture: Capture | null;
 };
 
 /** A client message that the server answers. */
@@ -79,8 +81,24 @@ export type RefusalPending = Common & { kind: 'refusal'; replacement: Buffer; er
  * the transaction is aborted). Otherwise the error is swallowed.
  */
 export type OwnMessagePending = Common & { kind: 'own-message'; completes: ServerType; passThrough: boolean; onError: ((fields: ErrorFields) => void) | null };
-/** An injected simple Query (transaction blocks): everything up to its ReadyForQuery is swallowed. */
-export type OwnQueryPending = Common & { kind: 'own-query'; onError: ((fields: ErrorFields) => void) | null; failed: boolean };
+/**
+ * An injected simple Query: everything up to its ReadyForQuery is swallowed. `onRow` hears its rows, `onDone`
+ * its ReadyForQuery (the transaction status after it) and whether it failed.
+ */
+export type OwnQueryPending = Common & {
+  kind: 'own-query';
+  onError: ((fields: ErrorFields) => void) | null;
+  failed: boolean;
+  onRow: ((row: (string | null)[]) => void) | null;
+  onDone: ((status: number, failed: boolean) => void) | null;
+};
+
+/** Handlers of an injected simple Query (see OwnQueryPending). */
+export interface OwnQueryHandlers {
+  onError?: (fields: ErrorFields) => void;
+  onRow?: (row: (string | null)[]) => void;
+  onDone?: (status: number, failed: boolean) => void;
+}
 /**
  * An injected Sync. `standsInFor`: a client Query or FunctionCall that an injected message before it may
  * have made the server skip; when it was skipped, this Sync's ReadyForQuery is the client's.
@@ -119,7 +137,7 @@ export const Entry = {
     skipped: false,
   }),
   sync: (): SyncPending => ({ kind: 'sync', batch: 0, copyEnds: 0, changesParsing: false }),
-  query: (trackers: ReplyTracker[], readOnlyCauses: ReadOnlyCause[] | null): QueryPending => ({
+  query: (trackers: ReplyTracker[], readOnlyCauses: ReadOnlyCause[] | null, capture: Capture | null = null): QueryPending => ({
     kind: 'query',
     batch: 0,
     copyEnds: 0,
@@ -129,6 +147,7 @@ export const Entry = {
     answered: 0,
     readOnlyCauses,
     skipped: false,
+    capture,
   }),
   refusal: (replacement: Buffer, error: ErrorFields, trackers: ReplyTracker[] | null): RefusalPending => ({
     kind: 'refusal',
@@ -148,11 +167,63 @@ export const Entry = {
     passThrough,
     onError,
   }),
-  ownQuery: (onError: ((fields: ErrorFields) => void) | null): OwnQueryPending => ({ kind: 'own-query', batch: 0, copyEnds: 0, changesParsing: false, onError, failed: false }),
+  ownQuery: (handlers: OwnQueryHandlers): OwnQueryPending => ({
+    kind: 'own-query',
+    batch: 0,
+    copyEnds: 0,
+    changesParsing: false,
+    onError: handlers.onError ?? null,
+    failed: false,
+    onRow: handlers.onRow ?? null,
+    onDone: handlers.onDone ?? null,
+  }),
   ownSync: (standsInFor: QueryPending | FunctionCallPending | null): OwnSyncPending => ({ kind: 'own-sync', batch: 0, copyEnds: 0, changesParsing: false, standsInFor }),
 };
 
 export type Pending = ClientPending | OwnPending;
+
+/**
+ * The replies to a client Query that stepgate holds back (copied: the socket's chunks are not kept), with
+ * what it learns from them: each statement's command tag, the error that ended it, the final transaction
+ * status. Past `limit` bytes nothing more is kept and `overflowed` is set (the replies cannot be relayed
+ * later; the caller falls back to running the statement again).
+ */
+export class Capture {
+  readonly chunks: Buffer[] = [];
+  bytes = 0;
+  overflowed = false;
+  /** Command tags of the statements that completed, in order ('' for an empty query). */
+  readonly tags: string[] = [];
+  error: ErrorFields | null = null;
+  /** Messages of notices the statements raised. */
+  readonly notices: string[] = [];
+  /** The ReadyForQuery status that ended the replies (0 until then). */
+  status = 0;
+
+  constructor(private readonly limit: number) {}
+
+  add(buf: Buffer, start: number, end: number): void {
+    if (this.overflowed) return;
+    if (this.bytes + (end - start) > this.limit) {
+      this.overflowed = true;
+      this.chunks.length = 0;
+      return;
+    }
+    const copy = Buffer.allocUnsafe(end - start);
+    buf.copy(copy, 0, start, end);
+    this.chunks.push(copy);
+    this.bytes += copy.length;
+  }
+
+  /** The replies without their final ReadyForQuery (which the caller sends with the status as it ends up). */
+  replies(): Buffer {
+    const all = Buffer.concat(this.chunks);
+    return all.subarray(0, Math.max(0, all.length - READY_FOR_QUERY_LENGTH));
+  }
+}
+
+/** A ReadyForQuery message: type, length 5, status. */
+const READY_FOR_QUERY_LENGTH = 6;
 
 /** What the session does with a server message. */
 export const enum Action {
@@ -160,6 +231,8 @@ export const enum Action {
   Swallow,
   /** Send `ReplyState.replacement` instead. */
   Replace,
+  /** Keep it in `ReplyState.capturing` (held back for a preview). */
+  Capture,
 }
 
 /** What the session learns from the server's replies (for the transaction model and the audit). */
@@ -180,6 +253,8 @@ export interface ServerMessage {
   status(): number;
   /** CommandComplete: the tag. */
   tag(): string;
+  /** DataRow (one or a run of them): the columns. */
+  rows(): (string | null)[][];
   /** ErrorResponse: the fields. */
   error(): ErrorFields;
 }
@@ -259,6 +334,8 @@ export class ReplyState {
   copyIn = false;
   /** Set with Action.Replace. */
   replacement: Buffer | null = null;
+  /** Set with Action.Capture: where the message goes. */
+  captureTo: Capture | null = null;
   /** Set when a NoticeResponse must go to the client before the current message (a read-only hint). */
   readOnlyRefusal: ReadOnlyCause = ReadOnlyCause.None;
 
@@ -280,6 +357,12 @@ export class ReplyState {
   get swallowing(): boolean {
     const head = this.queue.peek();
     return head !== undefined && !isClient(head);
+  }
+
+  /** The Capture the current replies go to (the head is a previewed Query), or null. */
+  get capturing(): Capture | null {
+    const head = this.queue.peek();
+    return head !== undefined && head.kind === 'query' ? head.capture : null;
   }
 
   /** No client message is unanswered (stepgate's own may be). */
@@ -328,6 +411,16 @@ export class ReplyState {
   /** Decides what happens to one whole server message. */
   onServerMessage(m: ServerMessage): Action {
     const head = this.queue.peek();
+    const action = this.route(m, head);
+    if (action !== Action.Forward || head === undefined || head.kind !== 'query' || head.capture === null) return action;
+    // Asynchronous messages are not part of the reply.
+    if (m.type === ServerType.NotificationResponse || m.type === ServerType.ParameterStatus) return action;
+    noteCaptured(head.capture, m);
+    this.captureTo = head.capture;
+    return Action.Capture;
+  }
+
+  private route(m: ServerMessage, head: Pending | undefined): Action {
     switch (m.type) {
       case ServerType.ReadyForQuery:
         return this.onReadyForQuery(m.status());
@@ -385,6 +478,7 @@ export class ReplyState {
       case ServerType.ParameterStatus:
         return Action.Forward;
       default:
+        if (head?.kind === 'own-query' && head.onRow !== null && m.type === ServerType.DataRow) for (const row of m.rows()) head.onRow(row);
         // Rows, notices, COPY data: the client's unless stepgate's own message is being answered.
         return head !== undefined && !isClient(head) ? Action.Swallow : Action.Forward;
     }
@@ -400,11 +494,13 @@ export class ReplyState {
     // Everything before the message that asked for this ReadyForQuery was answered or skipped.
     let action = Action.Forward;
     let batch = this.batch;
+    let done: OwnQueryPending | null = null;
     for (let r = this.shift(); r; r = this.shift()) {
       batch = r.batch;
       if (r.kind === 'sync' || r.kind === 'query' || r.kind === 'function-call') break;
       if (r.kind === 'own-query') {
         action = Action.Swallow;
+        done = r;
         break;
       }
       if (r.kind === 'own-sync') {
@@ -415,6 +511,8 @@ export class ReplyState {
       this.skipped(r);
     }
     this.observer.onReadyForQuery(status, this.queue.length === 0, batch);
+    // Last: the handler may send the next statement of stepgate's own at once.
+    done?.onDone?.(status, done.failed);
     return action;
   }
 
@@ -557,6 +655,28 @@ export class ReplyState {
     if (r.changesParsing) this.uncertainReplies--;
     if (isClient(r)) this.clientPendingCount--;
     return r;
+  }
+}
+
+/** What a previewed Query's reply tells (see Capture). */
+function noteCaptured(capture: Capture, m: ServerMessage): void {
+  switch (m.type) {
+    case ServerType.CommandComplete:
+      capture.tags.push(m.tag());
+      return;
+    case ServerType.EmptyQueryResponse:
+      capture.tags.push('');
+      return;
+    case ServerType.ErrorResponse:
+      capture.error = m.error();
+      return;
+    case ServerType.NoticeResponse:
+      capture.notices.push(m.error().message);
+      return;
+    case ServerType.ReadyForQuery:
+      capture.status = m.status();
+      return;
+    default:
   }
 }
 

@@ -169,6 +169,7 @@ export class CompiledRuleSet implements RuleSet {
       grantScope: spec.grantScope,
       timeoutMs: spec.timeoutMs,
       ...(spec.approvers ? { approvers: spec.approvers } : {}),
+      ...(spec.preview ? { preview: true } : {}),
       statementIndex: index,
     };
   }

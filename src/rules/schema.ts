@@ -33,9 +33,10 @@ export const RULE_KEYS = [
   'grant_scope',
   'timeout',
   'approvers',
+  'preview',
 ] as const;
 /** Rule keys that only make sense when `action: step-up`. */
-export const STEP_UP_KEYS = ['grant', 'grant_scope', 'timeout', 'approvers'] as const;
+export const STEP_UP_KEYS = ['grant', 'grant_scope', 'timeout', 'approvers', 'preview'] as const;
 export const MATCH_KEYS = [
   'class',
   'command',
@@ -93,6 +94,8 @@ export interface RuleSpec {
   /** 0 for rules that are not step-up. */
   timeoutMs: number;
   approvers?: Approvers;
+  /** Step-up only: run the statement uncommitted before asking, and show the approver what it did. */
+  preview: boolean;
   /** File name relative to the rules directory (what Decision.file carries). */
   file: string;
   /** Where the rule starts, for errors that point at it. */

@@ -51,6 +51,8 @@ export interface Decision {
    * Set on every step-up decision (one entry when a single rule asked).
    */
   stepUps?: StepUpRequirement[];
+  /** Step-up only: the deciding rule asks for a preview (the statement runs, uncommitted, before anyone approves). */
+  preview?: boolean;
 }
 
 /** One step-up rule's demands, as in Decision. */

@@ -171,6 +171,7 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
   let grantScope: GrantScope = 'connection';
   let timeoutMs = action === 'step-up' ? DEFAULT_TIMEOUT_MS : 0;
   let approvers: Approvers | undefined;
+  let preview = false;
   if (action !== null && action !== 'step-up') {
     for (const key of STEP_UP_KEYS) {
       const entry = byKey.get(key);
@@ -195,6 +196,8 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
     if (timeoutEntry) timeoutMs = readDuration(yaml, timeoutEntry, '`timeout`') ?? timeoutMs;
     const approversEntry = byKey.get('approvers');
     if (approversEntry) approvers = readApprovers(yaml, approversEntry) ?? undefined;
+    const previewEntry = byKey.get('preview');
+    if (previewEntry) preview = yaml.boolean(previewEntry, '`preview`') ?? false;
   }
 
   if (yaml.errors.length > errorsBefore || name === null || action === null || match === null) return null;
@@ -208,6 +211,7 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
     grantScope,
     timeoutMs,
     ...(approvers ? { approvers } : {}),
+    preview,
     file,
     at,
   };

@@ -238,3 +238,16 @@ export function commandTag(type: string, s: AnyNode): string {
       return 'UNKNOWN';
   }
 }
+
+/** Rows affected or returned, from a command tag: "SELECT 5" → 5, "INSERT 0 3" → 3; null when the tag has none. */
+export function rowsFromTag(tag: string | null): number | null {
+  if (!tag) return null;
+  if (tag === lastTag) return lastRows;
+  const m = /^(?:SELECT|INSERT \d+|UPDATE|DELETE|MERGE|FETCH|MOVE|COPY|CREATE TABLE AS|SELECT INTO) (\d+)$/.exec(tag);
+  lastTag = tag;
+  lastRows = m ? Number(m[1]) : null;
+  return lastRows;
+}
+/** The last tag read: statements of a workload repeat their tags. */
+let lastTag: string | null = null;
+let lastRows: number | null = null;

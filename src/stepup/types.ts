@@ -2,6 +2,7 @@
  * The contract between a session that holds a statement and whatever asks a person to approve it.
  */
 import type { Decision } from '../rules/types.js';
+import type { PreviewReport } from '../proxy/preview.js';
 import type { StatementInfo } from '../sql/types.js';
 
 export interface HoldRequest {
@@ -14,6 +15,8 @@ export interface HoldRequest {
   /** The statements held (one message's worth). */
   statements: StatementInfo[];
   decision: Decision;
+  /** What a preview of them found (null: none was asked for). */
+  preview?: PreviewReport | null;
 }
 
 export type HoldOutcome =

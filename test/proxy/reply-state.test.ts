@@ -4,17 +4,18 @@
  */
 import t from 'tap';
 import type { ErrorFields } from '../../src/protocol/backend-messages.js';
-import { Action, Entry, ReadOnlyCause, ReplyState, type ReplyObserver, type ReplyTracker, type ServerMessage } from '../../src/proxy/reply-state.js';
+import { Action, Capture, Entry, ReadOnlyCause, ReplyState, type ReplyObserver, type ReplyTracker, type ServerMessage } from '../../src/proxy/reply-state.js';
 
 const Z = 0x5a, E = 0x45, C = 0x43, D = 0x44, N = 0x4e, S = 0x53, A = 0x41, T = 0x54, G = 0x47;
 const PARSE_COMPLETE = 0x31, BIND_COMPLETE = 0x32, CLOSE_COMPLETE = 0x33, PARAMETER_DESCRIPTION = 0x74, NO_DATA = 0x6e, PORTAL_SUSPENDED = 0x73;
 
-function msg(type: number, extra: { status?: string; tag?: string; error?: Partial<ErrorFields> } = {}): ServerMessage {
+function msg(type: number, extra: { status?: string; tag?: string; error?: Partial<ErrorFields>; rows?: (string | null)[][] } = {}): ServerMessage {
   return {
     type,
     status: () => (extra.status ?? 'I').charCodeAt(0),
     tag: () => extra.tag ?? 'SELECT 1',
     error: () => ({ severity: 'ERROR', code: 'XX000', message: 'boom', ...extra.error }),
+    rows: () => extra.rows ?? [],
   };
 }
 
@@ -150,7 +151,7 @@ t.test("a Sync after a client Query stands in for its ReadyForQuery only when th
 t.test('an injected simple Query in a block: its error and ReadyForQuery are swallowed', async (t) => {
   const { rs } = setup();
   const errors: string[] = [];
-  rs.expect(Entry.ownQuery((e) => errors.push(e.code)), true);
+  rs.expect(Entry.ownQuery({ onError: (e) => errors.push(e.code) }), true);
   const q = new Log();
   rs.expect(Entry.query([q], null), true);
   t.same(feed(rs, msg(E, { error: { code: '25P02' } }), msg(Z, { status: 'E' })), [Action.Swallow, Action.Swallow]);
@@ -225,4 +226,53 @@ t.test('undone in reverse order: a failed Parse followed by a skipped Parse of t
   rs.expect(Entry.sync(), true);
   feed(rs, msg(PARSE_COMPLETE), msg(E), msg(Z));
   t.equal(registry.statement('')?.sql, 'A', 'the server holds A: so does the registry');
+});
+
+t.test('a previewed Query: its replies up to its ReadyForQuery are captured, with tags, error, notices and status', async (t) => {
+  const { rs, ready } = setup();
+  const capture = new Capture(1 << 20);
+  rs.expect(Entry.query([], null, capture), true);
+  t.equal(rs.capturing, capture, 'the head captures');
+  const actions = feed(rs, msg(N, { error: { message: 'cascading' } }), msg(C, { tag: 'DELETE 3' }), msg(A), msg(S), msg(Z, { status: 'T' }));
+  t.same(actions, [Action.Capture, Action.Capture, Action.Forward, Action.Forward, Action.Capture], 'notifications and parameter reports still go to the client');
+  t.same(capture.tags, ['DELETE 3']);
+  t.same(capture.notices, ['cascading']);
+  t.equal(capture.status, 'T'.charCodeAt(0));
+  t.equal(capture.error, null);
+  t.same(ready.map((r) => [String.fromCharCode(r.status), r.drained]), [['T', true]], 'the transaction model still hears the status');
+  t.ok(rs.idle);
+  t.equal(rs.capturing, null);
+
+  const failed = new Capture(1 << 20);
+  rs.expect(Entry.query([], null, failed), true);
+  t.same(feed(rs, msg(E, { error: { code: '23503' } }), msg(Z, { status: 'E' })), [Action.Capture, Action.Capture]);
+  t.equal(failed.error?.code, '23503');
+});
+
+t.test('a Capture keeps copies up to its limit, then only notes that it overflowed', async (t) => {
+  const capture = new Capture(10);
+  const chunk = Buffer.from('abcdef');
+  capture.add(chunk, 0, 6);
+  chunk[0] = 0x7a;
+  t.equal(capture.chunks[0]!.toString(), 'abcdef', 'a copy, not a view of the socket buffer');
+  capture.add(chunk, 0, 6);
+  t.ok(capture.overflowed);
+  t.equal(capture.chunks.length, 0, 'nothing half kept');
+  const withReady = new Capture(100);
+  withReady.add(Buffer.from('C-tag'), 0, 5);
+  withReady.add(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]), 0, 6);
+  t.equal(withReady.replies().toString(), 'C-tag', 'replies() leaves the ReadyForQuery out');
+});
+
+t.test("stepgate's own Query: rows reach onRow, the end reaches onDone after the model heard it", async (t) => {
+  const { rs, ready } = setup();
+  const rows: (string | null)[][] = [];
+  const done: [string, boolean, number][] = [];
+  rs.expect(Entry.ownQuery({ onRow: (r) => rows.push(r), onDone: (status, failed) => done.push([String.fromCharCode(status), failed, ready.length]) }), true);
+  t.same(feed(rs, msg(T), msg(D, { rows: [['orders'], [null]] }), msg(C), msg(Z, { status: 'T' })), [Action.Swallow, Action.Swallow, Action.Swallow, Action.Swallow]);
+  t.same(rows, [['orders'], [null]]);
+  t.same(done, [['T', false, 1]]);
+  rs.expect(Entry.ownQuery({ onDone: (status, failed) => done.push([String.fromCharCode(status), failed, ready.length]) }), true);
+  feed(rs, msg(E), msg(Z, { status: 'E' }));
+  t.same(done[1], ['E', true, 2], 'a failure is reported');
 });
