@@ -102,15 +102,28 @@ export function readEvents(dataDir: string, where = '1 = 1'): ParsedEvent[] {
   }
 }
 
-/** Waits until the store has written an event matching `predicate`. */
+/**
+ * Waits until the store has written an event matching `predicate`: reads the trail, and again after each
+ * batch the store commits (AuditStore.onCommit), until one matches.
+ */
 export async function waitForEvent(store: AuditStore, dataDir: string, predicate: (e: ParsedEvent) => boolean, timeoutMs = 10_000): Promise<ParsedEvent> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    await store.durable().catch(() => {});
-    const found = readEvents(dataDir).find(predicate);
-    if (found) return found;
-    if (Date.now() > deadline) throw new Error('timed out waiting for an audit event');
-    await new Promise((r) => setTimeout(r, 25));
+  let wake = (): void => {};
+  const off = store.onCommit(() => wake());
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for an audit event`)), timeoutMs)));
+  timedOut.catch(() => {});
+  try {
+    for (;;) {
+      // Armed before reading: a commit while we read sends us round again.
+      const committed = new Promise<void>((resolve) => (wake = resolve));
+      await store.durable().catch(() => {});
+      const found = readEvents(dataDir).find(predicate);
+      if (found) return found;
+      await Promise.race([committed, timedOut]);
+    }
+  } finally {
+    off();
+    clearTimeout(timer);
   }
 }
 
