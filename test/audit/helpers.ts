@@ -9,6 +9,7 @@ import { PassThrough } from 'node:stream';
 import Database from 'better-sqlite3';
 import { main } from '../../src/cli.js';
 import type { AuditStore } from '../../src/audit/store.js';
+import { createLogger, type Logger } from '../../src/log.js';
 import type { EventRow } from '../../src/audit/format.js';
 import type { Hold, HoldOutcome, HoldRequest, StepUpBroker } from '../../src/stepup/types.js';
 
@@ -125,6 +126,51 @@ export async function waitForEvent(store: AuditStore, dataDir: string, predicate
     off();
     clearTimeout(timer);
   }
+}
+
+export interface CapturedLog {
+  log: Logger;
+  /** Every line, parsed. */
+  lines: Record<string, unknown>[];
+  /** The first line of `event`: at once if it was logged already, else when it is. */
+  logged(event: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+/** A logger (level debug) that keeps its lines, for tests that check or wait for what was logged. */
+export function capturedLog(): CapturedLog {
+  const lines: Record<string, unknown>[] = [];
+  const waiting = new Set<{ event: string; resolve: (line: Record<string, unknown>) => void }>();
+  const log = createLogger({
+    level: 'debug',
+    write: (text) => {
+      const line = JSON.parse(text) as Record<string, unknown>;
+      lines.push(line);
+      for (const w of waiting) {
+        if (w.event !== line.event) continue;
+        waiting.delete(w);
+        w.resolve(line);
+      }
+    },
+  });
+  const logged = (event: string, timeoutMs = 10_000): Promise<Record<string, unknown>> => {
+    const already = lines.find((l) => l.event === event);
+    if (already) return Promise.resolve(already);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiting.delete(w);
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for the log line ${event}`));
+      }, timeoutMs);
+      const w = {
+        event,
+        resolve: (line: Record<string, unknown>) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
+      waiting.add(w);
+    });
+  };
+  return { log, lines, logged };
 }
 
 /** A copy of a data directory (to tamper with one copy per case). */
