@@ -128,6 +128,14 @@ export async function waitForEvent(store: AuditStore, dataDir: string, predicate
   }
 }
 
+/**
+ * Resolves once Date.now() is past `time`, so that what is recorded next is stamped later than `time`
+ * (event times have millisecond resolution). Waits a millisecond at most.
+ */
+export async function clockPast(time: number): Promise<void> {
+  while (Date.now() <= time) await new Promise((resolve) => setImmediate(resolve));
+}
+
 export interface CapturedLog {
   log: Logger;
   /** Every line, parsed. */
