@@ -115,6 +115,7 @@ export class AuditStore implements AuditSink {
   private nextSession = 1;
   private lastId = 0;
   private readonly healthListeners = new Set<(healthy: boolean, reason: string | null) => void>();
+  private readonly commitListeners = new Set<(lastSeq: number) => void>();
   private writtenSeq = 0;
   private opened = false;
   /** Held from open to close: no other store writes this chain meanwhile. */
@@ -186,6 +187,16 @@ export class AuditStore implements AuditSink {
   onHealthChange(listener: (healthy: boolean, reason: string | null) => void): () => void {
     this.healthListeners.add(listener);
     return () => this.healthListeners.delete(listener);
+  }
+
+  /**
+   * Called each time the writer has committed a batch, with the chain's last sequence number; returns an
+   * unsubscribe function. For readers of audit.db in this process (an open reader sees the new events
+   * from then on) that wait for something to be recorded: they re-read on a commit instead of polling.
+   */
+  onCommit(listener: (lastSeq: number) => void): () => void {
+    this.commitListeners.add(listener);
+    return () => this.commitListeners.delete(listener);
   }
 
   connectionStart(facts: ConnectionFacts): void {
@@ -490,6 +501,7 @@ export class AuditStore implements AuditSink {
       this.log.warn('audit.recovered', { data: this.dataDir, last_seq: seq, note: 'the audit trail records again' });
       this.setHealthy(true, null);
     }
+    for (const l of this.commitListeners) l(this.writtenSeq);
   }
 
   private writerGone(reason: string, retryInMs: number): void {

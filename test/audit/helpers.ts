@@ -9,6 +9,7 @@ import { PassThrough } from 'node:stream';
 import Database from 'better-sqlite3';
 import { main } from '../../src/cli.js';
 import type { AuditStore } from '../../src/audit/store.js';
+import { createLogger, type Logger } from '../../src/log.js';
 import type { EventRow } from '../../src/audit/format.js';
 import type { Hold, HoldOutcome, HoldRequest, StepUpBroker } from '../../src/stepup/types.js';
 
@@ -102,16 +103,82 @@ export function readEvents(dataDir: string, where = '1 = 1'): ParsedEvent[] {
   }
 }
 
-/** Waits until the store has written an event matching `predicate`. */
+/**
+ * Waits until the store has written an event matching `predicate`: reads the trail, and again after each
+ * batch the store commits (AuditStore.onCommit), until one matches.
+ */
 export async function waitForEvent(store: AuditStore, dataDir: string, predicate: (e: ParsedEvent) => boolean, timeoutMs = 10_000): Promise<ParsedEvent> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    await store.durable().catch(() => {});
-    const found = readEvents(dataDir).find(predicate);
-    if (found) return found;
-    if (Date.now() > deadline) throw new Error('timed out waiting for an audit event');
-    await new Promise((r) => setTimeout(r, 25));
+  let wake = (): void => {};
+  const off = store.onCommit(() => wake());
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for an audit event`)), timeoutMs)));
+  timedOut.catch(() => {});
+  try {
+    for (;;) {
+      // Armed before reading: a commit while we read sends us round again.
+      const committed = new Promise<void>((resolve) => (wake = resolve));
+      await store.durable().catch(() => {});
+      const found = readEvents(dataDir).find(predicate);
+      if (found) return found;
+      await Promise.race([committed, timedOut]);
+    }
+  } finally {
+    off();
+    clearTimeout(timer);
   }
+}
+
+/**
+ * Resolves once Date.now() is past `time`, so that what is recorded next is stamped later than `time`
+ * (event times have millisecond resolution). Waits a millisecond at most.
+ */
+export async function clockPast(time: number): Promise<void> {
+  while (Date.now() <= time) await new Promise((resolve) => setImmediate(resolve));
+}
+
+export interface CapturedLog {
+  log: Logger;
+  /** Every line, parsed. */
+  lines: Record<string, unknown>[];
+  /** The first line of `event`: at once if it was logged already, else when it is. */
+  logged(event: string, timeoutMs?: number): Promise<Record<string, unknown>>;
+}
+
+/** A logger (level debug) that keeps its lines, for tests that check or wait for what was logged. */
+export function capturedLog(): CapturedLog {
+  const lines: Record<string, unknown>[] = [];
+  const waiting = new Set<{ event: string; resolve: (line: Record<string, unknown>) => void }>();
+  const log = createLogger({
+    level: 'debug',
+    write: (text) => {
+      const line = JSON.parse(text) as Record<string, unknown>;
+      lines.push(line);
+      for (const w of waiting) {
+        if (w.event !== line.event) continue;
+        waiting.delete(w);
+        w.resolve(line);
+      }
+    },
+  });
+  const logged = (event: string, timeoutMs = 10_000): Promise<Record<string, unknown>> => {
+    const already = lines.find((l) => l.event === event);
+    if (already) return Promise.resolve(already);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiting.delete(w);
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for the log line ${event}`));
+      }, timeoutMs);
+      const w = {
+        event,
+        resolve: (line: Record<string, unknown>) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+      };
+      waiting.add(w);
+    });
+  };
+  return { log, lines, logged };
 }
 
 /** A copy of a data directory (to tamper with one copy per case). */

@@ -8,7 +8,7 @@ import type { AuditStore } from '../../src/audit/store.js';
 import { loadConfig, ConfigError } from '../../src/config.js';
 import { startPostgres } from '../helpers/postgres.js';
 import { ALICE, startStepgate, type TestUser } from '../helpers/stepgate.js';
-import { cli, copyDataDir, readEvents, tamper, waitForEvent } from './helpers.js';
+import { clockPast, cli, copyDataDir, readEvents, tamper, waitForEvent } from './helpers.js';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -28,14 +28,16 @@ async function session(sg: Awaited<ReturnType<typeof startStepgate>>, user: Test
 
 t.test('retention prunes at a signed checkpoint and the rest verifies', async (t) => {
   const db = await startPostgres(t);
-  const sg = await startStepgate(t, db, { users: [ALICE, BOB], configYaml: 'audit:\n  retention: 1500ms\n' });
+  const sg = await startStepgate(t, db, { users: [ALICE, BOB], configYaml: 'audit:\n  retention: 1h\n' });
   const store = sg.app.audit as AuditStore;
   await session(sg, ALICE, ['SELECT 1', 'SELECT 2', 'SELECT 3']);
   const before = readEvents(sg.dataDir);
-  await new Promise((r) => setTimeout(r, 1700));
+  await clockPast(Math.max(...before.map((e) => e.time)));
   await session(sg, BOB, ['SELECT 4']);
+  const bobStart = readEvents(sg.dataDir, "kind = 'connection.start'").find((e) => e.data.user === 'bob')!.time;
 
-  const result = await store.prune(undefined, 3);
+  // Retention as of an hour after bob connected: everything before him is older than the hour, he is not.
+  const result = await store.prune(bobStart + 3_600_000, 3);
   t.ok(result.pruned >= before.length - 1, `pruned ${result.pruned} events`);
   const remaining = readEvents(sg.dataDir);
   t.notOk(
@@ -45,7 +47,7 @@ t.test('retention prunes at a signed checkpoint and the rest verifies', async (t
   t.ok(remaining.some((e) => e.kind === 'statement' && e.data.sql === 'SELECT 4'), "bob's recent one stays");
   const pruned = remaining.filter((e) => e.kind === 'audit.pruned');
   t.ok(pruned.length >= 2, 'pruned in chunks, each recorded');
-  t.match(pruned[pruned.length - 1]!.data, { retention_ms: 1500, through_seq: Number, checkpoint: Number });
+  t.match(pruned[pruned.length - 1]!.data, { retention_ms: 3_600_000, through_seq: Number, checkpoint: Number });
 
   const v = await cli(['audit', 'verify', '--data', sg.dataDir]);
   t.equal(v.code, 0, v.stdout);
@@ -82,9 +84,10 @@ t.test('sessions and export filter by user, time and session', async (t) => {
   const db = await startPostgres(t);
   const sg = await startStepgate(t, db, { users: [ALICE, BOB] });
   await session(sg, ALICE, ['SELECT 1 AS a1', 'SELECT 2 AS a2']);
-  await new Promise((r) => setTimeout(r, 50));
-  const between = new Date().toISOString();
-  await new Promise((r) => setTimeout(r, 50));
+  // A millisecond after alice's first session ended and before bob's starts (the filters include their bounds).
+  const aliceEnd = readEvents(sg.dataDir, "kind = 'connection.end'")[0]!.time;
+  const between = new Date(aliceEnd + 1).toISOString();
+  await clockPast(aliceEnd + 1);
   await session(sg, BOB, ['SELECT 3 AS b1']);
   await session(sg, ALICE, ['SELECT 4 AS a3']);
   const data = ['--data', sg.dataDir];

@@ -8,10 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { AuditStore } from '../../src/audit/store.js';
-import { createLogger } from '../../src/log.js';
 import type { Decision } from '../../src/rules/types.js';
 import type { StatementInfo } from '../../src/sql/types.js';
-import { cli, openDb, readEvents } from './helpers.js';
+import { capturedLog, cli, openDb, readEvents } from './helpers.js';
 
 const info = (command: string, classes: StatementInfo['classes'] = ['read']): StatementInfo =>
   Object.freeze({ sql: '', command, commands: [command], classes: Object.freeze(classes) as StatementInfo['classes'], tables: Object.freeze([]) as unknown as StatementInfo['tables'], columns: [], functions: Object.freeze([]) as unknown as string[], flags: Object.freeze([]) as unknown as StatementInfo['flags'], reasons: [], changesParsing: false });
@@ -20,14 +19,14 @@ const ok = (tag: string) => ({ tag, sqlstate: null, message: null, skipped: fals
 
 async function open(t: { teardown(fn: () => unknown): void }, options: Partial<Parameters<typeof AuditStore.open>[0]> = {}) {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-audit-store-'));
-  const logs: Record<string, unknown>[] = [];
-  const store = await AuditStore.open({ dataDir, log: createLogger({ level: 'debug', write: (l) => logs.push(JSON.parse(l) as Record<string, unknown>) }), ...options });
+  const { log, lines: logs, logged } = capturedLog();
+  const store = await AuditStore.open({ dataDir, log, ...options });
   t.teardown(async () => {
     await store.close();
     fs.rmSync(dataDir, { recursive: true, force: true });
   });
   store.connectionStart({ connectionId: 'c', user: 'u', database: 'd', application: 'a', clientAddress: '::1', tls: true, serverPid: 7 });
-  return { store, dataDir, logs };
+  return { store, dataDir, logs, logged };
 }
 
 t.test('outcomes: folded in, separate, several per message, and long after', async (t) => {
@@ -82,7 +81,7 @@ t.test('held statements: challenge events find their statement after a long hold
 });
 
 t.test('durable() resolves only after the events are committed; checkpoints every N events', async (t) => {
-  const { store, dataDir, logs } = await open(t, { checkpointEvents: 100, flushMs: 10_000 });
+  const { store, dataDir, logs, logged } = await open(t, { checkpointEvents: 100, flushMs: 10_000 });
   for (let i = 0; i < 250; i++) store.statement({ connectionId: 'c', sql: `SELECT ${i}`, statements: [info('SELECT')], decision: allow, params: null });
   const reader = openDb(dataDir);
   t.teardown(() => reader.close());
@@ -90,7 +89,8 @@ t.test('durable() resolves only after the events are committed; checkpoints ever
   t.equal(count(), 0, 'nothing written yet (flushMs is long)');
   await store.durable();
   t.equal(count(), 250, 'all of it once durable() resolved');
-  await new Promise((r) => setTimeout(r, 300)); // signing is asynchronous
+  // The writer signs after it acknowledged the batch; the checkpoint is logged once it is stored.
+  await logged('audit.checkpoint');
   const checkpoints = reader.prepare('SELECT seq, reason FROM checkpoints ORDER BY id').all() as { seq: number; reason: string }[];
   t.ok(checkpoints.length >= 1 && checkpoints.every((c) => c.reason === 'events'), 'checkpoints every 100 events');
   t.ok(logs.some((l) => l.event === 'audit.checkpoint' && typeof l.jws === 'string'), 'each checkpoint goes to the log too');

@@ -11,6 +11,7 @@ import { startPostgres } from '../helpers/postgres.js';
 import { run } from '../helpers/run.js';
 import { REPO_ROOT } from '../helpers/stepgate.js';
 import { spawn } from 'node:child_process';
+import readline from 'node:readline';
 
 const STEPGATE = path.join(REPO_ROOT, 'bin', 'stepgate.js');
 
@@ -121,29 +122,30 @@ t.test('serve: clients connect; one log line per connection start and end; SIGTE
     if (child.exitCode === null) child.kill('SIGKILL');
   });
   const lines: Record<string, unknown>[] = [];
-  let stderr = '';
-  const listening = new Promise<number>((resolve, reject) => {
-    child.stderr.on('data', (d: Buffer) => {
-      stderr += d.toString();
-      for (;;) {
-        const nl = stderr.indexOf('\n');
-        if (nl < 0) break;
-        const line = JSON.parse(stderr.slice(0, nl)) as Record<string, unknown>;
-        stderr = stderr.slice(nl + 1);
-        lines.push(line);
-        if (line.event === 'stepgate.listening') resolve(Number(String(line.listen).split(':').pop()));
-      }
+  const stderrLines = readline.createInterface({ input: child.stderr, crlfDelay: Infinity });
+  stderrLines.on('line', (text) => lines.push(JSON.parse(text) as Record<string, unknown>));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  /** The first log line of `event`, as soon as serve writes it (rejects if serve exits first). */
+  const logged = (event: string): Promise<Record<string, unknown>> =>
+    new Promise((resolve, reject) => {
+      const seen = lines.find((l) => l.event === event);
+      if (seen) return resolve(seen);
+      const onLine = (): void => {
+        const line = lines[lines.length - 1]!; // pushed by the listener registered first
+        if (line.event !== event) return;
+        stderrLines.off('line', onLine);
+        resolve(line);
+      };
+      stderrLines.on('line', onLine);
+      void exited.then((code) => reject(new Error(`serve exited with ${code} before logging ${event}`)));
     });
-    child.once('exit', (code) => reject(new Error(`serve exited with ${code}`)));
-  });
-  const port = await listening;
+  const port = Number(String((await logged('stepgate.listening')).listen).split(':').pop());
   const client = new pg.Client({ host: '127.0.0.1', port, user: 'dave', password: 'dave-Secret-9', database: 'postgres', application_name: 'cli-test' });
   await client.connect();
   t.equal((await client.query('SELECT 1 AS one')).rows[0].one, 1);
   await client.end();
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   // The end line is written when the session closes; wait for it before stopping.
-  while (!lines.some((l) => l.event === 'connection.end')) await new Promise((r) => setTimeout(r, 20));
+  await logged('connection.end');
   child.kill('SIGTERM');
   t.equal(await exited, 0, 'SIGTERM stops serve cleanly');
 
