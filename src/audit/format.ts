@@ -33,6 +33,9 @@ export const EVENT_KINDS = [
   'audit.key',
   'audit.gap',
   'audit.pruned',
+  'login.held',
+  'login.resolved',
+  'factor.failed',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 
@@ -44,6 +47,8 @@ export const REC = {
   Outcome: 4,
   ChallengeCreated: 5,
   ChallengeResolved: 6,
+  /** An event of the system session: [System, 0, 0, time, kind, body]. */
+  System: 7,
 } as const;
 
 export function canonical(seq: number, session: number, sessionSeq: number, time: number, kind: string, body: string): string {

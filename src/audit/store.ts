@@ -121,6 +121,7 @@ const KIND_NAMES: Record<number, string> = {
   [REC.Outcome]: 'outcome',
   [REC.ChallengeCreated]: 'challenge.created',
   [REC.ChallengeResolved]: 'challenge.resolved',
+  [REC.System]: 'system',
 };
 
 /** Recent statements, by id modulo RING: where their outcomes find them without a map. */
@@ -357,6 +358,10 @@ export class AuditStore implements AuditSink {
       return;
     }
     this.push([REC.ChallengeResolved, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, challengeId, plainOutcome(outcome)]);
+  }
+
+  event(kind: 'login.held' | 'login.resolved' | 'factor.failed', body: Record<string, unknown>): void {
+    this.push([REC.System, 0, 0, Date.now(), kind, body]);
   }
 
   durable(): Promise<void> {
@@ -743,6 +748,8 @@ function decisionJson(d: Decision): string {
     reason: d.reason,
     message: d.message,
     statement_index: d.statementIndex,
+    ...(d.signals && d.signals.length ? { signals: d.signals } : {}),
+    ...(d.factors ? { factors: d.factors } : {}),
     ...(d.action === 'step-up'
       ? {
           timeout_ms: d.timeoutMs,
@@ -768,7 +775,7 @@ function decisionJson(d: Decision): string {
 function plainOutcome(o: HoldOutcome): Record<string, unknown> {
   switch (o.status) {
     case 'approved':
-      return { status: o.status, approvers: o.approvers.map((a) => ({ user: a.user, credentialId: a.credentialId })), grant: o.grant };
+      return { status: o.status, approvers: o.approvers.map((a) => ({ user: a.user, credentialId: a.credentialId, factor: a.factor ?? null })), grant: o.grant };
     case 'rejected':
       return { status: o.status, by: o.by, reason: o.reason };
     case 'unavailable':

@@ -289,8 +289,8 @@ export class AuditWriter {
     return seq;
   }
 
-  private appendSystem(kind: EventKind, body: object): number {
-    const seq = this.append(SYSTEM_SESSION, ++this.sysSseq, Date.now(), kind, JSON.stringify(body));
+  private appendSystem(kind: EventKind, body: object, time = Date.now()): number {
+    const seq = this.append(SYSTEM_SESSION, ++this.sysSseq, time, kind, JSON.stringify(body));
     this.agg(SYSTEM_SESSION, seq);
     return seq;
   }
@@ -407,12 +407,20 @@ export class AuditWriter {
         this.agg(session, seq);
         return;
       }
+      case REC.System: {
+        this.appendSystem(r[4] as EventKind, r[5] as object, time);
+        return;
+      }
       case REC.ChallengeResolved: {
         const outcome = r[6] as Record<string, unknown>;
         const body: Record<string, unknown> = { statement: r[4], challenge: r[5], status: outcome.status };
         switch (outcome.status) {
           case 'approved':
-            body.approvers = ((outcome.approvers as { user: string; credentialId: string | null }[]) ?? []).map((a) => ({ user: a.user, credential: a.credentialId }));
+            body.approvers = ((outcome.approvers as { user: string; credentialId: string | null; factor?: string | null }[]) ?? []).map((a) => ({
+              user: a.user,
+              credential: a.credentialId,
+              ...(a.factor && a.factor !== 'passkey' ? { factor: a.factor } : {}),
+            }));
             body.grant = outcome.grant === true;
             break;
           case 'rejected':

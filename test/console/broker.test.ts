@@ -130,7 +130,7 @@ t.test('nobody able to approve: unavailable at once', async (t) => {
   t.match(await hold.outcome, { status: 'unavailable', reason: /needs 2 approvers from dba/ });
   identity.addUser('erin', [], null);
   const none = broker.hold(req([{ rule: 'self' }], 'c5', 'erin'));
-  t.match(await none.outcome, { status: 'unavailable', reason: /erin has no passkey yet/ });
+  t.match(await none.outcome, { status: 'unavailable', reason: /erin has no factor yet/ });
 });
 
 t.test('timeout: expired', async (t) => {
