@@ -632,7 +632,7 @@ export class ConsoleServer {
     if (this.ssoPending.size >= MAX_SSO_PENDING) this.ssoPending.delete(this.ssoPending.keys().next().value!);
     // Bound to this browser: the callback must come with the cookie set here (no login CSRF).
     const binding = randomBytes(16).toString('base64url');
-    this.ssoPending.set(started.pending.state, { ...started.pending, binding });
+    this.ssoPending.set(started.pending.state, { ...started.pending, createdAt: now, binding });
     void req;
     res.setHeader('set-cookie', `${this.ssoCookieName()}=${binding}; Path=/sso/; HttpOnly; SameSite=Lax; Max-Age=600${this.tls ? '; Secure' : ''}`);
     res.writeHead(302, { location: started.url, 'cache-control': 'no-store' }).end();
@@ -660,7 +660,8 @@ export class ConsoleServer {
       const { token, session } = await this.sessions.issue(linked.user.name, previous ?? undefined, {
         via: 'sso',
         freshAuth: true,
-        ssoAuthTime: Math.min(this.now(), identity.authTime),
+        // When the person signed in at the IdP, on the console's clock (the IdP's auth_time, when it sends one).
+        ssoAuthTime: this.now() - Math.max(0, Date.now() - identity.authTime),
         maxMs: this.options.config.sso?.sessionTtlMs,
       });
       res.setHeader('set-cookie', [clear, this.sessions.cookie(token, session)]);

@@ -39,7 +39,7 @@ export function networkOf(address: string): string {
 
 /** The key of a table in a user's set: database and the name as written (lower case). */
 export function tableKey(database: string, table: TableRef): string {
-  return `${database.toLowerCase()}\u0000${table.schema === null ? '' : `${table.schema.toLowerCase()}.`}${table.name.toLowerCase()}`;
+  return `${database.toLowerCase()}\u001f${table.schema === null ? '' : `${table.schema.toLowerCase()}.`}${table.name.toLowerCase()}`;
 }
 
 export class SignalRecords {

@@ -105,6 +105,11 @@ export async function authenticateClient(socket: Socket, reader: HandshakeReader
 
   // No TLS: issued credentials by SCRAM; a token cannot be sent this way.
   const credentials = user ? options.store.activeCredentials(user.name) : [];
+  if (credentials.length === 0 && !sso.config.tokenLogin) {
+    // Nothing this person could log in with here: fail like a wrong password.
+    await scram(socket, reader, decoyVerifier(options.store, userName), []);
+    throw failed(user ? 'no active issued credential' : 'unknown user');
+  }
   if (credentials.length === 0) {
     throw new AuthFailed('stepgate: this login needs an encrypted connection', '28000', user ? 'no TLS for a token login' : 'unknown user, no TLS', {
       detail: 'Single sign-on users log in with a token from the identity provider, which stepgate accepts only over TLS, or with a database credential from the stepgate console.',

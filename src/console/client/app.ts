@@ -1173,6 +1173,11 @@ window.addEventListener('hashchange', () => {
   }
 });
 
+// A `stepgate login` link opened in a tab already showing /connect only changes the fragment.
+window.addEventListener('hashchange', () => {
+  if (location.pathname === '/connect' && /code=/.test(location.hash) && state.me) connectView();
+});
+
 // Back and forward between the sessions and a timeline.
 window.addEventListener('popstate', () => {
   if (audit.started && isAuditPath()) routeAudit();
