@@ -114,7 +114,7 @@ export class CodeFactors {
     if (locked > 0) {
       return { ok: false, reason: 'locked', message: `too many wrong codes: try again in ${Math.ceil(locked / 60_000)} min`, retryAfterMs: locked };
     }
-    const code = typeof input === 'string' ? input.trim() : '';
+    const code = typeof input === 'string' ? input.replace(/\s+/g, '') : '';
     if (/^\d{6}$/.test(code)) {
       const step = totpStep(stored.secret, code, this.now());
       if (step === null) return this.failed(user, 'wrong', 'this code is not right (or no longer current): enter the code your app shows now');

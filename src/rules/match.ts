@@ -177,7 +177,7 @@ function compileKey(key: MatchKey, spec: MatchSpec, covering: boolean): KeyCheck
       };
     }
     case 'signals':
-      return spec.signals ? signalsCheck(spec.signals) : null;
+      return spec.signals ? signalsCheck(spec.signals, spec.tables ? compileTablePatterns(spec.tables, false) : null) : null;
     case 'time': {
       if (!spec.time) return null;
       const windows = spec.time;
@@ -195,7 +195,11 @@ function compileKey(key: MatchKey, spec: MatchSpec, covering: boolean): KeyCheck
 }
 
 /** Every signal given must hold; without records (rules test, explain without --signal) none does. */
-function signalsCheck(spec: NonNullable<MatchSpec['signals']>): KeyCheck {
+/**
+ * `first_access` looks at the statement's tables that the rule's `tables` patterns name (every table of
+ * the statement when the rule has no `tables`): "the first read of a billing table" is what such a rule means.
+ */
+function signalsCheck(spec: NonNullable<MatchSpec['signals']>, tables: ((t: StatementInfo['tables'][number]) => boolean) | null): KeyCheck {
   type One = { name: string; test(input: MatchInput): boolean; why(input: MatchInput): string };
   const parts: One[] = [];
   const ago = (input: MatchInput, at: number | null): string => (at === null ? 'never seen before' : `last seen ${formatDuration(input.subject.now.getTime() - at)} ago`);
@@ -239,7 +243,7 @@ function signalsCheck(spec: NonNullable<MatchSpec['signals']>): KeyCheck {
     const fresh = (input: MatchInput) => {
       const first = input.subject.signals?.firstAccess;
       if (!first) return [];
-      return input.statement.tables.filter((t) => first(input.subject.database, t));
+      return input.statement.tables.filter((t) => (tables === null || tables(t)) && first(input.subject.database, t));
     };
     parts.push({
       name: 'first_access',
