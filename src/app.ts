@@ -36,7 +36,7 @@ export interface App {
   console: ConsoleServer | null;
   /** The console's public URL (http://localhost:6480 ...); null without a console. */
   consoleUrl: string | null;
-  /** The audit trail: DATA/audit.db, or the override (seen through the recorder of touched tables). */
+  /** The audit trail: DATA/audit.db, or the override. (The proxy writes to it through the recorder of touched tables.) */
   audit: AuditSink;
   /** Single sign-on; null without `sso:` in the config. */
   sso: SsoProvider | null;
@@ -113,7 +113,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   }
   const signals = new SignalRecords(identity.db);
   // Every statement's record passes the recorder of touched tables (first_access) on its way to the trail.
-  const audit: AuditSink = new TouchRecordingSink(overrides.audit ?? auditStore!, signals);
+  const trail: AuditSink = overrides.audit ?? auditStore!;
+  const audit: AuditSink = new TouchRecordingSink(trail, signals);
   const sso = config.sso ? new SsoProvider(config.sso, { log, ...overrides.sso }) : null;
   if (sso) {
     log.info('sso.configured', { issuer: config.sso!.issuer, client_id: config.sso!.clientId, token_login: config.sso!.tokenLogin });
@@ -203,7 +204,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     broker,
     console: consoleServer,
     consoleUrl,
-    audit,
+    audit: trail,
     sso,
     signals,
     close(options = {}) {
