@@ -13,10 +13,12 @@ Manage the people who connect through stepgate. Passwords are stored as SCRAM-SH
 verifiers (never the password itself) in DATA/identity.db; a running stepgate sees changes at
 the next login, without a restart.
 
-  stepgate users add NAME [--groups a,b] [--password-stdin]
+  stepgate users add NAME [--groups a,b] [--password-stdin | --sso]
       Create a user. Without --password-stdin the password is asked for on the terminal.
       Prints a one-time enrollment link: the user opens it to register a passkey, which
       approves the statements stepgate holds for step-up.
+      --sso: no password and no link: the person signs in with single sign-on (their first
+      sign-in links this user; with groups_claim set, the IdP's groups replace these).
   stepgate users enroll NAME
       A new enrollment link (for a new device, or a lost passkey). Older links of this user
       stop working. A link works once and expires after 24 hours.
@@ -48,6 +50,7 @@ const OPTIONS = {
   'console-url': { type: 'string' },
   groups: { type: 'string' },
   'password-stdin': { type: 'boolean' },
+  sso: { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -108,6 +111,12 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
         const name = onePositional(positionals, 'users add NAME');
         const groups = values.groups ? values.groups.split(',').map((g) => g.trim()).filter(Boolean) : [];
         if (store.getUser(name)) throw new UsageError(`user "${name}" already exists (use "stepgate users passwd ${name}" to change the password)`);
+        if (values.sso) {
+          store.addUser(name, groups, null);
+          if (values.json) println(io.stdout, JSON.stringify({ user: name, groups, sso: true }));
+          else println(io.stdout, `added user ${name}${groups.length ? ` (groups: ${groups.join(', ')})` : ''}: signs in with single sign-on`);
+          return 0;
+        }
         const password = await readPassword(io, values['password-stdin'] ?? false);
         store.addUser(name, groups, makeVerifier(password));
         const enrollment = store.issueEnrollment(name);
