@@ -44,6 +44,12 @@ export function tableKey(database: string, table: TableRef): string {
 
 export class SignalRecords {
   private readonly tables = new Map<string, Set<string>>();
+  /**
+   * Per user and database, the table objects already known to be in the user's set. Classifications are
+   * cached and shared, so the same statement brings the same objects: this skips building the key (a
+   * few hundred ns) on the statement path for everything but the first sight of a table.
+   */
+  private readonly known = new Map<string, WeakSet<object>>();
   private queue: [string, string, number][] = [];
   private timer: NodeJS.Timeout | null = null;
 
@@ -63,8 +69,25 @@ export class SignalRecords {
       networkLastSeen: seen('net', network),
       applicationLastSeen: seen('app', application),
       failures,
-      firstAccess: (database, table) => !this.tables.get(user)?.has(tableKey(database, table)),
+      firstAccess: (database, table) => {
+        const refs = this.knownRefs(user, database);
+        if (refs.has(table)) return false;
+        if (!this.tables.get(user)?.has(tableKey(database, table))) return true;
+        refs.add(table);
+        return false;
+      },
     };
+  }
+
+  /** The table objects known to be in `user`'s set for `database` (see `known`). */
+  knownRefs(user: string, database: string): WeakSet<object> {
+    const k = `${user}\u001f${database}`;
+    let refs = this.known.get(k);
+    if (!refs) {
+      if (this.known.size >= TABLE_SETS_IN_MEMORY) this.known.delete(this.known.keys().next().value!);
+      this.known.set(k, (refs = new WeakSet()));
+    }
+    return refs;
   }
 
   /** A login that went through: its network and application are known from now on. */
@@ -93,15 +116,21 @@ export class SignalRecords {
     })();
   }
 
-  /** The tables of a statement that ran for `user`: remembered (written to disk within a second). */
-  touched(user: string, database: string, tables: readonly TableRef[], now = Date.now()): void {
-    let set = this.tables.get(user);
-    if (!set) set = this.loadTables(user);
-    for (const t of tables) {
+  /**
+   * The tables of a statement that ran for `user`: remembered (written to disk within a second).
+   * `refs`: knownRefs(user, database), which the caller keeps per connection.
+   */
+  touched(user: string, database: string, tables: readonly TableRef[], refs: WeakSet<object> = this.knownRefs(user, database), now?: number): void {
+    let set: Set<string> | undefined;
+    for (let i = 0; i < tables.length; i++) {
+      const t = tables[i]!;
+      if (refs.has(t)) continue;
+      set ??= this.tables.get(user) ?? this.loadTables(user);
       const key = tableKey(database, t);
+      refs.add(t);
       if (set.has(key)) continue;
       set.add(key);
-      this.queue.push([user, key, now]);
+      this.queue.push([user, key, now ?? Date.now()]);
     }
     if (this.queue.length > 0 && this.timer === null) {
       this.timer = setTimeout(() => this.flush(), FLUSH_MS);
@@ -132,7 +161,12 @@ export class SignalRecords {
     set = new Set((this.db.prepare('SELECT tbl FROM table_access WHERE user_name = ?').all(user) as { tbl: string }[]).map((r) => r.tbl));
     for (const [u, key] of this.queue) if (u === user) set.add(key);
     this.tables.set(user, set);
-    if (this.tables.size > TABLE_SETS_IN_MEMORY) this.tables.delete(this.tables.keys().next().value!);
+    if (this.tables.size > TABLE_SETS_IN_MEMORY) {
+      const gone = this.tables.keys().next().value!;
+      this.tables.delete(gone);
+      // Its known objects went with it (a user's set is read again when needed).
+      for (const k of [...this.known.keys()]) if (k.startsWith(`${gone}\u001f`)) this.known.delete(k);
+    }
     return set;
   }
 }

@@ -13,8 +13,8 @@ import type { SignalRecords } from './signals.js';
 const MAX_HELD = 10_000;
 
 export class TouchRecordingSink implements AuditSink {
-  private readonly connections = new Map<string, { user: string; database: string }>();
-  private readonly held = new Map<number, { user: string; database: string; statements: StatementEvent['statements'] }>();
+  private readonly connections = new Map<string, { user: string; database: string; refs: WeakSet<object> }>();
+  private readonly held = new Map<number, { user: string; database: string; refs: WeakSet<object>; statements: StatementEvent['statements'] }>();
 
   constructor(
     readonly inner: AuditSink,
@@ -30,7 +30,7 @@ export class TouchRecordingSink implements AuditSink {
   }
 
   connectionStart(facts: ConnectionFacts): void {
-    this.connections.set(facts.connectionId, { user: facts.user, database: facts.database });
+    this.connections.set(facts.connectionId, { user: facts.user, database: facts.database, refs: this.records.knownRefs(facts.user, facts.database) });
     this.inner.connectionStart(facts);
   }
 
@@ -45,7 +45,11 @@ export class TouchRecordingSink implements AuditSink {
     if (who) {
       const action = event.decision.action;
       if (action === 'allow') {
-        for (const s of event.statements) if (s.tables.length) this.records.touched(who.user, who.database, s.tables);
+        const statements = event.statements;
+        for (let i = 0; i < statements.length; i++) {
+          const tables = statements[i]!.tables;
+          if (tables.length) this.records.touched(who.user, who.database, tables, who.refs);
+        }
       } else if (action === 'step-up') {
         if (this.held.size >= MAX_HELD) this.held.delete(this.held.keys().next().value!);
         this.held.set(id, { ...who, statements: event.statements });
@@ -62,7 +66,7 @@ export class TouchRecordingSink implements AuditSink {
     const held = this.held.get(statementId);
     this.held.delete(statementId);
     if (held && outcome.status === 'approved') {
-      for (const s of held.statements) if (s.tables.length) this.records.touched(held.user, held.database, s.tables);
+      for (const s of held.statements) if (s.tables.length) this.records.touched(held.user, held.database, s.tables, held.refs);
     }
     this.inner.challengeResolved(statementId, challengeId, outcome);
   }
