@@ -77,6 +77,21 @@ export async function loginCommand(args: string[], io: CommandIO, options: { sle
     return { status: res.status, data: (await res.json().catch(() => ({}))) as Record<string, unknown> };
   };
 
+  try {
+    return await pair(io, call, values, timeoutMs, sleep);
+  } catch (err) {
+    println(io.stderr, `stepgate login: ${(err as Error).message}`);
+    return 1;
+  }
+}
+
+async function pair(
+  io: CommandIO,
+  call: (p: string, body: unknown) => Promise<{ status: number; data: Record<string, unknown> }>,
+  values: { label?: string; pgpass?: string; json?: boolean },
+  timeoutMs: number,
+  sleep: (ms: number) => Promise<void>,
+): Promise<number> {
   const label = values.label ?? `stepgate login on ${os.hostname()}`.slice(0, 64);
   const start = await call('/api/cli/start', { label });
   if (start.status !== 200) {
