@@ -127,6 +127,8 @@ export function pageHtml(): string {
       <h2 id="cli-title">A terminal asks for a database credential</h2>
       <p>Does this code match the one <code>stepgate login</code> shows? <strong id="cli-code" class="code"></strong></p>
       <p class="muted small" id="cli-from"></p>
+      <p class="note">Confirm only if you ran <code>stepgate login</code> yourself just now and it shows this code:
+        whoever runs that terminal gets a database login as you.</p>
       <div id="cli-buttons" class="buttons" hidden>
         <button type="button" class="primary" data-action="cli-approve">Yes, give it a credential</button>
         <button type="button" class="danger" data-action="cli-deny">No</button>
