@@ -8,7 +8,10 @@ import { AuditStore } from './audit/store.js';
 import type { AuditSink } from './audit/types.js';
 import type { Config } from './config.js';
 import { ConsoleServer } from './console/server.js';
+import { SignalRecords } from './identity/signals.js';
+import { SsoProvider, type SsoOptions } from './identity/sso.js';
 import { IdentityStore } from './identity/store.js';
+import { TouchRecordingSink } from './identity/touches.js';
 import type { Logger } from './log.js';
 import { ProxyServer, type ProxyServices } from './proxy/server.js';
 import { formatRuleErrorOneLine } from './rules/errors.js';
@@ -33,8 +36,12 @@ export interface App {
   console: ConsoleServer | null;
   /** The console's public URL (http://localhost:6480 ...); null without a console. */
   consoleUrl: string | null;
-  /** The audit trail: DATA/audit.db, or the override. */
+  /** The audit trail: DATA/audit.db, or the override. (The proxy writes to it through the recorder of touched tables.) */
   audit: AuditSink;
+  /** Single sign-on; null without `sso:` in the config. */
+  sso: SsoProvider | null;
+  /** The records risk signals are computed from. */
+  signals: SignalRecords;
   /**
    * Stops everything in order: the proxy (see ProxyServer.shutdown: running statements get `timeoutMs`,
    * default 0, or until `deadline`; then every client gets FATAL 57P01 and held statements end with the
@@ -59,6 +66,10 @@ export interface AppOverrides {
    * http://localhost is a secure context for them anyway).
    */
   consoleTls?: boolean;
+  /** Single sign-on: the clock and the key cache's cooldown (tests of expiry and key rotation). */
+  sso?: Partial<Omit<SsoOptions, 'log'>>;
+  /** The console's clock (sessions, TOTP steps). */
+  now?: () => number;
 }
 
 export async function startApp(config: Config, log: Logger, overrides: AppOverrides = {}): Promise<App> {
@@ -100,7 +111,16 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       throw new Error(`cannot open the audit trail in ${config.dataDir}: ${(err as Error).message}`);
     }
   }
-  const audit: AuditSink = overrides.audit ?? auditStore!;
+  const signals = new SignalRecords(identity.db);
+  // Every statement's record passes the recorder of touched tables (first_access) on its way to the trail.
+  const trail: AuditSink = overrides.audit ?? auditStore!;
+  const audit: AuditSink = new TouchRecordingSink(trail, signals);
+  const sso = config.sso ? new SsoProvider(config.sso, { log, ...overrides.sso }) : null;
+  if (sso) {
+    log.info('sso.configured', { issuer: config.sso!.issuer, client_id: config.sso!.clientId, token_login: config.sso!.tokenLogin });
+    // Discovery early (the first sign-in is faster); a provider that is down now is tried again later.
+    void sso.discovered().catch(() => {});
+  }
 
   // The console first: held statements' notices carry its URL.
   let broker: ConsoleBroker | null = null;
@@ -108,7 +128,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   let consoleUrl: string | null = null;
   if (!overrides.stepUp) {
     broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleServer!.url });
-    consoleServer = new ConsoleServer({ config: overrides.consoleTls === false ? { ...config, tls: null } : config, identity, broker, log });
+    consoleServer = new ConsoleServer({ config: overrides.consoleTls === false ? { ...config, tls: null } : config, identity, broker, log, sso, audit, now: overrides.now });
     try {
       consoleUrl = await consoleServer.listen();
     } catch (err) {
@@ -140,6 +160,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     recordParams: config.audit.bindParameters,
     auditOnFailure: config.audit.onFailure,
     enforceReads,
+    sso,
+    signals,
   });
   let proxyAddress: net.AddressInfo;
   try {
@@ -154,6 +176,11 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     if (e.code === 'EADDRINUSE') throw new Error(`cannot listen on ${config.listen.host}:${config.listen.port}: the address is in use (choose another with --listen HOST:PORT)`);
     throw err;
   }
+  consoleServer?.setConnectInfo({
+    host: proxyAddress.address === '0.0.0.0' || proxyAddress.address === '::' ? (await import('node:os')).hostname() : proxyAddress.address,
+    port: proxyAddress.port,
+    sslmode: config.tls ? 'require' : 'disable',
+  });
   log.info('stepgate.listening', {
     listen: `${proxyAddress.address}:${proxyAddress.port}`,
     upstream: config.upstream?.display ?? null,
@@ -177,7 +204,9 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     broker,
     console: consoleServer,
     consoleUrl,
-    audit,
+    audit: trail,
+    sso,
+    signals,
     close(options = {}) {
       // Once: a signal handler and a test's teardown may both ask.
       closing ??= (async () => {
@@ -187,6 +216,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         broker?.close();
         await consoleServer?.close();
         rules.close();
+        signals.flush();
         identity.close();
         // Last: the sessions' ends are recorded, then a final signed checkpoint.
         await auditStore?.close();

@@ -4,6 +4,7 @@
 import { auditCommand, AUDIT_HELP } from './commands/audit.js';
 import { demoCommand, DEMO_HELP } from './commands/demo.js';
 import { processIO, println, UsageError, type CommandIO } from './commands/io.js';
+import { loginCommand, LOGIN_HELP } from './commands/login.js';
 import { serveCommand, SERVE_HELP } from './commands/serve.js';
 import { usersCommand, USERS_HELP } from './commands/users.js';
 import { rulesCheck, rulesExplain, rulesTest, RULES_CHECK_HELP, RULES_EXPLAIN_HELP, RULES_TEST_HELP } from './rules/commands.js';
@@ -15,9 +16,10 @@ Usage: stepgate <command> [options]
 Commands:
   serve                 run the proxy (see stepgate serve --help)
   demo                  stepgate in front of an embedded PostgreSQL with sample data
-  users add|enroll|passwd|groups|list|remove
+  users add|enroll|passwd|groups|list|disable|enable|remove
                         the people who connect through stepgate, and their
                         passkey enrollment links
+  login                 a short-lived database credential for you (single sign-on)
   rules check [DIR]     validate rule files
   rules explain SQL     show how a statement is classified and decided
   rules test [DIR]      run the rule test cases (*.test.yaml)
@@ -56,6 +58,7 @@ const COMMANDS: Record<string, { run: Command; help: string }> = {
   serve: { run: serveCommand, help: SERVE_HELP },
   demo: { run: demoCommand, help: DEMO_HELP },
   users: { run: usersCommand, help: USERS_HELP },
+  login: { run: loginCommand, help: LOGIN_HELP },
   rules: { run: rulesCommand, help: RULES_HELP },
   audit: { run: auditCommand, help: AUDIT_HELP },
 };

@@ -56,6 +56,31 @@ export interface AuditConfig {
   checkpointMs: number;
 }
 
+/** Single sign-on (`sso:` in the config file): an OpenID Provider as the baseline login. */
+export interface SsoConfig {
+  /** The issuer URL exactly as the provider names itself (its discovery document is ISSUER/.well-known/openid-configuration). */
+  issuer: string;
+  clientId: string;
+  clientSecret: string | null;
+  scopes: string[];
+  /** The claim the stepgate user name is taken from. */
+  usernameClaim: string;
+  /** The claim groups are taken from; null: groups are not taken from the IdP. */
+  groupsClaim: string | null;
+  /** E-mail domains accepted (the verified `email` claim); empty: any. */
+  allowedDomains: string[];
+  /** Audiences accepted for access tokens used as database passwords, besides the client id (ID tokens). */
+  audiences: string[];
+  /** Tokens as database passwords (cleartext over TLS). */
+  tokenLogin: boolean;
+  /** A token used as a password must have been issued within this long (ms); null: only its expiry counts. */
+  maxTokenAgeMs: number | null;
+  /** Lifetime of the database credentials the console and `stepgate login` issue (ms). */
+  credentialTtlMs: number;
+  /** A console sign-in by SSO lasts at most this long before the IdP is asked again (ms). */
+  sessionTtlMs: number;
+}
+
 export interface Config {
   listen: HostPort;
   /** Default server and stepgate's credentials for it. */
@@ -72,6 +97,8 @@ export interface Config {
   auth: 'scram-sha-256' | 'trust';
   limits: Limits;
   audit: AuditConfig;
+  /** Single sign-on; null: local users only. */
+  sso: SsoConfig | null;
   /** Where the file came from, for messages. */
   source: string | null;
 }
@@ -192,7 +219,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     }
     return prefix(value);
   };
-  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit'];
+  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso'];
   for (const key of Object.keys(raw)) {
     if (!known.includes(key)) {
       const near = known.find((k) => k.startsWith(key.slice(0, 3)));
@@ -319,6 +346,12 @@ export function loadConfig(flags: ConfigFlags): Config {
   }
 
   const audit = parseAuditSection(raw.audit, nodes.get('audit'), where, at('audit'), problems);
+  const sso = parseSsoSection(raw.sso, nodes.get('sso'), where, at('sso'), problems, baseDir);
+  // Tokens travel as cleartext passwords, so only over TLS: on by default when TLS is configured.
+  if (sso && (raw.sso as Record<string, unknown>).token_login === undefined) sso.tokenLogin = tlsConf !== null;
+  if (sso?.tokenLogin && !tlsConf) {
+    problems.push(`${at('sso', 'token_login')}sso.token_login needs TLS for clients: a token is sent as a cleartext password, which stepgate accepts only over TLS`);
+  }
 
   const consoleUrl = str('console_url', raw.console_url) ?? null;
   if (consoleUrl !== null && !/^https?:\/\/[^\s]+$/.test(consoleUrl)) {
@@ -339,8 +372,146 @@ export function loadConfig(flags: ConfigFlags): Config {
     auth: auth as Config['auth'],
     limits,
     audit,
+    sso,
     source: file,
   };
+}
+
+export const SSO_DEFAULTS = {
+  scopes: ['openid', 'profile', 'email'],
+  usernameClaim: 'preferred_username',
+  groupsClaim: 'groups',
+  maxTokenAgeMs: 60 * 60_000,
+  credentialTtlMs: 8 * 60 * 60_000,
+  sessionTtlMs: 8 * 60 * 60_000,
+} as const;
+
+const SSO_KEYS = [
+  'issuer',
+  'client_id',
+  'client_secret',
+  'client_secret_file',
+  'scopes',
+  'username_claim',
+  'groups_claim',
+  'allowed_domains',
+  'audiences',
+  'token_login',
+  'max_token_age',
+  'credential_ttl',
+  'session_ttl',
+];
+
+/** `sso:`: the OpenID Provider. Problems name the line of each key and what to write. */
+function parseSsoSection(value: unknown, node: Node | undefined, where: Where, sectionAt: string, problems: string[], baseDir: string): SsoConfig | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'object' || Array.isArray(value) || !isMap(node)) {
+    problems.push(`${sectionAt}"sso" must be a mapping with issuer:, client_id: and client_secret: (see README: Single sign-on)`);
+    return null;
+  }
+  const keyAt = (key: string, atKey = false): string => {
+    const pair = node.items.find((p) => isScalar(p.key) && String(p.key.value) === key);
+    const loc = where(((atKey ? pair?.key : pair?.value) ?? pair?.key ?? node) as Node);
+    return loc ? `${loc}: ` : sectionAt;
+  };
+  const o = value as Record<string, unknown>;
+  const before = problems.length;
+  for (const k of Object.keys(o)) {
+    if (!SSO_KEYS.includes(k)) {
+      const near = SSO_KEYS.find((x) => x.startsWith(k.slice(0, 4)));
+      problems.push(`${keyAt(k, true)}unknown key sso.${k}${near ? `: did you mean "${near}"?` : `; valid keys: ${SSO_KEYS.join(', ')}`}`);
+    }
+  }
+  const text = (k: string, required: boolean, example: string): string | null => {
+    const v = o[k];
+    if (v === undefined || v === null) {
+      if (required) problems.push(`${sectionAt}sso.${k} is missing: add ${k}: ${example}`);
+      return null;
+    }
+    if (typeof v !== 'string' || v.trim() === '') {
+      problems.push(`${keyAt(k)}sso.${k} must be a non-empty string, for example ${example}`);
+      return null;
+    }
+    return v.trim();
+  };
+  const list = (k: string, example: string): string[] | null => {
+    const v = o[k];
+    if (v === undefined || v === null) return null;
+    const items = typeof v === 'string' ? v.split(/[\s,]+/).filter(Boolean) : v;
+    if (!Array.isArray(items) || items.length === 0 || items.some((x) => typeof x !== 'string' || !x)) {
+      problems.push(`${keyAt(k)}sso.${k} must be a list of strings, for example ${example}`);
+      return null;
+    }
+    return items as string[];
+  };
+  const duration = (k: string, fallback: number | null): number | null => {
+    const v = o[k];
+    if (v === undefined) return fallback;
+    if (k === 'max_token_age' && (v === null || v === 'none')) return null;
+    const ms = typeof v === 'string' ? parseDuration(v) : null;
+    if (ms === null || ms <= 0) {
+      problems.push(`${keyAt(k)}sso.${k}: ${JSON.stringify(v)} is not a duration (for example 8h, 30m${k === 'max_token_age' ? ', or none' : ''})`);
+      return fallback;
+    }
+    return ms;
+  };
+
+  const issuer = text('issuer', true, 'https://login.example.com');
+  if (issuer !== null) {
+    let u: URL | null = null;
+    try {
+      u = new URL(issuer);
+    } catch {
+      problems.push(`${keyAt('issuer')}sso.issuer "${issuer}" is not a URL: write the issuer as the provider names it, e.g. https://login.example.com/realms/acme`);
+    }
+    if (u && u.protocol !== 'https:' && !(u.protocol === 'http:' && ['localhost', '127.0.0.1', '[::1]'].includes(u.hostname))) {
+      problems.push(`${keyAt('issuer')}sso.issuer must be an https:// URL (http:// only on localhost, for tests)`);
+    }
+  }
+  const clientId = text('client_id', true, 'stepgate');
+  let clientSecret = text('client_secret', false, 'a secret from the IdP');
+  const secretFile = text('client_secret_file', false, '/etc/stepgate/oidc-secret');
+  if (secretFile !== null) {
+    if (clientSecret !== null) problems.push(`${keyAt('client_secret_file', true)}set sso.client_secret or sso.client_secret_file, not both`);
+    try {
+      clientSecret = fs.readFileSync(path.resolve(baseDir, secretFile), 'utf8').trim();
+    } catch (err) {
+      problems.push(`${keyAt('client_secret_file')}cannot read sso.client_secret_file: ${(err as Error).message}`);
+    }
+  }
+  const scopes = list('scopes', '[openid, profile, email, groups]') ?? [...SSO_DEFAULTS.scopes];
+  if (!scopes.includes('openid')) problems.push(`${keyAt('scopes')}sso.scopes must include openid`);
+  const usernameClaim = text('username_claim', false, 'preferred_username') ?? SSO_DEFAULTS.usernameClaim;
+  let groupsClaim: string | null = SSO_DEFAULTS.groupsClaim;
+  if (o.groups_claim === null || o.groups_claim === false) groupsClaim = null;
+  else groupsClaim = text('groups_claim', false, 'groups') ?? groupsClaim;
+  const allowedDomains = (list('allowed_domains', '[example.com]') ?? []).map((d) => d.toLowerCase().replace(/^@/, ''));
+  for (const d of allowedDomains) {
+    if (!/^[a-z0-9.-]+\.[a-z]{2,}$/.test(d)) problems.push(`${keyAt('allowed_domains')}sso.allowed_domains: "${d}" is not a domain name (write example.com, without @)`);
+  }
+  const audiences = list('audiences', '[stepgate-db]') ?? [];
+  let tokenLogin = true;
+  if (o.token_login !== undefined) {
+    if (typeof o.token_login !== 'boolean') problems.push(`${keyAt('token_login')}sso.token_login must be true or false`);
+    else tokenLogin = o.token_login;
+  }
+  const sso: SsoConfig = {
+    issuer: issuer ?? '',
+    clientId: clientId ?? '',
+    clientSecret,
+    scopes,
+    usernameClaim,
+    groupsClaim,
+    allowedDomains,
+    audiences,
+    tokenLogin,
+    maxTokenAgeMs: duration('max_token_age', SSO_DEFAULTS.maxTokenAgeMs),
+    credentialTtlMs: duration('credential_ttl', SSO_DEFAULTS.credentialTtlMs)!,
+    sessionTtlMs: duration('session_ttl', SSO_DEFAULTS.sessionTtlMs)!,
+  };
+  if (sso.sessionTtlMs > 24 * 60 * 60_000) problems.push(`${keyAt('session_ttl')}sso.session_ttl must be at most 24h (the console asks the IdP again at least daily)`);
+  if (sso.credentialTtlMs > 7 * 24 * 60 * 60_000) problems.push(`${keyAt('credential_ttl')}sso.credential_ttl must be at most 7d: credentials are meant to be short-lived`);
+  return problems.length > before ? null : sso;
 }
 
 /** `audit:`: on_failure, retention, bind_parameters, checkpoint_every. Problems name the line of each key. */

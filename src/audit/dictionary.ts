@@ -98,6 +98,8 @@ function decisionJson(d: Decision): string {
     reason: d.reason,
     message: d.message,
     statement_index: d.statementIndex,
+    ...(d.signals && d.signals.length ? { signals: d.signals } : {}),
+    ...(d.factors ? { factors: d.factors } : {}),
     ...(d.action === 'step-up'
       ? {
           timeout_ms: d.timeoutMs,

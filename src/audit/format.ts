@@ -34,6 +34,9 @@ export const EVENT_KINDS = [
   'audit.key',
   'audit.gap',
   'audit.pruned',
+  'login.held',
+  'login.resolved',
+  'factor.failed',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 

@@ -17,6 +17,8 @@ export const enum Rec {
   ChallengeCreated = 5,
   ChallengeResolved = 6,
   Preview = 7,
+  /** An event of the system session (session 0): logins held at connect, failed factors. */
+  System = 8,
 }
 
 /**
@@ -85,7 +87,7 @@ export type ChallengeCreatedRecord = [kind: Rec.ChallengeCreated, session: numbe
 /** A HoldOutcome as plain data (it crosses to the worker thread). */
 export interface PlainHoldOutcome {
   status: string;
-  approvers?: { user: string; credentialId: string | null }[];
+  approvers?: { user: string; credentialId: string | null; factor: string | null }[];
   grant?: boolean;
   by?: string;
   reason?: string;
@@ -109,7 +111,11 @@ export type PlainPreview =
 
 export type PreviewRecord = [kind: Rec.Preview, session: number, sessionSeq: number, time: number, statement: number, preview: PlainPreview];
 
-export type AuditRecord = StartRecord | EndRecord | StatementRecord | OutcomeRecord | ChallengeCreatedRecord | ChallengeResolvedRecord | PreviewRecord;
+export type SystemEventKind = 'login.held' | 'login.resolved' | 'factor.failed';
+
+export type SystemRecord = [kind: Rec.System, session: 0, sessionSeq: 0, time: number, event: SystemEventKind, body: Record<string, unknown>];
+
+export type AuditRecord = StartRecord | EndRecord | StatementRecord | OutcomeRecord | ChallengeCreatedRecord | ChallengeResolvedRecord | PreviewRecord | SystemRecord;
 
 /** The event kind each record becomes. */
 export const RECORD_KINDS: Record<Rec, string> = {
@@ -120,6 +126,7 @@ export const RECORD_KINDS: Record<Rec, string> = {
   [Rec.ChallengeCreated]: 'challenge.created',
   [Rec.ChallengeResolved]: 'challenge.resolved',
   [Rec.Preview]: 'preview',
+  [Rec.System]: 'system',
 };
 
 /** The first outcome of a statement record, as outcome fields (null when it has none yet). */

@@ -24,6 +24,7 @@ interface DecisionData {
   message?: string;
   timeout_ms?: number;
   approvers?: { groups: string[]; count: number };
+  signals?: string[];
 }
 
 interface StatementState {
@@ -133,6 +134,7 @@ export function replaySteps(session: SessionRow, events: AuditEvent[]): ReplaySt
         } else {
           const who = decision.approvers ? `${decision.approvers.count} of group ${decision.approvers.groups.join(', ')}` : 'its author';
           lines.push(`-- held for step-up by ${ruleName(decision)}${decision.message ? `: ${decision.message}` : ''}`);
+          if (decision.signals?.length) lines.push(`-- signals: ${decision.signals.join('; ')}`);
           lines.push(`-- needs approval by ${who}${decision.timeout_ms ? `, within ${humanDuration(decision.timeout_ms)}` : ''}`);
         }
         for (const o of (d.outcomes as OutcomeData[]) ?? []) lines.push(...outcomeLines(o, count));
@@ -168,8 +170,10 @@ export function replaySteps(session: SessionRow, events: AuditEvent[]): ReplaySt
         const at = stamp(e.time);
         switch (d.status) {
           case 'approved': {
-            const approvers = (d.approvers as { user: string; credential: string | null }[]) ?? [];
-            const who = approvers.map((a) => `${a.user}${a.credential ? ` with passkey ${a.credential}` : ''}`).join(', ');
+            const approvers = (d.approvers as { user: string; credential: string | null; factor?: string }[]) ?? [];
+            const who = approvers
+              .map((a) => `${a.user}${a.factor === 'totp' ? ' with an authenticator app code' : a.factor === 'recovery' ? ' with a recovery code' : a.credential ? ` with passkey ${a.credential}` : ''}`)
+              .join(', ');
             lines.push(d.challenge === null && d.grant ? `-- ${at} approved by an earlier grant` : `-- ${at} approved by ${who || '?'}${d.grant ? ' (grant given)' : ''}`);
             break;
           }

@@ -306,6 +306,10 @@ export class AuditStore implements AuditSink {
     this.push([Rec.ChallengeResolved, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, challengeId, plainOutcome(outcome)]);
   }
 
+  event(kind: 'login.held' | 'login.resolved' | 'factor.failed', body: Record<string, unknown>): void {
+    this.push([Rec.System, 0, 0, Date.now(), kind, body]);
+  }
+
   durable(): Promise<void> {
     if (!this.isHealthy) return Promise.reject(this.unavailable());
     let n: number;
@@ -526,7 +530,7 @@ export class AuditStore implements AuditSink {
 function plainOutcome(o: HoldOutcome): PlainHoldOutcome {
   switch (o.status) {
     case 'approved':
-      return { status: o.status, approvers: o.approvers.map((a) => ({ user: a.user, credentialId: a.credentialId })), grant: o.grant };
+      return { status: o.status, approvers: o.approvers.map((a) => ({ user: a.user, credentialId: a.credentialId, factor: a.factor ?? null })), grant: o.grant };
     case 'rejected':
       return { status: o.status, by: o.by, reason: o.reason };
     case 'unavailable':

@@ -277,8 +277,8 @@ export class AuditWriter {
     return seq;
   }
 
-  private appendSystem(kind: EventKind, body: object): number {
-    const seq = this.append(SYSTEM_SESSION, ++this.sysSseq, Date.now(), kind, JSON.stringify(body));
+  private appendSystem(kind: EventKind, body: object, time = Date.now()): number {
+    const seq = this.append(SYSTEM_SESSION, ++this.sysSseq, time, kind, JSON.stringify(body));
     this.agg(SYSTEM_SESSION, seq);
     return seq;
   }
@@ -396,12 +396,20 @@ export class AuditWriter {
         this.agg(session, seq);
         return;
       }
+      case Rec.System: {
+        this.appendSystem(r[4], r[5], time);
+        return;
+      }
       case Rec.ChallengeResolved: {
         const outcome = r[6];
         const body: Record<string, unknown> = { statement: r[4], challenge: r[5], status: outcome.status };
         switch (outcome.status) {
           case 'approved':
-            body.approvers = (outcome.approvers ?? []).map((a) => ({ user: a.user, credential: a.credentialId }));
+            body.approvers = (outcome.approvers ?? []).map((a) => ({
+              user: a.user,
+              credential: a.credentialId,
+              ...(a.factor && a.factor !== 'passkey' ? { factor: a.factor } : {}),
+            }));
             body.grant = outcome.grant === true;
             break;
           case 'rejected':

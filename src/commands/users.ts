@@ -7,16 +7,18 @@ import { makeVerifier } from '../protocol/scram.js';
 import { resolveDataDir } from '../config.js';
 import { parse, println, readAll, UsageError, type CommandIO } from './io.js';
 
-export const USERS_HELP = `Usage: stepgate users <add|enroll|list|remove|passwd> [options]
+export const USERS_HELP = `Usage: stepgate users <add|enroll|list|remove|passwd|groups|disable|enable> [options]
 
 Manage the people who connect through stepgate. Passwords are stored as SCRAM-SHA-256
 verifiers (never the password itself) in DATA/identity.db; a running stepgate sees changes at
 the next login, without a restart.
 
-  stepgate users add NAME [--groups a,b] [--password-stdin]
+  stepgate users add NAME [--groups a,b] [--password-stdin | --sso]
       Create a user. Without --password-stdin the password is asked for on the terminal.
       Prints a one-time enrollment link: the user opens it to register a passkey, which
       approves the statements stepgate holds for step-up.
+      --sso: no password and no link: the person signs in with single sign-on (their first
+      sign-in links this user; with groups_claim set, the IdP's groups replace these).
   stepgate users enroll NAME
       A new enrollment link (for a new device, or a lost passkey). Older links of this user
       stop working. A link works once and expires after 24 hours.
@@ -28,6 +30,9 @@ the next login, without a restart.
       Show users, their groups and how many passkeys they have.
   stepgate users remove NAME
       Delete a user (with their passkeys).
+  stepgate users disable NAME / stepgate users enable NAME
+      A disabled user cannot log in (password, token or issued credential), sign in to the
+      console or approve anything, at once; their open connections stay open.
 
 Options:
   --data DIR          data directory (default ./.stepgate)
@@ -45,6 +50,7 @@ const OPTIONS = {
   'console-url': { type: 'string' },
   groups: { type: 'string' },
   'password-stdin': { type: 'boolean' },
+  sso: { type: 'boolean' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -105,6 +111,12 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
         const name = onePositional(positionals, 'users add NAME');
         const groups = values.groups ? values.groups.split(',').map((g) => g.trim()).filter(Boolean) : [];
         if (store.getUser(name)) throw new UsageError(`user "${name}" already exists (use "stepgate users passwd ${name}" to change the password)`);
+        if (values.sso) {
+          store.addUser(name, groups, null);
+          if (values.json) println(io.stdout, JSON.stringify({ user: name, groups, sso: true }));
+          else println(io.stdout, `added user ${name}${groups.length ? ` (groups: ${groups.join(', ')})` : ''}: signs in with single sign-on`);
+          return 0;
+        }
         const password = await readPassword(io, values['password-stdin'] ?? false);
         store.addUser(name, groups, makeVerifier(password));
         const enrollment = store.issueEnrollment(name);
@@ -151,16 +163,36 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
         if (values.json) {
           println(
             io.stdout,
-            JSON.stringify(users.map((u) => ({ name: u.name, groups: u.groups, passkeys: store.passkeyCount(u.name), created: u.createdAt.toISOString() }))),
+            JSON.stringify(
+              users.map((u) => ({
+                name: u.name,
+                groups: u.groups,
+                passkeys: store.passkeyCount(u.name),
+                totp: store.totpSecret(u.name) !== null,
+                sso: u.ssoSubject !== null,
+                disabled: u.disabled,
+                created: u.createdAt.toISOString(),
+              })),
+            ),
           );
         } else if (users.length === 0) {
           println(io.stdout, 'no users yet: stepgate users add NAME');
         } else {
           const width = Math.max(4, ...users.map((u) => u.name.length));
           const groupsWidth = Math.max(6, ...users.map((u) => (u.groups.join(',') || '-').length));
-          println(io.stdout, `${'NAME'.padEnd(width)}  ${'GROUPS'.padEnd(groupsWidth)}  PASSKEYS`);
-          for (const u of users) println(io.stdout, `${u.name.padEnd(width)}  ${(u.groups.join(',') || '-').padEnd(groupsWidth)}  ${store.passkeyCount(u.name)}`);
+          println(io.stdout, `${'NAME'.padEnd(width)}  ${'GROUPS'.padEnd(groupsWidth)}  PASSKEYS  TOTP  LOGIN`);
+          for (const u of users) {
+            const login = `${u.ssoSubject ? 'sso' : 'local'}${u.disabled ? ' (disabled)' : ''}`;
+            println(io.stdout, `${u.name.padEnd(width)}  ${(u.groups.join(',') || '-').padEnd(groupsWidth)}  ${String(store.passkeyCount(u.name)).padEnd(8)}  ${(store.totpSecret(u.name) ? 'yes' : 'no').padEnd(4)}  ${login}`);
+          }
         }
+        return 0;
+      }
+      case 'disable':
+      case 'enable': {
+        const name = onePositional(positionals, `users ${sub} NAME`);
+        store.setDisabled(name, sub === 'disable');
+        println(io.stdout, `${name} is ${sub === 'disable' ? 'disabled: no new logins, console sign-ins or approvals' : 'enabled'}`);
         return 0;
       }
       case 'remove': {
@@ -170,7 +202,7 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
         return 0;
       }
       default:
-        throw new UsageError(`unknown users command "${sub}"; use add, enroll, passwd, groups, list or remove`);
+        throw new UsageError(`unknown users command "${sub}"; use add, enroll, passwd, groups, list, disable, enable or remove`);
     }
   } catch (err) {
     if (err instanceof UsageError) throw err;

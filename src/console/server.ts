@@ -26,14 +26,20 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WebSocketServer } from 'ws';
 import type { Config } from '../config.js';
-import { cleanPasskeyName, type IdentityStore, type Passkey } from '../identity/store.js';
+import { randomBytes } from 'node:crypto';
+import QRCode from 'qrcode';
+import type { AuditSink } from '../audit/types.js';
+import { SsoRefused, type PendingSignIn, type SsoProvider } from '../identity/sso.js';
+import { cleanPasskeyName, type Credential, type IdentityStore, type Passkey } from '../identity/store.js';
+import { CodeFactors, newRecoveryCodes, newTotpSecret, totpUri } from '../identity/totp.js';
 import type { Logger } from '../log.js';
+import { makeVerifier } from '../protocol/scram.js';
 import type { ConsoleBroker } from '../stepup/broker.js';
 import { AUDITORS_GROUP, AuditorError, AuditorService } from './auditor.js';
 import { pageHtml } from './client/page.js';
 import { CONSOLE_CSS } from './client/styles.js';
 import { Hub } from './hub.js';
-import { RECENT_AUTH_MS, SessionManager, type ConsoleSession } from './sessions.js';
+import { readCookie, RECENT_AUTH_MS, SessionManager, type ConsoleSession } from './sessions.js';
 import { consoleIdentity, deriveConsoleUrl, webauthnProblem } from './url.js';
 import { Ceremonies, CeremonyError } from './webauthn.js';
 
@@ -70,11 +76,43 @@ interface Route {
 }
 
 export interface ConsoleServerOptions {
-  config: Pick<Config, 'console' | 'consoleUrl' | 'tls' | 'dataDir'>;
+  config: Pick<Config, 'console' | 'consoleUrl' | 'tls' | 'dataDir'> & Partial<Pick<Config, 'sso'>>;
   identity: IdentityStore;
   broker: ConsoleBroker;
   log: Logger;
+  /** Single sign-on (sign-in, credentials); null: passkeys and enrollment links only. */
+  sso?: SsoProvider | null;
+  /** For `factor.failed` events. */
+  audit?: AuditSink | null;
+  /** The clock (sessions, TOTP steps); tests pass their own. */
+  now?: () => number;
 }
+
+/** Where database clients connect (for the Connect page, `stepgate login`, credentials). */
+export interface ConnectInfo {
+  host: string;
+  port: number;
+  /** What a client should ask for: require when stepgate offers TLS, else disable. */
+  sslmode: 'require' | 'disable';
+}
+
+/** A `stepgate login` waiting for its person to confirm in the console (like the OAuth device flow). */
+interface CliLogin {
+  device: string;
+  code: string;
+  createdAt: number;
+  expiresAt: number;
+  client: string;
+  label: string;
+  status: 'pending' | 'approved' | 'denied';
+  user?: string;
+  result?: Record<string, unknown>;
+}
+
+const CLI_LOGIN_TTL_MS = 10 * 60_000;
+const MAX_CLI_LOGINS = 200;
+const SSO_PENDING_TTL_MS = 10 * 60_000;
+const MAX_SSO_PENDING = 2000;
 
 export class ConsoleServer {
   private readonly server: http.Server | https.Server;
@@ -90,6 +128,15 @@ export class ConsoleServer {
   private ceremonies!: Ceremonies;
   private hub!: Hub;
   private readonly auditor: AuditorService;
+  private readonly sso: SsoProvider | null;
+  private readonly codes: CodeFactors;
+  private readonly now: () => number;
+  /** SSO sign-ins in progress, by state. */
+  private readonly ssoPending = new Map<string, PendingSignIn & { binding: string }>();
+  /** TOTP secrets shown but not confirmed yet, by console session. */
+  private readonly totpPending = new Map<string, { secret: string; user: string; expiresAt: number }>();
+  private readonly cliLogins = new Map<string, CliLogin>();
+  private connectInfo: ConnectInfo | null = null;
   private csp = '';
   /** Public URL (no trailing slash), known once listening. */
   url = '';
@@ -102,6 +149,9 @@ export class ConsoleServer {
     this.log = options.log;
     this.tls = options.config.tls !== null;
     this.auditor = new AuditorService(options.config.dataDir, options.log);
+    this.sso = options.sso ?? null;
+    this.now = options.now ?? Date.now;
+    this.codes = new CodeFactors(options.identity, this.now);
     const handler = (req: http.IncomingMessage, res: http.ServerResponse): void => {
       this.handle(req, res).catch((err: unknown) => this.fail(res, err));
     };
@@ -138,9 +188,9 @@ export class ConsoleServer {
     const { origin, rpId, secure } = consoleIdentity(this.url);
     this.origin = origin;
     this.canonicalHost = new URL(this.url).host;
-    this.sessions = new SessionManager(this.identity, origin, secure, address.port);
+    this.sessions = new SessionManager(this.identity, origin, secure, address.port, this.now);
     this.ceremonies = new Ceremonies(this.identity, origin, rpId);
-    this.hub = new Hub(this.broker, this.log, (sid, user) => !this.sessions.isRevoked(sid) && this.identity.getUser(user) !== null);
+    this.hub = new Hub(this.broker, this.log, (sid, user) => !this.sessions.isRevoked(sid) && this.identity.getUser(user)?.disabled === false);
     const wsOrigin = origin.replace(/^http/, 'ws');
     this.csp = [
       "default-src 'none'",
@@ -163,6 +213,11 @@ export class ConsoleServer {
 
   get address(): net.AddressInfo {
     return this.server.address() as net.AddressInfo;
+  }
+
+  /** Where database clients connect; set once the proxy listens. */
+  setConnectInfo(info: ConnectInfo): void {
+    this.connectInfo = info;
   }
 
   /** Open console pages (WebSocket connections). */
@@ -194,7 +249,9 @@ export class ConsoleServer {
       res.writeHead(302, { location: `${this.url}${p}${url.search}` }).end();
       return;
     }
-    if (p === '/' || p === '/enroll' || p === '/audit' || /^\/(c|audit)\/[A-Za-z0-9_-]{1,64}$/.test(p)) {
+    if (p === '/sso/start') return this.ssoStart(req, res, url.searchParams);
+    if (p === '/sso/callback') return this.ssoCallback(req, res, url);
+    if (p === '/' || p === '/enroll' || p === '/audit' || p === '/connect' || /^\/(c|audit)\/[A-Za-z0-9_-]{1,64}$/.test(p)) {
       this.send(res, 200, 'text/html; charset=utf-8', Buffer.from(pageHtml()), 'no-store');
       return;
     }
@@ -231,7 +288,7 @@ export class ConsoleServer {
       body = await readJson(req);
     }
     const session = await this.sessions.verify(req.headers.cookie);
-    if (route.auth && !session) throw new HttpError(401, 'sign in with your passkey', 'signin');
+    if (route.auth && !session) throw new HttpError(401, this.sso ? 'sign in first' : 'sign in with your passkey', 'signin');
     let params: string[];
     try {
       params = route.pattern.exec(p)!.slice(1).map(decodeURIComponent);
@@ -252,7 +309,7 @@ export class ConsoleServer {
 
     route('POST', '/api/session/refresh', true, async ({ res, session }) => {
       const s = session!;
-      if (Date.now() - s.signedInAt >= 12 * 60 * 60_000) throw new HttpError(401, 'your sign-in is too old: sign in again', 'signin');
+      if (this.now() >= s.maxAt) throw new HttpError(401, 'your sign-in is too old: sign in again', 'signin');
       const { token, session: next } = await this.sessions.issue(s.user, s, false);
       res.setHeader('set-cookie', this.sessions.cookie(token, next));
       this.hub.extend(next.sid, next.expiresAt);
@@ -273,6 +330,7 @@ export class ConsoleServer {
     route('POST', '/api/signin/verify', false, async ({ res, body }) => {
       const ceremony = this.ceremonies.take(body.response, 'signin');
       const passkey = await this.ceremonies.verifyAssertion(ceremony, body.response);
+      this.refuseSsoUserPasskeySignIn(passkey.user);
       await this.startSession(res, passkey.user);
       this.log.info('console.signin', { user: passkey.user, credential: passkey.id });
       return this.me(null, passkey.user);
@@ -366,7 +424,7 @@ export class ConsoleServer {
       };
     });
     route('POST', `/api/challenges/${ID}/options`, true, async ({ params, session }) => {
-      const check = this.broker.mayApprove(params[0]!, session!.user);
+      const check = this.broker.mayApprove(params[0]!, session!.user, 'passkey');
       if (!check.ok) throw new HttpError(check.status, check.error, 'refused');
       const ttl = Math.min(3 * 60_000, Math.max(5_000, check.challenge.expiresAt - Date.now() + 5_000));
       return this.ceremonies.assertionOptions({ purpose: 'approve', user: session!.user, challengeId: params[0]!, sid: session!.sid }, ttl);
@@ -377,7 +435,7 @@ export class ConsoleServer {
       if (ceremony.challengeId !== params[0]) throw new HttpError(403, 'this passkey response was made for another statement', 'wrong_challenge');
       if (ceremony.user !== user || ceremony.sid !== session!.sid) throw new HttpError(403, 'this passkey response belongs to another session', 'wrong_session');
       const passkey = await this.ceremonies.verifyAssertion(ceremony, body.response);
-      const result = this.broker.approve(params[0]!, user, passkey.id);
+      const result = this.broker.approve(params[0]!, user, passkey.id, 'passkey');
       if (!result.ok) throw new HttpError(result.status, result.error, 'refused');
       return { status: result.status, remaining: result.remaining };
     });
@@ -393,6 +451,8 @@ export class ConsoleServer {
       if (!this.broker.revokeGrant(params[0]!, session!.user)) throw new HttpError(404, 'no such grant');
       return { grants: this.broker.grantsFor(session!.user) };
     });
+
+    this.defineIdentityRoutes(route, ID);
 
     // The auditor view (members of `auditors` only; read-only: nothing here approves or changes the trail).
     route('GET', '/api/audit/sessions', true, async ({ query, session }) => {
@@ -414,23 +474,242 @@ export class ConsoleServer {
     });
   }
 
+  // ───────────────────────────── single sign-on, factors, credentials ─────────────────────────────
+
+  private defineIdentityRoutes(route: (method: Route['method'], pattern: string, auth: boolean, handler: Handler) => void, ID: string): void {
+    // What the sign-in page offers (no session needed).
+    route('GET', '/api/public', false, async () => ({ sso: this.sso !== null, consoleUrl: this.url }));
+
+    // TOTP: set up (after a recent passkey or SSO sign-in), confirm with a first code, remove.
+    route('POST', '/api/totp/setup', true, async ({ session }) => {
+      this.requireRecentAuth(session!);
+      const secret = newTotpSecret();
+      this.totpPending.set(session!.sid, { secret, user: session!.user, expiresAt: this.now() + 10 * 60_000 });
+      const uri = totpUri(session!.user, secret);
+      return { secret, uri, qr: await QRCode.toDataURL(uri, { errorCorrectionLevel: 'M', margin: 1, width: 220 }) };
+    });
+    route('POST', '/api/totp/confirm', true, async ({ body, session }) => {
+      this.requireRecentAuth(session!);
+      const pending = this.totpPending.get(session!.sid);
+      if (!pending || pending.user !== session!.user || pending.expiresAt < this.now()) throw new HttpError(409, 'start the set-up again (it lasts 10 minutes)', 'totp_setup');
+      const step = this.codes.confirmStep(pending.secret, String(body.code ?? ''));
+      if (step === null) throw new HttpError(400, 'this code does not match: enter the 6-digit code your app shows for stepgate now', 'totp_code');
+      this.totpPending.delete(session!.sid);
+      const codes = newRecoveryCodes();
+      this.identity.setTotp(session!.user, pending.secret, step, codes.map((c) => this.codes.recoveryHash(c)));
+      this.log.info('console.totp_added', { user: session!.user });
+      return { recoveryCodes: codes, me: this.me(session!) };
+    });
+    route('DELETE', '/api/totp', true, async ({ session }) => {
+      this.requireRecentAuth(session!);
+      if (!this.identity.removeTotp(session!.user)) throw new HttpError(404, 'you have no authenticator app set up');
+      this.log.info('console.totp_removed', { user: session!.user });
+      return this.me(session!);
+    });
+    route('POST', '/api/recovery-codes', true, async ({ session }) => {
+      this.requireRecentAuth(session!);
+      if (!this.codes.hasTotp(session!.user)) throw new HttpError(409, 'set up an authenticator app first');
+      const codes = newRecoveryCodes();
+      this.identity.setRecoveryCodes(session!.user, codes.map((c) => this.codes.recoveryHash(c)));
+      return { recoveryCodes: codes, me: this.me(session!) };
+    });
+
+    // Approving a held statement with a TOTP or recovery code (where its rules allow TOTP).
+    route('POST', `/api/challenges/${ID}/approve-code`, true, async ({ params, body, session }) => {
+      const user = session!.user;
+      const check = this.broker.mayApprove(params[0]!, user, 'totp');
+      if (!check.ok) throw new HttpError(check.status, check.error, 'refused');
+      const result = this.codes.verify(user, body.code);
+      if (!result.ok) {
+        // Audited, never with the code itself.
+        this.options.audit?.event?.('factor.failed', { user, factor: 'totp', reason: result.reason, challenge: params[0]!, connection: check.challenge.request.connectionId });
+        this.log.info('console.code_refused', { user, reason: result.reason, challenge: params[0] });
+        throw new HttpError(result.reason === 'locked' ? 429 : 403, result.message, result.reason === 'locked' ? 'locked' : 'code');
+      }
+      const approved = this.broker.approve(params[0]!, user, result.factor, result.factor);
+      if (!approved.ok) throw new HttpError(approved.status, approved.error, 'refused');
+      return { status: approved.status, remaining: approved.remaining, recoveryCodesLeft: result.recoveryLeft };
+    });
+
+    // Short-lived database credentials (people without a local password: SSO users).
+    route('GET', '/api/credentials', true, async ({ session }) => ({
+      now: this.now(),
+      credentials: this.identity.activeCredentials(session!.user, this.now()).map(credentialView),
+      connect: this.connectInfo,
+      ttlMs: this.options.config.sso?.credentialTtlMs ?? null,
+    }));
+    route('POST', '/api/credentials', true, async ({ body, session }) => this.issueCredential(session!.user, typeof body.label === 'string' ? body.label : 'console'));
+    route('DELETE', `/api/credentials/${ID}`, true, async ({ params, session }) => {
+      if (!this.identity.revokeCredential(session!.user, params[0]!, this.now())) throw new HttpError(404, 'no such credential');
+      this.log.info('console.credential_revoked', { user: session!.user, credential: params[0] });
+      return { credentials: this.identity.activeCredentials(session!.user, this.now()).map(credentialView) };
+    });
+
+    // `stepgate login`: the terminal starts, the person confirms the code in the console, the terminal collects.
+    route('POST', '/api/cli/start', false, async ({ req, body }) => {
+      const now = this.now();
+      for (const [k, l] of this.cliLogins) if (l.expiresAt < now) this.cliLogins.delete(k);
+      if (this.cliLogins.size >= MAX_CLI_LOGINS) throw new HttpError(429, 'too many logins waiting; try again in a few minutes', 'busy');
+      const device = randomBytes(32).toString('base64url');
+      const letters = 'BCDFGHJKLMNPQRSTVWXZ';
+      const code = [...randomBytes(8)].map((b, i) => (i === 4 ? '-' : '') + letters[b % letters.length]).join('');
+      const label = typeof body.label === 'string' ? body.label.replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, 64) : 'stepgate login';
+      this.cliLogins.set(device, { device, code, createdAt: now, expiresAt: now + CLI_LOGIN_TTL_MS, client: req.socket.remoteAddress ?? '', label, status: 'pending' });
+      return { device, code, url: `${this.url}/connect#code=${code}`, expiresAt: now + CLI_LOGIN_TTL_MS, intervalMs: 1000 };
+    });
+    route('POST', '/api/cli/poll', false, async ({ body }) => {
+      const login = typeof body.device === 'string' ? this.cliLogins.get(body.device) : undefined;
+      if (!login || login.expiresAt < this.now()) throw new HttpError(404, 'this login request expired: run stepgate login again', 'expired');
+      if (login.status === 'pending') return { status: 'pending' };
+      this.cliLogins.delete(login.device); // the credential is handed out once
+      return login.status === 'denied' ? { status: 'denied' } : { status: 'approved', ...login.result };
+    });
+    route('POST', '/api/cli/info', true, async ({ body }) => {
+      const login = this.cliLoginByCode(body.code);
+      return { code: login.code, label: login.label, client: login.client, createdAt: login.createdAt, expiresAt: login.expiresAt };
+    });
+    route('POST', '/api/cli/approve', true, async ({ body, session }) => {
+      const login = this.cliLoginByCode(body.code);
+      const issued = await this.issueCredential(session!.user, login.label);
+      login.status = 'approved';
+      login.user = session!.user;
+      login.result = issued;
+      this.log.info('console.cli_login', { user: session!.user, credential: (issued.credential as { id: string }).id });
+      return { status: 'approved', credential: issued.credential };
+    });
+    route('POST', '/api/cli/deny', true, async ({ body }) => {
+      const login = this.cliLoginByCode(body.code);
+      login.status = 'denied';
+      return { status: 'denied' };
+    });
+  }
+
+  private cliLoginByCode(code: unknown): CliLogin {
+    const wanted = typeof code === 'string' ? code.trim().toUpperCase() : '';
+    for (const l of this.cliLogins.values()) {
+      if (l.code === wanted && l.status === 'pending' && l.expiresAt >= this.now()) return l;
+    }
+    throw new HttpError(404, 'no stepgate login is waiting with this code (it expires after 10 minutes): run stepgate login again', 'cli_code');
+  }
+
+  /** A new random database password for `user`; only its SCRAM verifier is stored (with its expiry). */
+  private async issueCredential(user: string, label: string): Promise<Record<string, unknown>> {
+    const found = this.identity.getUser(user);
+    if (!found || found.disabled) throw new HttpError(403, 'your stepgate account is disabled', 'disabled');
+    if (!this.sso) throw new HttpError(409, 'database credentials come with single sign-on, which is not configured', 'no_sso');
+    if (found.verifier !== null) throw new HttpError(409, 'you log in to the database with your stepgate password', 'local_password');
+    const ttl = this.options.config.sso?.credentialTtlMs ?? 8 * 60 * 60_000;
+    const password = randomBytes(24).toString('base64url');
+    const credential = this.identity.addCredential(user, makeVerifier(password, undefined, Buffer.from(this.identity.credentialSalt(user))), label.slice(0, 64) || 'console', ttl, this.now());
+    this.log.info('console.credential_issued', { user, credential: credential.id, expires: credential.expiresAt.toISOString() });
+    const c = this.connectInfo ?? { host: '127.0.0.1', port: 6432, sslmode: 'disable' as const };
+    const database = 'postgres';
+    return {
+      credential: credentialView(credential),
+      user,
+      password,
+      host: c.host,
+      port: c.port,
+      sslmode: c.sslmode,
+      psql: `psql "host=${c.host} port=${c.port} user=${user} dbname=${database} sslmode=${c.sslmode}"`,
+      pgpass: `${c.host}:${c.port}:*:${user.replace(/[\\:]/g, (ch) => `\\${ch}`)}:${password}`,
+    };
+  }
+
+  /** GET /sso/start: sends the browser to the IdP (authorization code flow with PKCE, state and nonce). */
+  private async ssoStart(req: http.IncomingMessage, res: http.ServerResponse, query: URLSearchParams): Promise<void> {
+    if (!this.sso) throw new HttpError(404, 'single sign-on is not configured');
+    const returnTo = safeReturn(query.get('return'));
+    const fresh = query.get('fresh') === '1';
+    let started;
+    try {
+      started = await this.sso.startSignIn(`${this.url}/sso/callback`, returnTo, fresh);
+    } catch (err) {
+      return this.ssoFailed(res, err);
+    }
+    const now = this.now();
+    for (const [k, p] of this.ssoPending) if (p.createdAt + SSO_PENDING_TTL_MS < now) this.ssoPending.delete(k);
+    if (this.ssoPending.size >= MAX_SSO_PENDING) this.ssoPending.delete(this.ssoPending.keys().next().value!);
+    // Bound to this browser: the callback must come with the cookie set here (no login CSRF).
+    const binding = randomBytes(16).toString('base64url');
+    this.ssoPending.set(started.pending.state, { ...started.pending, createdAt: now, binding });
+    void req;
+    res.setHeader('set-cookie', `${this.ssoCookieName()}=${binding}; Path=/sso/; HttpOnly; SameSite=Lax; Max-Age=600${this.tls ? '; Secure' : ''}`);
+    res.writeHead(302, { location: started.url, 'cache-control': 'no-store' }).end();
+  }
+
+  /** GET /sso/callback: the IdP sends the browser back; the person is signed in (their user created or linked). */
+  private async ssoCallback(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
+    if (!this.sso) throw new HttpError(404, 'single sign-on is not configured');
+    const state = url.searchParams.get('state') ?? '';
+    const pending = this.ssoPending.get(state);
+    this.ssoPending.delete(state);
+    const clear = `${this.ssoCookieName()}=; Path=/sso/; HttpOnly; SameSite=Lax; Max-Age=0${this.tls ? '; Secure' : ''}`;
+    if (url.searchParams.get('error')) {
+      return this.ssoFailed(res, new SsoRefused('idp', `the identity provider refused: ${url.searchParams.get('error_description') ?? url.searchParams.get('error')}`), clear);
+    }
+    if (!pending || pending.createdAt + SSO_PENDING_TTL_MS < this.now()) return this.ssoFailed(res, new SsoRefused('state', 'this sign-in expired or was used already: start again'), clear);
+    if (readCookie(req.headers.cookie, this.ssoCookieName()) !== pending.binding) return this.ssoFailed(res, new SsoRefused('binding', 'this sign-in was started in another browser: start again'), clear);
+    try {
+      const current = new URL(`${this.url}${url.pathname}${url.search}`);
+      const identity = await this.sso.finishSignIn(current, pending);
+      const existing = this.identity.userBySubject(identity.subject);
+      const linked = this.identity.linkSsoUser(identity.subject, existing?.name ?? identity.name, identity.groups ?? existing?.groups ?? [], identity.email, identity.groups === null ? 0 : identity.issuedAt);
+      if (linked.user.disabled) throw new SsoRefused('disabled', 'your stepgate account is disabled');
+      const previous = await this.sessions.verify(req.headers.cookie);
+      const { token, session } = await this.sessions.issue(linked.user.name, previous ?? undefined, {
+        via: 'sso',
+        freshAuth: true,
+        // When the person signed in at the IdP, on the console's clock (the IdP's auth_time, when it sends one).
+        ssoAuthTime: this.now() - Math.max(0, Date.now() - identity.authTime),
+        maxMs: this.options.config.sso?.sessionTtlMs,
+      });
+      res.setHeader('set-cookie', [clear, this.sessions.cookie(token, session)]);
+      this.log.info('console.signin', { user: linked.user.name, via: 'sso', created: linked.created, linked: linked.linked, groups: linked.user.groups });
+      res.writeHead(302, { location: `${this.url}${pending.returnTo}`, 'cache-control': 'no-store' }).end();
+    } catch (err) {
+      return this.ssoFailed(res, err, clear);
+    }
+  }
+
+  private ssoFailed(res: http.ServerResponse, err: unknown, clearCookie?: string): void {
+    const message = err instanceof SsoRefused ? err.message : err instanceof Error ? err.message : String(err);
+    this.log.info('console.sso_refused', { reason: err instanceof SsoRefused ? err.reason : 'error', message });
+    if (clearCookie) res.setHeader('set-cookie', clearCookie);
+    res.writeHead(302, { location: `${this.url}/?sso_error=${encodeURIComponent(message.slice(0, 300))}`, 'cache-control': 'no-store' }).end();
+  }
+
+  private ssoCookieName(): string {
+    return `stepgate_sso_${this.address.port}`;
+  }
+
   private me(session: ConsoleSession | null, userName?: string): Record<string, unknown> {
     const name = session?.user ?? userName!;
     const user = this.identity.getUser(name);
-    if (!user) throw new HttpError(401, 'sign in with your passkey', 'signin');
+    if (!user || user.disabled) throw new HttpError(401, 'sign in first', 'signin');
+    const sso = this.isSsoUser(name);
     return {
       user: user.name,
       groups: user.groups,
       passkeys: this.identity.passkeys(name).map(passkeyView),
       auditor: user.groups.includes(AUDITORS_GROUP),
-      recentAuth: session ? Date.now() - session.authTime < RECENT_AUTH_MS : true,
+      recentAuth: session ? this.now() - (sso ? session.ssoAuthTime : session.authTime) < RECENT_AUTH_MS : true,
       expiresAt: session?.expiresAt ?? null,
       consoleUrl: this.url,
+      sso,
+      email: user.email,
+      totp: this.codes.hasTotp(name),
+      recoveryCodesLeft: this.identity.recoveryCodesLeft(name),
+      // Credentials are for people without a local password (a local password works already).
+      credentials: user.verifier === null && this.sso !== null,
     };
   }
 
   private enrollmentUser(token: unknown): string {
     const user = typeof token === 'string' ? this.identity.enrollmentUser(token) : null;
+    if (user && this.sso && this.identity.getUser(user)?.ssoSubject) {
+      throw new HttpError(409, 'you sign in with single sign-on: sign in at the console and add your passkey there (enrollment links are for local users)', 'sso_user');
+    }
     if (!user) {
       throw new HttpError(
         404,
@@ -448,8 +727,28 @@ export class ConsoleServer {
     }
   }
 
+  /**
+   * Adding or removing a factor needs a recent confirmation: for a user who signs in by SSO a fresh SSO
+   * sign-in (so a stolen console cookie cannot enroll an attacker's factor, and the IdP is asked), for a
+   * local user a passkey check (signing in counts).
+   */
   private requireRecentAuth(session: ConsoleSession): void {
-    if (Date.now() - session.authTime >= RECENT_AUTH_MS) throw new HttpError(401, 'confirm with your passkey first', 'reauth');
+    const now = this.now();
+    if (this.isSsoUser(session.user)) {
+      if (now - session.ssoAuthTime >= RECENT_AUTH_MS) throw new HttpError(401, 'sign in with single sign-on again first', 'sso_reauth');
+      return;
+    }
+    if (now - session.authTime >= RECENT_AUTH_MS) throw new HttpError(401, 'confirm with your passkey first', 'reauth');
+  }
+
+  private isSsoUser(name: string): boolean {
+    return this.sso !== null && (this.identity.getUser(name)?.ssoSubject ?? null) !== null;
+  }
+
+  /** SSO users sign in at the IdP (so that removing them there takes effect); their passkey is for step-up. */
+  private refuseSsoUserPasskeySignIn(user: string): void {
+    if (this.isSsoUser(user)) throw new HttpError(403, 'you sign in with single sign-on: use "Sign in with single sign-on"; your passkey approves statements once you are signed in', 'sso_user');
+    if (this.identity.getUser(user)?.disabled) throw new HttpError(403, 'your stepgate account is disabled', 'disabled');
   }
 
   private async startSession(res: http.ServerResponse, user: string): Promise<void> {
@@ -486,6 +785,8 @@ export class ConsoleServer {
     });
     const app = fs.readFileSync(path.join(HERE, 'client', 'app.js'), 'utf8').replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
     this.assets.set('/static/app.js', { type: 'text/javascript; charset=utf-8', body: Buffer.from(app) });
+    const identityJs = fs.readFileSync(path.join(HERE, 'client', 'identity.js'), 'utf8').replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
+    this.assets.set('/static/identity.js', { type: 'text/javascript; charset=utf-8', body: Buffer.from(identityJs) });
     this.assets.set('/static/app.css', { type: 'text/css; charset=utf-8', body: Buffer.from(CONSOLE_CSS) });
   }
 
@@ -537,6 +838,16 @@ export class ConsoleServer {
     }
     this.json(res, status, { error: message, code });
   }
+}
+
+function credentialView(c: Credential): Record<string, unknown> {
+  return { id: c.id, label: c.label, createdAt: c.createdAt.getTime(), expiresAt: c.expiresAt.getTime(), lastUsedAt: c.lastUsedAt?.getTime() ?? null };
+}
+
+/** A path of this console to go back to after signing in (never another site). */
+function safeReturn(value: string | null): string {
+  if (!value || !/^\/[A-Za-z0-9_\-/]*$/.test(value) || value.startsWith('//') || value.startsWith('/sso/')) return '/';
+  return value;
 }
 
 function passkeyView(p: Passkey): Record<string, unknown> {

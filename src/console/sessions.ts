@@ -24,6 +24,22 @@ export interface ConsoleSession {
   expiresAt: number;
   signedInAt: number;
   authTime: number;
+  /** How the person signed in: a passkey (or an enrollment link), or single sign-on. */
+  via: 'passkey' | 'sso';
+  /** The last sign-in at the IdP (0: none in this session). Enrolling factors needs a recent one for SSO users. */
+  ssoAuthTime: number;
+  /** No refresh beyond this (12 h after a passkey sign-in, `sso.session_ttl` after an SSO one). */
+  maxAt: number;
+}
+
+export interface IssueOptions {
+  /** A fresh confirmation now (sign-in, passkey re-check, SSO sign-in). */
+  freshAuth?: boolean;
+  via?: 'passkey' | 'sso';
+  /** An SSO sign-in happened now (ms; the IdP's auth_time). */
+  ssoAuthTime?: number;
+  /** Longest life of this sign-in (ms from signedInAt). */
+  maxMs?: number;
 }
 
 export class SessionManager {
@@ -36,23 +52,39 @@ export class SessionManager {
     private readonly origin: string,
     private readonly secure: boolean,
     port: number,
+    private readonly now: () => number = Date.now,
   ) {
     this.key = new Uint8Array(identity.secret('console-session-key', 32));
     // Cookies ignore ports: name it after this console, so two stepgates on one host do not clash.
     this.cookieName = secure ? `__Host-stepgate_${port}` : `stepgate_${port}`;
   }
 
-  async issue(user: string, previous?: ConsoleSession, freshAuth = true): Promise<{ token: string; session: ConsoleSession }> {
-    const now = Date.now();
+  async issue(user: string, previous?: ConsoleSession, freshAuthOrOptions: boolean | IssueOptions = true): Promise<{ token: string; session: ConsoleSession }> {
+    const o: IssueOptions = typeof freshAuthOrOptions === 'boolean' ? { freshAuth: freshAuthOrOptions } : freshAuthOrOptions;
+    const freshAuth = o.freshAuth ?? true;
+    const now = this.now();
+    // A new sign-in (or one by another person) starts a new session; a refresh keeps its limits.
+    const same = previous !== undefined && previous.user === user && o.via === undefined;
+    const signedInAt = same ? previous.signedInAt : now;
     const session: ConsoleSession = {
       user,
-      sid: previous?.sid ?? randomBytes(16).toString('base64url'),
-      signedInAt: previous?.signedInAt ?? now,
+      sid: same ? previous.sid : randomBytes(16).toString('base64url'),
+      signedInAt,
       authTime: freshAuth ? now : (previous?.authTime ?? now),
       expiresAt: 0,
+      via: same ? previous.via : (o.via ?? 'passkey'),
+      ssoAuthTime: o.ssoAuthTime ?? (same ? previous.ssoAuthTime : 0),
+      maxAt: same ? previous.maxAt : signedInAt + Math.min(o.maxMs ?? SESSION_MAX_MS, SESSION_MAX_MS),
     };
-    session.expiresAt = Math.min(now + SESSION_TTL_MS, session.signedInAt + SESSION_MAX_MS);
-    const token = await new SignJWT({ sid: session.sid, sat: Math.floor(session.signedInAt / 1000), auth_time: Math.floor(session.authTime / 1000) })
+    session.expiresAt = Math.min(now + SESSION_TTL_MS, session.maxAt);
+    const token = await new SignJWT({
+      sid: session.sid,
+      sat: Math.floor(session.signedInAt / 1000),
+      auth_time: Math.floor(session.authTime / 1000),
+      via: session.via,
+      sso_at: Math.floor(session.ssoAuthTime / 1000),
+      max: Math.floor(session.maxAt / 1000),
+    })
       .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
       .setSubject(user)
       .setAudience(this.origin)
@@ -68,18 +100,23 @@ export class SessionManager {
     const token = readCookie(cookieHeader, this.cookieName);
     if (!token || token.length > 4096) return null;
     try {
-      const { payload } = await jwtVerify(token, this.key, { algorithms: ['HS256'], audience: this.origin, issuer: 'stepgate-console' });
+      const { payload } = await jwtVerify(token, this.key, { algorithms: ['HS256'], audience: this.origin, issuer: 'stepgate-console', currentDate: new Date(this.now()) });
       const user = payload.sub;
       const sid = payload.sid;
       if (typeof user !== 'string' || typeof sid !== 'string' || typeof payload.exp !== 'number') return null;
       if (this.revoked.has(sid)) return null;
-      if (!this.identity.getUser(user)) return null;
+      const found = this.identity.getUser(user);
+      if (!found || found.disabled) return null;
+      const signedInAt = Number(payload.sat ?? 0) * 1000;
       return {
         user,
         sid,
         expiresAt: payload.exp * 1000,
-        signedInAt: Number(payload.sat ?? 0) * 1000,
+        signedInAt,
         authTime: Number(payload.auth_time ?? 0) * 1000,
+        via: payload.via === 'sso' ? 'sso' : 'passkey',
+        ssoAuthTime: Number(payload.sso_at ?? 0) * 1000,
+        maxAt: typeof payload.max === 'number' ? payload.max * 1000 : signedInAt + SESSION_MAX_MS,
       };
     } catch {
       return null;
@@ -91,13 +128,13 @@ export class SessionManager {
   }
 
   revoke(session: ConsoleSession): void {
-    this.revoked.set(session.sid, session.signedInAt + SESSION_MAX_MS);
-    const now = Date.now();
+    this.revoked.set(session.sid, session.maxAt);
+    const now = this.now();
     for (const [sid, until] of this.revoked) if (until < now) this.revoked.delete(sid);
   }
 
   cookie(token: string, session: ConsoleSession): string {
-    const maxAge = Math.max(0, Math.floor((session.expiresAt - Date.now()) / 1000));
+    const maxAge = Math.max(0, Math.floor((session.expiresAt - this.now()) / 1000));
     return `${this.cookieName}=${token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAge}${this.secure ? '; Secure' : ''}`;
   }
 

@@ -15,6 +15,11 @@ export interface User {
   /** SCRAM-SHA-256 verifier in PostgreSQL's format; null until a password is set. */
   verifier: string | null;
   createdAt: Date;
+  /** Linked to an identity at the OpenID Provider (`issuer|sub`); null for local users. */
+  ssoSubject: string | null;
+  email: string | null;
+  /** A disabled user cannot log in, sign in to the console or approve (`stepgate users disable`). */
+  disabled: boolean;
 }
 
 /** Names follow PostgreSQL role-name habits: no control characters, at most 63 bytes. */
@@ -73,7 +78,93 @@ export const IDENTITY_MIGRATIONS: Migration[] = [
       CREATE INDEX enrollments_user ON enrollments (user_name);
     `);
   },
+  // 3: single sign-on links, disabled users, short-lived database credentials, TOTP and recovery codes,
+  // and the records risk signals are computed from (where people connect from, their failed logins,
+  // the tables they have touched).
+  (db) => {
+    db.exec(`
+      ALTER TABLE users ADD COLUMN sso_subject TEXT;
+      ALTER TABLE users ADD COLUMN email TEXT;
+      ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE users ADD COLUMN groups_at INTEGER NOT NULL DEFAULT 0;
+      CREATE UNIQUE INDEX users_sso_subject ON users (sso_subject) WHERE sso_subject IS NOT NULL;
+      CREATE TABLE credentials (
+        id TEXT PRIMARY KEY,
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        verifier TEXT NOT NULL,
+        label TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        last_used_at INTEGER
+      );
+      CREATE INDEX credentials_user ON credentials (user_name, expires_at);
+      CREATE TABLE totp (
+        user_name TEXT PRIMARY KEY REFERENCES users(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        secret TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_step INTEGER NOT NULL DEFAULT -1
+      );
+      CREATE TABLE recovery_codes (
+        user_name TEXT NOT NULL REFERENCES users(name) ON DELETE CASCADE ON UPDATE CASCADE,
+        code_hash BLOB NOT NULL,
+        used_at INTEGER,
+        PRIMARY KEY (user_name, code_hash)
+      );
+      CREATE TABLE login_places (
+        user_name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        PRIMARY KEY (user_name, kind, value)
+      );
+      CREATE TABLE login_failures (
+        user_name TEXT NOT NULL,
+        at INTEGER NOT NULL
+      );
+      CREATE INDEX login_failures_user ON login_failures (user_name, at);
+      CREATE TABLE table_access (
+        user_name TEXT NOT NULL,
+        tbl TEXT NOT NULL,
+        first_at INTEGER NOT NULL,
+        PRIMARY KEY (user_name, tbl)
+      );
+    `);
+  },
 ];
+
+/** A short-lived database password issued by the console or `stepgate login` (only its SCRAM verifier is kept). */
+export interface Credential {
+  id: string;
+  user: string;
+  label: string;
+  createdAt: Date;
+  expiresAt: Date;
+  revokedAt: Date | null;
+  lastUsedAt: Date | null;
+}
+
+interface CredentialRow {
+  id: string;
+  user_name: string;
+  verifier: string;
+  label: string;
+  created_at: number;
+  expires_at: number;
+  revoked_at: number | null;
+  last_used_at: number | null;
+}
+
+const toCredential = (r: CredentialRow): Credential => ({
+  id: r.id,
+  user: r.user_name,
+  label: r.label,
+  createdAt: new Date(r.created_at),
+  expiresAt: new Date(r.expires_at),
+  revokedAt: r.revoked_at === null ? null : new Date(r.revoked_at),
+  lastUsedAt: r.last_used_at === null ? null : new Date(r.last_used_at),
+});
 
 /** A registered WebAuthn credential. */
 export interface Passkey {
@@ -155,6 +246,10 @@ interface UserRow {
   groups: string;
   verifier: string | null;
   created_at: number;
+  sso_subject: string | null;
+  email: string | null;
+  disabled: number;
+  groups_at: number;
 }
 
 const toUser = (row: UserRow): User => ({
@@ -162,6 +257,9 @@ const toUser = (row: UserRow): User => ({
   groups: JSON.parse(row.groups) as string[],
   verifier: row.verifier,
   createdAt: new Date(row.created_at),
+  ssoSubject: row.sso_subject,
+  email: row.email,
+  disabled: row.disabled === 1,
 });
 
 export class IdentityStore {
@@ -198,7 +296,143 @@ export class IdentityStore {
       if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw new Error(`user "${name}" already exists`);
       throw err;
     }
-    return { name, groups, verifier, createdAt: new Date(now) };
+    return { name, groups, verifier, createdAt: new Date(now), ssoSubject: null, email: null, disabled: false };
+  }
+
+  // ───────────────────────────── single sign-on ─────────────────────────────
+
+  userBySubject(subject: string): User | null {
+    const row = this.db.prepare('SELECT * FROM users WHERE sso_subject = ?').get(subject) as UserRow | undefined;
+    return row ? toUser(row) : null;
+  }
+
+  /**
+   * The user an SSO identity signs in as: the one linked to `subject`, else the user called `name` when it
+   * is not linked to another identity yet (an administrator may create users first, with their groups),
+   * else a new user. Groups are replaced by `groups` unless a newer sign-in already set them (`issuedAt`:
+   * when the IdP issued the claims, ms). Throws when `name` is linked to another identity.
+   */
+  linkSsoUser(subject: string, name: string, groups: string[], email: string | null, issuedAt: number): { user: User; created: boolean; linked: boolean } {
+    const problem = validateUserName(name);
+    if (problem) throw new Error(problem);
+    const clean = [...new Set(groups.filter((g) => validateGroupName(g) === null))].sort();
+    return this.db.transaction(() => {
+      let created = false;
+      let linked = false;
+      let user = this.userBySubject(subject);
+      if (!user) {
+        const existing = this.getUser(name);
+        if (existing && existing.ssoSubject !== null) throw new Error(`user "${name}" is linked to another single sign-on identity`);
+        if (existing) {
+          this.db.prepare('UPDATE users SET sso_subject = ? WHERE name = ?').run(subject, name);
+          linked = true;
+        } else {
+          this.db.prepare('INSERT INTO users (name, groups, verifier, created_at, sso_subject) VALUES (?, ?, NULL, ?, ?)').run(name, '[]', Date.now(), subject);
+          created = true;
+        }
+        user = this.getUser(name)!;
+      }
+      this.db
+        .prepare('UPDATE users SET groups = ?, groups_at = ?, email = coalesce(?, email) WHERE name = ? AND groups_at <= ?')
+        .run(JSON.stringify(clean), issuedAt, email, user.name, issuedAt);
+      return { user: this.getUser(user.name)!, created, linked };
+    })();
+  }
+
+  setDisabled(name: string, disabled: boolean): void {
+    const { changes } = this.db.prepare('UPDATE users SET disabled = ? WHERE name = ?').run(disabled ? 1 : 0, name);
+    if (changes === 0) throw new Error(`no user "${name}"`);
+  }
+
+  // ───────────────────────────── database credentials ─────────────────────────────
+
+  /**
+   * The salt every credential of this user is derived with: SCRAM names its salt before the client proves
+   * anything, so all of a user's credentials share one (each password is random, so that costs nothing).
+   */
+  credentialSalt(user: string): Buffer {
+    return createHash('sha256').update(this.secret('credential-salt')).update(user).digest().subarray(0, 16);
+  }
+
+  addCredential(user: string, verifier: string, label: string, ttlMs: number, now = Date.now()): Credential {
+    if (!this.getUser(user)) throw new Error(`no user "${user}"`);
+    const id = randomBytes(9).toString('base64url');
+    this.db.transaction(() => {
+      // Bounded: expired and revoked credentials are dropped, and a user holds at most 20 at a time.
+      this.db.prepare('DELETE FROM credentials WHERE user_name = ? AND (expires_at <= ? OR revoked_at IS NOT NULL)').run(user, now);
+      const ids = this.db.prepare('SELECT id FROM credentials WHERE user_name = ? ORDER BY created_at DESC').all(user) as { id: string }[];
+      for (const old of ids.slice(19)) this.db.prepare('DELETE FROM credentials WHERE id = ?').run(old.id);
+      this.db
+        .prepare('INSERT INTO credentials (id, user_name, verifier, label, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)')
+        .run(id, user, verifier, label, now, now + ttlMs);
+    })();
+    return { id, user, label, createdAt: new Date(now), expiresAt: new Date(now + ttlMs), revokedAt: null, lastUsedAt: null };
+  }
+
+  /** Credentials that still work (not expired, not revoked), newest first, with their verifiers. */
+  activeCredentials(user: string, now = Date.now()): (Credential & { verifier: string })[] {
+    return (
+      this.db.prepare('SELECT * FROM credentials WHERE user_name = ? AND revoked_at IS NULL AND expires_at > ? ORDER BY created_at DESC').all(user, now) as CredentialRow[]
+    ).map((r) => ({ ...toCredential(r), verifier: r.verifier }));
+  }
+
+  revokeCredential(user: string, id: string, now = Date.now()): boolean {
+    return this.db.prepare('UPDATE credentials SET revoked_at = ? WHERE id = ? AND user_name = ? AND revoked_at IS NULL').run(now, id, user).changes === 1;
+  }
+
+  credentialUsed(id: string, now = Date.now()): void {
+    this.db.prepare('UPDATE credentials SET last_used_at = ? WHERE id = ?').run(now, id);
+  }
+
+  // ───────────────────────────── TOTP and recovery codes ─────────────────────────────
+
+  totpSecret(user: string): { secret: string; lastStep: number } | null {
+    const row = this.db.prepare('SELECT secret, last_step FROM totp WHERE user_name = ?').get(user) as { secret: string; last_step: number } | undefined;
+    return row ? { secret: row.secret, lastStep: row.last_step } : null;
+  }
+
+  /** Stores a confirmed TOTP secret and fresh recovery codes (hashes), replacing any earlier ones. */
+  setTotp(user: string, secret: string, confirmedStep: number, recoveryHashes: Buffer[]): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM totp WHERE user_name = ?').run(user);
+      this.db.prepare('INSERT INTO totp (user_name, secret, created_at, last_step) VALUES (?, ?, ?, ?)').run(user, secret, Date.now(), confirmedStep);
+      this.setRecoveryCodes(user, recoveryHashes);
+    })();
+  }
+
+  setRecoveryCodes(user: string, hashes: Buffer[]): void {
+    this.db.transaction(() => {
+      this.db.prepare('DELETE FROM recovery_codes WHERE user_name = ?').run(user);
+      for (const h of hashes) this.db.prepare('INSERT OR IGNORE INTO recovery_codes (user_name, code_hash) VALUES (?, ?)').run(user, h);
+    })();
+  }
+
+  removeTotp(user: string): boolean {
+    return this.db.transaction(() => {
+      this.db.prepare('DELETE FROM recovery_codes WHERE user_name = ?').run(user);
+      return this.db.prepare('DELETE FROM totp WHERE user_name = ?').run(user).changes === 1;
+    })();
+  }
+
+  /** Moves the last accepted time step forward; false when this step (or a later one) was used already (a replay). */
+  useTotpStep(user: string, step: number): boolean {
+    return this.db.prepare('UPDATE totp SET last_step = ? WHERE user_name = ? AND last_step < ?').run(step, user, step).changes === 1;
+  }
+
+  /** Uses up one recovery code (by hash); false when it is unknown or used. */
+  useRecoveryCode(user: string, hash: Buffer): boolean {
+    return this.db.prepare('UPDATE recovery_codes SET used_at = ? WHERE user_name = ? AND code_hash = ? AND used_at IS NULL').run(Date.now(), user, hash).changes === 1;
+  }
+
+  recoveryCodesLeft(user: string): number {
+    return (this.db.prepare('SELECT count(*) AS n FROM recovery_codes WHERE user_name = ? AND used_at IS NULL').get(user) as { n: number }).n;
+  }
+
+  /** Users with at least one factor that can approve: a passkey, or (when `totp`) a TOTP. */
+  usersWithFactors(totp: boolean): Set<string> {
+    const names = this.usersWithPasskeys();
+    if (totp) for (const r of this.db.prepare('SELECT user_name FROM totp').all() as { user_name: string }[]) names.add(r.user_name);
+    return names;
   }
 
   setVerifier(name: string, verifier: string): void {

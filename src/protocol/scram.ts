@@ -86,8 +86,17 @@ export class ScramServerExchange {
   private serverFirst = '';
   private gs2Header = '';
   private nonce = '';
+  /** Which verifier the proof matched (0: `verifier`, 1...: `others`), after a successful finish(). */
+  matched = -1;
 
-  constructor(private readonly verifier: ScramVerifier) {}
+  /**
+   * `others`: further verifiers with the same salt and iteration count (a person's short-lived database
+   * credentials): the proof may match any of them.
+   */
+  constructor(
+    private readonly verifier: ScramVerifier,
+    private readonly others: readonly ScramVerifier[] = [],
+  ) {}
 
   /** Handles SASLInitialResponse data; returns server-first-message. */
   start(clientFirst: string): string {
@@ -119,9 +128,15 @@ export class ScramServerExchange {
     const proof = Buffer.from(clientFinal.slice(proofAt + 3), 'base64');
     if (proof.length !== 32) throw new ScramError('malformed SCRAM proof');
     const authMessage = `${this.clientFirstBare},${this.serverFirst},${withoutProof}`;
-    const clientKey = xor(proof, hmac(this.verifier.storedKey, authMessage));
-    if (!timingSafeEqual(sha256(clientKey), this.verifier.storedKey)) return null;
-    return `v=${hmac(this.verifier.serverKey, authMessage).toString('base64')}`;
+    const all = [this.verifier, ...this.others];
+    for (let i = 0; i < all.length; i++) {
+      const v = all[i]!;
+      const clientKey = xor(proof, hmac(v.storedKey, authMessage));
+      if (!timingSafeEqual(sha256(clientKey), v.storedKey)) continue;
+      this.matched = i;
+      return `v=${hmac(v.serverKey, authMessage).toString('base64')}`;
+    }
+    return null;
   }
 }
 

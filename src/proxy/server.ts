@@ -9,6 +9,8 @@ import tls from 'node:tls';
 import type { AuditSink } from '../audit/types.js';
 import type { Config } from '../config.js';
 import { routeDatabase } from '../config.js';
+import type { SignalRecords } from '../identity/signals.js';
+import type { SsoProvider } from '../identity/sso.js';
 import type { IdentityStore } from '../identity/store.js';
 import type { Logger } from '../log.js';
 import * as backend from '../protocol/backend-messages.js';
@@ -21,6 +23,7 @@ import type { StepUpBroker } from '../stepup/types.js';
 import { CancelKeys } from './cancel-keys.js';
 import { ServerSchemaCatalog, type FunctionCatalog } from './catalog/index.js';
 import { AuthFailed, authenticateClient } from './client-auth.js';
+import { gateLogin, LoginRefused } from './connect-gate.js';
 import { HandshakeClosed, HandshakeReader } from './handshake-reader.js';
 import { endAndLinger } from './linger.js';
 import { Session } from './session.js';
@@ -39,6 +42,10 @@ export interface ProxyServices {
   auditOnFailure?: 'close' | 'allow_reads';
   /** Server-enforced reads; default on (off only to measure their cost). */
   enforceReads?: boolean;
+  /** Single sign-on: tokens as passwords, issued credentials (see client-auth.ts). */
+  sso?: SsoProvider | null;
+  /** Where people connect from, their failed logins and the tables they touched: risk signals. */
+  signals?: SignalRecords | null;
 }
 
 /** A failure during startup that the client hears about as a FATAL ErrorResponse. */
@@ -192,11 +199,11 @@ export class ProxyServer {
       this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: 'startup timeout' });
       socket.destroy();
     }, limits.startupTimeoutMs);
-    const refuse = (err: StartupRefused | AuthFailed | UpstreamError): void => {
+    const refuse = (err: StartupRefused | AuthFailed | UpstreamError | LoginRefused): void => {
       const fields: backend.ErrorFields =
         err instanceof UpstreamError && err.fields
           ? { severity: 'FATAL', code: err.fields.code ?? err.sqlstate, message: err.fields.message, detail: err.fields.detail, hint: err.fields.hint }
-          : { severity: 'FATAL', code: err.sqlstate, message: err.message, ...(err instanceof StartupRefused ? err.extra : {}) };
+          : { severity: 'FATAL', code: err.sqlstate, message: err.message, ...(err instanceof UpstreamError ? {} : err.extra) };
       endAndLinger(socket, backend.errorResponse(fields));
     };
 
@@ -243,32 +250,53 @@ export class ProxyServer {
       const database = params.get('database') || userName;
       const application = params.get('application_name') ?? '';
 
-      let user;
+      let login;
       try {
-        user = await authenticateClient(socket, reader, userName, { method: this.config.auth, store: this.services.identity });
+        login = await authenticateClient(socket, reader, userName, {
+          method: this.config.auth,
+          store: this.services.identity,
+          secure,
+          sso: this.services.sso ?? null,
+        });
       } catch (err) {
         if (err instanceof AuthFailed) {
+          // The reason is for the log only (never the password or token); the client sees the generic message.
           this.services.log.info('connection.auth_failed', { connection: connectionId, user: userName, client: clientAddress, reason: err.reason });
+          if (err.knownUser) this.services.signals?.recordFailure(err.knownUser);
           // Slow down guessing; the answer looks the same for every failure.
           await new Promise((r) => setTimeout(r, limits.authFailureDelayMs));
         }
         throw err;
       }
+      const user = login.user;
+      if (login.via !== 'password' && login.via !== 'trust') {
+        this.services.log.info('connection.auth', { connection: connectionId, user: user.name, via: login.via, ...(login.credentialId ? { credential: login.credentialId } : {}) });
+      }
 
-      const subject = { user: user.name, groups: user.groups, database, application, clientAddress, tls: secure };
+      // Risk signals, computed once for this connection: where this person connected from before, their
+      // recent failed logins, and (lazily, per table) what they have touched.
+      const signals = this.services.signals?.atLogin(user.name, clientAddress, application);
+      const subject: Omit<Subject, 'now'> = { user: user.name, groups: user.groups, database, application, clientAddress, tls: secure, ...(signals ? { signals } : {}) };
       const settings = this.judgeStartupSettings(params, { ...subject, now: new Date() });
 
       const route = routeDatabase(this.config, database);
       if (!route) throw new StartupRefused(`database "${database}" is not configured in stepgate`, '3D000');
       if (this.closing) throw new StartupRefused('the database system is shutting down', '57P03');
       socket.write(backend.authenticationOk());
-      const upstream = await connectUpstream(route.target, { database: route.database, ...Object.fromEntries(settings) }, limits.upstreamConnectTimeoutMs, limits.tcpKeepaliveMs);
+      // Rules with `on: connect` may hold the login until the person approves it (its own timeout, not the startup timer's).
       clearTimeout(timer);
+      await gateLogin(connectionId, socket, { ...subject, now: new Date() }, this.services);
+      if (this.closing) throw new StartupRefused('the database system is shutting down', '57P03');
+      this.services.signals?.recordLogin(user.name, clientAddress, application);
+      const upstream = await connectUpstream(route.target, { database: route.database, ...Object.fromEntries(settings) }, limits.upstreamConnectTimeoutMs, limits.tcpKeepaliveMs);
 
       await this.relay({ connectionId, socket, reader, subject, route, upstream });
     } catch (err) {
       clearTimeout(timer);
-      if (err instanceof StartupRefused || err instanceof AuthFailed || err instanceof UpstreamError) {
+      if (err instanceof LoginRefused && err.gone) {
+        this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: 'the client went away while its login was held' });
+        socket.destroy();
+      } else if (err instanceof StartupRefused || err instanceof AuthFailed || err instanceof UpstreamError || err instanceof LoginRefused) {
         if (!(err instanceof AuthFailed)) {
           this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: err.message });
         }

@@ -109,7 +109,7 @@ function ipv4FromMapped(address: string): string | null {
 }
 
 /** Eight 16-bit words of a valid IPv6 address (including the dotted-quad tail form). */
-function expandIPv6(address: string): number[] | null {
+export function expandIPv6(address: string): number[] | null {
   if (!isIPv6(address)) return null;
   let text = address.toLowerCase();
   const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);

@@ -43,6 +43,8 @@ Options:
   --client ADDR        client IP address (default: 127.0.0.1)
   --tls                the client connected with TLS
   --at TIME            decide as of this ISO 8601 time (default: now), for time windows
+  --signal NAME[=N]    a risk signal holds (repeatable): new_client_address, new_application,
+                       first_access, recent_login_failures=N (N failed logins just now)
   --json               print one JSON object instead of text
   -h, --help           show this help
 
@@ -149,6 +151,7 @@ export async function rulesExplain(args: string[], io: CommandIO): Promise<numbe
       client: { type: 'string' },
       tls: { type: 'boolean' },
       at: { type: 'string' },
+      signal: { type: 'string', multiple: true },
       json: { type: 'boolean' },
     },
     RULES_EXPLAIN_HELP,
@@ -172,6 +175,12 @@ export async function rulesExplain(args: string[], io: CommandIO): Promise<numbe
     now: at === undefined ? new Date() : new Date(at),
   };
   if (isIP(subject.clientAddress) === 0) return write(io.stderr, `--client: \`${subject.clientAddress}\` is not an IP address\n`), 2;
+  const signals = values['signal'];
+  if (Array.isArray(signals) && signals.length > 0) {
+    const made = signalsFromOptions(signals.map(String), subject.now.getTime());
+    if (typeof made === 'string') return write(io.stderr, `--signal: ${made}\n`), 2;
+    subject.signals = made;
+  }
   if (Number.isNaN(subject.now.getTime())) return write(io.stderr, `--at: \`${at}\` is not an ISO 8601 time\n`), 2;
   const loaded = await loadRules(text('rules') ?? shippedRulesDir());
   if (!loaded.ok) {
@@ -183,6 +192,34 @@ export async function rulesExplain(args: string[], io: CommandIO): Promise<numbe
   if (values['json'] === true) write(io.stdout, `${JSON.stringify(explanationJson(explanation), null, 2)}\n`);
   else write(io.stdout, formatExplanationText(explanation));
   return 0;
+}
+
+/** `--signal` options as the records they stand for (everything else: known, no failures). */
+export function signalsFromOptions(options: string[], now: number): NonNullable<Subject['signals']> | string {
+  const signals: NonNullable<Subject['signals']> = { network: 'as given', networkLastSeen: now, applicationLastSeen: now, failures: [], firstAccess: () => false };
+  for (const option of options) {
+    const [name, value] = option.split('=', 2) as [string, string | undefined];
+    switch (name) {
+      case 'new_client_address':
+        signals.networkLastSeen = null;
+        break;
+      case 'new_application':
+        signals.applicationLastSeen = null;
+        break;
+      case 'first_access':
+        signals.firstAccess = () => true;
+        break;
+      case 'recent_login_failures': {
+        const n = Number(value ?? '1');
+        if (!Number.isInteger(n) || n < 1 || n > 100) return 'recent_login_failures=N takes a number of failed logins from 1 to 100';
+        signals.failures = Array.from({ length: n }, (_, i) => now - 1000 * (i + 1));
+        break;
+      }
+      default:
+        return `unknown signal \`${name}\`: the signals are new_client_address, new_application, first_access and recent_login_failures=N`;
+    }
+  }
+  return signals;
 }
 
 /** `stepgate rules test [DIR]` */

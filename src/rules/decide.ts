@@ -33,7 +33,10 @@ export interface StatementVerdict {
 }
 
 export class CompiledRuleSet implements RuleSet {
+  /** Rules about statements, in order. */
   readonly rules: readonly CompiledRule[];
+  /** Rules about logins (`on: connect`), in order. */
+  readonly connectRules: readonly CompiledRule[];
 
   constructor(
     rules: readonly RuleSpec[],
@@ -42,7 +45,8 @@ export class CompiledRuleSet implements RuleSet {
     /** File that set the default, relative to the rules directory; null when the built-in fallback applies. */
     readonly defaultFile: string | null,
   ) {
-    this.rules = rules.map((spec) => ({ spec, match: compileMatch(spec.match, spec.action === 'allow') }));
+    this.rules = rules.filter((spec) => spec.on !== 'connect').map((spec) => ({ spec, match: compileMatch(spec.match, spec.action === 'allow') }));
+    this.connectRules = rules.filter((spec) => spec.on === 'connect').map((spec) => ({ spec, match: compileMatch(spec.match, false) }));
     this.lastDeny = this.rules.findLastIndex((r) => r.spec.action === 'deny');
   }
 
@@ -69,19 +73,22 @@ export class CompiledRuleSet implements RuleSet {
     let bestRank = -1;
     let bestRule: CompiledRule | null = null;
     let stepUps: StepUpRequirement[] | undefined;
+    let bestSignals: string[] | undefined;
     for (let i = 0; i < statements.length; i++) {
       const rule = this.firstMatch(statements[i]!, input);
       const action = rule === null ? this.defaultAction : rule.spec.action;
-      if (action === 'step-up') stepUps = this.addStepUp(stepUps, rule, i);
+      if (action === 'step-up') stepUps = this.addStepUp(stepUps, rule, i, input);
       const rank = RANK[action];
       if (rank > bestRank) {
         bestRank = rank;
         bestIndex = i;
         bestRule = rule;
+        bestSignals = rule?.match.signals?.(input);
         if (action === 'deny') break; // Nothing is stricter; the earliest deny wins.
       }
     }
     const decision = this.decision(bestRule, statements, bestIndex);
+    if (bestSignals && bestSignals.length > 0) decision.signals = bestSignals;
     if (decision.action === 'step-up' && stepUps !== undefined) {
       decision.stepUps = stepUps;
       // A message held by several rules waits no longer than the strictest of them allows.
@@ -124,9 +131,57 @@ export class CompiledRuleSet implements RuleSet {
     return first;
   }
 
-  private addStepUp(list: StepUpRequirement[] | undefined, rule: CompiledRule | null, statementIndex: number): StepUpRequirement[] {
+  /**
+   * The login itself: the first matching `on: connect` deny rule, else the first matching connect
+   * step-up rule; null when none matches. Only subject keys are matched (no statement yet).
+   */
+  decideConnect(subject: Subject): Decision | null {
+    if (this.connectRules.length === 0) return null;
+    const input: MatchInput = { statement: NO_STATEMENT, classMask: 0, flagMask: 0, subject };
+    let chosen: CompiledRule | null = null;
+    for (const rule of this.connectRules) {
+      if (!matches(rule.match, input)) continue;
+      if (rule.spec.action === 'deny') {
+        chosen = rule;
+        break;
+      }
+      chosen ??= rule;
+    }
+    if (chosen === null) return null;
+    const spec = chosen.spec;
+    const signals = chosen.match.signals?.(input) ?? [];
+    const requirement: StepUpRequirement = {
+      rule: spec.name,
+      file: spec.file,
+      statementIndex: -1,
+      grantMs: 0,
+      grantScope: 'connection',
+      timeoutMs: spec.timeoutMs,
+      ...(spec.approvers ? { approvers: spec.approvers } : {}),
+      ...(spec.factors ? { factors: spec.factors } : {}),
+      ...(signals.length ? { signals } : {}),
+    };
+    return {
+      action: spec.action,
+      rule: spec.name,
+      file: spec.file,
+      message: spec.message,
+      reason: `the login matched rule \`${spec.name}\` (${spec.file}): ${chosen.match.summary}`,
+      grantMs: 0,
+      grantScope: 'connection',
+      timeoutMs: spec.timeoutMs,
+      ...(spec.approvers ? { approvers: spec.approvers } : {}),
+      ...(spec.factors ? { factors: spec.factors } : {}),
+      ...(signals.length ? { signals } : {}),
+      statementIndex: -1,
+      ...(spec.action === 'step-up' ? { stepUps: [requirement] } : {}),
+    };
+  }
+
+  private addStepUp(list: StepUpRequirement[] | undefined, rule: CompiledRule | null, statementIndex: number, input: MatchInput): StepUpRequirement[] {
     const name = rule === null ? null : rule.spec.name;
     if (list?.some((entry) => entry.rule === name)) return list;
+    const signals = rule?.match.signals?.(input);
     const entry: StepUpRequirement = rule === null
       ? { rule: null, file: this.defaultFile, statementIndex, grantMs: 0, grantScope: 'connection', timeoutMs: DEFAULT_TIMEOUT_MS }
       : {
@@ -137,6 +192,8 @@ export class CompiledRuleSet implements RuleSet {
           grantScope: rule.spec.grantScope,
           timeoutMs: rule.spec.timeoutMs,
           ...(rule.spec.approvers ? { approvers: rule.spec.approvers } : {}),
+          ...(rule.spec.factors ? { factors: rule.spec.factors } : {}),
+          ...(signals && signals.length ? { signals } : {}),
         };
     return list === undefined ? [entry] : [...list, entry];
   }
@@ -170,7 +227,21 @@ export class CompiledRuleSet implements RuleSet {
       timeoutMs: spec.timeoutMs,
       ...(spec.approvers ? { approvers: spec.approvers } : {}),
       ...(spec.preview ? { preview: true } : {}),
+      ...(spec.factors ? { factors: spec.factors } : {}),
       statementIndex: index,
     };
   }
 }
+
+/** What connect rules are matched with: no statement (they may not use statement keys). */
+const NO_STATEMENT: StatementInfo = Object.freeze({
+  sql: '',
+  command: '',
+  commands: [],
+  classes: [],
+  tables: [],
+  columns: [],
+  functions: [],
+  flags: [],
+  reasons: [],
+}) as unknown as StatementInfo;

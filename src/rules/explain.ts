@@ -17,6 +17,8 @@ export interface Explanation {
   verdicts: StatementVerdict[];
   decision: Decision;
   subject: Subject;
+  /** The login itself (rules with `on: connect`); undefined when the rule set has none. */
+  connect?: Decision | null;
 }
 
 export function explain(sql: string, classify: Classify, ruleSet: CompiledRuleSet, subject: Subject): Explanation {
@@ -25,6 +27,7 @@ export function explain(sql: string, classify: Classify, ruleSet: CompiledRuleSe
     classification,
     verdicts: ruleSet.decideEach(classification.statements, subject),
     decision: ruleSet.decide(classification.statements, subject),
+    connect: ruleSet.connectRules.length ? ruleSet.decideConnect(subject) : undefined,
     subject,
   };
 }
@@ -80,6 +83,11 @@ export function formatExplanationText(explanation: Explanation): string {
   const { classification, verdicts, decision, subject } = explanation;
   const out: string[] = [];
   out.push(`Subject: ${describeSubject(subject)}`);
+  if (subject.signals) out.push(`Signals: ${signalsText(subject)}`);
+  if (explanation.connect !== undefined) {
+    const c = explanation.connect;
+    out.push(c === null ? 'Login: no rule with `on: connect` matches: the login goes on' : `Login: ${c.action.toUpperCase()} by rule ${c.rule} (${c.file})${c.signals?.length ? `; signals: ${c.signals.join('; ')}` : ''}`);
+  }
   if (classification.error) {
     out.push(`Parse error at position ${classification.error.position}: ${classification.error.message} (the statement is treated as unknown)`);
   }
@@ -115,11 +123,12 @@ export function formatExplanationText(explanation: Explanation): string {
   out.push('');
   out.push(`Decision: ${decision.action.toUpperCase()}${decision.rule ? ` by rule ${decision.rule} (${decision.file})` : decision.statementIndex >= 0 ? ` by the default${decision.file ? ` (${decision.file})` : ''}` : ''}`);
   out.push(line('why', decision.reason));
+  if (decision.signals?.length) out.push(line('signals', decision.signals.join('; ')));
   if (decision.message) out.push(line('message', decision.message));
   if (decision.action === 'step-up') {
     const who = decision.approvers
       ? `${decision.approvers.count} approval${decision.approvers.count === 1 ? '' : 's'} from ${decision.approvers.groups.join(' or ')} (not the author)`
-      : 'the author approves with their passkey';
+      : `the author approves with ${decision.factors?.length === 1 && decision.factors[0] === 'passkey' ? 'their passkey (factors: passkey)' : 'a passkey or an authenticator app code'}`;
     out.push(line('approval', who));
     out.push(line('timeout', formatDuration(decision.timeoutMs)));
     out.push(line('grant', decision.grantMs ? `${formatDuration(decision.grantMs)} per ${decision.grantScope}` : 'none (asks every time)'));
@@ -128,6 +137,19 @@ export function formatExplanationText(explanation: Explanation): string {
     }
   }
   return `${out.join('\n')}\n`;
+}
+
+/** What the subject's signal records say, in one line. */
+function signalsText(subject: Subject): string {
+  const s = subject.signals!;
+  const now = subject.now.getTime();
+  const parts = [
+    s.networkLastSeen === null ? 'new client address' : null,
+    s.applicationLastSeen === null ? 'new application' : null,
+    s.failures.length ? `${s.failures.length} failed login${s.failures.length === 1 ? '' : 's'} in the last ${formatDuration(now - Math.min(...s.failures))}` : null,
+    s.firstAccess && s.firstAccess('', { schema: null, name: '' }) ? 'first access to every table' : null,
+  ].filter(Boolean);
+  return parts.length ? parts.join(', ') : 'none';
 }
 
 function oneLine(sql: string): string {
@@ -139,7 +161,8 @@ function oneLine(sql: string): string {
 export function explanationJson(explanation: Explanation): Record<string, unknown> {
   const { classification, verdicts, decision, subject } = explanation;
   return {
-    subject: { ...subject, now: subject.now.toISOString() },
+    subject: { ...subject, now: subject.now.toISOString(), ...(subject.signals ? { signals: signalsText(subject) } : {}) },
+    ...(explanation.connect !== undefined ? { connect: explanation.connect } : {}),
     statements: classification.statements.map((statement, i) => ({
       sql: statement.sql,
       command: statement.command,

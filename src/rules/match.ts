@@ -9,6 +9,7 @@ import { compileColumnPatterns, compileFunctionPatterns, compileTablePatterns } 
 import { MATCH_KEYS, type MatchKey, type MatchSpec } from './schema.js';
 import { windowMatches } from './timewindow.js';
 import type { Subject } from './types.js';
+import { formatDuration } from '../util/units.js';
 
 const CLASS_BIT = new Map<string, number>(STATEMENT_CLASSES.map((name, i) => [name, 1 << i]));
 const FLAG_BIT = new Map<string, number>(STATEMENT_FLAGS.map((name, i) => [name, 1 << i]));
@@ -47,6 +48,8 @@ export interface CompiledMatch {
   checks: KeyCheck[];
   /** `class write; flags no_where; database prod*`, or `every statement (empty match)`. */
   summary: string;
+  /** When the match has `signals`: the signals that held, each with why (for the card and the audit trail). */
+  signals?: (input: MatchInput) => string[];
 }
 
 /** Cheapest checks first: most rules are rejected by the first key that fails. */
@@ -64,6 +67,7 @@ const CHECK_ORDER: readonly MatchKey[] = [
   'functions',
   'columns',
   'time',
+  'signals',
 ];
 
 /**
@@ -81,7 +85,8 @@ export function compileMatch(spec: MatchSpec, covering = false): CompiledMatch {
   }
   const written = MATCH_KEYS.map((key) => checks.find((check) => check.key === key)).filter((c) => c !== undefined);
   const summary = written.length ? written.map((check) => `${check.key} ${check.patterns}`).join('; ') : 'every statement (empty match)';
-  return { checks, summary };
+  const signalCheck = checks.find((c) => c.key === 'signals');
+  return signalCheck ? { checks, summary, signals: (input) => signalCheck.witness(input).split('; ').filter(Boolean) } : { checks, summary };
 }
 
 /** True when every check holds. */
@@ -171,6 +176,8 @@ function compileKey(key: MatchKey, spec: MatchSpec, covering: boolean): KeyCheck
         witness: (input) => String(input.subject.tls),
       };
     }
+    case 'signals':
+      return spec.signals ? signalsCheck(spec.signals, spec.tables ? compileTablePatterns(spec.tables, false) : null) : null;
     case 'time': {
       if (!spec.time) return null;
       const windows = spec.time;
@@ -185,6 +192,74 @@ function compileKey(key: MatchKey, spec: MatchSpec, covering: boolean): KeyCheck
       };
     }
   }
+}
+
+/** Every signal given must hold; without records (rules test, explain without --signal) none does. */
+/**
+ * `first_access` looks at the statement's tables that the rule's `tables` patterns name (every table of
+ * the statement when the rule has no `tables`): "the first read of a billing table" is what such a rule means.
+ */
+function signalsCheck(spec: NonNullable<MatchSpec['signals']>, tables: ((t: StatementInfo['tables'][number]) => boolean) | null): KeyCheck {
+  type One = { name: string; test(input: MatchInput): boolean; why(input: MatchInput): string };
+  const parts: One[] = [];
+  const ago = (input: MatchInput, at: number | null): string => (at === null ? 'never seen before' : `last seen ${formatDuration(input.subject.now.getTime() - at)} ago`);
+  if (spec.newClientAddressMs !== undefined) {
+    const ms = spec.newClientAddressMs;
+    parts.push({
+      name: `new_client_address ${formatDuration(ms)}`,
+      test: (input) => {
+        const s = input.subject.signals;
+        return s !== undefined && (s.networkLastSeen === null || input.subject.now.getTime() - s.networkLastSeen > ms);
+      },
+      why: (input) => `new_client_address (${input.subject.signals!.network}: ${ago(input, input.subject.signals!.networkLastSeen)})`,
+    });
+  }
+  if (spec.newApplicationMs !== undefined) {
+    const ms = spec.newApplicationMs;
+    parts.push({
+      name: `new_application ${formatDuration(ms)}`,
+      test: (input) => {
+        const s = input.subject.signals;
+        return s !== undefined && (s.applicationLastSeen === null || input.subject.now.getTime() - s.applicationLastSeen > ms);
+      },
+      why: (input) => `new_application (${input.subject.application || '(no application name)'}: ${ago(input, input.subject.signals!.applicationLastSeen)})`,
+    });
+  }
+  if (spec.recentLoginFailures !== undefined) {
+    const { count, withinMs } = spec.recentLoginFailures;
+    const within = (input: MatchInput): number => {
+      const since = input.subject.now.getTime() - withinMs;
+      let n = 0;
+      for (const at of input.subject.signals?.failures ?? []) if (at > since) n++;
+      return n;
+    };
+    parts.push({
+      name: `recent_login_failures ${count} within ${formatDuration(withinMs)}`,
+      test: (input) => within(input) >= count,
+      why: (input) => `recent_login_failures (${within(input)} failed logins in the last ${formatDuration(withinMs)})`,
+    });
+  }
+  if (spec.firstAccess) {
+    const fresh = (input: MatchInput) => {
+      const first = input.subject.signals?.firstAccess;
+      if (!first) return [];
+      return input.statement.tables.filter((t) => (tables === null || tables(t)) && first(input.subject.database, t));
+    };
+    parts.push({
+      name: 'first_access',
+      test: (input) => fresh(input).length > 0,
+      why: (input) => `first_access (${fresh(input).map((t) => (t.schema ? `${t.schema}.${t.name}` : t.name)).join(', ')}: never touched by ${input.subject.user})`,
+    });
+  }
+  return {
+    key: 'signals',
+    patterns: parts.map((p) => p.name).join(', '),
+    test: (input) => {
+      for (let i = 0; i < parts.length; i++) if (!parts[i]!.test(input)) return false;
+      return true;
+    },
+    witness: (input) => parts.map((p) => p.why(input)).join('; '),
+  };
 }
 
 function valueCheck(key: MatchKey, patterns: string[], test: (text: string) => boolean, value: (input: MatchInput) => string): KeyCheck {

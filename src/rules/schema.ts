@@ -13,7 +13,7 @@
  * ```
  */
 import type { StatementClass, StatementFlag } from '../sql/types.js';
-import type { Action, Approvers } from './types.js';
+import type { Action, Approvers, Factor } from './types.js';
 import type { SourcePosition } from './errors.js';
 import type { TimeWindow } from './timewindow.js';
 
@@ -34,9 +34,19 @@ export const RULE_KEYS = [
   'timeout',
   'approvers',
   'preview',
+  'factors',
+  'on',
 ] as const;
 /** Rule keys that only make sense when `action: step-up`. */
-export const STEP_UP_KEYS = ['grant', 'grant_scope', 'timeout', 'approvers', 'preview'] as const;
+export const STEP_UP_KEYS = ['grant', 'grant_scope', 'timeout', 'approvers', 'preview', 'factors'] as const;
+/** What a rule is about: each statement (default), or the login itself. */
+export const RULE_EVENTS = ['statement', 'connect'] as const;
+export type RuleEvent = (typeof RULE_EVENTS)[number];
+/** The factors an approval can be made with; `factors:` on a step-up rule narrows them. */
+export const FACTORS: readonly Factor[] = ['passkey', 'totp'];
+/** Risk signals (`match: {signals: {...}}`), computed by stepgate from its own records. */
+export const SIGNAL_KEYS = ['new_client_address', 'new_application', 'recent_login_failures', 'first_access'] as const;
+export type SignalKey = (typeof SIGNAL_KEYS)[number];
 export const MATCH_KEYS = [
   'class',
   'command',
@@ -51,7 +61,10 @@ export const MATCH_KEYS = [
   'client',
   'time',
   'tls',
+  'signals',
 ] as const;
+/** Match keys a rule with `on: connect` may use (there is no statement yet). */
+export const CONNECT_MATCH_KEYS = ['user', 'groups', 'database', 'application', 'client', 'time', 'tls', 'signals'] as const;
 export type MatchKey = (typeof MATCH_KEYS)[number];
 export const TIME_KEYS = ['days', 'from', 'to', 'tz'] as const;
 export const APPROVER_KEYS = ['groups', 'count'] as const;
@@ -80,6 +93,19 @@ export interface MatchSpec {
   client?: string[];
   time?: TimeWindow[];
   tls?: boolean;
+  signals?: SignalSpec;
+}
+
+/** `signals:` after validation: every signal given must hold. */
+export interface SignalSpec {
+  /** The client's network (/24, /64) was not seen for this user within this long (ms). */
+  newClientAddressMs?: number;
+  /** The application name was not seen for this user within this long (ms). */
+  newApplicationMs?: number;
+  /** At least `count` failed logins of this user within `withinMs`. */
+  recentLoginFailures?: { count: number; withinMs: number };
+  /** The statement touches a table this user has never touched (in this database). */
+  firstAccess?: boolean;
 }
 
 export interface RuleSpec {
@@ -96,6 +122,10 @@ export interface RuleSpec {
   approvers?: Approvers;
   /** Step-up only: run the statement uncommitted before asking, and show the approver what it did. */
   preview: boolean;
+  /** Step-up only: the factors that may approve; undefined = any the approver has. */
+  factors?: Factor[];
+  /** `connect`: the rule decides the login itself (before any statement). */
+  on: RuleEvent;
   /** File name relative to the rules directory (what Decision.file carries). */
   file: string;
   /** Where the rule starts, for errors that point at it. */

@@ -42,6 +42,9 @@ function keyCovers(key: MatchKey, e: NonNullable<MatchSpec[MatchKey]>, l: NonNul
   switch (key) {
     case 'tls':
       return e === l;
+    case 'signals':
+      // The same signals with the same parameters; anything else is not known to cover.
+      return JSON.stringify(e) === JSON.stringify(l);
     case 'time':
       return (l as { text: string }[]).every((w) => (e as { text: string }[]).some((x) => x.text === w.text));
     case 'class':
@@ -68,7 +71,9 @@ function keyCovers(key: MatchKey, e: NonNullable<MatchSpec[MatchKey]>, l: NonNul
  * Every rule that can never decide, with the rule that keeps it from deciding. `rules` in evaluation
  * order (files in name order, rules in file order).
  */
-export function shadowedRules(rules: readonly RuleSpec[]): RuleWarning[] {
+export function shadowedRules(all: readonly RuleSpec[]): RuleWarning[] {
+  // Rules about logins (`on: connect`) and about statements never decide for each other.
+  const rules = all.filter((r) => r.on !== 'connect');
   const warnings: RuleWarning[] = [];
   const overriddenBy = (rule: RuleSpec, deny: RuleSpec): RuleWarning => ({
     ...rule.at,

@@ -15,6 +15,25 @@ export interface Subject {
   clientAddress: string;
   tls: boolean;
   now: Date;
+  /** What stepgate knew about this person's circumstances at login (risk signals); absent: nothing known. */
+  signals?: SubjectSignals;
+}
+
+/** A factor an approval is made with. A recovery code counts as `totp` (it is the authenticator app's backup). */
+export type Factor = 'passkey' | 'totp';
+
+/** The records risk signals are computed from, as of the login (see identity/signals.ts). */
+export interface SubjectSignals {
+  /** The client's network (`10.1.2.0/24`, `2001:db8:1:2::/64`, `local`). */
+  network: string;
+  /** When this user last connected from that network before this login (ms); null: never. */
+  networkLastSeen: number | null;
+  /** When this user last connected with this application name (ms); null: never. */
+  applicationLastSeen: number | null;
+  /** Times of this user's failed logins in the last day (ms), newest first. */
+  failures: number[];
+  /** True when this user has never touched this table in this database; null: not known. */
+  firstAccess: ((database: string, table: { schema: string | null; name: string }) => boolean) | null;
 }
 
 export interface Approvers {
@@ -41,6 +60,10 @@ export interface Decision {
   timeoutMs: number;
   /** Step-up only: who approves; undefined = the statement's own user. */
   approvers?: Approvers;
+  /** Step-up only: the factors that may approve; undefined = any enrolled factor. */
+  factors?: Factor[];
+  /** The risk signals that held for the deciding rule (`new_client_address (10.1.2.0/24: never seen)`). */
+  signals?: string[];
   /** Index of the statement (in the message) that decided; -1 when there was none. */
   statementIndex: number;
   /**
@@ -64,9 +87,17 @@ export interface StepUpRequirement {
   grantScope: 'connection' | 'user';
   timeoutMs: number;
   approvers?: Approvers;
+  factors?: Factor[];
+  /** The risk signals that held for this rule. */
+  signals?: string[];
 }
 
 /** A loaded, validated rule set: what the proxy asks for each statement. */
 export interface RuleSet {
   decide(statements: StatementInfo[], subject: Subject): Decision;
+  /**
+   * The login itself (rules with `on: connect`): a matching deny wins, else the first matching step-up;
+   * null when no such rule matches (the login goes on). Optional: rule sets without connect rules.
+   */
+  decideConnect?(subject: Subject): Decision | null;
 }

@@ -9,7 +9,8 @@ import { COMMAND_HINTS, COMMAND_TAGS } from './command-tags.js';
 import { didYouMean } from './errors.js';
 import { compileGlobList, globProblem } from './glob.js';
 import { qualifiedNameProblem, type QualifiedKind } from './names.js';
-import { MATCH_KEYS, RULE_KEYS, TIME_KEYS, type MatchSpec } from './schema.js';
+import { parseDuration } from '../util/units.js';
+import { MATCH_KEYS, RULE_KEYS, SIGNAL_KEYS, TIME_KEYS, type MatchSpec, type SignalSpec } from './schema.js';
 import { knownTimeZones, parseClock, parseDayItem, resolveTimeZone, WEEKDAYS, type TimeWindow } from './timewindow.js';
 import type { KeyHints, MapEntry, YamlNode, YamlReader } from './yamlread.js';
 
@@ -59,9 +60,86 @@ export function readMatch(yaml: YamlReader, matchEntry: MapEntry): MatchSpec | n
         if (value !== null) match.tls = value;
         break;
       }
+      case 'signals': {
+        const signals = readSignals(yaml, entry);
+        if (signals) match.signals = signals;
+        break;
+      }
     }
   }
   return yaml.errors.length > errorsBefore ? null : match;
+}
+
+const SIGNALS_EXAMPLE = '`signals: {new_client_address: 30d, recent_login_failures: {count: 3, within: 10m}}`';
+
+/** `signals:` — each signal with its parameter; all given must hold. */
+function readSignals(yaml: YamlReader, entry: MapEntry): SignalSpec | null {
+  const entries = yaml.mapEntries(entry.value, '`signals`', SIGNALS_EXAMPLE, entry.keyNode);
+  if (entries === null) return null;
+  const errorsBefore = yaml.errors.length;
+  const spec: SignalSpec = {};
+  const known = yaml.checkKeys(entries, SIGNAL_KEYS, '`signals`', {
+    new_address: 'did you mean `new_client_address`?',
+    new_client: 'did you mean `new_client_address`?',
+    login_failures: 'did you mean `recent_login_failures`?',
+    off_hours: 'off hours are a `time` window: `time: {days: [sat, sun]}` or `{days: [mon-fri], from: "19:00", to: "07:00"}` (see docs/rules.md, Risk signals)',
+  });
+  for (const e of known) {
+    switch (e.key) {
+      case 'new_client_address':
+      case 'new_application': {
+        const ms = readSignalDuration(yaml, e, '`30d`');
+        if (ms !== null) spec[e.key === 'new_client_address' ? 'newClientAddressMs' : 'newApplicationMs'] = ms;
+        break;
+      }
+      case 'recent_login_failures': {
+        const inner = yaml.mapEntries(e.value, '`recent_login_failures`', '`recent_login_failures: {count: 3, within: 10m}`', e.keyNode);
+        if (inner === null) break;
+        const byKey = new Map(yaml.checkKeys(inner, ['count', 'within'], '`recent_login_failures`').map((x) => [x.key, x]));
+        const countEntry = byKey.get('count');
+        const withinEntry = byKey.get('within');
+        if (!countEntry || !withinEntry) {
+          yaml.error(e.keyNode, '`recent_login_failures` needs `count` and `within`', 'write `recent_login_failures: {count: 3, within: 10m}`');
+          break;
+        }
+        const count = yaml.integer(countEntry, '`recent_login_failures.count`');
+        if (count !== null && count < 1) yaml.error(countEntry.value, '`recent_login_failures.count` must be 1 or more', 'write `count: 3`');
+        const within = readSignalDuration(yaml, withinEntry, '`10m`');
+        if (within !== null && within > 24 * 60 * 60_000) {
+          yaml.error(withinEntry.value, '`recent_login_failures.within` can be at most `1d`', 'stepgate keeps failed logins for one day: write `within: 1d` or less');
+        } else if (count !== null && count >= 1 && within !== null) spec.recentLoginFailures = { count, withinMs: within };
+        break;
+      }
+      case 'first_access': {
+        const value = yaml.boolean(e, '`first_access`');
+        if (value === false) yaml.error(e.value, '`first_access: false` matches nothing a rule needs', 'write `first_access: true`, or remove it');
+        else if (value) spec.firstAccess = true;
+        break;
+      }
+    }
+  }
+  if (yaml.errors.length > errorsBefore) return null;
+  if (Object.keys(spec).length === 0) {
+    yaml.error(entry.value, '`signals` is empty', `name at least one signal, e.g. ${SIGNALS_EXAMPLE}`, entry.keyNode);
+    return null;
+  }
+  return spec;
+}
+
+function readSignalDuration(yaml: YamlReader, entry: MapEntry, example: string): number | null {
+  const node = yaml.deref(entry.value);
+  if (isNumberScalar(node)) {
+    yaml.error(node, `\`${entry.key}\` needs a unit`, `write e.g. ${example} (units: d, h, m, s)`);
+    return null;
+  }
+  const text = yaml.string(entry, `\`${entry.key}\``, example);
+  if (text === null) return null;
+  const ms = parseDuration(text);
+  if (ms === null || ms <= 0) {
+    yaml.error(entry.value, `\`${entry.key}\` \`${text}\` is not a duration`, `write a number with a unit, e.g. ${example}`);
+    return null;
+  }
+  return ms;
 }
 
 const KIND_OF = { tables: 'table', columns: 'column', functions: 'function' } as const satisfies Record<string, QualifiedKind>;

@@ -11,7 +11,10 @@ import { globProblem, isWildcard } from './glob.js';
 import {
   ACTIONS,
   APPROVER_KEYS,
+  CONNECT_MATCH_KEYS,
   DEFAULT_RULE_NAME,
+  FACTORS,
+  RULE_EVENTS,
   DEFAULT_TIMEOUT_MS,
   FILE_KEYS,
   GRANT_SCOPES,
@@ -21,10 +24,11 @@ import {
   STEP_UP_KEYS,
   type GrantScope,
   type MatchSpec,
+  type RuleEvent,
   type RuleFileSpec,
   type RuleSpec,
 } from './schema.js';
-import type { Action, Approvers } from './types.js';
+import type { Action, Approvers, Factor } from './types.js';
 import { readMatch } from './validate-match.js';
 import { describe, YamlReader, type KeyHints, type MapEntry, type YamlNode } from './yamlread.js';
 
@@ -172,6 +176,37 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
   let timeoutMs = action === 'step-up' ? DEFAULT_TIMEOUT_MS : 0;
   let approvers: Approvers | undefined;
   let preview = false;
+  let factors: Factor[] | undefined;
+  let on: RuleEvent = 'statement';
+  const onEntry = byKey.get('on');
+  if (onEntry) {
+    const text = yaml.string(onEntry, '`on`', '`on: connect`');
+    if (text !== null && !(RULE_EVENTS as readonly string[]).includes(text)) {
+      yaml.error(onEntry.value, `unknown \`on: ${text}\``, `${didYouMean(text, RULE_EVENTS) ?? ''} write \`on: connect\` (the rule decides the login) or leave it out (each statement)`.trim());
+    } else if (text !== null) on = text as RuleEvent;
+  }
+  if (on === 'connect') {
+    if (action === 'allow') {
+      yaml.error(actionEntry!.value, 'a rule with `on: connect` holds (`step-up`) or refuses (`deny`) a login; logins no connect rule matches go on anyway', 'write `action: step-up` or `action: deny`');
+    }
+    if (match) {
+      for (const key of Object.keys(match)) {
+        if (!(CONNECT_MATCH_KEYS as readonly string[]).includes(key)) {
+          const e = matchEntry!;
+          yaml.error(e.keyNode, `\`${key}\` cannot be matched at connect: no statement has been sent yet`, `use ${CONNECT_MATCH_KEYS.map((k) => `\`${k}\``).join(', ')} in a rule with \`on: connect\`, or move \`${key}\` to a statement rule`);
+        }
+      }
+      if (match.signals?.firstAccess) {
+        yaml.error(matchEntry!.keyNode, '`first_access` cannot be matched at connect: it is about the tables a statement touches', 'move it to a statement rule (without `on: connect`)');
+      }
+    }
+    for (const key of ['grant', 'grant_scope'] as const) {
+      const entry = byKey.get(key);
+      if (entry) yaml.error(entry.keyNode, `\`${key}\` does not apply to \`on: connect\`: an approval lets this one login in`, `remove \`${key}\``);
+    }
+    const previewEntry = byKey.get('preview');
+    if (previewEntry) yaml.error(previewEntry.keyNode, '`preview` does not apply to `on: connect`: there is no statement to preview yet', 'remove `preview`, or move it to a statement rule');
+  }
   if (action !== null && action !== 'step-up') {
     for (const key of STEP_UP_KEYS) {
       const entry = byKey.get(key);
@@ -198,6 +233,8 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
     if (approversEntry) approvers = readApprovers(yaml, approversEntry) ?? undefined;
     const previewEntry = byKey.get('preview');
     if (previewEntry) preview = yaml.boolean(previewEntry, '`preview`') ?? false;
+    const factorsEntry = byKey.get('factors');
+    if (factorsEntry) factors = readFactors(yaml, factorsEntry) ?? undefined;
   }
 
   if (yaml.errors.length > errorsBefore || name === null || action === null || match === null) return null;
@@ -212,9 +249,30 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
     timeoutMs,
     ...(approvers ? { approvers } : {}),
     preview,
+    ...(factors ? { factors } : {}),
+    on,
     file,
     at,
   };
+}
+
+/** `factors: [passkey]`: the factors that may approve this rule's statements. */
+function readFactors(yaml: YamlReader, entry: MapEntry): Factor[] | null {
+  const values = yaml.stringList(entry, '`factors`', '`factors: [passkey]`');
+  if (values === null) return null;
+  const result: Factor[] = [];
+  for (const { value, node } of values) {
+    const lower = value.toLowerCase();
+    const synonym = ({ webauthn: 'passkey', fido: 'passkey', fido2: 'passkey', 'security-key': 'passkey', otp: 'totp', code: 'totp', authenticator: 'totp' } as Record<string, string>)[lower];
+    if ((FACTORS as readonly string[]).includes(lower)) {
+      if (!result.includes(lower as Factor)) result.push(lower as Factor);
+    } else {
+      const suggestion = synonym ? `did you mean \`${synonym}\`?` : didYouMean(lower, FACTORS);
+      yaml.error(node, `unknown factor \`${value}\``, `${suggestion ? `${suggestion} ` : ''}the factors are passkey and totp (a recovery code counts as totp)`);
+      return null;
+    }
+  }
+  return result;
 }
 
 function suggestName(name: string): string {
@@ -318,6 +376,7 @@ export function validateRuleSet(files: Array<{ spec: RuleFileSpec; names: FileVa
       }
     }
     for (const rule of spec.rules) {
+      if (rule.on === 'connect') continue; // logins are decided apart from statements
       // After a catch-all nothing can decide, except a deny after a catch-all that does not deny
       // (a matching deny wins regardless of order).
       if (catchAll && (catchAll.action === 'deny' || rule.action !== 'deny')) {

@@ -78,6 +78,7 @@ class DirectoryRuleWatcher implements RuleWatcher {
     // A stable object for the proxy; each call reads the rules in force at that moment.
     this.ruleSet = {
       decide: (statements: StatementInfo[], subject: Subject): Decision => this.rules.ruleSet.decide(statements, subject),
+      decideConnect: (subject: Subject): Decision | null => this.rules.ruleSet.decideConnect(subject),
     };
   }
 

@@ -16,7 +16,7 @@ import { randomBytes } from 'node:crypto';
 import { redactSql } from '../sql/redact.js';
 import type { IdentityStore } from '../identity/store.js';
 import type { Logger } from '../log.js';
-import type { Decision, StepUpRequirement } from '../rules/types.js';
+import type { Decision, Factor, StepUpRequirement } from '../rules/types.js';
 import type { Hold, HoldOutcome, HoldRequest, StepUpBroker } from './types.js';
 
 export const DEFAULT_TIMEOUT_MS = 120_000;
@@ -53,11 +53,17 @@ export interface RequirementView {
   satisfied: boolean;
   grantMs: number;
   grantScope: 'connection' | 'user';
+  /** The factors that may approve for this rule. */
+  factors: Factor[];
+  /** The risk signals that held for this rule. */
+  signals: string[];
 }
 
 /** A pending challenge as one viewer sees it (JSON for the console). */
 export interface ChallengeView {
   id: string;
+  /** `connect`: a login held by a rule with `on: connect` (no statement). */
+  kind: 'statement' | 'connect';
   url: string;
   user: string;
   database: string;
@@ -73,11 +79,16 @@ export interface ChallengeView {
   message: string;
   reason: string;
   requirements: RequirementView[];
-  approvals: { user: string; at: number }[];
+  /** Every risk signal that held for a rule that asked (shown on the card). */
+  signals: string[];
+  approvals: { user: string; at: number; factor: Factor }[];
   createdAt: number;
   expiresAt: number;
-  /** This viewer: whether they wrote it, may approve it, and why not. */
-  you: { author: boolean; canApprove: boolean; canReject: boolean; note: string | null };
+  /**
+   * This viewer: whether they wrote it, may approve it (and with which of their factors, as the rules
+   * allow: `passkey`, `totp`), and why not.
+   */
+  you: { author: boolean; canApprove: boolean; canReject: boolean; note: string | null; factors: Factor[] };
 }
 
 export interface ResolvedView {
@@ -100,6 +111,9 @@ export interface GrantView extends Omit<Grant, 'rule'> {
 interface Approval {
   user: string;
   credentialId: string;
+  factor: Factor;
+  /** `recovery`: a recovery code stood in for TOTP. */
+  via: Factor | 'recovery';
   /** The approver's groups when they approved. */
   groups: string[];
   at: number;
@@ -153,14 +167,28 @@ export class Challenge {
     return this.request.user;
   }
 
-  /** Approvals that count for one requirement. */
+  /** Approvals that count for one requirement (by the right people, with a factor the rule allows). */
   countsFor(entry: StepUpRequirement): Approval[] {
     const groups = entry.approvers?.groups ?? [];
+    const allowed = (a: Approval): boolean => !entry.factors || entry.factors.includes(a.factor);
     if (groups.length === 0) {
       const own = this.approvals.get(this.user);
-      return own ? [own] : [];
+      return own && allowed(own) ? [own] : [];
     }
-    return [...this.approvals.values()].filter((a) => a.user !== this.user && a.groups.some((g) => groups.includes(g)));
+    return [...this.approvals.values()].filter((a) => a.user !== this.user && allowed(a) && a.groups.some((g) => groups.includes(g)));
+  }
+
+  /** The open requirements this person could help satisfy (with any factor). */
+  helpsWith(user: string, groups: string[]): StepUpRequirement[] {
+    return this.entries.filter((e) => {
+      if (this.satisfied(e)) return false;
+      const eg = e.approvers?.groups ?? [];
+      return eg.length === 0 ? user === this.user : user !== this.user && groups.some((g) => eg.includes(g));
+    });
+  }
+
+  get kind(): 'statement' | 'connect' {
+    return this.request.kind ?? 'statement';
   }
 
   satisfied(entry: StepUpRequirement): boolean {
@@ -169,16 +197,17 @@ export class Challenge {
     return this.countsFor(entry).length >= need;
   }
 
-  /** May this person approve now? Null when yes, else why not. */
-  refusal(user: string, groups: string[]): string | null {
+  /** May this person approve now (with `factor`, when given)? Null when yes, else why not. */
+  refusal(user: string, groups: string[], factor?: Factor): string | null {
     if (this.done) return 'this statement is no longer waiting for approval';
     if (this.approvals.has(user)) return 'you have already approved this statement; it needs another approver';
     const open = this.entries.filter((e) => !this.satisfied(e));
-    const helps = open.some((e) => {
-      const eg = e.approvers?.groups ?? [];
-      return eg.length === 0 ? user === this.user : user !== this.user && groups.some((g) => eg.includes(g));
-    });
-    if (helps) return null;
+    const mine = this.helpsWith(user, groups);
+    if (mine.length > 0) {
+      if (factor === undefined || mine.some((e) => !e.factors || e.factors.includes(factor))) return null;
+      const e = mine[0]!;
+      return `rule "${e.rule ?? 'default'}" needs ${e.factors!.map(factorName).join(' or ')} to approve: ${factorName(factor)} is not enough for it`;
+    }
     const groupRules = open.filter((e) => (e.approvers?.groups.length ?? 0) > 0);
     if (user === this.user && groupRules.length > 0) {
       const g = [...new Set(groupRules.flatMap((e) => e.approvers!.groups))].join(', ');
@@ -199,6 +228,11 @@ export interface BrokerListener {
   challengeResolved(challenge: Challenge, outcome: HoldOutcome, resolved: ResolvedView): void;
   /** Grants of these users (holders and approvers) changed. */
   grantsChanged(users: string[]): void;
+}
+
+/** How people read a factor's name. */
+export function factorName(f: Factor | 'recovery'): string {
+  return f === 'passkey' ? 'a passkey' : f === 'totp' ? 'an authenticator app code' : 'a recovery code';
 }
 
 export interface BrokerOptions {
@@ -314,8 +348,17 @@ export class ConsoleBroker implements StepUpBroker {
     const d = c.request.decision;
     const refusal = c.refusal(viewer, groups);
     const author = viewer === c.user;
+    const factors: Factor[] = [];
+    if (refusal === null) {
+      const mine = c.helpsWith(viewer, groups);
+      const allowed = (f: Factor): boolean => mine.some((e) => !e.factors || e.factors.includes(f));
+      if (allowed('passkey') && this.identity.passkeyCount(viewer) > 0) factors.push('passkey');
+      if (allowed('totp') && this.identity.totpSecret(viewer) !== null) factors.push('totp');
+    }
+    const signals = [...new Set([...(d.signals ?? []), ...c.entries.flatMap((e) => e.signals ?? [])])];
     return {
       id: c.id,
+      kind: c.kind,
       url: this.challengeUrl(c.id),
       user: c.user,
       database: c.request.database,
@@ -337,38 +380,52 @@ export class ConsoleBroker implements StepUpBroker {
         satisfied: c.satisfied(e),
         grantMs: e.grantMs,
         grantScope: e.grantScope,
+        factors: e.factors ?? ['passkey', 'totp'],
+        signals: e.signals ?? [],
       })),
-      approvals: [...c.approvals.values()].map((a) => ({ user: a.user, at: a.at })),
+      signals,
+      approvals: [...c.approvals.values()].map((a) => ({ user: a.user, at: a.at, factor: a.factor })),
       createdAt: c.createdAt,
       expiresAt: c.expiresAt,
-      you: { author, canApprove: refusal === null, canReject: !c.done && c.visibleTo(viewer, groups), note: refusal === null ? null : refusal },
+      you: {
+        author,
+        canApprove: refusal === null && factors.length > 0,
+        canReject: !c.done && c.visibleTo(viewer, groups),
+        note: refusal ?? (factors.length === 0 ? 'you have no factor this rule accepts: register a passkey (or set up an authenticator app, where the rule allows it)' : null),
+        factors,
+      },
     };
   }
 
-  /** Checks, before a passkey ceremony starts, that this person could approve. */
-  mayApprove(id: string, user: string): { ok: true; challenge: Challenge } | { ok: false; status: number; error: string } {
+  /** Checks, before a ceremony starts (and again after it), that this person could approve with `factor`. */
+  mayApprove(id: string, user: string, factor?: Factor): { ok: true; challenge: Challenge } | { ok: false; status: number; error: string } {
     const c = this.challenges.get(id);
     const groups = this.groupsOf(user);
     if (!c || !c.visibleTo(user, groups)) return { ok: false, status: 404, error: 'no such statement is waiting for approval' };
-    const refusal = c.refusal(user, groups);
+    if (this.identity.getUser(user)?.disabled) return { ok: false, status: 403, error: 'your stepgate account is disabled' };
+    const refusal = c.refusal(user, groups, factor);
     if (refusal) return { ok: false, status: 403, error: refusal };
     return { ok: true, challenge: c };
   }
 
-  /** A verified passkey approval by `user`. Re-checks who may approve (groups read now, from the store). */
-  approve(id: string, user: string, credentialId: string): ApproveResult {
-    const check = this.mayApprove(id, user);
+  /**
+   * A verified approval by `user` (a passkey assertion, or a TOTP or recovery code). Re-checks who may
+   * approve (groups read now, from the store) and that the rule accepts the factor.
+   */
+  approve(id: string, user: string, credentialId: string, via: Factor | 'recovery' = 'passkey'): ApproveResult {
+    const factor: Factor = via === 'recovery' ? 'totp' : via;
+    const check = this.mayApprove(id, user, factor);
     if (!check.ok) return check;
     const c = check.challenge;
-    c.approvals.set(user, { user, credentialId, groups: this.groupsOf(user), at: this.now() });
+    c.approvals.set(user, { user, credentialId, factor, via, groups: this.groupsOf(user), at: this.now() });
     const remaining = c.entries.filter((e) => !c.satisfied(e)).length;
-    this.log.info('stepup.approval', { challenge: id, user, credential: credentialId, remaining });
+    this.log.info('stepup.approval', { challenge: id, user, credential: credentialId, factor: via, remaining });
     if (remaining > 0) {
       for (const l of this.listeners) safely(this.log, () => l.challengeUpdated(c));
       return { ok: true, status: 'pending', remaining };
     }
     this.createGrants(c);
-    c.settle({ status: 'approved', approvers: [...c.approvals.values()].map((a) => ({ user: a.user, credentialId: a.credentialId })), grant: false });
+    c.settle({ status: 'approved', approvers: [...c.approvals.values()].map((a) => ({ user: a.user, credentialId: a.credentialId, factor: a.via })), grant: false });
     return { ok: true, status: 'approved', remaining: 0 };
   }
 
@@ -503,23 +560,30 @@ export class ConsoleBroker implements StepUpBroker {
     for (const l of this.listeners) safely(this.log, () => l.grantsChanged(unique));
   }
 
-  /** Null when every rule has someone with a passkey who could approve; else what is missing. */
+  /** Null when every rule has someone with a factor it accepts who could approve; else what is missing. */
   private nobodyCanApprove(entries: StepUpRequirement[], author: string): string | null {
-    let withPasskeys: Set<string> | null = null;
     for (const e of entries) {
       const groups = e.approvers?.groups ?? [];
       const rule = `rule "${e.rule ?? 'default'}"`;
+      const totp = !e.factors || e.factors.includes('totp');
+      const passkeyOnly = e.factors?.length === 1 && e.factors[0] === 'passkey';
+      const what = passkeyOnly ? 'a passkey' : totp && e.factors?.length === 1 ? 'an authenticator app (TOTP)' : 'a passkey or an authenticator app';
       if (groups.length === 0) {
-        if (this.identity.passkeyCount(author) === 0) {
-          return `${rule} asks you to approve with a passkey, but ${author} has no passkey yet. Ask an administrator for an enrollment link (stepgate users enroll ${author}) and register one in the stepgate console at ${this.options.consoleUrl()}.`;
+        const has = (!e.factors || e.factors.includes('passkey')) && this.identity.passkeyCount(author) > 0;
+        const hasTotp = totp && this.identity.totpSecret(author) !== null;
+        if (!has && !hasTotp) {
+          return `${rule} asks you to approve with ${what}, but ${author} has ${passkeyOnly || !totp ? 'no passkey' : 'no factor'} yet. Sign in to the stepgate console at ${this.options.consoleUrl()} and register one (or ask an administrator for an enrollment link: stepgate users enroll ${author}).`;
         }
         continue;
       }
-      withPasskeys ??= this.identity.usersWithPasskeys();
+      const withFactors = this.identity.usersWithFactors(totp);
+      const passkeys = !e.factors || e.factors.includes('passkey') ? this.identity.usersWithPasskeys() : new Set<string>();
       const count = Math.max(1, e.approvers!.count);
-      const able = this.identity.listUsers().filter((u) => u.name !== author && withPasskeys!.has(u.name) && u.groups.some((g) => groups.includes(g)));
+      const able = this.identity
+        .listUsers()
+        .filter((u) => u.name !== author && !u.disabled && (passkeys.has(u.name) || (totp && withFactors.has(u.name))) && u.groups.some((g) => groups.includes(g)));
       if (able.length < count) {
-        return `${rule} needs ${count} approver${count > 1 ? 's' : ''} from ${groups.join(', ')} other than ${author}, but only ${able.length} such user${able.length === 1 ? ' has' : 's have'} a passkey.`;
+        return `${rule} needs ${count} approver${count > 1 ? 's' : ''} from ${groups.join(', ')} other than ${author}, but only ${able.length} such user${able.length === 1 ? ' has' : 's have'} ${totp ? 'a passkey or an authenticator app' : 'a passkey'}.`;
       }
     }
     return null;
@@ -530,7 +594,7 @@ export class ConsoleBroker implements StepUpBroker {
       id: c.id,
       user: c.user,
       rule: c.request.decision.rule ?? 'default',
-      summary: c.statements.map((s) => s.command).join('; '),
+      summary: c.kind === 'connect' ? `login to ${c.request.database}` : c.statements.map((s) => s.command).join('; '),
       status: outcome.status,
       by: outcome.status === 'rejected' ? outcome.by : outcome.status === 'approved' ? outcome.approvers.map((a) => a.user).join(', ') : null,
       reason: outcome.status === 'rejected' ? outcome.reason : outcome.status === 'unavailable' ? outcome.reason : null,
@@ -555,6 +619,8 @@ export function requirementsOf(decision: Decision): StepUpRequirement[] {
       grantScope: decision.grantScope,
       timeoutMs: decision.timeoutMs,
       ...(decision.approvers ? { approvers: decision.approvers } : {}),
+      ...(decision.factors ? { factors: decision.factors } : {}),
+      ...(decision.signals ? { signals: decision.signals } : {}),
     },
   ];
 }

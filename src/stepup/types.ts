@@ -1,7 +1,7 @@
 /**
  * The contract between a session that holds a statement and whatever asks a person to approve it.
  */
-import type { Decision } from '../rules/types.js';
+import type { Decision, Factor } from '../rules/types.js';
 import type { PreviewReport } from '../proxy/preview.js';
 import type { StatementInfo } from '../sql/types.js';
 
@@ -12,15 +12,17 @@ export interface HoldRequest {
   database: string;
   application: string;
   clientAddress: string;
-  /** The statements held (one message's worth). */
+  /** The statements held (one message's worth); empty for a login held by a rule with `on: connect`. */
   statements: StatementInfo[];
   decision: Decision;
   /** What a preview of them found (null: none was asked for). */
   preview?: PreviewReport | null;
+  /** `connect`: the login itself is held (no statement yet). Default: statements. */
+  kind?: 'statement' | 'connect';
 }
 
 export type HoldOutcome =
-  | { status: 'approved'; approvers: { user: string; credentialId: string | null }[]; grant: boolean }
+  | { status: 'approved'; approvers: { user: string; credentialId: string | null; factor?: Factor | 'recovery' }[]; grant: boolean }
   | { status: 'rejected'; by: string; reason: string }
   | { status: 'expired' }
   /** The client sent a CancelRequest. */

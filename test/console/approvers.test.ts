@@ -65,7 +65,7 @@ t.test('a rule that needs more approvers than have passkeys is refused at once, 
   const { c } = await connect(t, ALICE);
   const err = (await c.query('DELETE FROM vault WHERE id = 1').catch((e: pg.DatabaseError) => e)) as pg.DatabaseError;
   t.equal(err.code, '42501');
-  t.match(err.detail, /needs 2 approvers from dba other than alice, but only 1 such user has a passkey/);
+  t.match(err.detail, /needs 2 approvers from dba other than alice, but only 1 such user has a passkey or an authenticator app/);
   await enroll(carol, enrollmentLink(consoleUrl, sg.identity.issueEnrollment('carol').token));
 });
 

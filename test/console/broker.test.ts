@@ -121,7 +121,7 @@ t.test('approvers: only members other than the author count; others are refused'
   t.equal(broker.pendingFor('bob', ['dba']).length, 1, 'the approver sees it');
   t.equal(broker.pendingFor('carol', ['dev']).length, 0, 'others do not');
   t.same(broker.approve(id, 'bob', 'cred-b'), { ok: true, status: 'approved', remaining: 0 });
-  t.same(await hold.outcome, { status: 'approved', approvers: [{ user: 'bob', credentialId: 'cred-b' }], grant: false });
+  t.same(await hold.outcome, { status: 'approved', approvers: [{ user: 'bob', credentialId: 'cred-b', factor: 'passkey' }], grant: false });
 });
 
 t.test('nobody able to approve: unavailable at once', async (t) => {
@@ -130,7 +130,7 @@ t.test('nobody able to approve: unavailable at once', async (t) => {
   t.match(await hold.outcome, { status: 'unavailable', reason: /needs 2 approvers from dba/ });
   identity.addUser('erin', [], null);
   const none = broker.hold(req([{ rule: 'self' }], 'c5', 'erin'));
-  t.match(await none.outcome, { status: 'unavailable', reason: /erin has no passkey yet/ });
+  t.match(await none.outcome, { status: 'unavailable', reason: /erin has no factor yet/ });
 });
 
 t.test('timeout: expired', async (t) => {

@@ -64,6 +64,9 @@ export interface StepgateOptions {
   flags?: Record<string, string | boolean>;
   /** Overrides applied to the loaded config. */
   tweak?(config: Config): void;
+  /** Single sign-on options (the clock, the key cache's cooldown) and the console's clock. */
+  sso?: AppOverrides['sso'];
+  now?: AppOverrides['now'];
 }
 
 export async function startStepgate(
@@ -85,7 +88,7 @@ export async function startStepgate(
   const setup = new IdentityStore(dataDir);
   for (const u of options.users ?? [ALICE]) setup.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
   setup.close();
-  const app = await startApp(config, log, { stepUp: options.stepUp, audit: options.audit, classify: options.classify });
+  const app = await startApp(config, log, { stepUp: options.stepUp, audit: options.audit, classify: options.classify, sso: options.sso, now: options.now });
   const identity = app.identity;
   const server = app.proxy;
   const { port } = app.proxyAddress;

@@ -9,6 +9,8 @@
  * Passkey ceremonies use the @simplewebauthn/browser bundle (window.SimpleWebAuthnBrowser).
  */
 
+import { codeControls, connectView, IDENTITY_ACTIONS, initIdentity, prepareSignIn, renderFactors, signalList, withFreshSso } from './identity.js';
+
 const state = {
   me: null,
   challenges: new Map(),
@@ -91,7 +93,7 @@ function friendly(err) {
 /** Runs fn; when the server asks for a fresh passkey check first, does one and runs fn again. */
 async function withRecentAuth(fn) {
   try {
-    return await fn();
+    return await withFreshSso(fn);
   } catch (err) {
     if (err.code !== 'reauth') throw err;
     const optionsJSON = await api('POST', '/api/reauth/options');
@@ -104,12 +106,14 @@ async function withRecentAuth(fn) {
 // ───────────────────────────── views ─────────────────────────────
 
 function show(view) {
-  for (const v of ['loading', 'signin', 'enroll', 'console', 'audit']) $(`view-${v}`).hidden = v !== view;
-  const signedIn = (view === 'console' || view === 'audit') && !!state.me;
+  for (const v of ['loading', 'signin', 'enroll', 'console', 'audit', 'connect']) $(`view-${v}`).hidden = v !== view;
+  const signedIn = (view === 'console' || view === 'audit' || view === 'connect') && !!state.me;
   $('who').hidden = !signedIn;
   if (signedIn) $('who-name').textContent = state.me.user;
   // Only auditors have a second section to go to.
-  $('nav').hidden = !(signedIn && state.me.auditor);
+  $('nav').hidden = !(signedIn && (state.me.auditor || state.me.credentials));
+  $('audit-nav').hidden = !(signedIn && state.me.auditor);
+  if (signedIn) renderFactors();
   for (const a of document.querySelectorAll('[data-nav]')) {
     if (a.dataset.nav === view) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
@@ -121,7 +125,11 @@ const isAuditPath = () => location.pathname === '/audit' || location.pathname.st
 /** After signing in: the view the address asks for. */
 function enter() {
   if (isAuditPath()) auditView();
-  else consoleView();
+  else if (location.pathname === '/connect') {
+    show('connect');
+    document.title = 'Connect · stepgate console';
+    connectView();
+  } else consoleView();
 }
 
 function setStatus(kind, text) {
@@ -172,6 +180,7 @@ function signinView(message) {
   setStatus('', '');
   $('signin-error').textContent = message || '';
   document.title = 'Sign in · stepgate console';
+  prepareSignIn();
 }
 
 async function signIn(button) {
@@ -262,6 +271,7 @@ function consoleView() {
   show('console');
   $('who-name').textContent = state.me.user;
   renderPasskeys();
+  renderFactors();
   renderPending();
   renderGrants();
   renderRecent();
@@ -401,6 +411,7 @@ function focusRequested() {
 // ───────────────────────────── held statements ─────────────────────────────
 
 function titleOf(c) {
+  if (c.kind === 'connect') return `Login to ${c.database}`;
   const parts = c.statements.map((s) => s.command + (s.tables.length ? ` on ${s.tables.join(', ')}` : ''));
   return parts.length > 2 ? `${parts.length} statements: ${parts.slice(0, 2).join('; ')} …` : parts.join('; ');
 }
@@ -450,7 +461,7 @@ function buildCard(c) {
     h(
       'div',
       { class: 'head' },
-      h('div', {}, h('h3', { id: titleId, text: titleOf(c) }), h('div', { class: 'muted small', text: c.you.author ? 'Your statement' : `Statement by ${c.user}` })),
+      h('div', {}, h('h3', { id: titleId, text: titleOf(c) }), h('div', { class: 'muted small', text: c.kind === 'connect' ? (c.you.author ? 'Your login is held' : `Login by ${c.user}`) : c.you.author ? 'Your statement' : `Statement by ${c.user}` })),
       h('div', { class: 'timer', role: 'timer' }, waited, ' · ', left, h('div', { class: 'bar', 'aria-hidden': 'true' }, barFill)),
     ),
   );
@@ -465,6 +476,8 @@ function buildCard(c) {
   }
   card.append(facts);
   card.append(h('p', { class: 'rule' }, 'Held by rule ', h('span', { class: 'name', text: c.rule }), c.message ? `: ${c.message}` : ''));
+  const signals = signalList(c);
+  if (signals) card.append(signals);
   for (const s of c.statements) {
     card.append(h('pre', { class: 'sql', 'aria-label': `SQL of the ${s.command} statement` }, h('code', { text: s.sql })));
     if (s.omitted) card.append(h('p', { class: 'note', text: `This statement is too long to show in full: ${s.omitted} more characters are not shown. Reject it unless you know exactly what it is.` }));
@@ -482,9 +495,11 @@ function buildCard(c) {
   if (grant) card.append(h('p', { class: 'muted small', text: grant }));
   if (c.you.note) card.append(h('p', { class: 'note', text: c.you.note }));
   const actions = h('div', { class: 'actions' });
-  if (c.you.canApprove) {
+  if (c.you.canApprove && c.you.factors.includes('passkey')) {
     actions.append(h('button', { type: 'button', class: 'primary', 'data-action': 'approve', 'data-id': id, text: 'Approve with passkey' }));
   }
+  const code = c.you.canApprove ? codeControls(c) : null;
+  if (code) actions.append(code);
   if (c.you.canReject) {
     const reasonId = `reason-${id}`;
     actions.append(h('label', { for: reasonId }, 'Reason (optional)', h('input', { id: reasonId, name: 'reason', maxlength: '500', autocomplete: 'off' })));
@@ -1094,6 +1109,7 @@ function renderVerification(v) {
 // ───────────────────────────── wiring ─────────────────────────────
 
 const ACTIONS = {
+  ...IDENTITY_ACTIONS,
   'sign-in': signIn,
   'sign-out': signOut,
   'register-passkey': registerPasskey,
@@ -1138,6 +1154,10 @@ document.addEventListener('keydown', (event) => {
     const card = event.target.closest('[data-challenge-id]');
     card?.querySelector('[data-action=reject]')?.click();
   }
+  if (event.key === 'Enter' && event.target.matches?.('input[name=code]')) {
+    event.target.closest('.code-approve')?.querySelector('[data-action=approve-code]')?.click();
+  }
+  if (event.key === 'Enter' && event.target.id === 'totp-code') document.querySelector('[data-action=totp-confirm]')?.click();
   if (event.key === 'Enter' && event.target.id === 'enroll-name') {
     document.querySelector('[data-action=register-passkey]')?.click();
   }
@@ -1151,6 +1171,11 @@ window.addEventListener('hashchange', () => {
     $('enroll-ready').hidden = true;
     enrollView();
   }
+});
+
+// A `stepgate login` link opened in a tab already showing /connect only changes the fragment.
+window.addEventListener('hashchange', () => {
+  if (location.pathname === '/connect' && /code=/.test(location.hash) && state.me) connectView();
 });
 
 // Back and forward between the sessions and a timeline.
@@ -1167,5 +1192,20 @@ document.addEventListener('visibilitychange', () => {
 
 /** For scripts and tests: the API without the page's buttons (the server checks everything anyway). */
 window.stepgateConsole = { api, approve: approveChallenge };
+
+initIdentity({
+  api,
+  h,
+  $,
+  friendly,
+  busy,
+  announce,
+  state,
+  sessionEnded,
+  // Cards show what the viewer may approve with: rebuild them when a factor changes.
+  render: () => {
+    for (const c of state.challenges.values()) upsertCard(c);
+  },
+});
 
 boot();

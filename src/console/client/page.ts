@@ -24,7 +24,8 @@ export function pageHtml(): string {
   <a class="brand" href="/"><img src="${ICON}" alt="" width="24" height="24"> stepgate <span class="sub">console</span></a>
   <nav id="nav" class="nav" aria-label="Console sections" hidden>
     <a href="/" data-nav="console">Approvals</a>
-    <a href="/audit" data-nav="audit">Audit trail</a>
+    <a href="/connect" data-nav="connect" id="connect-nav" hidden>Connect</a>
+    <a href="/audit" data-nav="audit" id="audit-nav">Audit trail</a>
   </nav>
   <p id="status" class="status" role="status" aria-live="polite"></p>
   <div id="who" class="who" hidden>
@@ -41,6 +42,10 @@ export function pageHtml(): string {
   <section id="view-signin" class="view narrow" hidden aria-labelledby="signin-title">
     <h1 id="signin-title">Sign in</h1>
     <p>stepgate holds statements that need a second look until you approve them here with your passkey.</p>
+    <div id="signin-sso" hidden>
+      <button type="button" class="primary big" data-action="sign-in-sso">Sign in with single sign-on</button>
+      <p class="muted small">Local accounts sign in with their passkey:</p>
+    </div>
     <button type="button" class="primary big" data-action="sign-in">Sign in with a passkey</button>
     <p id="signin-error" class="error" role="alert"></p>
     <p class="muted small">No passkey yet? Ask your stepgate administrator for an enrollment link
@@ -91,6 +96,58 @@ export function pageHtml(): string {
       <ul id="passkeys" class="list"></ul>
       <button type="button" data-action="add-passkey">Add a passkey</button>
       <p id="passkeys-error" class="error" role="alert"></p>
+    </section>
+
+    <section class="panel" aria-labelledby="totp-title">
+      <h2 id="totp-title">Authenticator app</h2>
+      <p id="totp-state" class="muted small"></p>
+      <div class="buttons">
+        <button type="button" id="totp-setup-button" data-action="totp-setup">Set up an authenticator app</button>
+        <button type="button" id="totp-recovery-button" data-action="totp-recovery" hidden>New recovery codes</button>
+        <button type="button" id="totp-remove-button" class="danger" data-action="totp-remove" hidden>Remove the authenticator app</button>
+      </div>
+      <div id="totp-enroll" hidden>
+        <p>Scan this code with your authenticator app (or type the key), then enter the 6-digit code it shows.</p>
+        <img id="totp-qr" alt="QR code for your authenticator app" width="220" height="220">
+        <p class="small">Key: <code id="totp-secret"></code></p>
+        <label class="field" for="totp-code">Code <input id="totp-code" inputmode="numeric" autocomplete="one-time-code" maxlength="6"></label>
+        <button type="button" class="primary" data-action="totp-confirm">Confirm</button>
+      </div>
+      <div id="recovery" hidden>
+        <p class="note">Your recovery codes. Each works once, in place of a code from the app. They are shown only now: keep them somewhere safe.</p>
+        <ol id="recovery-codes" class="codes"></ol>
+      </div>
+      <p id="totp-error" class="error" role="alert"></p>
+    </section>
+  </section>
+
+  <section id="view-connect" class="view" hidden aria-labelledby="connect-title">
+    <h1 id="connect-title">Connect to the database</h1>
+    <section id="cli-request" class="panel" hidden aria-labelledby="cli-title">
+      <h2 id="cli-title">A terminal asks for a database credential</h2>
+      <p>Does this code match the one <code>stepgate login</code> shows? <strong id="cli-code" class="code"></strong></p>
+      <p class="muted small" id="cli-from"></p>
+      <p class="note">Confirm only if you ran <code>stepgate login</code> yourself just now and it shows this code:
+        whoever runs that terminal gets a database login as you.</p>
+      <div id="cli-buttons" class="buttons" hidden>
+        <button type="button" class="primary" data-action="cli-approve">Yes, give it a credential</button>
+        <button type="button" class="danger" data-action="cli-deny">No</button>
+      </div>
+      <p id="cli-result" role="status"></p>
+    </section>
+    <section class="panel" aria-labelledby="creds-title">
+      <h2 id="creds-title">Database credentials</h2>
+      <p class="muted small" id="connect-where"></p>
+      <p class="muted small" id="connect-ttl"></p>
+      <button type="button" class="primary" data-action="issue-credential">Get a database credential</button>
+      <div id="issued" hidden>
+        <p class="note">Shown once. Password: <code id="issued-password"></code></p>
+        <p class="small">psql:</p><pre class="sql"><code id="issued-psql"></code></pre>
+        <p class="small">.pgpass line:</p><pre class="sql"><code id="issued-pgpass"></code></pre>
+      </div>
+      <p id="credentials-empty" class="empty">No active credentials.</p>
+      <ul id="credentials" class="list"></ul>
+      <p id="connect-error" class="error" role="alert"></p>
     </section>
   </section>
 
