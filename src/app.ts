@@ -14,6 +14,7 @@ import { ProxyServer } from './proxy/server.js';
 import { formatRuleErrorOneLine } from './rules/errors.js';
 import { watchRules, type RuleWatcher } from './rules/watch.js';
 import { ClassificationCache } from './sql/cache.js';
+import { OffThreadClassifier } from './sql/offload.js';
 import { initParser } from './sql/parser.js';
 import { ConsoleBroker } from './stepup/broker.js';
 import type { StepUpBroker } from './stepup/types.js';
@@ -56,6 +57,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   });
   const identity = new IdentityStore(config.dataDir);
   const cache = new ClassificationCache();
+  // Large texts (and texts too deep for this thread's stack) are classified in a worker thread.
+  const classifier = new OffThreadClassifier({ cache });
 
   // The audit trail before anything can connect: stepgate does not run without one.
   let auditStore: AuditStore | null = null;
@@ -103,6 +106,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   const proxy = new ProxyServer(config, {
     identity,
     classify: (sql, ctx) => cache.classify(sql, ctx),
+    classifyText: (sql, ctx) => classifier.classify(sql, ctx),
     rules: () => rules.ruleSet,
     stepUp,
     audit,
@@ -149,6 +153,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     async close() {
       // The proxy first: its sessions withdraw their held statements.
       await proxy.close();
+      await classifier.close();
       broker?.close();
       await consoleServer?.close();
       rules.close();

@@ -16,6 +16,7 @@ import { ProtocolViolation } from '../protocol/payload-reader.js';
 import { PROTOCOL_3_0, type StartupPacket } from '../protocol/startup-messages.js';
 import { normalizeClientAddress } from '../rules/client.js';
 import type { RuleSet, Subject } from '../rules/types.js';
+import { GRAMMAR_VERSIONS, loadGrammar, serverGrammar, type Grammar } from '../sql/grammar.js';
 import type { ClassifyContext, ClassifyResult } from '../sql/types.js';
 import type { StepUpBroker } from '../stepup/types.js';
 import { CancelKeys } from './cancel-keys.js';
@@ -30,6 +31,8 @@ import { connectUpstream, sendUpstreamCancel, UpstreamError, type UpstreamConnec
 export interface ProxyServices {
   identity: IdentityStore;
   classify(sql: string, ctx: ClassifyContext): ClassifyResult;
+  /** Classifies client SQL: at once for small texts, off the event loop (a promise) for large ones. Default: classify. */
+  classifyText?(sql: string, ctx: ClassifyContext): ClassifyResult | Promise<ClassifyResult>;
   rules(): RuleSet;
   stepUp: StepUpBroker;
   audit: AuditSink;
@@ -51,6 +54,9 @@ class StartupRefused extends Error {
 }
 
 class TlsHandshakeFailed extends HandshakeClosed {}
+
+const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
+const GRAMMAR_RANGE = `${GRAMMAR_VERSIONS[0]} to ${GRAMMAR_VERSIONS[GRAMMAR_VERSIONS.length - 1]}`;
 
 export class ProxyServer {
   private readonly server: net.Server;
@@ -196,9 +202,10 @@ export class ProxyServer {
       if (!route) throw new StartupRefused(`database "${database}" is not configured in stepgate`, '3D000');
       socket.write(backend.authenticationOk());
       const upstream = await connectUpstream(route.target, { database: route.database, ...Object.fromEntries(settings) }, limits.upstreamConnectTimeoutMs, limits.tcpKeepaliveMs);
+      const grammar = await this.grammarFor(upstream);
       clearTimeout(timer);
 
-      await this.relay({ connectionId, socket, reader, subject, route, upstream });
+      await this.relay({ connectionId, socket, reader, subject, route, upstream, grammar });
     } catch (err) {
       clearTimeout(timer);
       if (err instanceof StartupRefused || err instanceof AuthFailed || err instanceof UpstreamError) {
@@ -228,8 +235,9 @@ export class ProxyServer {
     subject: Omit<Subject, 'now'>;
     route: { target: UpstreamTarget; database: string };
     upstream: UpstreamConnection;
+    grammar: Grammar;
   }): Promise<void> {
-    const { connectionId, socket, subject, route, upstream } = c;
+    const { connectionId, socket, subject, route, upstream, grammar } = c;
     const limits = this.config.limits;
     const { processId, secretKey } = this.cancelKeys.issue({ cancel: () => session.cancel() });
     const leftover = c.reader.detach();
@@ -249,6 +257,8 @@ export class ProxyServer {
       application: subject.application,
       tls: subject.tls,
       server_pid: upstream.processId,
+      // The PostgreSQL grammar stepgate reads this session's SQL with (the server's major).
+      grammar: grammar.version,
     };
     this.services.log.info('connection.start', facts);
     this.services.audit.connectionStart({
@@ -267,10 +277,12 @@ export class ProxyServer {
       clientLeftover: leftover,
       subject,
       serverParameters: upstream.parameters,
+      grammar,
       catalog: this.catalogFor(route.target, route.database),
       cancelUpstream: () => sendUpstreamCancel(route.target, upstream.processId, upstream.secretKey, limits.upstreamConnectTimeoutMs),
       services: {
         classify: this.services.classify,
+        classifyText: this.services.classifyText ?? this.services.classify,
         rules: this.services.rules,
         stepUp: this.services.stepUp,
         audit: this.services.audit,
@@ -332,6 +344,27 @@ export class ProxyServer {
       } else {
         return packet;
       }
+    }
+  }
+
+  /**
+   * The grammar of the server's PostgreSQL major (from server_version_num or server_version, as it reported
+   * them at login). A server stepgate has no grammar for is refused: its SQL could read differently.
+   */
+  private async grammarFor(upstream: UpstreamConnection): Promise<Grammar> {
+    const chosen = serverGrammar(upstream.parameters.get('server_version'), upstream.parameters.get('server_version_num'));
+    try {
+      if (!chosen.ok) {
+        throw new StartupRefused(`stepgate: ${chosen.message}`, '0A000', {
+          hint: `Connect through stepgate to a server of PostgreSQL ${GRAMMAR_RANGE}, or to this one directly.`,
+        });
+      }
+      return await loadGrammar(chosen.version).catch((err: Error) => {
+        throw new StartupRefused(`stepgate: cannot load the PostgreSQL ${chosen.version} grammar: ${err.message}`, 'XX000');
+      });
+    } catch (err) {
+      if (!upstream.socket.destroyed) upstream.socket.end(TERMINATE);
+      throw err;
     }
   }
 

@@ -29,6 +29,7 @@ import * as frontend from '../protocol/frontend-messages.js';
 import { ClientType } from '../protocol/frontend-messages.js';
 import { ProtocolViolation } from '../protocol/payload-reader.js';
 import type { Decision, RuleSet, Subject } from '../rules/types.js';
+import type { Grammar } from '../sql/grammar.js';
 import type { ClassifyContext, ClassifyResult, StatementInfo } from '../sql/types.js';
 import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
 import type { FunctionCatalog } from './catalog.js';
@@ -43,6 +44,8 @@ import { StatementRegistry, type PreparedStatement } from './statement-registry.
 
 export interface SessionServices {
   classify(sql: string, ctx: ClassifyContext): ClassifyResult;
+  /** [parser] Classifies client SQL: at once for small texts, a promise for large ones (worker). Default: classify. */
+  classifyText?(sql: string, ctx: ClassifyContext): ClassifyResult | Promise<ClassifyResult>;
   rules(): RuleSet;
   stepUp: StepUpBroker;
   audit: AuditSink;
@@ -62,6 +65,8 @@ export interface SessionOptions {
   clientLeftover: Buffer;
   subject: Omit<Subject, 'now'>;
   serverParameters: Map<string, string>;
+  /** [parser] The grammar of the server's PostgreSQL major (default: PostgreSQL 18's). */
+  grammar?: Grammar;
   catalog: FunctionCatalog | null;
   /** Asks the server to cancel what this connection runs (CancelRequest on a fresh connection). */
   cancelUpstream: () => Promise<void>;
@@ -136,6 +141,8 @@ export class Session {
   private readonly subject: Subject;
   private readonly catalog: FunctionCatalog | null;
   private readonly cancelUpstream: () => Promise<void>;
+  /** [parser] The server's grammar, for classifyCtx. */
+  private readonly grammar: Grammar | undefined;
 
   private readonly clientFrames: FrameReader;
   private readonly serverFrames = new FrameReader({ maxLength: 0x7fffffff, buffered: SERVER_BUFFERED, runs: SERVER_RUNS });
@@ -197,6 +204,7 @@ export class Session {
     this.services = options.services;
     this.subject = { ...options.subject, now: new Date() };
     this.catalog = options.catalog;
+    this.grammar = options.grammar;
     this.cancelUpstream = options.cancelUpstream;
     this.parameters = new Map(options.serverParameters);
     // CopyData streams: bound like on the server (PQ_LARGE_MESSAGE_LIMIT, 1 GB), not by max_message_size.
@@ -402,6 +410,10 @@ export class Session {
 
   /** The classifier's view of this session: one object, read anew at each use (no allocation per statement). */
   private readonly classifyCtx: ClassifyContext = ((session: Session): ClassifyContext => ({
+    // [parser] the server's grammar
+    get grammar(): Grammar | undefined {
+      return session.grammar;
+    },
     get standardConformingStrings(): boolean {
       return !session.parsingUncertain && session.parameters.get('standard_conforming_strings') !== 'off';
     },
@@ -447,15 +459,20 @@ export class Session {
       return { sql, result, invalid: decoded.unreadable ? null : { severity: 'ERROR', code: decoded.sqlstate, message: decoded.message } };
     }
     const sql = decoded.text;
-    const result = this.services.classify(sql, this.classifyCtx);
-    if (result.unresolvedFunctions.length === 0 || !catalog) return { sql, result, invalid: null };
-    return catalog.lookup(result.unresolvedFunctions).then(
-      () => ({ sql, result: this.services.classify(sql, this.classifyCtx), invalid: null }),
-      (err: Error) => {
-        this.services.log.warn('catalog.lookup_failed', { connection: this.connectionId, error: err.message });
-        return { sql, result, invalid: null };
-      },
-    );
+    // [parser] classifyText: large texts are classified in a worker (a promise).
+    const classifyText = this.services.classifyText ?? this.services.classify;
+    const withCatalog = (result: ClassifyResult): Classified | Promise<Classified> => {
+      if (result.unresolvedFunctions.length === 0 || !catalog) return { sql, result, invalid: null };
+      return catalog.lookup(result.unresolvedFunctions).then(
+        async () => ({ sql, result: await classifyText(sql, this.classifyCtx), invalid: null }),
+        (err: Error) => {
+          this.services.log.warn('catalog.lookup_failed', { connection: this.connectionId, error: err.message });
+          return { sql, result, invalid: null };
+        },
+      );
+    };
+    const first = classifyText(sql, this.classifyCtx);
+    return first instanceof Promise ? first.then(withCatalog) : withCatalog(first);
   }
 
   /** One outcome tracker per statement of a message, for the audit trail. */
