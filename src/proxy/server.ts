@@ -25,7 +25,7 @@ import { AuthFailed, authenticateClient } from './client-auth.js';
 import { HandshakeClosed, HandshakeReader } from './handshake-reader.js';
 import { endAndLinger } from './linger.js';
 import { Session } from './session.js';
-import { settingAsSql, startupSettings, StartupSettingsError } from './startup-settings.js';
+import { finalSetting, parseBool, readStartup, settingAsSql, StartupSettingsError, upstreamParameters, type StartupRequest } from './startup-settings.js';
 import { connectUpstream, sendUpstreamCancel, UpstreamError, type UpstreamConnection, type UpstreamTarget } from './upstream.js';
 
 export interface ProxyServices {
@@ -172,16 +172,34 @@ export class ProxyServer {
           hint: 'Connect with sslmode=require (or verify-full).',
         });
       }
-      const params = packet.params;
-      const userName = params.get('user');
-      if (!userName) throw new StartupRefused('no PostgreSQL user name specified in startup packet', '28000');
-      if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
-        throw new StartupRefused('stepgate does not relay replication connections', '0A000', {
-          hint: 'Connect replication clients to the server directly.',
-        });
+      // As the server reads the packet (startup-settings.ts); what it refuses is reported after authentication,
+      // as the server reports errors in `options`.
+      let startup: StartupRequest | StartupSettingsError;
+      try {
+        startup = readStartup(packet.parameters);
+      } catch (err) {
+        if (!(err instanceof StartupSettingsError)) throw err;
+        startup = err;
       }
-      const database = params.get('database') || userName;
-      const application = params.get('application_name') ?? '';
+      const userName = packet.params.get('user');
+      if (!userName) throw new StartupRefused('no PostgreSQL user name specified in startup packet', '28000');
+      const replication = packet.params.get('replication');
+      if (replication !== undefined) {
+        // As ProcessStartupPacket: "database" or a true boolean asks for a walsender; anything else is invalid.
+        const walsender = replication === 'database' ? true : parseBool(replication);
+        if (walsender === null) {
+          throw new StartupRefused(`invalid value for parameter "replication": "${replication}"`, '22023', {
+            hint: 'Valid values are: "false", 0, "true", 1, "database".',
+          });
+        }
+        if (walsender) {
+          throw new StartupRefused('stepgate does not relay replication connections', '0A000', {
+            hint: 'Connect replication clients to the server directly.',
+          });
+        }
+      }
+      const database = packet.params.get('database') || userName;
+      const application = startup instanceof StartupSettingsError ? '' : (finalSetting(startup.settings, 'application_name') ?? '');
 
       let user;
       try {
@@ -196,12 +214,16 @@ export class ProxyServer {
       }
 
       const subject = { user: user.name, groups: user.groups, database, application, clientAddress, tls: secure };
-      const settings = this.judgeStartupSettings(params, { ...subject, now: new Date() });
+      if (startup instanceof StartupSettingsError) {
+        throw new StartupRefused(startup.message, startup.sqlstate, startup.hint ? { hint: startup.hint } : {});
+      }
+      const settings = this.judgeStartupSettings(startup.settings, { ...subject, now: new Date() });
 
       const route = routeDatabase(this.config, database);
       if (!route) throw new StartupRefused(`database "${database}" is not configured in stepgate`, '3D000');
       socket.write(backend.authenticationOk());
-      const upstream = await connectUpstream(route.target, { database: route.database, ...Object.fromEntries(settings) }, limits.upstreamConnectTimeoutMs, limits.tcpKeepaliveMs);
+      // Only what was judged goes upstream, rebuilt: the database, then each setting as a parameter of its own.
+      const upstream = await connectUpstream(route.target, upstreamParameters(route.database, settings), limits.upstreamConnectTimeoutMs, limits.tcpKeepaliveMs);
       const grammar = await this.grammarFor(upstream);
       clearTimeout(timer);
 
@@ -253,6 +275,8 @@ export class ProxyServer {
       connection: connectionId,
       user: subject.user,
       database: subject.database,
+      // The server's database (another name when the configuration routes it).
+      server_database: route.database,
       client: subject.clientAddress,
       application: subject.application,
       tls: subject.tls,
@@ -265,6 +289,7 @@ export class ProxyServer {
       connectionId,
       user: subject.user,
       database: subject.database,
+      serverDatabase: route.database,
       application: subject.application,
       clientAddress: subject.clientAddress,
       tls: subject.tls,
@@ -372,14 +397,7 @@ export class ProxyServer {
    * Startup settings become the SET statements they amount to and go through the rules: only what the
    * rules allow outright is relayed (there is nobody to ask for step-up before the session exists).
    */
-  private judgeStartupSettings(params: Map<string, string>, subject: Parameters<RuleSet['decide']>[1]): [string, string][] {
-    let settings: [string, string][];
-    try {
-      settings = startupSettings(params);
-    } catch (err) {
-      if (err instanceof StartupSettingsError) throw new StartupRefused(err.message, '42501');
-      throw err;
-    }
+  private judgeStartupSettings(settings: [string, string][], subject: Parameters<RuleSet['decide']>[1]): [string, string][] {
     const rules = this.services.rules();
     for (const [name, value] of settings) {
       const sql = settingAsSql(name, value);

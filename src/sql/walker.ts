@@ -12,7 +12,7 @@
  */
 import type { StatementAnalysis } from './analysis.js';
 import { isBuiltinReadOperator, lookupFunction, parseQualifiedName } from './functions.js';
-import { SUPERUSER_SETTINGS } from './builtin-settings.js';
+import { BACKEND_SETTINGS, SUPERUSER_SETTINGS } from './builtin-settings.js';
 
 export type AnyNode = Record<string, unknown>;
 
@@ -452,6 +452,7 @@ export function applySetting(a: StatementAnalysis, setting: string | undefined, 
   a.addClass('session');
   if (PARSING_SETTINGS.has(setting)) a.changesParsing = true;
   if (SUPERUSER_SETTINGS.has(setting)) a.addClass('admin', `${how} changes ${setting}, a superuser-only setting`);
+  if (BACKEND_SETTINGS.has(setting)) a.addClass('admin', `${how} changes ${setting}, which only a new connection can set (server logging and diagnostics)`);
   if (setting === 'search_path' && !catalogStaysFirst(values)) {
     a.addClass('privilege', `${how} puts a schema before pg_catalog in search_path: unqualified built-in names may then run other functions`);
   }
