@@ -490,7 +490,8 @@ export class Session {
   private onQuery(buf: Buffer, start: number, end: number): Promise<void> | void {
     const bytes = frontend.readQuery(buf, start, end);
     const classified = this.classifyBytes(bytes);
-    if (classified instanceof Promise) return classified.then((c) => this.decideQuery(buf, start, end, c));
+    // [parser] a large text's classification may outlast the connection: nothing to decide then.
+    if (classified instanceof Promise) return classified.then((c) => (this.closed ? undefined : this.decideQuery(buf, start, end, c)));
     return this.decideQuery(buf, start, end, classified);
   }
 
@@ -555,7 +556,7 @@ export class Session {
       this.expect(r);
       this.toServer.queue(buf, start, end);
     };
-    if (classified instanceof Promise) return classified.then(define);
+    if (classified instanceof Promise) return classified.then((c) => (this.closed ? undefined : define(c))); // [parser] as in onQuery
     define(classified);
   }
 

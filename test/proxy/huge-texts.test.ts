@@ -4,6 +4,7 @@
  */
 import path from 'node:path';
 import t from 'tap';
+import type { AuditStore } from '../../src/audit/store.js';
 import { startPostgres } from '../helpers/postgres.js';
 import { m, RawClient, type Msg } from '../helpers/raw-client.js';
 import { ALICE, REPO_ROOT, startStepgate } from '../helpers/stepgate.js';
@@ -65,4 +66,23 @@ t.test('small queries keep their latency while another connection sends a 10 MB 
   t.ok(during.length >= 100, `${during.length} small queries ran meanwhile`);
   // Classified in the event loop, the INSERT would hold every small query for the whole parse (seconds).
   t.ok(p99 < 50, `p99 ${p99.toFixed(1)} ms < 50 ms`);
+});
+
+t.test('a client that leaves while its huge text is classified: nothing is decided or recorded for it', async (t) => {
+  const { readEvents, waitForEvent } = await import('../audit/helpers.js');
+  const store = sg.app.audit as AuditStore;
+  const leaving = await connect();
+  leaving.send(m.query(`SELECT ${'1, '.repeat(300_000)}1`));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  leaving.destroy();
+  const end = await waitForEvent(store, sg.dataDir, (e) => e.kind === 'connection.end' && e.data.reason === 'client closed the connection', 60_000);
+  // Wait until the worker has finished with the text: a small query after it in the same worker queue.
+  const after = await connect();
+  after.send(m.query(`SELECT ${'2, '.repeat(2000)}2`));
+  await after.untilReady(120_000);
+  await store.durable();
+  const statements = readEvents(sg.dataDir, "kind = 'statement'").filter((e) => String(e.data.sql).startsWith('SELECT 1, 1, 1'));
+  t.same(statements, [], 'the text was not decided, nor recorded (in its session or a new one)');
+  t.ok(end.session > 0);
+  t.notOk(sg.logs.some((l) => l.event === 'session.internal_error'));
 });
