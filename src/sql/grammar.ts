@@ -91,7 +91,16 @@ function freshModule(version: GrammarVersion): LibPgQuery {
   const entry = requireCjs.resolve(PACKAGES[version]);
   const dir = path.dirname(entry) + path.sep;
   for (const key of Object.keys(requireCjs.cache)) if (key.startsWith(dir)) delete requireCjs.cache[key];
-  return requireCjs(entry) as LibPgQuery;
+  const module = requireCjs(entry) as LibPgQuery;
+  // The requiring module lists it among its children, which would keep every replaced instance (and its
+  // 128 MiB of WebAssembly memory) alive: only the grammar holds it.
+  const loaded = requireCjs.cache[entry] as (NodeJS.Module & { parent?: NodeJS.Module | null }) | undefined;
+  const siblings = loaded?.parent?.children;
+  if (siblings && loaded) {
+    const at = siblings.indexOf(loaded);
+    if (at >= 0) siblings.splice(at, 1);
+  }
+  return module;
 }
 
 class LibPgQueryGrammar implements Grammar {

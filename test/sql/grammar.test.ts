@@ -168,3 +168,23 @@ t.test('the corpus reads the same in every grammar, but for the names newer gram
   t.ok(compared > 20_000, `${compared} classifications compared`);
   t.same(differences, [], 'no other differences');
 });
+
+t.test('replaced parser instances are released (each holds 128 MiB of WebAssembly memory)', async (t) => {
+  const v8 = await import('node:v8');
+  const vm = await import('node:vm');
+  v8.setFlagsFromString('--expose-gc');
+  const gc = vm.runInNewContext('gc') as () => void;
+  const grammar = await loadGrammar(16);
+  const deep = 'SELECT ' + Array(40_000).fill('1').join('+');
+  gc();
+  const before = process.memoryUsage().external;
+  for (let i = 0; i < 6; i++) {
+    classify(deep, context(grammar));
+    await loadGrammar(16);
+  }
+  gc();
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  gc();
+  const grown = (process.memoryUsage().external - before) / 2 ** 20;
+  t.ok(grown < 3 * 128, `external memory grew by ${grown.toFixed(0)} MiB after 6 replacements`);
+});
