@@ -166,8 +166,16 @@ export class ClassificationCache {
     }
     const hit = this.lookup(sql, ctx);
     if (hit !== undefined) return hit;
+    return this.classifyMissed(sql, ctx);
+  }
+
+  /**
+   * Classifies and keeps `sql` right after lookup() missed it for the same context (the lookup's scan of
+   * the text is reused): for callers that choose where to classify after a miss.
+   */
+  classifyMissed(sql: string, ctx: ClassifyContext): ClassifyResult {
     const tracked = classifyTracked(sql, ctx);
-    this.keep(sql, ctx, tracked, this.lastHash);
+    if (sql.length <= this.maxTextLength) this.keep(sql, ctx, tracked, this.lastHash);
     return tracked.result;
   }
 

@@ -94,6 +94,18 @@ t.test('unresolved functions come back as such; the caller looks them up and ask
   t.same(fourth.statements[0]!.classes, ['procedural', 'read'], 'the cached entry held only while the answer did');
 });
 
+t.test('short texts stay in this thread, unless they nest deeply', async (t) => {
+  const worker = new OffThreadClassifier();
+  t.teardown(() => worker.close());
+  const ordinary = `SELECT a, b, c FROM t WHERE x = 1 AND y IN (1, 2, 3) -- ${'x'.repeat(3000)}`;
+  t.notOk(worker.classify(ordinary, sessionContext()) instanceof Promise, '3 KiB of ordinary SQL: at once');
+  const sum = 'SELECT ' + Array(1000).fill('1').join('+');
+  const deep = worker.classify(sum, sessionContext());
+  t.ok(deep instanceof Promise, '2 KiB, 999 operators: in the worker');
+  t.same((await deep).statements[0]!.classes, ['read']);
+  t.same(worker.stats(), { inThread: 1, offloaded: 1, rounds: (worker.stats() as { rounds: number }).rounds, stackRetries: 0, workersStarted: 1 });
+});
+
 t.test('deep statements: classified in the worker, whose stack is larger', async (t) => {
   const worker = new OffThreadClassifier();
   t.teardown(() => worker.close());
