@@ -217,9 +217,6 @@ export class OffThreadClassifier {
   private spawn(): Worker {
     const worker = new Worker(new URL('./classify-worker.js', import.meta.url), {
       resourceLimits: { stackSizeMb: this.stackSizeMb },
-      // The worker has no reason to read the parent's stdin or environment.
-      stdin: false,
-      env: {},
     });
     this.counters.workersStarted++;
     worker.on('message', (m: FromWorker) => {
