@@ -9,6 +9,9 @@ import { startPostgres } from '../helpers/postgres.js';
 import { m, RawClient, type Msg } from '../helpers/raw-client.js';
 import { ALICE, REPO_ROOT, startStepgate } from '../helpers/stepgate.js';
 
+// Megabytes of SQL to parse: on a loaded machine this file may need more than the default 120 s.
+t.setTimeout(300_000);
+
 const db = await startPostgres(t);
 await db.query('CREATE TABLE bulk (id int, name text)');
 const sg = await startStepgate(t, db, { rulesDir: path.join(REPO_ROOT, 'rules') });

@@ -15,6 +15,9 @@ import { startPostgres, type TestPostgres } from '../helpers/postgres.js';
 import { m, RawClient, errorsOf } from '../helpers/raw-client.js';
 import { ALICE, REPO_ROOT, startStepgate } from '../helpers/stepgate.js';
 
+// Two servers (15 and 17): on a loaded machine this file may need more than the default 120 s.
+t.setTimeout(300_000);
+
 const SHIPPED_RULES = path.join(REPO_ROOT, 'rules');
 
 /** The four names, each a user's VOLATILE function that leaves a mark. */

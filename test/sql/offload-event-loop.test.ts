@@ -9,6 +9,9 @@ import { OffThreadClassifier } from '../../src/sql/offload.js';
 import { initParser } from '../../src/sql/parser.js';
 import type { ClassifyContext } from '../../src/sql/types.js';
 
+// Megabytes of SQL to parse: on a loaded machine this file may need more than the default 120 s.
+t.setTimeout(300_000);
+
 await initParser();
 
 const sessionContext = (): ClassifyContext => ({ standardConformingStrings: true, preparedStatement: () => undefined, functionVolatility: () => 'read', shadowedBuiltin: () => false });
