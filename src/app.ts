@@ -18,6 +18,7 @@ import { formatRuleErrorOneLine } from './rules/errors.js';
 import type { LoadedRules } from './rules/load.js';
 import { watchRules, type RuleWatcher } from './rules/watch.js';
 import { ClassificationCache } from './sql/cache.js';
+import { OffThreadClassifier } from './sql/offload.js';
 import { initParser } from './sql/parser.js';
 import { ConsoleBroker } from './stepup/broker.js';
 import type { StepUpBroker } from './stepup/types.js';
@@ -92,6 +93,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   shadowed(rules.current);
   const identity = new IdentityStore(config.dataDir);
   const cache = new ClassificationCache();
+  // Large texts (and texts too deep for this thread's stack) are classified in a worker thread.
+  const classifier = new OffThreadClassifier({ cache });
 
   // The audit trail before anything can connect: stepgate does not run without one.
   let auditStore: AuditStore | null = null;
@@ -152,7 +155,10 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   }
   const proxy = new ProxyServer(config, {
     identity,
-    classify: overrides.classify ? overrides.classify((sql, ctx) => cache.classify(sql, ctx)) : (sql, ctx) => cache.classify(sql, ctx),
+    // A test's wrapped classifier reads every text itself (no worker stands in for it).
+    ...(overrides.classify
+      ? { classify: overrides.classify((sql, ctx) => cache.classify(sql, ctx)) }
+      : { classify: (sql, ctx) => cache.classify(sql, ctx), classifyText: (sql, ctx) => classifier.classify(sql, ctx) }),
     rules: () => rules.ruleSet,
     stepUp,
     audit,
@@ -213,6 +219,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         // The proxy first: its sessions end their held statements.
         const { finished, terminated } = await proxy.shutdown({ timeoutMs: options.timeoutMs ?? 0, deadline: options.deadline });
         if (finished + terminated > 0) log.info('stepgate.drained', { finished_in_time: finished, terminated });
+        await classifier.close();
         broker?.close();
         await consoleServer?.close();
         rules.close();

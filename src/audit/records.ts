@@ -42,6 +42,8 @@ export type StartRecord = [
   client: string,
   tls: boolean,
   serverPid: number,
+  /** The database the server was asked for, when it differs from the one the client named (a route). */
+  serverDatabase: string | null,
 ];
 
 export type EndRecord = [kind: Rec.End, session: number, sessionSeq: number, time: number, durationMs: number, bytesIn: number, bytesOut: number, reason: string];

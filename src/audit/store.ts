@@ -201,7 +201,8 @@ export class AuditStore implements AuditSink {
 
   connectionStart(facts: ConnectionFacts): void {
     const conn = this.conn(facts.connectionId);
-    this.push([Rec.Start, conn.no, ++conn.sseq, Date.now(), facts.connectionId, facts.user, facts.database, facts.application, facts.clientAddress, facts.tls, facts.serverPid]);
+    const serverDatabase = facts.serverDatabase !== undefined && facts.serverDatabase !== facts.database ? facts.serverDatabase : null;
+    this.push([Rec.Start, conn.no, ++conn.sseq, Date.now(), facts.connectionId, facts.user, facts.database, facts.application, facts.clientAddress, facts.tls, facts.serverPid, serverDatabase]);
   }
 
   connectionEnd(connectionId: string, stats: { durationMs: number; bytesIn: number; bytesOut: number; reason: string }): void {

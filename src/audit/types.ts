@@ -11,7 +11,10 @@ import type { PlainPreview } from './records.js';
 export interface ConnectionFacts {
   connectionId: string;
   user: string;
+  /** The database the client asked for (what rules match). */
   database: string;
+  /** The server's database the session is connected to, when the configuration routes it to another name. */
+  serverDatabase?: string;
   application: string;
   clientAddress: string;
   tls: boolean;

@@ -365,6 +365,8 @@ export class AuditWriter {
           client: r[8],
           tls: r[9],
           server_pid: r[10],
+          // Only when routed to another name (absent in records written before it existed).
+          ...(typeof r[11] === 'string' ? { server_database: r[11] } : {}),
         });
         const seq = this.append(session, sseq, time, kind, body);
         this.agg(session, seq);

@@ -16,7 +16,16 @@ export type StartupPacket =
   | { kind: 'ssl' }
   | { kind: 'gssenc' }
   | { kind: 'cancel'; processId: number; secretKey: Buffer }
-  | { kind: 'startup'; major: number; minor: number; params: Map<string, string>; protocolOptions: string[] };
+  | {
+      kind: 'startup';
+      major: number;
+      minor: number;
+      /** By name, the last value of each (as the server keeps user, database, options, replication). */
+      params: Map<string, string>;
+      /** Every parameter in packet order, repeats included (the server applies each setting in turn). */
+      parameters: [string, string][];
+      protocolOptions: string[];
+    };
 
 /**
  * Accumulates the bytes of one startup packet. Returns the packet and any bytes that followed it in the
@@ -58,6 +67,7 @@ export function decodeStartupPacket(packet: Buffer): StartupPacket {
   const major = code >>> 16;
   const minor = code & 0xffff;
   const params = new Map<string, string>();
+  const parameters: [string, string][] = [];
   const protocolOptions: string[] = [];
   if (major === 3) {
     for (;;) {
@@ -66,20 +76,23 @@ export function decodeStartupPacket(packet: Buffer): StartupPacket {
       const value = r.cstringBytes().toString('utf8');
       // _pq_.* are protocol extensions, not server settings: stepgate supports none of them.
       if (key.startsWith('_pq_.')) protocolOptions.push(key);
-      else params.set(key, value);
+      else {
+        params.set(key, value);
+        parameters.push([key, value]);
+      }
     }
     r.expectEnd();
   }
-  return { kind: 'startup', major, minor, params, protocolOptions };
+  return { kind: 'startup', major, minor, params, parameters, protocolOptions };
 }
 
 /**
- * A StartupMessage for protocol 3.0 with exactly these parameters (pg-protocol's serializer adds its own
- * client_encoding, which would override the client's).
+ * A StartupMessage for protocol 3.0 with exactly these parameters, in order (pg-protocol's serializer adds
+ * its own client_encoding, which would override the client's).
  */
-export function encodeStartup(params: Record<string, string>): Buffer {
+export function encodeStartup(params: Record<string, string> | readonly (readonly [string, string])[]): Buffer {
   const parts: Buffer[] = [];
-  for (const [key, value] of Object.entries(params)) parts.push(Buffer.from(`${key}\0${value}\0`, 'utf8'));
+  for (const [key, value] of Array.isArray(params) ? params : Object.entries(params)) parts.push(Buffer.from(`${key}\0${value}\0`, 'utf8'));
   parts.push(Buffer.from([0]));
   const body = Buffer.concat(parts);
   const head = Buffer.allocUnsafe(8);

@@ -28,6 +28,7 @@ import { ProtocolViolation } from '../protocol/payload-reader.js';
 import type { Decision } from '../rules/types.js';
 import { unknownStatement } from '../sql/analysis.js';
 import { withParameterTypes } from '../sql/classify.js';
+import type { Grammar } from '../sql/grammar.js';
 import { quoteIdent } from '../sql/quote.js';
 import type { ClassifyContext, ClassifyResult, StatementInfo } from '../sql/types.js';
 import { classifyWithCatalog, type FunctionCatalog } from './catalog/index.js';
@@ -52,6 +53,8 @@ import type { PreparedStatement, StatementRegistry, Undo } from './statement-reg
 
 export interface FrontendServices {
   classify(sql: string, ctx: ClassifyContext): ClassifyResult;
+  /** Classifies client SQL: at once for small texts, a promise for large or deep ones (a worker, offload.ts). Default: classify. */
+  classifyText?(sql: string, ctx: ClassifyContext): ClassifyResult | Promise<ClassifyResult>;
   audit: AuditSink;
   log: Logger;
   limits: Limits;
@@ -67,6 +70,8 @@ export interface FrontendHost {
   readonly closed: boolean;
   /** Server settings that change how SQL text is read, as last reported. */
   readonly parameters: Map<string, string>;
+  /** The grammar of the server's PostgreSQL major (undefined: PostgreSQL 18's). */
+  readonly grammar: Grammar | undefined;
   readonly toServer: Outbound;
   readonly toClient: Outbound;
   close(reason: string): void;
@@ -732,6 +737,9 @@ export class Frontend {
 
   /** The classifier's view of this session: one object, read anew at each use (no allocation per statement). */
   readonly classifyCtx: ClassifyContext = ((f: Frontend): ClassifyContext => ({
+    get grammar(): Grammar | undefined {
+      return f.host.grammar;
+    },
     get standardConformingStrings(): boolean {
       return !f.replies.parsingUncertain && f.host.parameters.get('standard_conforming_strings') !== 'off';
     },
@@ -780,12 +788,17 @@ export class Frontend {
     }
     const sql = decoded.text;
     const ctx = paramTypes && paramTypes.length > 0 ? withParameterTypes(this.classifyCtx, paramTypes) : this.classifyCtx;
-    const result = this.services.classify(sql, ctx);
-    if (!result.unresolvedLookups || !catalog) return { sql, result, invalid: null };
-    // Look up what the classifier asked for and classify again, level by level of hidden code.
-    return classifyWithCatalog(catalog, () => this.services.classify(sql, ctx), result, (err) =>
-      this.services.log.warn('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message }),
-    ).then((r) => ({ sql, result: r, invalid: null }));
+    // Large or deep texts are classified in a worker: a promise.
+    const classifyText = this.services.classifyText ?? this.services.classify;
+    const withCatalog = (result: ClassifyResult): Classified | Promise<Classified> => {
+      if (!result.unresolvedLookups || !catalog) return { sql, result, invalid: null };
+      // Look up what the classifier asked for and classify again, level by level of hidden code.
+      return classifyWithCatalog(catalog, () => classifyText(sql, ctx), result, (err) =>
+        this.services.log.warn('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message }),
+      ).then((r) => ({ sql, result: r, invalid: null }));
+    };
+    const first = classifyText(sql, ctx);
+    return first instanceof Promise ? first.then(withCatalog) : withCatalog(first);
   }
 
   /**

@@ -18,6 +18,7 @@ import { ProtocolViolation } from '../protocol/payload-reader.js';
 import { PROTOCOL_3_0, type StartupPacket } from '../protocol/startup-messages.js';
 import { normalizeClientAddress } from '../rules/client.js';
 import type { RuleSet, Subject } from '../rules/types.js';
+import { GRAMMAR_VERSIONS, loadGrammar, serverGrammar, type Grammar } from '../sql/grammar.js';
 import type { ClassifyContext, ClassifyResult } from '../sql/types.js';
 import type { StepUpBroker } from '../stepup/types.js';
 import { CancelKeys } from './cancel-keys.js';
@@ -27,12 +28,14 @@ import { gateLogin, LoginRefused } from './connect-gate.js';
 import { HandshakeClosed, HandshakeReader } from './handshake-reader.js';
 import { endAndLinger } from './linger.js';
 import { Session } from './session.js';
-import { settingAsSql, startupSettings, StartupSettingsError } from './startup-settings.js';
+import { finalSetting, parseBool, readStartup, settingAsSql, StartupSettingsError, upstreamParameters, type StartupRequest } from './startup-settings.js';
 import { connectUpstream, sendUpstreamCancel, UpstreamError, type UpstreamConnection, type UpstreamTarget } from './upstream.js';
 
 export interface ProxyServices {
   identity: IdentityStore;
   classify(sql: string, ctx: ClassifyContext): ClassifyResult;
+  /** Classifies client SQL: at once for small texts, off the event loop (a promise) for large ones. Default: classify. */
+  classifyText?(sql: string, ctx: ClassifyContext): ClassifyResult | Promise<ClassifyResult>;
   rules(): RuleSet;
   stepUp: StepUpBroker;
   audit: AuditSink;
@@ -60,6 +63,9 @@ class StartupRefused extends Error {
 }
 
 class TlsHandshakeFailed extends HandshakeClosed {}
+
+const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
+const GRAMMAR_RANGE = `${GRAMMAR_VERSIONS[0]} to ${GRAMMAR_VERSIONS[GRAMMAR_VERSIONS.length - 1]}`;
 
 export class ProxyServer {
   private readonly server: net.Server;
@@ -239,16 +245,34 @@ export class ProxyServer {
           hint: 'Connect with sslmode=require (or verify-full).',
         });
       }
-      const params = packet.params;
-      const userName = params.get('user');
-      if (!userName) throw new StartupRefused('no PostgreSQL user name specified in startup packet', '28000');
-      if (params.has('replication') && params.get('replication') !== 'false' && params.get('replication') !== '0') {
-        throw new StartupRefused('stepgate does not relay replication connections', '0A000', {
-          hint: 'Connect replication clients to the server directly.',
-        });
+      // As the server reads the packet (startup-settings.ts); what it refuses is reported after authentication,
+      // as the server reports errors in `options`.
+      let startup: StartupRequest | StartupSettingsError;
+      try {
+        startup = readStartup(packet.parameters);
+      } catch (err) {
+        if (!(err instanceof StartupSettingsError)) throw err;
+        startup = err;
       }
-      const database = params.get('database') || userName;
-      const application = params.get('application_name') ?? '';
+      const userName = packet.params.get('user');
+      if (!userName) throw new StartupRefused('no PostgreSQL user name specified in startup packet', '28000');
+      const replication = packet.params.get('replication');
+      if (replication !== undefined) {
+        // As ProcessStartupPacket: "database" or a true boolean asks for a walsender; anything else is invalid.
+        const walsender = replication === 'database' ? true : parseBool(replication);
+        if (walsender === null) {
+          throw new StartupRefused(`invalid value for parameter "replication": "${replication}"`, '22023', {
+            hint: 'Valid values are: "false", 0, "true", 1, "database".',
+          });
+        }
+        if (walsender) {
+          throw new StartupRefused('stepgate does not relay replication connections', '0A000', {
+            hint: 'Connect replication clients to the server directly.',
+          });
+        }
+      }
+      const database = packet.params.get('database') || userName;
+      const application = startup instanceof StartupSettingsError ? '' : (finalSetting(startup.settings, 'application_name') ?? '');
 
       let login;
       try {
@@ -277,7 +301,10 @@ export class ProxyServer {
       // recent failed logins, and (lazily, per table) what they have touched.
       const signals = this.services.signals?.atLogin(user.name, clientAddress, application);
       const subject: Omit<Subject, 'now'> = { user: user.name, groups: user.groups, database, application, clientAddress, tls: secure, ...(signals ? { signals } : {}) };
-      const settings = this.judgeStartupSettings(params, { ...subject, now: new Date() });
+      if (startup instanceof StartupSettingsError) {
+        throw new StartupRefused(startup.message, startup.sqlstate, startup.hint ? { hint: startup.hint } : {});
+      }
+      const settings = this.judgeStartupSettings(startup.settings, { ...subject, now: new Date() });
 
       const route = routeDatabase(this.config, database);
       if (!route) throw new StartupRefused(`database "${database}" is not configured in stepgate`, '3D000');
@@ -288,9 +315,11 @@ export class ProxyServer {
       await gateLogin(connectionId, socket, { ...subject, now: new Date() }, this.services);
       if (this.closing) throw new StartupRefused('the database system is shutting down', '57P03');
       this.services.signals?.recordLogin(user.name, clientAddress, application);
-      const upstream = await connectUpstream(route.target, { database: route.database, ...Object.fromEntries(settings) }, limits.upstreamConnectTimeoutMs, limits.tcpKeepaliveMs);
+      // Only what was judged goes upstream, rebuilt: the database, then each setting as a parameter of its own.
+      const upstream = await connectUpstream(route.target, upstreamParameters(route.database, settings), limits.upstreamConnectTimeoutMs, limits.tcpKeepaliveMs);
+      const grammar = await this.grammarFor(upstream);
 
-      await this.relay({ connectionId, socket, reader, subject, route, upstream });
+      await this.relay({ connectionId, socket, reader, subject, route, upstream, grammar });
     } catch (err) {
       clearTimeout(timer);
       if (err instanceof LoginRefused && err.gone) {
@@ -323,8 +352,9 @@ export class ProxyServer {
     subject: Omit<Subject, 'now'>;
     route: { target: UpstreamTarget; database: string };
     upstream: UpstreamConnection;
+    grammar: Grammar;
   }): Promise<void> {
-    const { connectionId, socket, subject, route, upstream } = c;
+    const { connectionId, socket, subject, route, upstream, grammar } = c;
     const limits = this.config.limits;
     const { processId, secretKey } = this.cancelKeys.issue({ cancel: () => session.cancel() });
     const cancelServer = (): Promise<void> => sendUpstreamCancel(route.target, upstream.processId, upstream.secretKey, limits.upstreamConnectTimeoutMs);
@@ -341,16 +371,21 @@ export class ProxyServer {
       connection: connectionId,
       user: subject.user,
       database: subject.database,
+      // The server's database (another name when the configuration routes it).
+      server_database: route.database,
       client: subject.clientAddress,
       application: subject.application,
       tls: subject.tls,
       server_pid: upstream.processId,
+      // The PostgreSQL grammar stepgate reads this session's SQL with (the server's major).
+      grammar: grammar.version,
     };
     this.services.log.info('connection.start', facts);
     this.services.audit.connectionStart({
       connectionId,
       user: subject.user,
       database: subject.database,
+      serverDatabase: route.database,
       application: subject.application,
       clientAddress: subject.clientAddress,
       tls: subject.tls,
@@ -363,10 +398,12 @@ export class ProxyServer {
       clientLeftover: leftover,
       subject,
       serverParameters: upstream.parameters,
+      grammar,
       catalog: this.catalogFor(route.target, route.database),
       cancelUpstream: cancelServer,
       services: {
         classify: this.services.classify,
+        classifyText: this.services.classifyText ?? this.services.classify,
         rules: this.services.rules,
         stepUp: this.services.stepUp,
         audit: this.services.audit,
@@ -434,17 +471,31 @@ export class ProxyServer {
   }
 
   /**
+   * The grammar of the server's PostgreSQL major (from server_version_num or server_version, as it reported
+   * them at login). A server stepgate has no grammar for is refused: its SQL could read differently.
+   */
+  private async grammarFor(upstream: UpstreamConnection): Promise<Grammar> {
+    const chosen = serverGrammar(upstream.parameters.get('server_version'), upstream.parameters.get('server_version_num'));
+    try {
+      if (!chosen.ok) {
+        throw new StartupRefused(`stepgate: ${chosen.message}`, '0A000', {
+          hint: `Connect through stepgate to a server of PostgreSQL ${GRAMMAR_RANGE}, or to this one directly.`,
+        });
+      }
+      return await loadGrammar(chosen.version).catch((err: Error) => {
+        throw new StartupRefused(`stepgate: cannot load the PostgreSQL ${chosen.version} grammar: ${err.message}`, 'XX000');
+      });
+    } catch (err) {
+      if (!upstream.socket.destroyed) upstream.socket.end(TERMINATE);
+      throw err;
+    }
+  }
+
+  /**
    * Startup settings become the SET statements they amount to and go through the rules: only what the
    * rules allow outright is relayed (there is nobody to ask for step-up before the session exists).
    */
-  private judgeStartupSettings(params: Map<string, string>, subject: Parameters<RuleSet['decide']>[1]): [string, string][] {
-    let settings: [string, string][];
-    try {
-      settings = startupSettings(params);
-    } catch (err) {
-      if (err instanceof StartupSettingsError) throw new StartupRefused(err.message, '42501');
-      throw err;
-    }
+  private judgeStartupSettings(settings: [string, string][], subject: Parameters<RuleSet['decide']>[1]): [string, string][] {
     const rules = this.services.rules();
     for (const [name, value] of settings) {
       const sql = settingAsSql(name, value);

@@ -23,6 +23,7 @@ import { FrameError, FrameReader, typeSet, type FrameKind } from '../protocol/fr
 import { ClientType, FLUSH, TERMINATE } from '../protocol/frontend-messages.js';
 import { ProtocolViolation } from '../protocol/payload-reader.js';
 import type { RuleSet, Subject } from '../rules/types.js';
+import type { Grammar } from '../sql/grammar.js';
 import type { ClassifyContext, ClassifyResult } from '../sql/types.js';
 import type { Hold, StepUpBroker } from '../stepup/types.js';
 import { Backend } from './backend.js';
@@ -38,6 +39,8 @@ import { StatementRegistry } from './statement-registry.js';
 
 export interface SessionServices {
   classify(sql: string, ctx: ClassifyContext): ClassifyResult;
+  /** Classifies client SQL: at once for small texts, a promise for large or deep ones (a worker). Default: classify. */
+  classifyText?(sql: string, ctx: ClassifyContext): ClassifyResult | Promise<ClassifyResult>;
   rules(): RuleSet;
   stepUp: StepUpBroker;
   audit: AuditSink;
@@ -59,6 +62,8 @@ export interface SessionOptions {
   clientLeftover: Buffer;
   subject: Omit<Subject, 'now'>;
   serverParameters: Map<string, string>;
+  /** The grammar of the server's PostgreSQL major (default: PostgreSQL 18's). */
+  grammar?: Grammar;
   catalog: FunctionCatalog | null;
   /** Asks the server to cancel what this connection runs (CancelRequest on a fresh connection). */
   cancelUpstream: () => Promise<void>;
@@ -137,6 +142,8 @@ export class Session {
   readonly subject: Subject;
   /** Server settings that change how SQL text is read, as last reported. */
   readonly parameters: Map<string, string>;
+  /** The grammar the session's SQL is read with (its server's major). */
+  readonly grammar: Grammar | undefined;
   readonly toServer: Outbound;
   readonly toClient: Outbound;
 
@@ -169,6 +176,7 @@ export class Session {
     this.subject = { ...options.subject, now: new Date() };
     this.cancelUpstream = options.cancelUpstream;
     this.parameters = new Map(options.serverParameters);
+    this.grammar = options.grammar;
     // CopyData streams: bound like on the server (PQ_LARGE_MESSAGE_LIMIT, 1 GB), not by max_message_size.
     this.clientFrames = new FrameReader({ maxLength: options.services.limits.maxMessageBytes, maxStreamedLength: 0x3fffffff, buffered: CLIENT_BUFFERED, runs: CLIENT_RUNS });
     this.onClosed = new Promise((resolve) => (this.resolveClosed = resolve));

@@ -172,11 +172,12 @@ async function negotiateTls(socket: net.Socket, target: UpstreamTarget): Promise
 
 /**
  * Opens a connection to the server and logs in. `params` are the startup parameters to send (database,
- * application_name, client_encoding ...); `user` always comes from the target.
+ * application_name, client_encoding ...), in order; `user` always comes from the target (a `user` among
+ * them is left out).
  */
 export async function connectUpstream(
   target: UpstreamTarget,
-  params: Record<string, string>,
+  params: Record<string, string> | readonly (readonly [string, string])[],
   timeoutMs: number,
   /** TCP keepalive idle time (0: off), as libpq's keepalives=1 does by default. */
   keepAliveMs = 0,
@@ -206,7 +207,7 @@ export async function connectUpstream(
 function login(
   socket: net.Socket,
   target: UpstreamTarget,
-  params: Record<string, string>,
+  params: Record<string, string> | readonly (readonly [string, string])[],
   timeoutMs: number,
 ): Promise<Omit<UpstreamConnection, 'socket' | 'tls'>> {
   return new Promise((resolve, reject) => {
@@ -305,7 +306,8 @@ function login(
     socket.on('data', onData);
     socket.on('error', onError);
     socket.on('close', onClose);
-    socket.write(encodeStartup({ ...params, user: target.user }));
+    const pairs = Array.isArray(params) ? params : Object.entries(params);
+    socket.write(encodeStartup([['user', target.user], ...pairs.filter(([name]) => name !== 'user')]));
   });
 }
 

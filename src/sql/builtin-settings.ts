@@ -47,3 +47,16 @@ export const SUPERUSER_SETTINGS: ReadonlySet<string> = new Set<string>([
   "wal_recycle",
   "zero_damaged_pages",
 ]);
+
+/**
+ * Settings whose pg_settings.context is 'superuser-backend' or 'backend': only a new connection can set them
+ * (startup parameters, options -c), upstream as stepgate's own user, which may be a superuser. Generated from PostgreSQL 15.18.
+ */
+export const BACKEND_SETTINGS: ReadonlySet<string> = new Set<string>([
+  "ignore_system_indexes",
+  "jit_debugging_support",
+  "jit_profiling_support",
+  "log_connections",
+  "log_disconnections",
+  "post_auth_delay",
+]);

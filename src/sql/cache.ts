@@ -6,25 +6,46 @@
  *  - statement shape (shape.ts): texts that differ only in literal values share a shape-safe result, returned
  *    with each statement's actual text in `sql`.
  *
+ * Entries are kept per grammar (the session's PostgreSQL major, ctx.grammar): the same text can read
+ * differently in another major.
+ *
  * A result depends on the context too: the function volatilities, shadowed built-in names, prepared
  * statements, catalog lookups and declared parameter types it used are stored with it and asked again on
  * every hit; if any answer changed, the entry is classified afresh (so one cache can serve many sessions and
  * databases, and a catalog entry that expired or was invalidated makes its dependants stale). Results with
- * unresolved functions or lookups are not stored (the caller looks them up and classifies again).
+ * unresolved functions or lookups are not stored (the caller looks them up and classifies again), nor
+ * results of texts the thread could not read (stack exhausted), nor texts longer than `maxTextLength`.
  *
  * Results handed out by the cache are frozen (deeply): they are shared between callers. Never mutate one.
  */
 import type { ContextDependencies } from './analysis.js';
-import { classifyTracked } from './classify.js';
+import { classifyTracked, type TrackedClassification } from './classify.js';
+import { DEFAULT_GRAMMAR_VERSION } from './grammar.js';
+import { lookupsHold, type Lookup } from './replay.js';
 import { buildShapeKey, keyOffsetsToText, sameShape, scanShape, textOffsetsToKey } from './shape.js';
 import type { ClassifyContext, ClassifyResult, StatementInfo } from './types.js';
 
 export interface ClassificationCacheOptions {
-  /** Most texts kept by exact text (per standard_conforming_strings value). Default 10,000. */
+  /** Most texts kept by exact text (per grammar and standard_conforming_strings value). Default 10,000. */
   maxEntries?: number;
-  /** Most shapes kept. Default 10,000. */
+  /** Most shapes kept (per grammar). Default 10,000. */
   maxShapes?: number;
+  /**
+   * Longest text (UTF-16 units) whose result is kept. Default 64 KiB: together with the entry counts this
+   * bounds the memory the cache holds, and longer texts are rarely sent twice.
+   */
+  maxTextLength?: number;
 }
+
+/**
+ * What a result computed elsewhere (the classification worker) depends on: every lookup it was answered,
+ * with the answer as this thread's context gave it.
+ */
+export interface RecordedDependencies {
+  lookups: readonly Lookup[];
+}
+
+type Dependencies = ContextDependencies | RecordedDependencies;
 
 export interface ClassificationCacheStats {
   exactHits: number;
@@ -81,40 +102,96 @@ class GenerationalMap<K, V> {
 
 interface ExactEntry {
   result: ClassifyResult;
-  dependencies: ContextDependencies;
+  dependencies: Dependencies;
 }
 
 interface ShapeEntry {
   /** The full shape key: entries are found by its hash, then compared with the text. */
   key: string;
   result: ClassifyResult;
-  dependencies: ContextDependencies;
+  dependencies: Dependencies;
   /** Each statement's [start, end) in key offsets, flattened. */
   keySpans: number[];
+}
+
+/** The entries of one grammar. */
+class Partition {
+  readonly exactOn: GenerationalMap<string, ExactEntry>;
+  readonly exactOff: GenerationalMap<string, ExactEntry>;
+  /** By hash of the shape key (a collision only costs a miss: the key is compared before use). */
+  readonly shapes: GenerationalMap<number, ShapeEntry>;
+
+  constructor(maxEntries: number, maxShapes: number) {
+    this.exactOn = new GenerationalMap(maxEntries);
+    this.exactOff = new GenerationalMap(maxEntries);
+    this.shapes = new GenerationalMap(maxShapes);
+  }
 }
 
 const NO_FUNCTIONS: readonly string[] = Object.freeze([]);
 
 export class ClassificationCache {
-  private readonly exactOn: GenerationalMap<string, ExactEntry>;
-  private readonly exactOff: GenerationalMap<string, ExactEntry>;
-  /** By hash of the shape key (a collision only costs a miss: the key is compared before use). */
-  private readonly shapes: GenerationalMap<number, ShapeEntry>;
+  /** By grammar version (few: the majors of the servers in use). */
+  private readonly partitions = new Map<number, Partition>();
+  private readonly maxEntries: number;
+  private readonly maxShapes: number;
+  readonly maxTextLength: number;
   /** Scratch buffers reused between lookups (the cache is not re-entrant; JavaScript is single-threaded). */
   private readonly literals: number[] = [];
   private readonly offsets: number[] = [];
+  /** Set by the last lookup(): the text's shape hash (-1 when it has none), for store(). */
+  private lastHash = -1;
   private counters = { exactHits: 0, shapeHits: 0, misses: 0, stale: 0 };
 
   constructor(options: ClassificationCacheOptions = {}) {
-    const maxEntries = options.maxEntries ?? 10_000;
-    this.exactOn = new GenerationalMap(maxEntries);
-    this.exactOff = new GenerationalMap(maxEntries);
-    this.shapes = new GenerationalMap(options.maxShapes ?? 10_000);
+    this.maxEntries = options.maxEntries ?? 10_000;
+    this.maxShapes = options.maxShapes ?? 10_000;
+    this.maxTextLength = options.maxTextLength ?? 64 * 1024;
   }
 
-  /** classify(sql, ctx), from the cache when possible. The result is frozen. */
+  private partition(ctx: ClassifyContext): Partition {
+    const version = ctx.grammar?.version ?? DEFAULT_GRAMMAR_VERSION;
+    let p = this.partitions.get(version);
+    if (p === undefined) {
+      p = new Partition(this.maxEntries, this.maxShapes);
+      this.partitions.set(version, p);
+    }
+    return p;
+  }
+
+  /** classify(sql, ctx), from the cache when possible. The result is frozen (unless it was not kept). */
   classify(sql: string, ctx: ClassifyContext): ClassifyResult {
-    const exact = ctx.standardConformingStrings === false ? this.exactOff : this.exactOn;
+    if (sql.length > this.maxTextLength) {
+      this.counters.misses++;
+      return classifyTracked(sql, ctx).result;
+    }
+    const hit = this.lookup(sql, ctx);
+    if (hit !== undefined) return hit;
+    return this.classifyMissed(sql, ctx);
+  }
+
+  /**
+   * Classifies and keeps `sql` right after lookup() missed it for the same context (the lookup's scan of
+   * the text is reused): for callers that choose where to classify after a miss.
+   */
+  classifyMissed(sql: string, ctx: ClassifyContext): ClassifyResult {
+    const tracked = classifyTracked(sql, ctx);
+    if (sql.length <= this.maxTextLength) this.keep(sql, ctx, tracked, this.lastHash);
+    return tracked.result;
+  }
+
+  /**
+   * The cached result for `sql` in this context, or undefined (counted as a miss; store() may follow). For
+   * texts classified elsewhere.
+   */
+  lookup(sql: string, ctx: ClassifyContext): ClassifyResult | undefined {
+    this.lastHash = -1;
+    if (sql.length > this.maxTextLength) {
+      this.counters.misses++;
+      return undefined;
+    }
+    const partition = this.partition(ctx);
+    const exact = ctx.standardConformingStrings === false ? partition.exactOff : partition.exactOn;
     const entry = exact.get(sql);
     if (entry !== undefined) {
       if (dependenciesHold(entry.dependencies, ctx)) {
@@ -128,8 +205,9 @@ export class ClassificationCache {
     literals.length = 0;
     // Shapes never contain a backslash, so standard_conforming_strings cannot change their reading.
     const hash = scanShape(sql, literals);
+    this.lastHash = hash;
     if (hash >= 0) {
-      const shape = this.shapes.get(hash);
+      const shape = partition.shapes.get(hash);
       if (shape !== undefined && sameShape(sql, literals, shape.key)) {
         if (dependenciesHold(shape.dependencies, ctx)) {
           this.counters.shapeHits++;
@@ -139,29 +217,49 @@ export class ClassificationCache {
         this.counters.stale++;
       }
     }
-
     this.counters.misses++;
-    const tracked = classifyTracked(sql, ctx);
+    return undefined;
+  }
+
+  /**
+   * Keeps a result classified elsewhere (the worker) for `sql` in this context. `dependencies`: every lookup
+   * it was answered, as this thread's context answered it. The result is frozen.
+   */
+  store(sql: string, ctx: ClassifyContext, tracked: { result: ClassifyResult; dependencies: RecordedDependencies; spans: number[] }): void {
+    if (sql.length > this.maxTextLength) return;
+    const literals = this.literals;
+    literals.length = 0;
+    this.keep(sql, ctx, tracked, scanShape(sql, literals));
+  }
+
+  /** Stores a fresh result; `literals` holds the text's literal offsets when hash >= 0. */
+  private keep(sql: string, ctx: ClassifyContext, tracked: Pick<TrackedClassification, 'result' | 'spans'> & { dependencies: Dependencies }, hash: number): void {
     const result = tracked.result;
-    if (result.unresolvedFunctions.length > 0 || result.unresolvedLookups !== undefined) return result;
+    if (result.unresolvedFunctions.length > 0 || result.unresolvedLookups !== undefined || result.error?.stackExhausted) return;
     deepFreeze(result);
+    const partition = this.partition(ctx);
+    const exact = ctx.standardConformingStrings === false ? partition.exactOff : partition.exactOn;
     exact.set(sql, { result, dependencies: tracked.dependencies });
     if (hash >= 0 && result.shapeSafe) {
+      const literals = this.literals;
       const keySpans: number[] = [];
       textOffsetsToKey(tracked.spans, literals, keySpans);
-      this.shapes.set(hash, { key: buildShapeKey(sql, literals), result, dependencies: tracked.dependencies, keySpans });
+      partition.shapes.set(hash, { key: buildShapeKey(sql, literals), result, dependencies: tracked.dependencies, keySpans });
     }
-    return result;
   }
 
   stats(): ClassificationCacheStats {
-    return { ...this.counters, entries: this.exactOn.size + this.exactOff.size, shapes: this.shapes.size };
+    let entries = 0;
+    let shapes = 0;
+    for (const p of this.partitions.values()) {
+      entries += p.exactOn.size + p.exactOff.size;
+      shapes += p.shapes.size;
+    }
+    return { ...this.counters, entries, shapes };
   }
 
   clear(): void {
-    this.exactOn.clear();
-    this.exactOff.clear();
-    this.shapes.clear();
+    this.partitions.clear();
     this.counters = { exactHits: 0, shapeHits: 0, misses: 0, stale: 0 };
   }
 
@@ -196,7 +294,8 @@ export class ClassificationCache {
   }
 }
 
-function dependenciesHold(deps: ContextDependencies, ctx: ClassifyContext): boolean {
+function dependenciesHold(deps: Dependencies, ctx: ClassifyContext): boolean {
+  if ('lookups' in deps) return lookupsHold(deps.lookups, ctx);
   const functions = deps.functions;
   for (let i = 0; i < functions.length; i++) {
     const f = functions[i]!;

@@ -5,14 +5,20 @@
  * (standard_conforming_strings off with backslashes, a NUL, broken UTF-16), gives `unknown` statements.
  */
 import { TextEnvironment, unknownStatement, type ContextDependencies, type HiddenText } from './analysis.js';
-import { parseText, preparedQueryText } from './parser.js';
+import { defaultGrammar } from './grammar.js';
+import { preparedQueryText } from './parser.js';
 import { analyzeStatement } from './statements.js';
+import type { ParsedStatement } from './grammar.js';
 import type { ClassifyContext, ClassifyResult, StatementInfo } from './types.js';
 import type { AnyNode } from './walker.js';
 
 export { initParser, splitStatements } from './parser.js';
 
-/** Classifies every statement of `sql` for a session described by `ctx`. Pure: no I/O. */
+/**
+ * Classifies every statement of `sql` for a session described by `ctx`, with the session's grammar
+ * (`ctx.grammar`, default PostgreSQL 18). Pure: no I/O. Never throws: a text this thread cannot read (too deep
+ * for its stack) is `unknown`, with `error.stackExhausted` set.
+ */
 export function classify(sql: string, ctx: ClassifyContext): ClassifyResult {
   return classifyTracked(sql, ctx).result;
 }
@@ -42,21 +48,33 @@ function classifyUnguarded(sql: string, ctx: ClassifyContext): TrackedClassifica
   const unreadable = unreadableText(sql);
   if (unreadable !== null) return { result: failure(sql, unreadable, 0), dependencies: NO_DEPENDENCIES, spans: [0, sql.length] };
 
-  const parsed = parseText(sql);
+  const parsed = (ctx.grammar ?? defaultGrammar()).parse(sql);
   if (!parsed.ok) {
-    return {
-      result: failure(sql, `does not parse: ${parsed.message}`, parsed.position),
-      dependencies: NO_DEPENDENCIES,
-      spans: [0, sql.length],
-    };
+    const result = parsed.stackExhausted
+      ? failure(sql, parsed.message, 0, true)
+      : failure(sql, `does not parse: ${parsed.message}`, parsed.position);
+    return { result, dependencies: NO_DEPENDENCIES, spans: [0, sql.length] };
   }
+  try {
+    return analyzeText(sql, ctx, parsed.statements);
+  } catch (err) {
+    // A parse tree too deep for this thread's stack (the walker recurses): a thread with a larger one may
+    // read it. Anything else is a bug, and a bug must not read as a read, nor end the session.
+    const result =
+      err instanceof RangeError
+        ? failure(sql, 'the statement nests too deeply to be classified on this thread', 0, true)
+        : failure(sql, `stepgate could not classify this text: ${err instanceof Error ? err.message : String(err)}`, 0);
+    return { result, dependencies: NO_DEPENDENCIES, spans: [0, sql.length] };
+  }
+}
 
+function analyzeText(sql: string, ctx: ClassifyContext, parsedStatements: ParsedStatement[]): TrackedClassification {
   const env = newEnvironment(ctx);
   const statements: StatementInfo[] = [];
   const spans: number[] = [];
   const backslashMisread = ctx.standardConformingStrings === false && sql.includes('\\');
   let parsingMayHaveChanged = false;
-  for (const p of parsed.statements) {
+  for (const p of parsedStatements) {
     let info = analyzeStatement(env, p.node, p.text, () => preparedQueryText(p.text));
     if (backslashMisread) {
       info = unknownAfterAll(info, 'standard_conforming_strings is off and the text has a backslash: the server may read it differently');
@@ -95,6 +113,9 @@ export function withParameterTypes(ctx: ClassifyContext, types: readonly number[
  * the same classifier and the same lookups. Hidden texts never throw and never change the text's own state.
  */
 function newEnvironment(ctx: ClassifyContext): TextEnvironment {
+  // Hidden texts come from the session's server: its grammar reads them.
+  const grammar = ctx.grammar ?? defaultGrammar();
+  const parseText = (sql: string): ReturnType<typeof grammar.parse> => grammar.parse(sql);
   const env: TextEnvironment = new TextEnvironment(
     ctx,
     (sql: string): HiddenText => {
@@ -122,10 +143,10 @@ function unreadableText(sql: string): string | null {
 
 const LONE_SURROGATE = /\p{Surrogate}/u;
 
-function failure(sql: string, reason: string, position: number): ClassifyResult {
+function failure(sql: string, reason: string, position: number, stackExhausted = false): ClassifyResult {
   return {
     statements: [unknownStatement(sql, reason)],
-    error: { message: reason, position },
+    error: stackExhausted ? { message: reason, position, stackExhausted } : { message: reason, position },
     unresolvedFunctions: [],
     shapeSafe: false,
   };

@@ -233,7 +233,8 @@ export function commandTag(type: string, s: AnyNode): string {
     case 'DiscardStmt':
       return DISCARD_TAG[s.target as string] ?? 'UNKNOWN';
     case 'DeallocateStmt':
-      return s.isall ? 'DEALLOCATE ALL' : 'DEALLOCATE';
+      // PostgreSQL 17 added isall; before, DEALLOCATE ALL is the one without a name.
+      return s.isall || s.name === undefined ? 'DEALLOCATE ALL' : 'DEALLOCATE';
     default:
       return 'UNKNOWN';
   }

@@ -4,6 +4,7 @@ import type { CatalogKey, CatalogLookups } from './catalog.js';
  * What stepgate knows about a statement: the contract between `sql/` (which produces it),
  * `rules/` (which decides on it), the proxy, the console and the audit trail.
  */
+import type { Grammar } from './grammar.js';
 
 /** What a statement can do. A statement may have several; the strongest decides. */
 export const STATEMENT_CLASSES = [
@@ -146,10 +147,24 @@ export interface CursorEffect {
 export interface Classification {
   statements: StatementInfo[];
   /** Set when the text could not be parsed; statements then holds one `unknown` entry. */
-  error?: { message: string; position: number };
+  error?: {
+    message: string;
+    position: number;
+    /**
+     * The text nests too deeply for the stack of the thread that read it: a thread with a larger stack (the
+     * classification worker) may read it. Such results are never cached.
+     */
+    stackExhausted?: true;
+  };
 }
 
-/** What the classifier needs to know about the session it classifies for. Pure data and lookups: no I/O. */
+/**
+ * What the classifier needs to know about the session it classifies for. Pure data and lookups: no I/O.
+ *
+ * Lookups (the methods) must be deterministic for the duration of one classification and take and return
+ * structured-cloneable values: large texts are classified in a worker thread with a context rebuilt from
+ * recorded answers (replay.ts), which calls nothing but these methods and reads nothing but these properties.
+ */
 export interface ClassifyContext {
   /**
    * The database's schema catalog (src/sql/catalog.ts): functions, relations, operators, types and the
@@ -163,6 +178,11 @@ export interface ClassifyContext {
    * Binding a value to a domain-typed parameter runs the domain's checks. See withParameterTypes().
    */
   parameterTypes?: readonly number[];
+  /**
+   * The grammar of the session's server (its PostgreSQL major). Absent: PostgreSQL 18's, for classifying
+   * without a server (`rules explain`, `rules test`).
+   */
+  grammar?: Grammar;
   /**
    * The session's standard_conforming_strings. When off, backslashes in '...' literals escape, which
    * libpg-query (always on) would read differently: the classifier then fails closed on any backslash.

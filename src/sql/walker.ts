@@ -14,7 +14,7 @@ import type { StatementAnalysis } from './analysis.js';
 import { builtinRelationEffects } from './builtin-relations.js';
 import { Effects } from './effects.js';
 import { builtinOperatorReads, isBuiltinReadOperator, lookupFunction, parseQualifiedName, type FunctionVerdict } from './functions.js';
-import { SUPERUSER_SETTINGS } from './builtin-settings.js';
+import { BACKEND_SETTINGS, SUPERUSER_SETTINGS } from './builtin-settings.js';
 import { hazardEffects, operatorEffects, relationReadEffects, relationWriteEffects, resolveCall, typeNameEffects } from './hidden.js';
 
 export type AnyNode = Record<string, unknown>;
@@ -673,6 +673,7 @@ export function applySetting(a: StatementAnalysis, setting: string | undefined, 
   a.addClass('session');
   if (PARSING_SETTINGS.has(setting)) a.changesParsing = true;
   if (SUPERUSER_SETTINGS.has(setting)) a.addClass('admin', `${how} changes ${setting}, a superuser-only setting`);
+  if (BACKEND_SETTINGS.has(setting)) a.addClass('admin', `${how} changes ${setting}, which only a new connection can set (server logging and diagnostics)`);
   if (setting === 'search_path' && !catalogStaysFirst(values)) {
     a.addClass('privilege', `${how} puts a schema before pg_catalog in search_path: unqualified built-in names may then run other functions`);
   }

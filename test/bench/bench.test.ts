@@ -13,6 +13,7 @@ t.test('a very short benchmark run', async (t) => {
     copyMb: 4,
     idleConnections: 20,
     stepUpSamples: 2,
+    hugeMb: 1,
     workloads: ['select-only simple', 'tpcb-like extended'],
     clients: [2],
     log: () => {},
@@ -42,4 +43,5 @@ t.test('a very short benchmark run', async (t) => {
   t.match(text, /CPU time per transaction[^]*\| select-only simple \| 2 \|/);
   t.match(text, /COPY TO STDOUT of \d+ MiB: direct \d+ MiB\/s/);
   t.match(text, /Step-up \(2 samples\)/);
+  t.match(text, /Huge Query: SELECT 1 on one connection while another sends a 1 MiB INSERT \(\d+ rows\): direct p99 [\d.]+ ms .*; stepgate p99 [\d.]+ ms /);
 });

@@ -15,6 +15,9 @@ import readline from 'node:readline';
 
 const STEPGATE = path.join(REPO_ROOT, 'bin', 'stepgate.js');
 
+// About 20 processes, each loading stepgate: 110-130 s on a loaded 2-core machine (before these changes too).
+t.setTimeout(300_000);
+
 function stepgate(tt: { teardown(fn: () => unknown): void }, args: string[], input?: string) {
   return run(tt, process.execPath, [STEPGATE, ...args], { env: process.env, input, timeoutMs: 30_000 });
 }

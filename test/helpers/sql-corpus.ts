@@ -6,7 +6,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseSync, scanSync } from 'libpg-query';
+import { loadModule, parseSync, scanSync } from 'libpg-query';
+
+// This package's own (ES module) instance: stepgate's grammars are separate instances (src/sql/grammar.ts).
+await loadModule();
 
 /** The repository root (the nearest directory with package.json above this file). */
 function repositoryRoot(): string {

@@ -132,3 +132,41 @@ t.test('errors and empty texts go through the cache too', async (tt) => {
   tt.equal(cache.classify('SELEC 1', ctx), bad);
   tt.same(cache.classify('', ctx).statements, []);
 });
+
+t.test('entries are kept per grammar', async (tt) => {
+  const { loadGrammar } = await import('../../src/sql/grammar.js');
+  const [g15, g18] = [await loadGrammar(15), await loadGrammar(18)];
+  const cache = new ClassificationCache();
+  const shadow: Partial<ClassifyContext> = { shadowedBuiltin: (name) => name === 'json_array', functionVolatility: (name) => (name === 'json_array' ? 'procedural' : 'read') };
+  // PostgreSQL 15 calls public.json_array; 16 and later have a JSON constructor of that name.
+  tt.same(cache.classify('SELECT json_array(1, 2)', context({ ...shadow, grammar: g18 })).statements[0]!.classes, ['read']);
+  tt.same(cache.classify('SELECT json_array(1, 2)', context({ ...shadow, grammar: g15 })).statements[0]!.classes, ['procedural', 'read']);
+  tt.same(cache.classify('SELECT json_array(3, 4)', context({ ...shadow, grammar: g15 })).statements[0]!.classes, ['procedural', 'read'], 'by shape too');
+  tt.same(cache.classify('SELECT json_array(1, 2)', context({ ...shadow, grammar: g18 })).statements[0]!.classes, ['read']);
+  tt.equal(cache.stats().exactHits, 1);
+});
+
+t.test('texts longer than maxTextLength are classified, not kept', async (tt) => {
+  const cache = new ClassificationCache({ maxTextLength: 100 });
+  const long = `SELECT ${'1 + '.repeat(40)}1`;
+  const a = cache.classify(long, context());
+  const b = cache.classify(long, context());
+  tt.not(a, b);
+  tt.same(a, b);
+  tt.same(cache.stats(), { exactHits: 0, shapeHits: 0, misses: 2, stale: 0, entries: 0, shapes: 0 });
+});
+
+t.test('results classified elsewhere are stored with the lookups they used, and checked on every hit', async (tt) => {
+  const cache = new ClassificationCache();
+  let volatility: 'read' | 'procedural' = 'read';
+  const ctx = context({ functionVolatility: () => volatility });
+  const sql = 'SELECT f(1) FROM t';
+  tt.equal(cache.lookup(sql, ctx), undefined);
+  const tracked = { result: classify(sql, ctx), dependencies: { lookups: [['functionVolatility', ['f'], 'read'] as [string, unknown[], unknown]] }, spans: [0, sql.length] };
+  cache.store(sql, ctx, tracked);
+  tt.equal(cache.lookup(sql, ctx), tracked.result, 'an exact hit');
+  tt.same(cache.lookup('SELECT f(2) FROM t', ctx)?.statements[0]!.sql, 'SELECT f(2) FROM t', 'a shape hit');
+  volatility = 'procedural';
+  tt.equal(cache.lookup(sql, ctx), undefined, 'stale once the answer changed');
+  tt.equal(cache.lookup('SELECT f(2) FROM t', ctx), undefined);
+});

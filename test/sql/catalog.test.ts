@@ -5,8 +5,8 @@
  */
 import t from 'tap';
 import { ClassificationCache } from '../../src/sql/cache.js';
-import { classify, classifyTracked, initParser, withParameterTypes } from '../../src/sql/classify.js';
-import { replayContext } from '../../src/sql/replay.js';
+import { classify, initParser, withParameterTypes } from '../../src/sql/classify.js';
+import { lookupKey, recordingContext, replayContext, snapshotContext } from '../../src/sql/replay.js';
 import type { ClassifyContext, StatementClass, StatementFlag } from '../../src/sql/types.js';
 import {
   builtinFunction,
@@ -368,16 +368,23 @@ t.test('recursion: cycles add nothing; too deep is unknown', async (tt) => {
   tt.ok(s.reasons.some((x) => x.includes('levels deep')));
 });
 
-t.test('recorded answers replay to the same classification', async (tt) => {
+t.test('recorded answers replay to the same classification (as in the classification worker)', async (tt) => {
+  /** Classifies through a recording context, then again from a structured clone of the snapshot and answers. */
+  const replay = (sql: string, live: ClassifyContext): { direct: unknown; replayed: unknown; missing: number } => {
+    const recorder = recordingContext(live);
+    const direct = classify(sql, recorder.ctx).statements;
+    const answers = new Map(recorder.lookups.map(([method, args, answer]) => [lookupKey(method, args), answer] as const));
+    const { ctx: replayCtx, missing } = replayContext(structuredClone(snapshotContext(live)), structuredClone(answers), {});
+    return { direct, replayed: classify(sql, replayCtx).statements, missing: missing.size };
+  };
   for (const c of [...HONEST_READS, ...HIDDEN]) {
-    const tracked = classifyTracked(c.sql, ctx());
-    const deps = JSON.parse(JSON.stringify(tracked.dependencies));
-    const replayed = classify(c.sql, replayContext(true, deps));
-    tt.same(replayed.statements, tracked.result.statements, `${c.sql}: replayed`);
+    const r = replay(c.sql, ctx());
+    tt.same(r.replayed, r.direct, `${c.sql}: replayed`);
+    tt.equal(r.missing, 0, `${c.sql}: every lookup was recorded`);
   }
-  const typed = withParameterTypes(ctx(), [checkedInt.oid]);
-  const tracked = classifyTracked('SELECT $1', typed);
-  tt.same(classify('SELECT $1', replayContext(true, JSON.parse(JSON.stringify(tracked.dependencies)))).statements, tracked.result.statements, 'parameter types');
+  const typed = replay('SELECT $1', withParameterTypes(ctx(), [checkedInt.oid]));
+  tt.same(typed.replayed, typed.direct, 'parameter types');
+  tt.ok((typed.direct as { functions: unknown[]; classes: string[] }[])[0]!.classes.length > 0);
 });
 
 t.test('the cache re-checks catalog answers', async (tt) => {

@@ -30,7 +30,7 @@ export const MAX_LOOKUP_ROUNDS = 12;
  */
 export async function classifyWithCatalog(
   catalog: SchemaCatalog,
-  classify: () => ClassifyResult,
+  classify: () => ClassifyResult | Promise<ClassifyResult>,
   first: ClassifyResult,
   onError: (err: Error) => void,
 ): Promise<ClassifyResult> {
@@ -51,7 +51,7 @@ export async function classifyWithCatalog(
       onError(err as Error);
       return result;
     }
-    result = classify();
+    result = await classify();
   }
   return result;
 }
