@@ -334,8 +334,10 @@ const ADMIN: Case[] = [
   { sql: 'SELECT data FROM pg_largeobject', classes: ['admin', 'read'], flags: ['secrets'] },
   { sql: 'SELECT count(*) FROM (SELECT 1 FROM pg_authid) a', classes: ['admin', 'read'], flags: ['secrets'] },
   { sql: 'COPY (SELECT * FROM pg_shadow) TO STDOUT', classes: ['admin', 'export', 'read'], flags: ['secrets'] },
-  // Other catalogs and statistics views are plain reads; a schema other than pg_catalog is not the catalog.
-  { sql: 'SELECT * FROM pg_roles, pg_user, pg_stats', classes: ['read'], flags: [] },
+  // Other catalogs are plain reads; a schema other than pg_catalog is not the catalog. pg_stats shows sample
+  // values of every column the user may read, past any rule on the tables: a secret like pg_statistic.
+  { sql: 'SELECT * FROM pg_roles, pg_user', classes: ['read'], flags: [] },
+  { sql: 'SELECT most_common_vals FROM pg_stats', classes: ['admin', 'read'], flags: ['secrets'] },
   { sql: 'SELECT * FROM app.pg_authid', classes: ['read'], flags: [] },
   { sql: "SELECT pg_read_binary_file('x')", classes: ['admin', 'read'] },
   { sql: "SELECT * FROM pg_ls_dir('.')", classes: ['admin', 'read'] },
