@@ -21,6 +21,7 @@ import { ClassificationCache } from './sql/cache.js';
 import { OffThreadClassifier } from './sql/offload.js';
 import { initParser } from './sql/parser.js';
 import { ConsoleBroker } from './stepup/broker.js';
+import { OutcomeTap } from './stepup/outcomes.js';
 import type { StepUpBroker } from './stepup/types.js';
 
 export interface App {
@@ -161,7 +162,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       : { classify: (sql, ctx) => cache.classify(sql, ctx), classifyText: (sql, ctx) => classifier.classify(sql, ctx) }),
     rules: () => rules.ruleSet,
     stepUp,
-    audit,
+    // Held statements' outcomes also reach the console's "Recently decided" (as the trail records them).
+    audit: broker ? new OutcomeTap(audit, broker) : audit,
     log,
     recordParams: config.audit.bindParameters,
     auditOnFailure: config.audit.onFailure,

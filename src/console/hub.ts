@@ -1,12 +1,14 @@
 /**
  * The console's WebSocket side: one socket per open console page, authenticated by the session cookie at
- * the upgrade. Pushes, per person:
+ * the upgrade. Pushes, per person, the messages of protocol.ts (ServerMessage, shared with the page):
  *
  *   {type:'snapshot', now, user, challenges, recent, grants}   on connect (what a reconnecting page missed)
  *   {type:'challenge', now, challenge}                         a statement is held that this person may see
  *   {type:'challenge-updated', now, challenge}                 an approval was added (count > 1)
  *   {type:'resolved', now, resolved}                           approved, rejected, expired, cancelled, withdrawn, shutdown
+ *   {type:'outcome', now, resolved}                            an approved statement ran (tag, rows, error)
  *   {type:'grants', now, grants}                               this person's active grants changed
+ *   {type:'passkeys', now, passkeys}                           this person's passkeys changed (one was just used)
  *
  * Nothing is accepted from the page over the socket (approvals go through the HTTP API, which checks
  * Origin and the custom header); the server pings to notice dead connections, and closes a socket whose
@@ -16,8 +18,9 @@ import type { WebSocket } from 'ws';
 import type { Logger } from '../log.js';
 import type { HoldOutcome } from '../stepup/types.js';
 import type { BrokerListener, Challenge, ConsoleBroker, ResolvedView } from '../stepup/broker.js';
+import type { CloseSessionEnded, PasskeyView, ServerMessageBody } from './protocol.js';
 
-export const CLOSE_SESSION_ENDED = 4401;
+export const CLOSE_SESSION_ENDED: CloseSessionEnded = 4401;
 const PING_MS = 25_000;
 
 interface Client {
@@ -98,13 +101,22 @@ export class Hub implements BrokerListener {
     this.toViewers(challenge, () => ({ type: 'resolved', resolved }));
   }
 
+  challengeOutcome(challenge: Challenge, resolved: ResolvedView): void {
+    this.toViewers(challenge, () => ({ type: 'outcome', resolved }));
+  }
+
+  /** This person's passkeys changed (an approval or sign-in used one): their open pages show it. */
+  passkeysChanged(user: string, passkeys: PasskeyView[]): void {
+    for (const c of this.clients) if (c.user === user) this.send(c, { type: 'passkeys', passkeys });
+  }
+
   grantsChanged(users: string[]): void {
     for (const c of this.clients) if (users.includes(c.user)) this.send(c, { type: 'grants', grants: this.broker.grantsFor(c.user) });
   }
 
   // ───────────────────────────── internals ─────────────────────────────
 
-  private toViewers(challenge: Challenge, message: (client: Client, groups: string[]) => Record<string, unknown>): void {
+  private toViewers(challenge: Challenge, message: (client: Client, groups: string[]) => ServerMessageBody): void {
     const groupsByUser = new Map<string, string[]>();
     for (const c of this.clients) {
       let groups = groupsByUser.get(c.user);
@@ -113,7 +125,7 @@ export class Hub implements BrokerListener {
     }
   }
 
-  private send(client: Client, message: Record<string, unknown>): void {
+  private send(client: Client, message: ServerMessageBody): void {
     if (client.ws.readyState !== client.ws.OPEN) return;
     client.ws.send(JSON.stringify({ ...message, now: Date.now() }));
   }

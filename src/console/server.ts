@@ -39,6 +39,7 @@ import { AUDITORS_GROUP, AuditorError, AuditorService } from './auditor.js';
 import { pageHtml } from './client/page.js';
 import { CONSOLE_CSS } from './client/styles.js';
 import { Hub } from './hub.js';
+import type { ApproveReply, ChallengeLookup, ChallengesReply, CodeApproveReply, CredentialView, GrantsReply, MeView, PasskeyView } from './protocol.js';
 import { readCookie, RECENT_AUTH_MS, SessionManager, type ConsoleSession } from './sessions.js';
 import { consoleIdentity, deriveConsoleUrl, webauthnProblem } from './url.js';
 import { Ceremonies, CeremonyError } from './webauthn.js';
@@ -421,7 +422,21 @@ export class ConsoleServer {
         now: Date.now(),
         challenges: this.broker.pendingFor(user, groups).map((c) => this.broker.view(c, user, groups)),
         recent: this.broker.recentFor(user, groups),
-      };
+      } satisfies ChallengesReply;
+    });
+    // One held statement, or what became of it (the page at /c/ID asks this).
+    route('GET', `/api/challenges/${ID}`, true, async ({ params, session }) => {
+      const user = session!.user;
+      const groups = this.broker.groupsOf(user);
+      const pending = this.broker.get(params[0]!);
+      if (pending && pending.visibleTo(user, groups)) return { state: 'pending', now: Date.now(), challenge: this.broker.view(pending, user, groups) } satisfies ChallengeLookup;
+      const resolved = this.broker.decided(params[0]!, user, groups);
+      if (resolved) return { state: 'decided', now: Date.now(), resolved } satisfies ChallengeLookup;
+      throw new HttpError(
+        404,
+        'stepgate does not remember this statement: it was decided more than 30 minutes ago or before stepgate restarted, or it is not one you may see. The audit trail keeps every decision (stepgate audit replay, or the Audit trail page for auditors).',
+        'unknown_challenge',
+      );
     });
     route('POST', `/api/challenges/${ID}/options`, true, async ({ params, session }) => {
       const check = this.broker.mayApprove(params[0]!, session!.user, 'passkey');
@@ -436,8 +451,10 @@ export class ConsoleServer {
       if (ceremony.user !== user || ceremony.sid !== session!.sid) throw new HttpError(403, 'this passkey response belongs to another session', 'wrong_session');
       const passkey = await this.ceremonies.verifyAssertion(ceremony, body.response);
       const result = this.broker.approve(params[0]!, user, passkey.id, 'passkey');
+      // Its "last used" changed: the person's open pages show it.
+      this.hub.passkeysChanged(user, this.identity.passkeys(user).map(passkeyView));
       if (!result.ok) throw new HttpError(result.status, result.error, 'refused');
-      return { status: result.status, remaining: result.remaining };
+      return { status: result.status, remaining: result.remaining } satisfies ApproveReply;
     });
     route('POST', `/api/challenges/${ID}/reject`, true, async ({ params, body, session }) => {
       const result = this.broker.reject(params[0]!, session!.user, typeof body.reason === 'string' ? body.reason : '');
@@ -446,10 +463,10 @@ export class ConsoleServer {
     });
 
     // Grants.
-    route('GET', '/api/grants', true, async ({ session }) => ({ now: Date.now(), grants: this.broker.grantsFor(session!.user) }));
+    route('GET', '/api/grants', true, async ({ session }) => ({ now: Date.now(), grants: this.broker.grantsFor(session!.user) }) satisfies GrantsReply);
     route('DELETE', `/api/grants/${ID}`, true, async ({ params, session }) => {
       if (!this.broker.revokeGrant(params[0]!, session!.user)) throw new HttpError(404, 'no such grant');
-      return { grants: this.broker.grantsFor(session!.user) };
+      return { grants: this.broker.grantsFor(session!.user) } satisfies GrantsReply;
     });
 
     this.defineIdentityRoutes(route, ID);
@@ -528,7 +545,7 @@ export class ConsoleServer {
       }
       const approved = this.broker.approve(params[0]!, user, result.factor, result.factor);
       if (!approved.ok) throw new HttpError(approved.status, approved.error, 'refused');
-      return { status: approved.status, remaining: approved.remaining, recoveryCodesLeft: result.recoveryLeft };
+      return { status: approved.status, remaining: approved.remaining, recoveryCodesLeft: result.recoveryLeft } satisfies CodeApproveReply;
     });
 
     // Short-lived database credentials (people without a local password: SSO users).
@@ -683,7 +700,7 @@ export class ConsoleServer {
     return `stepgate_sso_${this.address.port}`;
   }
 
-  private me(session: ConsoleSession | null, userName?: string): Record<string, unknown> {
+  private me(session: ConsoleSession | null, userName?: string): MeView {
     const name = session?.user ?? userName!;
     const user = this.identity.getUser(name);
     if (!user || user.disabled) throw new HttpError(401, 'sign in first', 'signin');
@@ -783,10 +800,17 @@ export class ConsoleServer {
       type: 'text/javascript; charset=utf-8',
       body: fs.readFileSync(path.join(browserPkg, 'dist', 'bundle', 'index.umd.min.js')),
     });
-    const app = fs.readFileSync(path.join(HERE, 'client', 'app.js'), 'utf8').replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
-    this.assets.set('/static/app.js', { type: 'text/javascript; charset=utf-8', body: Buffer.from(app) });
-    const identityJs = fs.readFileSync(path.join(HERE, 'client', 'identity.js'), 'utf8').replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
-    this.assets.set('/static/identity.js', { type: 'text/javascript; charset=utf-8', body: Buffer.from(identityJs) });
+    // The page's modules (src/console/client, compiled by its own tsconfig), each as /static/NAME.js; page.js
+    // and styles.js beside them are this server's (the HTML and the CSS), not the browser's.
+    const clientDir = path.join(HERE, 'client');
+    if (!fs.existsSync(path.join(clientDir, 'app.js'))) {
+      throw new Error(`the console's browser code is not built (${path.join(clientDir, 'app.js')} is missing): run npm run build, or tsc -p src/console/client`);
+    }
+    for (const file of fs.readdirSync(clientDir)) {
+      if (!file.endsWith('.js') || file === 'page.js' || file === 'styles.js') continue;
+      const js = fs.readFileSync(path.join(clientDir, file), 'utf8').replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
+      this.assets.set(`/static/${file}`, { type: 'text/javascript; charset=utf-8', body: Buffer.from(js) });
+    }
     this.assets.set('/static/app.css', { type: 'text/css; charset=utf-8', body: Buffer.from(CONSOLE_CSS) });
   }
 
@@ -840,7 +864,7 @@ export class ConsoleServer {
   }
 }
 
-function credentialView(c: Credential): Record<string, unknown> {
+function credentialView(c: Credential): CredentialView {
   return { id: c.id, label: c.label, createdAt: c.createdAt.getTime(), expiresAt: c.expiresAt.getTime(), lastUsedAt: c.lastUsedAt?.getTime() ?? null };
 }
 
@@ -850,7 +874,7 @@ function safeReturn(value: string | null): string {
   return value;
 }
 
-function passkeyView(p: Passkey): Record<string, unknown> {
+function passkeyView(p: Passkey): PasskeyView {
   return {
     id: p.id,
     name: p.name,

@@ -72,6 +72,7 @@ export async function gateLogin(connectionId: string, socket: net.Socket, subjec
     database: subject.database,
     application: subject.application,
     clientAddress: subject.clientAddress,
+    clientPort: socket.remotePort ?? null,
     statements: [],
     decision,
     kind: 'connect',

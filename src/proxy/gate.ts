@@ -31,6 +31,8 @@ import { auditUnavailableError, denyError, heldNotice, holdError } from './refus
 export interface GateHost {
   readonly connectionId: string;
   readonly subject: Subject;
+  /** Which terminal this is (client port, backend pid, when it connected): shown on the approval card. */
+  readonly terminal?: { clientPort: number | null; serverPid: number | null; connectedAt: number };
   /** The session has closed: stop at the next step. */
   readonly closed: boolean;
   /** Resolves when the server has answered everything forwarded so far. */
@@ -154,6 +156,7 @@ export class Gate {
         database: host.subject.database,
         application: host.subject.application,
         clientAddress: host.subject.clientAddress,
+        ...host.terminal,
         statements: request.statements,
         decision,
         preview,

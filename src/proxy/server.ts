@@ -397,6 +397,8 @@ export class ProxyServer {
       server: upstream.socket,
       clientLeftover: leftover,
       subject,
+      clientPort: socket.remotePort ?? null,
+      serverPid: upstream.processId,
       serverParameters: upstream.parameters,
       grammar,
       catalog: this.catalogFor(route.target, route.database),

@@ -61,6 +61,9 @@ export interface SessionOptions {
   /** Client bytes that arrived with or after the startup exchange. */
   clientLeftover: Buffer;
   subject: Omit<Subject, 'now'>;
+  /** The client's port and the PostgreSQL backend's pid (shown on approval cards). */
+  clientPort?: number | null;
+  serverPid?: number | null;
   serverParameters: Map<string, string>;
   /** The grammar of the server's PostgreSQL major (default: PostgreSQL 18's). */
   grammar?: Grammar;
@@ -146,6 +149,7 @@ export class Session {
   readonly grammar: Grammar | undefined;
   readonly toServer: Outbound;
   readonly toClient: Outbound;
+  readonly terminal: { clientPort: number | null; serverPid: number | null; connectedAt: number };
 
   private readonly client: Socket;
   private readonly server: Socket;
@@ -174,6 +178,7 @@ export class Session {
     this.server = options.server;
     this.services = options.services;
     this.subject = { ...options.subject, now: new Date() };
+    this.terminal = { clientPort: options.clientPort ?? null, serverPid: options.serverPid ?? null, connectedAt: this.startedAt };
     this.cancelUpstream = options.cancelUpstream;
     this.parameters = new Map(options.serverParameters);
     this.grammar = options.grammar;

@@ -18,6 +18,13 @@ import type { IdentityStore } from '../identity/store.js';
 import type { Logger } from '../log.js';
 import type { Decision, Factor, StepUpRequirement } from '../rules/types.js';
 import type { Hold, HoldOutcome, HoldRequest, StepUpBroker } from './types.js';
+import type { ChallengeView, ConnectionView, GrantView, OutcomeView, PreviewView, ResolvedStatus, ResolvedView, StatementView } from '../console/protocol.js';
+import type { PreviewReport } from '../proxy/preview.js';
+import { rowsFromTag } from '../sql/command-tag.js';
+
+// The console's copy of the outcome statuses must stay the broker's.
+const sameStatuses: [HoldOutcome['status']] extends [ResolvedStatus] ? ([ResolvedStatus] extends [HoldOutcome['status']] ? true : false) : false = true;
+void sameStatuses;
 
 export const DEFAULT_TIMEOUT_MS = 120_000;
 /** Resolved challenges kept for consoles that reconnect ("what you missed"). */
@@ -29,84 +36,8 @@ const SQL_VIEW_MAX = 256 * 1024;
 /** Most statements of one message shown; the rest are summarised. */
 const STATEMENTS_VIEW_MAX = 200;
 
-/** One statement as the console shows it (SQL redacted). */
-export interface StatementView {
-  sql: string;
-  /** Characters of the SQL not shown (it was too long); 0 when shown in full. */
-  omitted: number;
-  command: string;
-  classes: string[];
-  tables: string[];
-  flags: string[];
-  reasons: string[];
-}
-
-/** One step-up rule that asked, and what it needs. */
-export interface RequirementView {
-  rule: string;
-  file: string | null;
-  /** Empty: the author approves. */
-  groups: string[];
-  count: number;
-  /** Approvals that count for it so far. */
-  approvedBy: string[];
-  satisfied: boolean;
-  grantMs: number;
-  grantScope: 'connection' | 'user';
-  /** The factors that may approve for this rule. */
-  factors: Factor[];
-  /** The risk signals that held for this rule. */
-  signals: string[];
-}
-
-/** A pending challenge as one viewer sees it (JSON for the console). */
-export interface ChallengeView {
-  id: string;
-  /** `connect`: a login held by a rule with `on: connect` (no statement). */
-  kind: 'statement' | 'connect';
-  url: string;
-  user: string;
-  database: string;
-  application: string;
-  clientAddress: string;
-  statements: StatementView[];
-  /** Statements of the message not listed (too many); their commands are in `omittedCommands`. */
-  omittedStatements: number;
-  omittedCommands: string[];
-  /** The deciding rule, its message and why it matched. */
-  rule: string;
-  file: string | null;
-  message: string;
-  reason: string;
-  requirements: RequirementView[];
-  /** Every risk signal that held for a rule that asked (shown on the card). */
-  signals: string[];
-  approvals: { user: string; at: number; factor: Factor }[];
-  createdAt: number;
-  expiresAt: number;
-  /**
-   * This viewer: whether they wrote it, may approve it (and with which of their factors, as the rules
-   * allow: `passkey`, `totp`), and why not.
-   */
-  you: { author: boolean; canApprove: boolean; canReject: boolean; note: string | null; factors: Factor[] };
-}
-
-export interface ResolvedView {
-  id: string;
-  user: string;
-  rule: string;
-  summary: string;
-  status: HoldOutcome['status'];
-  by: string | null;
-  reason: string | null;
-  at: number;
-}
-
-export interface GrantView extends Omit<Grant, 'rule'> {
-  rule: string;
-  /** This viewer holds it (else they approved it). */
-  yours: boolean;
-}
+// The views the console shows are the console's protocol types (shared with the page).
+export type { ChallengeView, GrantView, OutcomeView, RequirementView, ResolvedView, StatementView } from '../console/protocol.js';
 
 interface Approval {
   user: string;
@@ -228,6 +159,8 @@ export interface BrokerListener {
   challengeResolved(challenge: Challenge, outcome: HoldOutcome, resolved: ResolvedView): void;
   /** Grants of these users (holders and approvers) changed. */
   grantsChanged(users: string[]): void;
+  /** An approved challenge's statement ran: `resolved` carries its outcomes so far. */
+  challengeOutcome?(challenge: Challenge, resolved: ResolvedView): void;
 }
 
 /** How people read a factor's name. */
@@ -344,6 +277,37 @@ export class ConsoleBroker implements StepUpBroker {
     return this.recent.filter((r) => r.view.at >= cutoff && r.audience.visibleTo(user, groups)).map((r) => r.view);
   }
 
+  /** What became of a decided challenge, for someone who could see it (null: not known, or not theirs). */
+  decided(id: string, user: string, groups: string[]): ResolvedView | null {
+    for (let i = this.recent.length - 1; i >= 0; i--) {
+      const r = this.recent[i]!;
+      if (r.view.id === id) return r.audience.visibleTo(user, groups) ? r.view : null;
+    }
+    return null;
+  }
+
+  /**
+   * What an approved statement did once it ran (the outcome the audit trail records, passed on by
+   * OutcomeTap): added to its entry in "recently decided" and sent to the consoles that see it.
+   */
+  outcome(challengeId: string, index: number, outcome: { tag: string | null; sqlstate: string | null; message: string | null; skipped: boolean; durationMs: number }): void {
+    const entry = this.recent.findLast((r) => r.view.id === challengeId);
+    if (!entry || entry.view.outcomes.some((o) => o.index === index)) return;
+    const view: OutcomeView = {
+      index,
+      tag: outcome.tag,
+      rows: rowsFromTag(outcome.tag),
+      sqlstate: outcome.sqlstate,
+      message: outcome.message,
+      skipped: outcome.skipped,
+      durationMs: outcome.durationMs,
+      at: this.now(),
+    };
+    entry.view.outcomes.push(view);
+    entry.view.outcomes.sort((a, b) => a.index - b.index);
+    for (const l of this.listeners) safely(this.log, () => l.challengeOutcome?.(entry.audience, entry.view));
+  }
+
   view(c: Challenge, viewer: string, groups: string[]): ChallengeView {
     const d = c.request.decision;
     const refusal = c.refusal(viewer, groups);
@@ -364,6 +328,8 @@ export class ConsoleBroker implements StepUpBroker {
       database: c.request.database,
       application: c.request.application,
       clientAddress: c.request.clientAddress,
+      connection: connectionView(c.request),
+      preview: previewView(c.request.preview ?? null),
       statements: c.statements,
       omittedStatements: Math.max(0, c.request.statements.length - c.statements.length),
       omittedCommands: [...new Set(c.request.statements.slice(c.statements.length).map((s) => s.command))],
@@ -592,13 +558,19 @@ export class ConsoleBroker implements StepUpBroker {
   private resolved(c: Challenge, outcome: HoldOutcome): void {
     const view: ResolvedView = {
       id: c.id,
+      kind: c.kind,
       user: c.user,
+      database: c.request.database,
       rule: c.request.decision.rule ?? 'default',
       summary: c.kind === 'connect' ? `login to ${c.request.database}` : c.statements.map((s) => s.command).join('; '),
       status: outcome.status,
       by: outcome.status === 'rejected' ? outcome.by : outcome.status === 'approved' ? outcome.approvers.map((a) => a.user).join(', ') : null,
       reason: outcome.status === 'rejected' ? outcome.reason : outcome.status === 'unavailable' ? outcome.reason : null,
       at: this.now(),
+      connection: connectionView(c.request),
+      preview: previewView(c.request.preview ?? null),
+      statementCount: c.request.statements.length,
+      outcomes: [],
     };
     this.recent.push({ view, audience: c });
     if (this.recent.length > RECENT_LIMIT) this.recent.splice(0, this.recent.length - RECENT_LIMIT);
@@ -623,6 +595,27 @@ export function requirementsOf(decision: Decision): StepUpRequirement[] {
       ...(decision.signals ? { signals: decision.signals } : {}),
     },
   ];
+}
+
+/** Which terminal a request comes from (see ConnectionView). */
+function connectionView(r: HoldRequest): ConnectionView {
+  return {
+    connectionId: r.connectionId,
+    // As the audit trail lists sessions (audit/read.ts shortId).
+    session: r.connectionId.slice(0, 8),
+    clientAddress: r.clientAddress,
+    clientPort: r.clientPort ?? null,
+    serverPid: r.serverPid ?? null,
+    connectedAt: r.connectedAt ?? null,
+  };
+}
+
+/** A preview as the console shows it: errors reduced to their code and text. */
+function previewView(p: PreviewReport | null): PreviewView | null {
+  if (!p) return null;
+  if (p.status === 'ran') return { status: 'ran', tags: [...p.tags], rows: p.rows, locks: [...p.locks], notices: [...p.notices] };
+  if (p.status === 'failed') return { status: 'failed', sqlstate: p.error.code, message: p.error.message };
+  return { status: 'unavailable', reason: p.reason, estimatedRows: p.estimatedRows ?? null };
 }
 
 function settled(outcome: HoldOutcome): Hold {

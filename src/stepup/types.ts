@@ -12,6 +12,13 @@ export interface HoldRequest {
   database: string;
   application: string;
   clientAddress: string;
+  /**
+   * Which terminal this is, so that approvers can tell two sessions of one person apart: the client's
+   * port, the PostgreSQL backend's pid (null for a held login: no server session yet), when it connected.
+   */
+  clientPort?: number | null;
+  serverPid?: number | null;
+  connectedAt?: number | null;
   /** The statements held (one message's worth); empty for a login held by a rule with `on: connect`. */
   statements: StatementInfo[];
   decision: Decision;
