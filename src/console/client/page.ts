@@ -1,5 +1,6 @@
 /**
- * The console's one HTML page. Everything dynamic is filled in by app.js from the API and the WebSocket
+ * The console's one HTML page (server side: compiled with the server, not the page's modules). Everything
+ * dynamic is filled in by app.js and the modules it imports from the API and the WebSocket
  * (with textContent: no HTML is ever built from data). No inline script or style: the CSP forbids them.
  */
 const ICON =
@@ -33,6 +34,12 @@ export function pageHtml(): string {
     <button type="button" class="link" data-action="sign-out">Sign out</button>
   </div>
 </header>
+
+<div id="unreachable" class="banner" role="alert" hidden>
+  <p><strong>stepgate is unreachable.</strong> The console lost its live connection: statements held meanwhile
+    and decisions made elsewhere are not shown until it is back. <span id="unreachable-retry"></span></p>
+  <button type="button" data-action="reconnect-now">Try now</button>
+</div>
 
 <main id="main" tabindex="-1">
   <section id="view-loading" class="view">
@@ -68,6 +75,13 @@ export function pageHtml(): string {
   </section>
 
   <section id="view-console" class="view" hidden>
+    <section id="decided" class="panel decided" hidden aria-labelledby="decided-title">
+      <h1 id="decided-title">This statement was already decided</h1>
+      <p id="decided-what" class="muted"></p>
+      <p id="decided-status" class="decided-status"></p>
+      <p id="decided-outcome"></p>
+    </section>
+
     <section class="panel" aria-labelledby="pending-title">
       <h1 id="pending-title">Waiting for approval <span id="pending-count" class="count" hidden></span></h1>
       <p id="pending-empty" class="empty">Nothing is waiting. Statements that need your passkey appear here

@@ -154,6 +154,23 @@ table.sessions td.held { color: var(--warn); font-weight: 700; }
 .timeline .chips li.table { font-family: ui-monospace, monospace; }
 .timeline .why { margin: .2rem 0 0; }
 
+/* Live connection lost: said plainly, above everything. */
+.banner { display: flex; align-items: center; justify-content: space-between; gap: 1rem; flex-wrap: wrap;
+  padding: .6rem 1.5rem; background: var(--danger); color: #fff; }
+.banner p { margin: 0; }
+.banner button { background: #fff; color: var(--danger); border-color: #fff; }
+
+/* What a preview of the held statement did (it ran; not committed). */
+.preview { border: 1px dashed var(--warn); border-radius: 8px; padding: .4rem .75rem; margin: .5rem 0; }
+.preview p { margin: .2rem 0; }
+.preview-unavailable { border-color: var(--line); color: var(--muted); }
+.preview .notices { margin: .2rem 0; font-size: .9rem; }
+.outcome { display: block; }
+.decided { border-left: 5px solid var(--muted); }
+.decided[data-status="approved"] { border-left-color: var(--ok); }
+.decided[data-status="rejected"], .decided[data-status="expired"] { border-left-color: var(--danger); }
+.decided-status { font-weight: 600; }
+
 @media (prefers-reduced-motion: reduce) { * { transition: none !important; animation: none !important; } }
 @media (max-width: 40rem) { main { padding: 1rem; } .timer { text-align: left; } .top { padding: .75rem 1rem; } }
 `;
