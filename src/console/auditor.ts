@@ -18,6 +18,7 @@ import { findSession, parseTime, SessionLookupError, shortId, type SessionFilter
 import type { Problem, VerifyReport } from '../audit/verify.js';
 import type { FromVerifyWorker, VerifyWorkerInit } from '../audit/verify-worker.js';
 import type { Logger } from '../log.js';
+import type { AuditSessionView, AuditSessionsReply, AuditTimelineReply, VerificationReply, VerificationRunView } from './protocol.js';
 
 /** Members of this group see the auditor view. */
 export const AUDITORS_GROUP = 'auditors';
@@ -60,7 +61,7 @@ export class AuditorService {
 
   // ───────────────────────────── sessions ─────────────────────────────
 
-  sessions(query: URLSearchParams): Record<string, unknown> {
+  sessions(query: URLSearchParams): AuditSessionsReply & { now: number } {
     const filter: SessionFilter = {};
     const user = text(query, 'user', 200);
     if (user) filter.user = user;
@@ -80,7 +81,7 @@ export class AuditorService {
   }
 
   /** One session and a page of its timeline. `id`: a session id, a unique prefix of it, or #NUMBER. */
-  timeline(id: string, query: URLSearchParams): { session: Record<string, unknown>; steps: TimelineStep[]; next: number | null } {
+  timeline(id: string, query: URLSearchParams): AuditTimelineReply & { steps: TimelineStep[] } {
     const db = this.open();
     let session: SessionRow;
     try {
@@ -103,7 +104,7 @@ export class AuditorService {
   // ───────────────────────────── verification ─────────────────────────────
 
   /** Where verification stands: the last result, a run in progress, and the chain's head and latest checkpoint now. */
-  verification(): Record<string, unknown> {
+  verification(): VerificationReply & { now: number } {
     let checkpoint: CheckpointView | null = null;
     let head: { seq: number; time: number } | null = null;
     try {
@@ -126,7 +127,7 @@ export class AuditorService {
   }
 
   /** Starts a verification unless one is running; returns the status. */
-  verify(by: string): Record<string, unknown> {
+  verify(by: string): VerificationReply & { now: number } {
     if (this.closed) throw new AuditorError(503, 'the console is shutting down', 'closing');
     if (!this.running) this.start(by);
     return this.verification();
@@ -188,9 +189,9 @@ export class AuditorService {
   }
 }
 
-function resultView(r: VerificationResult): Record<string, unknown> {
+function resultView(r: VerificationResult): VerificationRunView {
   const base = { startedAt: r.startedAt, finishedAt: r.finishedAt, durationMs: r.finishedAt - r.startedAt, by: r.by };
-  if (!r.report) return { ...base, ok: false, error: r.error };
+  if (!r.report) return { ...base, ok: false, error: r.error ?? 'the verification did not finish' };
   const p = r.report;
   const errors = p.problems.filter((x) => x.severity === 'error');
   return {
@@ -213,7 +214,7 @@ function resultView(r: VerificationResult): Record<string, unknown> {
   };
 }
 
-function sessionView(r: SessionRow): Record<string, unknown> {
+function sessionView(r: SessionRow): AuditSessionView & { durationMs: number | null; bytesIn: number | null; bytesOut: number | null } {
   return {
     id: r.connection,
     short: shortId(r.connection, r.session),

@@ -374,7 +374,10 @@ export type VerificationRunView =
       events: number;
       firstSeq: number | null;
       lastSeq: number | null;
+      firstTime: number | null;
+      lastTime: number | null;
       sessions: number;
+      key: { kid: string };
       anchor: { seq: number } | null;
       checkpoints: { total: number; valid: number; lastSeq: number | null };
       unsealed: number;

@@ -3,8 +3,11 @@
  * one context per person, each with its own virtual passkey authenticator (CDP WebAuthn domain).
  * Everything is closed when the test ends, pass or fail.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import sparticuz from '@sparticuz/chromium';
 import { chromium, type Browser, type BrowserContext, type CDPSession, type Locator, type Page } from 'playwright-core';
+import { REPO_ROOT } from '../helpers/stepgate.js';
 
 // Browser globals, used only inside page.evaluate callbacks (the project compiles without DOM types).
 declare const document: { querySelector(selector: string): { querySelector(selector: string): { textContent: string | null } | null } | null };
@@ -16,7 +19,24 @@ declare const window: unknown;
  */
 const WEAKENING = new Set(['--disable-web-security', '--allow-running-insecure-content', '--single-process']);
 
+/**
+ * The page's modules are a program of their own (src/console/client/tsconfig.json): `tsc -p .` does not
+ * build them. A test would otherwise run yesterday's page against today's server: refuse, saying what to run.
+ */
+function requireBuiltPage(): void {
+  const src = path.join(REPO_ROOT, 'src', 'console', 'client');
+  const out = path.join(REPO_ROOT, 'dist', 'src', 'console', 'client');
+  for (const file of fs.readdirSync(src)) {
+    if (!file.endsWith('.ts') || file === 'page.ts' || file === 'styles.ts') continue;
+    const js = path.join(out, file.replace(/\.ts$/, '.js'));
+    if (!fs.existsSync(js) || fs.statSync(js).mtimeMs < fs.statSync(path.join(src, file)).mtimeMs) {
+      throw new Error(`the console's browser code is not built or older than its source (${js}): run npx tsc -p src/console/client (npm run build builds both programs)`);
+    }
+  }
+}
+
 export async function launchBrowser(t: { teardown(fn: () => unknown): void }): Promise<Browser> {
+  requireBuiltPage();
   const browser = await chromium.launch({
     executablePath: await sparticuz.executablePath(),
     args: sparticuz.args.filter((a) => !WEAKENING.has(a)),
