@@ -155,6 +155,25 @@ t.test('a /c/ID link of a decided statement says what became of it', async (t) =
   t.match(await page.locator('#decided-status').textContent(), /stepgate does not remember this statement/, 'an unknown one: said so, with where to look');
 });
 
+t.test('the live connection is cut: the banner says so, and goes once the page has reconnected', async (t) => {
+  const routes: { close(options: { code: number; reason: string }): Promise<void> }[] = [];
+  await page.routeWebSocket(/\/ws$/, (ws) => {
+    ws.connectToServer();
+    routes.push(ws);
+  });
+  t.teardown(() => page.unrouteAll());
+  await page.goto(consoleUrl);
+  await live(page);
+  t.equal(routes.length, 1);
+  await routes[0]!.close({ code: 4000, reason: 'cut by the test' });
+  await page.locator('#unreachable').waitFor({ state: 'visible' });
+  t.match(await page.locator('#unreachable').textContent(), /stepgate is unreachable/);
+  // The page tries again by itself (0.5 s later) and the banner goes.
+  await page.locator('#unreachable').waitFor({ state: 'hidden' });
+  await live(page);
+  t.equal(routes.length, 2, 'reconnected once');
+});
+
 t.test('stepgate goes away: the console says it is unreachable and keeps trying', async (t) => {
   await page.goto(consoleUrl);
   await live(page);
