@@ -10,7 +10,9 @@ import { IdentityStore } from '../../src/identity/store.js';
 import { silentLogger } from '../../src/log.js';
 import type { Decision, StepUpRequirement } from '../../src/rules/types.js';
 import type { StatementInfo } from '../../src/sql/types.js';
+import { NoAudit } from '../../src/audit/types.js';
 import { ConsoleBroker } from '../../src/stepup/broker.js';
+import { OutcomeTap } from '../../src/stepup/outcomes.js';
 import type { HoldRequest } from '../../src/stepup/types.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-broker-'));
@@ -143,4 +145,51 @@ t.test('a rejection ends it with the reason, cleaned', async (t) => {
   t.same(broker.reject(hold.challengeId!, 'alice', 'no\nway'), { ok: true });
   t.same(await hold.outcome, { status: 'rejected', by: 'alice', reason: 'no way' });
   t.match(broker.reject(hold.challengeId!, 'alice', ''), { ok: false, status: 404 }, 'only once');
+});
+
+t.test('what became of it: decided() for those who could see it, outcomes from the audit path (OutcomeTap)', async (t) => {
+  const events: string[] = [];
+  const detach = broker.addListener({
+    challengeCreated() {},
+    challengeUpdated() {},
+    challengeResolved() {},
+    grantsChanged() {},
+    challengeOutcome(_c, r) {
+      events.push(r.outcomes.map((o) => o.tag).join(','));
+    },
+  });
+  t.teardown(detach);
+  const audit = new OutcomeTap(new NoAudit(), broker);
+  const request = { ...req([{ rule: 'dba', approvers: { groups: ['dba'], count: 1 } }, { rule: 'dba2', approvers: { groups: ['dba'], count: 1 } }], 'c7'), clientPort: 5001, serverPid: 77, connectedAt: 1000 };
+  // As the gate does it: the statement recorded, then held.
+  const statementId = audit.statement({ connectionId: 'c7', sql: 'DELETE FROM t; DELETE FROM t', statements: request.statements, decision: request.decision, params: null });
+  const hold = broker.hold(request);
+  const id = hold.challengeId!;
+  audit.challengeCreated(statementId, id);
+  t.match(broker.view(broker.get(id)!, 'bob', ['dba']).connection, { session: 'c7', clientAddress: '127.0.0.1', clientPort: 5001, serverPid: 77, connectedAt: 1000 });
+  t.equal(broker.decided(id, 'alice', ['dev']), null, 'not decided yet');
+  broker.approve(id, 'bob', 'cred-b');
+  const outcome = await hold.outcome;
+  audit.challengeResolved(statementId, id, outcome);
+  t.match(broker.decided(id, 'alice', ['dev']), { id, status: 'approved', by: 'bob', statementCount: 2, outcomes: [] }, 'the author sees it');
+  t.equal(broker.decided(id, 'carol', ['dev']), null, 'someone who could not see it does not now either');
+
+  audit.outcome(statementId, 0, { tag: 'DELETE 3', sqlstate: null, message: null, skipped: false, durationMs: 1 });
+  audit.outcome(statementId, 1, { tag: null, sqlstate: '23503', message: 'violates a foreign key', skipped: false, durationMs: 1 });
+  audit.outcome(statementId, 1, { tag: 'DELETE 9', sqlstate: null, message: null, skipped: false, durationMs: 1 });
+  t.match(broker.decided(id, 'bob', ['dba'])!.outcomes, [
+    { index: 0, tag: 'DELETE 3', rows: 3 },
+    { index: 1, tag: null, rows: null, sqlstate: '23503' },
+  ]);
+  t.equal(broker.decided(id, 'bob', ['dba'])!.outcomes.length, 2, 'once per statement; the tap forgets it after the last');
+  t.same(events, ['DELETE 3', 'DELETE 3,'], 'each outcome went to the listeners');
+
+  // A rejected hold has no outcome to report.
+  const other = audit.statement({ connectionId: 'c7', sql: 'DELETE FROM t', statements: [statement], decision: request.decision, params: null });
+  const rejected = broker.hold(req([{ rule: 'x' }], 'c7'));
+  audit.challengeCreated(other, rejected.challengeId!);
+  broker.reject(rejected.challengeId!, 'alice', '');
+  audit.challengeResolved(other, rejected.challengeId!, await rejected.outcome);
+  audit.outcome(other, 0, { tag: null, sqlstate: '42501', message: 'refused', skipped: false, durationMs: 0 });
+  t.same(broker.decided(rejected.challengeId!, 'alice', ['dev'])!.outcomes, []);
 });
