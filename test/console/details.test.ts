@@ -80,7 +80,7 @@ t.test('two terminals of the same person: their cards say which is which', async
   ] as const) {
     t.equal(await fact(id, 'server-pid'), String(term.pid), 'the server pid is the one the terminal sees (SELECT pg_backend_pid())');
     t.equal(await fact(id, 'client'), `127.0.0.1:${term.port}`, 'the client address and port');
-    t.match(await fact(id, 'connected'), /^since .+ \(\d+ s\)$/, 'connected since');
+    t.match(await fact(id, 'connected'), /^since \S/, 'connected since');
   }
   const sa = await fact(ida, 'session');
   const sb = await fact(idb, 'session');

@@ -8,7 +8,7 @@
  */
 import type { ApproveReply, ChallengeView, ConnectionView, GrantView, PreviewView, RequirementView, ResolvedView } from '../protocol.js';
 import { api, errorOf, friendly, webauthn } from './api.js';
-import { $, announce, busy, fmt, fmtDuration, fmtTime, h } from './dom.js';
+import { $, announce, busy, fmt, fmtDuration, h } from './dom.js';
 import { onGrants, tickGrants } from './grants.js';
 import { codeControls, signalList } from './identity.js';
 import { focusDecided, renderRecent, rememberResolved, statusText } from './recent.js';
@@ -114,7 +114,8 @@ function terminalFacts(c: ChallengeView): [key: string, label: string, value: st
     ['client', 'Client', clientText(t)],
   ];
   if (t.serverPid !== null) facts.push(['server-pid', 'Server pid', String(t.serverPid)]);
-  if (t.connectedAt !== null) facts.push(['connected', 'Connected', `since ${fmtTime(t.connectedAt)} (${fmt(now() - t.connectedAt)})`]);
+  // A time, not a duration: it stays true while the card is shown.
+  if (t.connectedAt !== null) facts.push(['connected', 'Connected', `since ${new Date(t.connectedAt).toLocaleString()}`]);
   return facts;
 }
 
