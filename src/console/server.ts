@@ -333,6 +333,7 @@ export class ConsoleServer {
       const passkey = await this.ceremonies.verifyAssertion(ceremony, body.response);
       this.refuseSsoUserPasskeySignIn(passkey.user);
       await this.startSession(res, passkey.user);
+      this.hub.passkeysChanged(passkey.user, this.identity.passkeys(passkey.user).map(passkeyView));
       this.log.info('console.signin', { user: passkey.user, credential: passkey.id });
       return this.me(null, passkey.user);
     });
