@@ -39,7 +39,23 @@ import { AUDITORS_GROUP, AuditorError, AuditorService } from './auditor.js';
 import { pageHtml } from './client/page.js';
 import { CONSOLE_CSS } from './client/styles.js';
 import { Hub } from './hub.js';
-import type { ApproveReply, ChallengeLookup, ChallengesReply, CodeApproveReply, CredentialView, GrantsReply, MeView, PasskeyView } from './protocol.js';
+import type {
+  ApproveReply,
+  ChallengeLookup,
+  ChallengesReply,
+  CliLoginInfo,
+  CodeApproveReply,
+  CredentialsReply,
+  CredentialView,
+  EnrollInfo,
+  GrantsReply,
+  IssuedCredential,
+  MeView,
+  PasskeyView,
+  PublicInfo,
+  RecoveryCodesReply,
+  TotpSetup,
+} from './protocol.js';
 import { readCookie, RECENT_AUTH_MS, SessionManager, type ConsoleSession } from './sessions.js';
 import { consoleIdentity, deriveConsoleUrl, webauthnProblem } from './url.js';
 import { Ceremonies, CeremonyError } from './webauthn.js';
@@ -107,7 +123,7 @@ interface CliLogin {
   label: string;
   status: 'pending' | 'approved' | 'denied';
   user?: string;
-  result?: Record<string, unknown>;
+  result?: IssuedCredential;
 }
 
 const CLI_LOGIN_TTL_MS = 10 * 60_000;
@@ -355,7 +371,7 @@ export class ConsoleServer {
     // Enrollment with a one-time link.
     route('POST', '/api/enroll/info', false, async ({ body }) => {
       const user = this.enrollmentUser(body.token);
-      return { user, passkeys: this.identity.passkeyCount(user) };
+      return { user, passkeys: this.identity.passkeyCount(user) } satisfies EnrollInfo;
     });
     route('POST', '/api/enroll/options', false, async ({ body }) => {
       const user = this.enrollmentUser(body.token);
@@ -496,7 +512,7 @@ export class ConsoleServer {
 
   private defineIdentityRoutes(route: (method: Route['method'], pattern: string, auth: boolean, handler: Handler) => void, ID: string): void {
     // What the sign-in page offers (no session needed).
-    route('GET', '/api/public', false, async () => ({ sso: this.sso !== null, consoleUrl: this.url }));
+    route('GET', '/api/public', false, async () => ({ sso: this.sso !== null, consoleUrl: this.url }) satisfies PublicInfo);
 
     // TOTP: set up (after a recent passkey or SSO sign-in), confirm with a first code, remove.
     route('POST', '/api/totp/setup', true, async ({ session }) => {
@@ -504,7 +520,7 @@ export class ConsoleServer {
       const secret = newTotpSecret();
       this.totpPending.set(session!.sid, { secret, user: session!.user, expiresAt: this.now() + 10 * 60_000 });
       const uri = totpUri(session!.user, secret);
-      return { secret, uri, qr: await QRCode.toDataURL(uri, { errorCorrectionLevel: 'M', margin: 1, width: 220 }) };
+      return { secret, uri, qr: await QRCode.toDataURL(uri, { errorCorrectionLevel: 'M', margin: 1, width: 220 }) } satisfies TotpSetup;
     });
     route('POST', '/api/totp/confirm', true, async ({ body, session }) => {
       this.requireRecentAuth(session!);
@@ -516,7 +532,7 @@ export class ConsoleServer {
       const codes = newRecoveryCodes();
       this.identity.setTotp(session!.user, pending.secret, step, codes.map((c) => this.codes.recoveryHash(c)));
       this.log.info('console.totp_added', { user: session!.user });
-      return { recoveryCodes: codes, me: this.me(session!) };
+      return { recoveryCodes: codes, me: this.me(session!) } satisfies RecoveryCodesReply;
     });
     route('DELETE', '/api/totp', true, async ({ session }) => {
       this.requireRecentAuth(session!);
@@ -529,7 +545,7 @@ export class ConsoleServer {
       if (!this.codes.hasTotp(session!.user)) throw new HttpError(409, 'set up an authenticator app first');
       const codes = newRecoveryCodes();
       this.identity.setRecoveryCodes(session!.user, codes.map((c) => this.codes.recoveryHash(c)));
-      return { recoveryCodes: codes, me: this.me(session!) };
+      return { recoveryCodes: codes, me: this.me(session!) } satisfies RecoveryCodesReply;
     });
 
     // Approving a held statement with a TOTP or recovery code (where its rules allow TOTP).
@@ -555,12 +571,12 @@ export class ConsoleServer {
       credentials: this.identity.activeCredentials(session!.user, this.now()).map(credentialView),
       connect: this.connectInfo,
       ttlMs: this.options.config.sso?.credentialTtlMs ?? null,
-    }));
+    }) satisfies CredentialsReply);
     route('POST', '/api/credentials', true, async ({ body, session }) => this.issueCredential(session!.user, typeof body.label === 'string' ? body.label : 'console'));
     route('DELETE', `/api/credentials/${ID}`, true, async ({ params, session }) => {
       if (!this.identity.revokeCredential(session!.user, params[0]!, this.now())) throw new HttpError(404, 'no such credential');
       this.log.info('console.credential_revoked', { user: session!.user, credential: params[0] });
-      return { credentials: this.identity.activeCredentials(session!.user, this.now()).map(credentialView) };
+      return { credentials: this.identity.activeCredentials(session!.user, this.now()).map(credentialView) } satisfies CredentialsReply;
     });
 
     // `stepgate login`: the terminal starts, the person confirms the code in the console, the terminal collects.
@@ -584,7 +600,7 @@ export class ConsoleServer {
     });
     route('POST', '/api/cli/info', true, async ({ body }) => {
       const login = this.cliLoginByCode(body.code);
-      return { code: login.code, label: login.label, client: login.client, createdAt: login.createdAt, expiresAt: login.expiresAt };
+      return { code: login.code, label: login.label, client: login.client, createdAt: login.createdAt, expiresAt: login.expiresAt } satisfies CliLoginInfo;
     });
     route('POST', '/api/cli/approve', true, async ({ body, session }) => {
       const login = this.cliLoginByCode(body.code);
@@ -592,7 +608,7 @@ export class ConsoleServer {
       login.status = 'approved';
       login.user = session!.user;
       login.result = issued;
-      this.log.info('console.cli_login', { user: session!.user, credential: (issued.credential as { id: string }).id });
+      this.log.info('console.cli_login', { user: session!.user, credential: issued.credential.id });
       return { status: 'approved', credential: issued.credential };
     });
     route('POST', '/api/cli/deny', true, async ({ body }) => {
@@ -611,7 +627,7 @@ export class ConsoleServer {
   }
 
   /** A new random database password for `user`; only its SCRAM verifier is stored (with its expiry). */
-  private async issueCredential(user: string, label: string): Promise<Record<string, unknown>> {
+  private async issueCredential(user: string, label: string): Promise<IssuedCredential> {
     const found = this.identity.getUser(user);
     if (!found || found.disabled) throw new HttpError(403, 'your stepgate account is disabled', 'disabled');
     if (!this.sso) throw new HttpError(409, 'database credentials come with single sign-on, which is not configured', 'no_sso');
