@@ -279,11 +279,10 @@ export class ConsoleBroker implements StepUpBroker {
 
   /** What became of a decided challenge, for someone who could see it (null: not known, or not theirs). */
   decided(id: string, user: string, groups: string[]): ResolvedView | null {
-    for (let i = this.recent.length - 1; i >= 0; i--) {
-      const r = this.recent[i]!;
-      if (r.view.id === id) return r.audience.visibleTo(user, groups) ? r.view : null;
-    }
-    return null;
+    const r = this.recent.findLast((x) => x.view.id === id);
+    // As long as "Recently decided" lists it (RECENT_MS), no longer.
+    if (!r || r.view.at < this.now() - RECENT_MS) return null;
+    return r.audience.visibleTo(user, groups) ? r.view : null;
   }
 
   /**
