@@ -18,8 +18,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { AuditSink } from '../audit/types.js';
-import type { Limits } from '../config.js';
-import type { Logger } from '../log.js';
 import * as backend from '../protocol/backend-messages.js';
 import { HEAD, PART, TAIL, type FrameKind } from '../protocol/frame-reader.js';
 import * as frontend from '../protocol/frontend-messages.js';
@@ -49,20 +47,11 @@ import { Capture, Entry, ReadOnlyCause, type OwnQueryHandlers, type QueryPending
 import { ESTIMABLE, EstimateSql, planRows, PreviewSql, previewBlocker, ranReport, type PreviewReport } from './preview.js';
 import { decodeSql } from './sql-text.js';
 import type { Outbound } from './outbound.js';
+import type { SessionServices } from './session.js';
 import type { PreparedStatement, StatementRegistry, Undo } from './statement-registry.js';
 
-export interface FrontendServices {
-  classify(sql: string, ctx: ClassifyContext): ClassifyResult;
-  /** Classifies client SQL: at once for small texts, a promise for large or deep ones (a worker, offload.ts). Default: classify. */
-  classifyText?(sql: string, ctx: ClassifyContext): ClassifyResult | Promise<ClassifyResult>;
-  audit: AuditSink;
-  log: Logger;
-  limits: Limits;
-  /** Record Bind parameters in the audit trail (off by default: they may hold personal data). */
-  recordParams: boolean;
-  /** Server-enforced reads (read-only.ts). Off only to measure their cost (STEPGATE_UNSAFE_NO_READ_ONLY). */
-  enforceReads: boolean;
-}
+/** What the frontend uses of the session's services (one definition: session.ts). */
+export type FrontendServices = Pick<SessionServices, 'classify' | 'classifyText' | 'audit' | 'log' | 'limits' | 'recordParams' | 'enforceReads'>;
 
 /** What the frontend needs from its session. */
 export interface FrontendHost {

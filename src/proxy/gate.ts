@@ -20,13 +20,12 @@
  * asked. Without a healthy audit trail, step-up and deny fail closed; allowed statements follow
  * `audit.on_failure`.
  */
-import type { AuditSink } from '../audit/types.js';
 import type { ErrorFields } from '../protocol/backend-messages.js';
-import type { Decision, RowsFact, RuleSet, Subject } from '../rules/types.js';
+import type { Decision, RowsFact, Subject } from '../rules/types.js';
 import type { StatementInfo } from '../sql/types.js';
-import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
-import type { Logger } from '../log.js';
+import type { Hold, HoldOutcome } from '../stepup/types.js';
 import type { PreviewReport } from './preview.js';
+import type { SessionServices } from './session.js';
 import { auditUnavailableError, denyError, heldNotice, holdError, maxRowsError } from './refusals.js';
 
 /** What the gate needs from its session. */
@@ -45,13 +44,8 @@ export interface GateHost {
   setHold(hold: Hold | null): void;
 }
 
-export interface GateServices {
-  rules(): RuleSet;
-  stepUp: StepUpBroker;
-  audit: AuditSink;
-  log: Logger;
-  auditOnFailure: 'close' | 'allow_reads';
-}
+/** What the gate uses of the session's services (one definition: session.ts). */
+export type GateServices = Pick<SessionServices, 'rules' | 'stepUp' | 'audit' | 'log' | 'auditOnFailure'>;
 
 /** One message's worth of statements to judge. */
 export interface GateRequest {
