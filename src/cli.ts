@@ -7,7 +7,7 @@ import { processIO, println, UsageError, type CommandIO } from './commands/io.js
 import { loginCommand, LOGIN_HELP } from './commands/login.js';
 import { serveCommand, SERVE_HELP } from './commands/serve.js';
 import { usersCommand, USERS_HELP } from './commands/users.js';
-import { rulesCheck, rulesExplain, rulesTest, RULES_CHECK_HELP, RULES_EXPLAIN_HELP, RULES_TEST_HELP } from './rules/commands.js';
+import { rulesCheck, rulesExplain, rulesTest, RULES_CHECK_HELP, RULES_EXPLAIN_HELP, RULES_TEST_HELP } from './commands/rules.js';
 
 export const HELP = `stepgate: a PostgreSQL proxy with query-level step-up authentication
 

@@ -111,7 +111,16 @@ export type PlainPreview =
   | { status: 'failed'; error: { code: string; message: string } }
   | { status: 'unavailable'; reason: string; estimatedRows?: number };
 
-export type PreviewRecord = [kind: Rec.Preview, session: number, sessionSeq: number, time: number, statement: number, preview: PlainPreview];
+/** The decision made again with the rows a preview counted (rules on `rows` and `max_rows`). */
+export interface PlainRedecision {
+  action: string;
+  rule: string | null;
+  file: string | null;
+  reason: string;
+  rows: { count: number; estimate: boolean } | null;
+}
+
+export type PreviewRecord = [kind: Rec.Preview, session: number, sessionSeq: number, time: number, statement: number, preview: PlainPreview, decision: PlainRedecision | null];
 
 export type SystemEventKind = 'login.held' | 'login.resolved' | 'factor.failed';
 

@@ -33,7 +33,8 @@ import type { HoldOutcome } from '../stepup/types.js';
 import type { Logger } from '../log.js';
 import { Dictionary } from './dictionary.js';
 import { Conn, OutcomeIndex } from './outcome-index.js';
-import { Rec, RECORD_KINDS, S, type AuditRecord, type OutcomeFields, type PlainHoldOutcome, type PlainPreview, type StatementRecord } from './records.js';
+import { Rec, RECORD_KINDS, S, type AuditRecord, type OutcomeFields, type PlainHoldOutcome, type PlainPreview, type PlainRedecision, type StatementRecord } from './records.js';
+import type { Decision } from '../rules/types.js';
 import type { AuditSink, ConnectionFacts, StatementEvent, StatementOutcome } from './types.js';
 import type { ToWorker, WorkerInit } from './worker.js';
 import { AuditUnavailable, WriterClient, type WriterEvents } from './writer-client.js';
@@ -280,7 +281,7 @@ export class AuditStore implements AuditSink {
     this.push([Rec.ChallengeCreated, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, challengeId]);
   }
 
-  preview(statementId: number, report: PlainPreview): void {
+  preview(statementId: number, report: PlainPreview, decision: Decision | null): void {
     const p = this.outcomes.find(statementId);
     if (p === undefined) {
       this.log.warn('audit.unknown_statement', { statement: statementId, event: 'preview', status: report.status });
@@ -295,7 +296,9 @@ export class AuditStore implements AuditSink {
           : report.estimatedRows === undefined
             ? { status: 'unavailable', reason: report.reason }
             : { status: 'unavailable', reason: report.reason, estimatedRows: report.estimatedRows };
-    this.push([Rec.Preview, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, plain]);
+    const redecided: PlainRedecision | null =
+      decision === null ? null : { action: decision.action, rule: decision.rule, file: decision.file, reason: decision.reason, rows: decision.rows ?? null };
+    this.push([Rec.Preview, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, plain, redecided]);
   }
 
   challengeResolved(statementId: number, challengeId: string | null, outcome: HoldOutcome): void {

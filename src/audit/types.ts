@@ -49,8 +49,11 @@ export interface AuditSink {
   statement(event: StatementEvent): number;
   challengeCreated(statementId: number, challengeId: string): void;
   challengeResolved(statementId: number, challengeId: string | null, outcome: HoldOutcome): void;
-  /** What a held statement did in its preview (before anyone was asked). */
-  preview(statementId: number, report: PlainPreview): void;
+  /**
+   * What a held statement did in its preview (before anyone was asked). `decision`: the decision made again
+   * with the rows the preview counted (rules on `rows` and `max_rows`); null when the first one stands.
+   */
+  preview(statementId: number, report: PlainPreview, decision: Decision | null): void;
   /** `index`: the statement's position in its message. */
   outcome(statementId: number, index: number, outcome: StatementOutcome): void;
   /**

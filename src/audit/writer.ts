@@ -443,6 +443,8 @@ export class AuditWriter {
           body.reason = p.reason;
           if (p.estimatedRows !== undefined) body.estimated_rows = p.estimatedRows;
         }
+        const d = r[6];
+        if (d !== null) body.decision = { action: d.action, rule: d.rule, file: d.file, reason: d.reason, rows: d.rows?.count ?? null, ...(d.rows?.estimate ? { estimate: true } : {}) };
         const seq = this.append(session, sseq, time, kind, JSON.stringify(body));
         this.agg(session, seq);
         return;

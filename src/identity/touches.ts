@@ -7,6 +7,7 @@
  */
 import type { AuditSink, ConnectionFacts, StatementEvent, StatementOutcome } from '../audit/types.js';
 import type { PreviewReport } from '../proxy/preview.js';
+import type { Decision } from '../rules/types.js';
 import type { HoldOutcome } from '../stepup/types.js';
 import type { SignalRecords } from './signals.js';
 
@@ -72,8 +73,8 @@ export class TouchRecordingSink implements AuditSink {
     this.inner.challengeResolved(statementId, challengeId, outcome);
   }
 
-  preview(statementId: number, report: PreviewReport): void {
-    this.inner.preview(statementId, report);
+  preview(statementId: number, report: PreviewReport, decision: Decision | null): void {
+    this.inner.preview(statementId, report, decision);
   }
 
   outcome(statementId: number, index: number, outcome: StatementOutcome): void {

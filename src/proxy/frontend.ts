@@ -18,8 +18,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { AuditSink } from '../audit/types.js';
-import type { Limits } from '../config.js';
-import type { Logger } from '../log.js';
 import * as backend from '../protocol/backend-messages.js';
 import { HEAD, PART, TAIL, type FrameKind } from '../protocol/frame-reader.js';
 import * as frontend from '../protocol/frontend-messages.js';
@@ -46,23 +44,14 @@ import {
   type TransactionState,
 } from './read-only.js';
 import { Capture, Entry, ReadOnlyCause, type OwnQueryHandlers, type QueryPending, type ReplyState, type ReplyTracker } from './reply-state.js';
-import { PreviewSql, previewBlocker, ranReport, type PreviewReport } from './preview.js';
+import { ESTIMABLE, EstimateSql, planRows, PreviewSql, previewBlocker, ranReport, type PreviewReport } from './preview.js';
 import { decodeSql } from './sql-text.js';
 import type { Outbound } from './outbound.js';
+import type { SessionServices } from './session.js';
 import type { PreparedStatement, StatementRegistry, Undo } from './statement-registry.js';
 
-export interface FrontendServices {
-  classify(sql: string, ctx: ClassifyContext): ClassifyResult;
-  /** Classifies client SQL: at once for small texts, a promise for large or deep ones (a worker, offload.ts). Default: classify. */
-  classifyText?(sql: string, ctx: ClassifyContext): ClassifyResult | Promise<ClassifyResult>;
-  audit: AuditSink;
-  log: Logger;
-  limits: Limits;
-  /** Record Bind parameters in the audit trail (off by default: they may hold personal data). */
-  recordParams: boolean;
-  /** Server-enforced reads (read-only.ts). Off only to measure their cost (STEPGATE_UNSAFE_NO_READ_ONLY). */
-  enforceReads: boolean;
-}
+/** What the frontend uses of the session's services (one definition: session.ts). */
+export type FrontendServices = Pick<SessionServices, 'classify' | 'classifyText' | 'audit' | 'log' | 'limits' | 'recordParams' | 'enforceReads'>;
 
 /** What the frontend needs from its session. */
 export interface FrontendHost {
@@ -219,7 +208,8 @@ export class Frontend {
   private onQuery(buf: Buffer, start: number, end: number): Handled {
     const bytes = frontend.readQuery(buf, start, end);
     const classified = this.classifyBytes(bytes);
-    if (classified instanceof Promise) return classified.then((c) => this.judgeQuery(buf, start, end, c));
+    // A large text's classification (in the worker) may outlast the connection: nothing to decide then.
+    if (classified instanceof Promise) return classified.then((c) => (this.host.closed ? undefined : this.judgeQuery(buf, start, end, c)));
     return this.judgeQuery(buf, start, end, classified);
   }
 
@@ -257,7 +247,10 @@ export class Frontend {
   private async runPreview(buf: Buffer, start: number, end: number, statements: StatementInfo[], auditId: number): Promise<PreviewReport> {
     const before = this.model.state;
     const blocker = previewBlocker(statements, before);
-    if (blocker !== null) return { status: 'unavailable', reason: blocker };
+    if (blocker !== null) {
+      const estimatedRows = await this.estimateRows(statements, before);
+      return estimatedRows === null ? { status: 'unavailable', reason: blocker } : { status: 'unavailable', reason: blocker, estimatedRows };
+    }
     const inBlock = before.kind === 'block';
     if (!inBlock) {
       void this.ownQuery(PreviewSql.beginAutocommit);
@@ -338,6 +331,24 @@ export class Frontend {
     }
     const error = v.kind === 'refuse' ? v.error : { severity: 'ERROR' as const, code: '42501', message: 'stepgate: the statement was not released' };
     return this.rejectQuery(error, trackers);
+  }
+
+  /**
+   * The planner's estimate of the rows one statement affects (`EXPLAIN`, without ANALYZE: nothing runs), for
+   * rules on `rows` where no preview is possible; null when there is none. Planning may evaluate immutable
+   * functions, which PostgreSQL does not check: it runs read-only (its own read-only transaction, or a
+   * read-only savepoint in the client's), and stepgate's statements leave the transaction as it was.
+   */
+  private async estimateRows(statements: readonly StatementInfo[], state: TransactionState): Promise<number | null> {
+    const s = statements.length === 1 ? statements[0]! : null;
+    if (s === null || !ESTIMABLE.has(s.command) || state.kind === 'implicit' || (state.kind === 'block' && state.failed)) return null;
+    const inBlock = state.kind === 'block';
+    let plan: string | null = null;
+    let failed = false;
+    void this.ownQuery(inBlock ? EstimateSql.beginInBlock : EstimateSql.beginAutocommit);
+    await this.ownQuery(EstimateSql.explain(s.sql), { onRow: (row) => (plan = row[0] ?? null), onError: () => void (failed = true) });
+    await this.ownQuery(inBlock ? PreviewSql.rollbackInBlock : PreviewSql.rollbackAutocommit);
+    return failed || plan === null ? null : planRows(plan);
   }
 
   /** Trackers for a refusal that stands for a failure after `completed` statements had completed. */
@@ -432,7 +443,7 @@ export class Frontend {
       };
       return verdict instanceof Promise ? verdict.then(done) : done(verdict);
     };
-    if (classified instanceof Promise) return classified.then(judge);
+    if (classified instanceof Promise) return classified.then((c) => (this.host.closed ? undefined : judge(c)));
     return judge(classified);
   }
 

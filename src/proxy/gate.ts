@@ -11,21 +11,22 @@
  *
  * `previewing` when the rule asks for a preview and the message can have one (preview.ts): the statement
  * runs in a transaction the frontend controls before anyone is asked; the approver sees its result, and the
- * frontend commits or rolls back by the verdict.
+ * frontend commits or rolls back by the verdict. A rule on `rows` or `max_rows` previews first and decides
+ * again with the count (measureRows): then the preview may end in `released` with nobody asked (the count
+ * made it an allow) or `rejected` (a deny, or more rows than `max_rows`).
  *
  * and any state ends in `abandoned` when the session closes (the broker withdraws the challenge). Denials
  * and approvals are on disk before the client hears of them; a held statement is on disk before anyone is
  * asked. Without a healthy audit trail, step-up and deny fail closed; allowed statements follow
  * `audit.on_failure`.
  */
-import type { AuditSink } from '../audit/types.js';
 import type { ErrorFields } from '../protocol/backend-messages.js';
-import type { Decision, RuleSet, Subject } from '../rules/types.js';
+import type { Decision, RowsFact, Subject } from '../rules/types.js';
 import type { StatementInfo } from '../sql/types.js';
-import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
-import type { Logger } from '../log.js';
+import type { Hold, HoldOutcome } from '../stepup/types.js';
 import type { PreviewReport } from './preview.js';
-import { auditUnavailableError, denyError, heldNotice, holdError } from './refusals.js';
+import type { SessionServices } from './session.js';
+import { auditUnavailableError, denyError, heldNotice, holdError, maxRowsError } from './refusals.js';
 
 /** What the gate needs from its session. */
 export interface GateHost {
@@ -45,13 +46,8 @@ export interface GateHost {
   setHold(hold: Hold | null): void;
 }
 
-export interface GateServices {
-  rules(): RuleSet;
-  stepUp: StepUpBroker;
-  audit: AuditSink;
-  log: Logger;
-  auditOnFailure: 'close' | 'allow_reads';
-}
+/** What the gate uses of the session's services (one definition: session.ts). */
+export type GateServices = Pick<SessionServices, 'rules' | 'stepUp' | 'audit' | 'log' | 'auditOnFailure'>;
 
 /** One message's worth of statements to judge. */
 export interface GateRequest {
@@ -75,6 +71,13 @@ export type Verdict =
   | { kind: 'skip'; auditId: number; decision: Decision }
   /** The session closed while the statement waited. */
   | { kind: 'abandoned'; auditId: number; decision: Decision };
+
+/** The rows a preview counted, or the planner's estimate; null when neither is known. */
+function countedRows(preview: PreviewReport): RowsFact | null {
+  if (preview.status === 'ran') return { count: preview.rows, estimate: false };
+  if (preview.status === 'unavailable' && preview.estimatedRows !== undefined) return { count: preview.estimatedRows, estimate: true };
+  return null;
+}
 
 /** Only a simple Query is previewed: its replies end at one ReadyForQuery stepgate can hold back. */
 const NO_EXTENDED_PREVIEW: PreviewReport = Object.freeze({
@@ -115,36 +118,70 @@ export class Gate {
       const refusal = this.auditRefusal(request.statements);
       return refusal ? { kind: 'refuse', auditId, error: refusal, decision } : { kind: 'allow', auditId, decision };
     }
+    if (decision.measureRows === true) return this.measureRows(request, decision, auditId);
     if (decision.action === 'deny') return this.deny(request, decision, auditId);
     return this.stepUp(request, decision, auditId);
   }
 
-  private async deny(request: GateRequest, decision: Decision, auditId: number): Promise<Verdict> {
+  /**
+   * A rule looks at the rows the message affects (`rows`, `max_rows`): count them with a preview (or the
+   * planner's estimate where none is possible), then decide again with the count. The first decision was made
+   * with the rows unknown, which matches only rules that deny or ask, so the count can only make it milder.
+   */
+  private async measureRows(request: GateRequest, first: Decision, auditId: number): Promise<Verdict> {
+    const host = this.host;
+    const audit = this.services.audit;
+    this.state = 'waiting-for-server';
+    await host.serverIdle();
+    if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision: first });
+    if (host.skipping) return this.end('skipped', { kind: 'skip', auditId, decision: first });
+    if (!audit.healthy) return this.end('rejected', { kind: 'refuse', auditId, decision: first, error: auditUnavailableError(audit.failure) });
+    this.state = 'previewing';
+    const preview = request.preview === undefined ? NO_EXTENDED_PREVIEW : await request.preview(auditId);
+    if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision: first });
+    if (preview.status === 'failed') {
+      audit.preview(auditId, preview, null);
+      return this.end('released', { kind: 'allow', auditId, decision: first });
+    }
+    const rows = countedRows(preview);
+    host.subject.now = new Date();
+    const decision = this.services.rules().decide(request.statements, host.subject, rows);
+    audit.preview(auditId, preview, decision);
+    if (decision.action === 'allow') return this.end('released', { kind: 'allow', auditId, decision });
+    if (decision.action === 'deny') return this.deny(request, decision, auditId);
+    if (decision.maxRows !== undefined && rows !== null && !rows.estimate && rows.count > decision.maxRows) {
+      return this.deny(request, decision, auditId, maxRowsError(decision, rows.count));
+    }
+    return this.stepUp(request, decision, auditId, preview);
+  }
+
+  private async deny(request: GateRequest, decision: Decision, auditId: number, error?: ErrorFields): Promise<Verdict> {
     // Refused either way; the record of it should be on disk first.
     await this.durable();
     if (this.host.closed) return { kind: 'abandoned', auditId, decision };
-    return { kind: 'refuse', auditId, error: request.refuse?.error ?? denyError(decision, request.statements), decision };
+    return { kind: 'refuse', auditId, error: error ?? request.refuse?.error ?? denyError(decision, request.statements), decision };
   }
 
-  private async stepUp(request: GateRequest, decision: Decision, auditId: number): Promise<Verdict> {
+  /** `measured`: the preview measureRows() ran (the server was idle then, and nothing has been sent since). */
+  private async stepUp(request: GateRequest, decision: Decision, auditId: number, measured?: PreviewReport): Promise<Verdict> {
     const host = this.host;
     const audit = this.services.audit;
     try {
       // First let the server answer what came before. If an earlier message of this batch failed, the
       // server will skip this statement, so nobody needs to be asked.
       this.state = 'waiting-for-server';
-      await host.serverIdle();
+      if (measured === undefined) await host.serverIdle();
       if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision });
       if (host.skipping) return this.end('skipped', { kind: 'skip', auditId, decision });
       // Without an audit trail nobody can later prove who approved what: fail closed.
       if (!audit.healthy) return this.end('rejected', { kind: 'refuse', auditId, decision, error: auditUnavailableError(audit.failure) });
 
-      let preview: PreviewReport | null = null;
-      if (decision.preview === true) {
+      let preview: PreviewReport | null = measured ?? null;
+      if (measured === undefined && decision.preview === true) {
         this.state = 'previewing';
         preview = request.preview === undefined ? NO_EXTENDED_PREVIEW : await request.preview(auditId);
         if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision });
-        audit.preview(auditId, preview);
+        audit.preview(auditId, preview, null);
         // Nothing changed and nothing to approve: the client gets the server's own error.
         if (preview.status === 'failed') return this.end('released', { kind: 'allow', auditId, decision });
       }

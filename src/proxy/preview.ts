@@ -45,6 +45,38 @@ export const PreviewSql = {
   rollbackInBlock: `ROLLBACK TO SAVEPOINT ${PREVIEW_SAVEPOINT}; RELEASE SAVEPOINT ${PREVIEW_SAVEPOINT}`,
 } as const;
 
+/** SQL for the planner's estimate where no preview is possible (frontend estimateRows()). */
+export const EstimateSql = {
+  beginAutocommit: 'BEGIN READ ONLY',
+  beginInBlock: `SAVEPOINT ${PREVIEW_SAVEPOINT}; SET LOCAL transaction_read_only = on`,
+  explain: (statement: string): string => `EXPLAIN (FORMAT JSON) ${statement}`,
+} as const;
+
+/** Commands EXPLAIN can plan. */
+export const ESTIMABLE: ReadonlySet<string> = new Set(['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'MERGE']);
+
+/**
+ * The rows a plan (EXPLAIN's JSON) says the statement affects: a ModifyTable node reports 0 of its own (it
+ * returns nothing without RETURNING), so the rows it is fed count; null when the plan cannot be read.
+ */
+export function planRows(json: string): number | null {
+  try {
+    const plan = (JSON.parse(json) as { Plan?: PlanNode }[])[0]?.Plan;
+    if (plan === undefined) return null;
+    const node = plan['Node Type'] === 'ModifyTable' && plan.Plans?.[0] !== undefined ? plan.Plans[0] : plan;
+    const rows = node['Plan Rows'];
+    return typeof rows === 'number' && Number.isFinite(rows) ? Math.round(rows) : null;
+  } catch {
+    return null;
+  }
+}
+
+interface PlanNode {
+  'Node Type'?: string;
+  'Plan Rows'?: number;
+  Plans?: PlanNode[];
+}
+
 /** What a preview found, for the approver, the rules and the audit trail. */
 export type PreviewReport =
   | {

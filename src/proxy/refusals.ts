@@ -33,6 +33,17 @@ export function denyError(decision: Decision, statements: StatementInfo[]): Erro
   };
 }
 
+/** A preview affected more rows than the rule's `max_rows`: rolled back, nobody asked. */
+export function maxRowsError(decision: Decision, rows: number): ErrorFields {
+  return {
+    severity: 'ERROR',
+    code: '42501',
+    message: `stepgate: statement denied by rule "${decision.rule ?? 'default'}": it affects ${rows.toLocaleString('en-US')} rows, more than max_rows ${decision.maxRows!.toLocaleString('en-US')}`,
+    detail: 'stepgate ran it uncommitted to count the rows and rolled it back; nothing changed.',
+    hint: 'Split the change into smaller statements, or ask a DBA to change the rule.',
+  };
+}
+
 export function holdError(outcome: HoldOutcome, decision: Decision): ErrorFields {
   const rule = `rule "${decision.rule ?? 'default'}"`;
   switch (outcome.status) {

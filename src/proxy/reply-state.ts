@@ -39,6 +39,9 @@ export const enum ReadOnlyCause {
   DoomedWrite,
 }
 
+/** The outcome of a statement whose reply never came: the connection closed first. */
+const UNANSWERED = { code: '08006', message: 'the connection closed before the server answered; whether the statement ran is not known' } as const;
+
 interface Common {
   /** Sync count when forwarded: an error skips the rest of its batch. */
   batch: number;
@@ -601,6 +604,32 @@ export class ReplyState {
   }
 
   /** Undoes what a skipped message would have done and records it as skipped (but for `except`). */
+  /**
+   * The connection closed with replies outstanding: the statements they were for get an outcome that says
+   * so (08006; the server may or may not have run them), a refusal its error (the client was refused either
+   * way). Nothing is pending afterwards.
+   */
+  connectionClosed(): void {
+    for (let r = this.shift(); r; r = this.shift()) {
+      switch (r.kind) {
+        case 'query':
+          for (let i = r.answered; i < r.trackers.length; i++) r.trackers[i]!.onError(UNANSWERED.code, UNANSWERED.message);
+          break;
+        case 'execute':
+        case 'function-call':
+          r.tracker?.onError(UNANSWERED.code, UNANSWERED.message);
+          break;
+        case 'refusal':
+          if (r.trackers !== null) {
+            r.trackers[0]?.onError(r.error.code, r.error.message);
+            for (let i = 1; i < r.trackers.length; i++) r.trackers[i]!.onSkipped();
+          }
+          break;
+        default:
+      }
+    }
+  }
+
   private skipped(r: Pending, except: ReplyTracker | null = null): void {
     const skip = (t: ReplyTracker | null): void => {
       if (t !== null && t !== except) t.onSkipped();

@@ -6,45 +6,35 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import tls from 'node:tls';
-import type { AuditSink } from '../audit/types.js';
 import type { Config } from '../config.js';
 import { routeDatabase } from '../config.js';
 import type { SignalRecords } from '../identity/signals.js';
 import type { SsoProvider } from '../identity/sso.js';
 import type { IdentityStore } from '../identity/store.js';
-import type { Logger } from '../log.js';
 import * as backend from '../protocol/backend-messages.js';
 import { ProtocolViolation } from '../protocol/payload-reader.js';
 import { PROTOCOL_3_0, type StartupPacket } from '../protocol/startup-messages.js';
 import { normalizeClientAddress } from '../rules/client.js';
 import type { RuleSet, Subject } from '../rules/types.js';
 import { GRAMMAR_VERSIONS, loadGrammar, serverGrammar, type Grammar } from '../sql/grammar.js';
-import type { ClassifyContext, ClassifyResult } from '../sql/types.js';
-import type { StepUpBroker } from '../stepup/types.js';
 import { CancelKeys } from './cancel-keys.js';
 import { ServerSchemaCatalog, type FunctionCatalog } from './catalog/index.js';
 import { AuthFailed, authenticateClient } from './client-auth.js';
 import { gateLogin, LoginRefused } from './connect-gate.js';
 import { HandshakeClosed, HandshakeReader } from './handshake-reader.js';
 import { endAndLinger } from './linger.js';
-import { Session } from './session.js';
+import { Session, type SessionServices } from './session.js';
 import { finalSetting, parseBool, readStartup, settingAsSql, StartupSettingsError, upstreamParameters, type StartupRequest } from './startup-settings.js';
 import { connectUpstream, sendUpstreamCancel, UpstreamError, type UpstreamConnection, type UpstreamTarget } from './upstream.js';
 
-export interface ProxyServices {
+/**
+ * What the listener needs: the sessions' services (session.ts, the one definition) with defaults for the
+ * optional settings, and what login needs besides.
+ */
+export interface ProxyServices
+  extends Omit<SessionServices, 'limits' | 'recordParams' | 'auditOnFailure' | 'enforceReads'>,
+    Partial<Pick<SessionServices, 'recordParams' | 'auditOnFailure' | 'enforceReads'>> {
   identity: IdentityStore;
-  classify(sql: string, ctx: ClassifyContext): ClassifyResult;
-  /** Classifies client SQL: at once for small texts, off the event loop (a promise) for large ones. Default: classify. */
-  classifyText?(sql: string, ctx: ClassifyContext): ClassifyResult | Promise<ClassifyResult>;
-  rules(): RuleSet;
-  stepUp: StepUpBroker;
-  audit: AuditSink;
-  log: Logger;
-  recordParams?: boolean;
-  /** audit.on_failure; default close. */
-  auditOnFailure?: 'close' | 'allow_reads';
-  /** Server-enforced reads; default on (off only to measure their cost). */
-  enforceReads?: boolean;
   /** Single sign-on: tokens as passwords, issued credentials (see client-auth.ts). */
   sso?: SsoProvider | null;
   /** Where people connect from, their failed logins and the tables they touched: risk signals. */

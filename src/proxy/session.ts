@@ -453,7 +453,11 @@ export class Session {
     endAndLinger(this.client);
     let open = 2;
     const done = (): void => {
-      if (--open === 0) this.resolveClosed();
+      if (--open > 0) return;
+      // The server's last replies have been read (they may still arrive after close() began): what is still
+      // pending never got one. Recorded before the session's end.
+      this.replies.connectionClosed();
+      this.resolveClosed();
     };
     if (this.server.closed) done();
     else this.server.once('close', done);

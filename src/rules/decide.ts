@@ -14,7 +14,7 @@
 import type { StatementInfo } from '../sql/types.js';
 import { classMask, compileMatch, flagMask, matches, type CompiledMatch, type MatchInput } from './match.js';
 import { DEFAULT_TIMEOUT_MS, type RuleSpec } from './schema.js';
-import type { Action, Decision, RuleSet, StepUpRequirement, Subject } from './types.js';
+import type { Action, Decision, RowsFact, RuleSet, StepUpRequirement, Subject } from './types.js';
 
 const RANK: Record<Action, number> = { allow: 0, 'step-up': 1, deny: 2 };
 
@@ -53,7 +53,7 @@ export class CompiledRuleSet implements RuleSet {
   /** Index of the last deny rule (-1: none): past it, the first match is final. */
   private readonly lastDeny: number;
 
-  decide(statements: StatementInfo[], subject: Subject): Decision {
+  decide(statements: StatementInfo[], subject: Subject, rows?: RowsFact | null): Decision {
     if (statements.length === 0) {
       // Nothing will run (an empty query string): there is nothing to hold back.
       return {
@@ -68,7 +68,7 @@ export class CompiledRuleSet implements RuleSet {
         statementIndex: -1,
       };
     }
-    const input: MatchInput = { statement: statements[0]!, classMask: 0, flagMask: 0, subject };
+    const input: MatchInput = { statement: statements[0]!, classMask: 0, flagMask: 0, subject, rows, rowsMatter: false };
     let bestIndex = -1;
     let bestRank = -1;
     let bestRule: CompiledRule | null = null;
@@ -89,6 +89,12 @@ export class CompiledRuleSet implements RuleSet {
     }
     const decision = this.decision(bestRule, statements, bestIndex);
     if (bestSignals && bestSignals.length > 0) decision.signals = bestSignals;
+    if (rows !== undefined) decision.rows = rows;
+    // Unknown rows match only rules that deny or ask: counting them can only make the decision milder. A deny
+    // by a rule that does not look at rows stays a deny (a denied statement is never run to count it).
+    else if (decision.action !== 'allow' && (decision.maxRows !== undefined || (input.rowsMatter && (decision.action !== 'deny' || bestRule?.spec.match.rows !== undefined)))) {
+      decision.measureRows = true;
+    }
     if (decision.action === 'step-up' && stepUps !== undefined) {
       decision.stepUps = stepUps;
       // A message held by several rules waits no longer than the strictest of them allows.
@@ -227,6 +233,7 @@ export class CompiledRuleSet implements RuleSet {
       timeoutMs: spec.timeoutMs,
       ...(spec.approvers ? { approvers: spec.approvers } : {}),
       ...(spec.preview ? { preview: true } : {}),
+      ...(spec.maxRows !== undefined ? { maxRows: spec.maxRows } : {}),
       ...(spec.factors ? { factors: spec.factors } : {}),
       statementIndex: index,
     };

@@ -8,7 +8,7 @@ import { compileGlobList } from './glob.js';
 import { compileColumnPatterns, compileFunctionPatterns, compileTablePatterns } from './names.js';
 import { MATCH_KEYS, type MatchKey, type MatchSpec } from './schema.js';
 import { windowMatches } from './timewindow.js';
-import type { Subject } from './types.js';
+import type { RowsFact, Subject } from './types.js';
 import { formatDuration } from '../util/units.js';
 
 const CLASS_BIT = new Map<string, number>(STATEMENT_CLASSES.map((name, i) => [name, 1 << i]));
@@ -33,6 +33,10 @@ export interface MatchInput {
   classMask: number;
   flagMask: number;
   subject: Subject;
+  /** The rows the message affects; undefined: not counted yet, null: they cannot be. */
+  rows?: RowsFact | null;
+  /** Set by a `rows` check reached while the rows were not counted yet: counting them may change the verdict. */
+  rowsMatter?: boolean;
 }
 
 export interface KeyCheck {
@@ -68,6 +72,8 @@ const CHECK_ORDER: readonly MatchKey[] = [
   'columns',
   'time',
   'signals',
+  // Last: reached only when every other key held, which is when counting the rows would matter.
+  'rows',
 ];
 
 /**
@@ -174,6 +180,24 @@ function compileKey(key: MatchKey, spec: MatchSpec, covering: boolean): KeyCheck
         patterns: String(wanted),
         test: (input) => input.subject.tls === wanted,
         witness: (input) => String(input.subject.tls),
+      };
+    }
+    case 'rows': {
+      if (!spec.rows) return null;
+      const { op, n, text } = spec.rows;
+      const holds = (count: number): boolean => (op === '>' ? count > n : op === '>=' ? count >= n : op === '<' ? count < n : op === '<=' ? count <= n : count === n);
+      return {
+        key,
+        patterns: text,
+        test: (input) => {
+          const rows = input.rows;
+          if (rows === undefined) input.rowsMatter = true;
+          // Not known (yet): a rule that denies or asks may apply; one that allows must be sure.
+          if (rows === undefined || rows === null) return !covering;
+          return holds(rows.count);
+        },
+        witness: (input) =>
+          input.rows === undefined || input.rows === null ? 'not counted' : `${input.rows.count}${input.rows.estimate ? ' (the planner\'s estimate)' : ''}`,
       };
     }
     case 'signals':

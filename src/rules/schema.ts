@@ -34,11 +34,12 @@ export const RULE_KEYS = [
   'timeout',
   'approvers',
   'preview',
+  'max_rows',
   'factors',
   'on',
 ] as const;
 /** Rule keys that only make sense when `action: step-up`. */
-export const STEP_UP_KEYS = ['grant', 'grant_scope', 'timeout', 'approvers', 'preview', 'factors'] as const;
+export const STEP_UP_KEYS = ['grant', 'grant_scope', 'timeout', 'approvers', 'preview', 'max_rows', 'factors'] as const;
 /** What a rule is about: each statement (default), or the login itself. */
 export const RULE_EVENTS = ['statement', 'connect'] as const;
 export type RuleEvent = (typeof RULE_EVENTS)[number];
@@ -62,6 +63,7 @@ export const MATCH_KEYS = [
   'time',
   'tls',
   'signals',
+  'rows',
 ] as const;
 /** Match keys a rule with `on: connect` may use (there is no statement yet). */
 export const CONNECT_MATCH_KEYS = ['user', 'groups', 'database', 'application', 'client', 'time', 'tls', 'signals'] as const;
@@ -94,6 +96,18 @@ export interface MatchSpec {
   time?: TimeWindow[];
   tls?: boolean;
   signals?: SignalSpec;
+  rows?: RowsCondition;
+}
+
+/**
+ * `rows: ">100"`: the rows the message affects (or returns), as its preview counted them, or the planner's
+ * estimate where no preview is possible. Unknown rows match deny and step-up rules, never allow rules.
+ */
+export interface RowsCondition {
+  op: '>' | '>=' | '<' | '<=' | '=';
+  n: number;
+  /** As written, for explanations. */
+  text: string;
 }
 
 /** `signals:` after validation: every signal given must hold. */
@@ -122,6 +136,8 @@ export interface RuleSpec {
   approvers?: Approvers;
   /** Step-up only: run the statement uncommitted before asking, and show the approver what it did. */
   preview: boolean;
+  /** Step-up only: a preview that affects more rows than this is rolled back and denied without asking. */
+  maxRows?: number;
   /** Step-up only: the factors that may approve; undefined = any the approver has. */
   factors?: Factor[];
   /** `connect`: the rule decides the login itself (before any statement). */

@@ -76,6 +76,25 @@ export interface Decision {
   stepUps?: StepUpRequirement[];
   /** Step-up only: the deciding rule asks for a preview (the statement runs, uncommitted, before anyone approves). */
   preview?: boolean;
+  /** Step-up only: the deciding rule's `max_rows` (more rows in the preview: rolled back and denied). */
+  maxRows?: number;
+  /**
+   * The rows the message affects would change this decision (a rule with `rows` matched on everything else,
+   * or `max_rows`): count them (a preview, else the planner's estimate) and decide again with them.
+   * Never set when `rows` was given to decide(): that decision is final.
+   */
+  measureRows?: boolean;
+  /** The rows this decision was made with, when they were counted. */
+  rows?: RowsFact | null;
+}
+
+/**
+ * What is known of the rows a message affects (or returns): counted by a preview, or the planner's estimate
+ * (`estimate: true`). null: they could not be counted (then `rows` matches deny and step-up rules only).
+ */
+export interface RowsFact {
+  count: number;
+  estimate: boolean;
 }
 
 /** One step-up rule's demands, as in Decision. */
@@ -94,7 +113,11 @@ export interface StepUpRequirement {
 
 /** A loaded, validated rule set: what the proxy asks for each statement. */
 export interface RuleSet {
-  decide(statements: StatementInfo[], subject: Subject): Decision;
+  /**
+   * `rows`: what is known of the rows the message affects; undefined when not counted yet (a rule whose
+   * decision would depend on them then sets Decision.measureRows).
+   */
+  decide(statements: StatementInfo[], subject: Subject, rows?: RowsFact | null): Decision;
   /**
    * The login itself (rules with `on: connect`): a matching deny wins, else the first matching step-up;
    * null when no such rule matches (the login goes on). Optional: rule sets without connect rules.

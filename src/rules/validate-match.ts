@@ -10,7 +10,7 @@ import { didYouMean } from './errors.js';
 import { compileGlobList, globProblem } from './glob.js';
 import { qualifiedNameProblem, type QualifiedKind } from './names.js';
 import { parseDuration } from '../util/units.js';
-import { MATCH_KEYS, RULE_KEYS, SIGNAL_KEYS, TIME_KEYS, type MatchSpec, type SignalSpec } from './schema.js';
+import { MATCH_KEYS, RULE_KEYS, SIGNAL_KEYS, TIME_KEYS, type MatchSpec, type RowsCondition, type SignalSpec } from './schema.js';
 import { knownTimeZones, parseClock, parseDayItem, resolveTimeZone, WEEKDAYS, type TimeWindow } from './timewindow.js';
 import type { KeyHints, MapEntry, YamlNode, YamlReader } from './yamlread.js';
 
@@ -65,9 +65,28 @@ export function readMatch(yaml: YamlReader, matchEntry: MapEntry): MatchSpec | n
         if (signals) match.signals = signals;
         break;
       }
+      case 'rows': {
+        const rows = readRows(yaml, entry);
+        if (rows) match.rows = rows;
+        break;
+      }
     }
   }
   return yaml.errors.length > errorsBefore ? null : match;
+}
+
+const ROWS_FORM = /^\s*(>=|<=|>|<|=)?\s*([0-9][0-9_,]*)\s*$/;
+
+/** `rows: ">100"` (also `>=`, `<`, `<=`, `=`; a bare number means `=`). */
+function readRows(yaml: YamlReader, entry: MapEntry): RowsCondition | null {
+  const node = yaml.deref(entry.value);
+  const text = isScalar(node) && (typeof node.value === 'string' || typeof node.value === 'number') ? String(node.value) : null;
+  const m = text === null ? null : ROWS_FORM.exec(text);
+  if (text === null || m === null) {
+    yaml.error(entry.value, '`rows` must be a comparison with a number of rows', 'write it quoted, like `rows: ">100"` (also `">="`, `"<"`, `"<="`, `"="`)', entry.keyNode);
+    return null;
+  }
+  return { op: (m[1] ?? '=') as RowsCondition['op'], n: Number(m[2]!.replace(/[_,]/g, '')), text: text.trim() };
 }
 
 const SIGNALS_EXAMPLE = '`signals: {new_client_address: 30d, recent_login_failures: {count: 3, within: 10m}}`';

@@ -176,6 +176,7 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
   let timeoutMs = action === 'step-up' ? DEFAULT_TIMEOUT_MS : 0;
   let approvers: Approvers | undefined;
   let preview = false;
+  let maxRows: number | undefined;
   let factors: Factor[] | undefined;
   let on: RuleEvent = 'statement';
   const onEntry = byKey.get('on');
@@ -204,8 +205,10 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
       const entry = byKey.get(key);
       if (entry) yaml.error(entry.keyNode, `\`${key}\` does not apply to \`on: connect\`: an approval lets this one login in`, `remove \`${key}\``);
     }
-    const previewEntry = byKey.get('preview');
-    if (previewEntry) yaml.error(previewEntry.keyNode, '`preview` does not apply to `on: connect`: there is no statement to preview yet', 'remove `preview`, or move it to a statement rule');
+    for (const key of ['preview', 'max_rows'] as const) {
+      const entry = byKey.get(key);
+      if (entry) yaml.error(entry.keyNode, `\`${key}\` does not apply to \`on: connect\`: there is no statement to preview yet`, `remove \`${key}\`, or move it to a statement rule`);
+    }
   }
   if (action !== null && action !== 'step-up') {
     for (const key of STEP_UP_KEYS) {
@@ -233,6 +236,17 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
     if (approversEntry) approvers = readApprovers(yaml, approversEntry) ?? undefined;
     const previewEntry = byKey.get('preview');
     if (previewEntry) preview = yaml.boolean(previewEntry, '`preview`') ?? false;
+    const maxRowsEntry = byKey.get('max_rows');
+    if (maxRowsEntry) {
+      const n = yaml.integer(maxRowsEntry, '`max_rows`');
+      if (n !== null && n < 0) yaml.error(maxRowsEntry.value, '`max_rows` must be 0 or more', 'write `max_rows: 10000`');
+      else if (n !== null) {
+        maxRows = n;
+        // Counting the rows is what a preview does.
+        if (previewEntry && !preview) yaml.error(previewEntry.value, '`max_rows` needs the preview that counts the rows', 'write `preview: true`, or leave `preview` out (max_rows implies it)');
+        preview = true;
+      }
+    }
     const factorsEntry = byKey.get('factors');
     if (factorsEntry) factors = readFactors(yaml, factorsEntry) ?? undefined;
   }
@@ -249,6 +263,7 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
     timeoutMs,
     ...(approvers ? { approvers } : {}),
     preview,
+    ...(maxRows !== undefined ? { maxRows } : {}),
     ...(factors ? { factors } : {}),
     on,
     file,

@@ -14,7 +14,7 @@ import { stat } from 'node:fs/promises';
 import type { StatementInfo } from '../sql/types.js';
 import type { RuleError } from './errors.js';
 import { compileRuleSources, readRuleSources, RuleLoadError, type LoadedRules, type RuleSource } from './load.js';
-import type { Decision, RuleSet, Subject } from './types.js';
+import type { Decision, RowsFact, RuleSet, Subject } from './types.js';
 
 export interface WatchOptions {
   /** After a change took effect (not for the initial load). */
@@ -77,7 +77,7 @@ class DirectoryRuleWatcher implements RuleWatcher {
     this.lastSeen = seen;
     // A stable object for the proxy; each call reads the rules in force at that moment.
     this.ruleSet = {
-      decide: (statements: StatementInfo[], subject: Subject): Decision => this.rules.ruleSet.decide(statements, subject),
+      decide: (statements: StatementInfo[], subject: Subject, rows?: RowsFact | null): Decision => this.rules.ruleSet.decide(statements, subject, rows),
       decideConnect: (subject: Subject): Decision | null => this.rules.ruleSet.decideConnect(subject),
     };
   }

@@ -4,8 +4,9 @@
  *
  * The classifier learns about the session only through the context: properties (standardConformingStrings,
  * parameterTypes, grammar), lookup methods (preparedStatement, functionVolatility, shadowedBuiltin, and
- * whatever kinds are added later), and objects of lookup methods (`catalog.lookup`: such a method is named by
- * its path, and the replayed context has an object with it). Nothing here knows their names: a snapshot copies every property and lists every method, and
+ * whatever kinds are added later), and objects with lookup methods (`catalog.lookup`: such a method is named
+ * by its path, and the replayed context has an object with it; the object's other properties do not cross).
+ * Nothing here knows their names: a snapshot copies every property and lists every method, and
  * a replayed context answers each method call from the answers recorded for exactly that method and those
  * arguments. A call with no recorded answer is listed as missing (and answered `undefined`); a result computed
  * while anything was missing is discarded, the caller asks the real context and runs again. So a context
@@ -37,17 +38,20 @@ export function snapshotContext(ctx: ClassifyContext): ContextSnapshot {
     if (key === 'grammar') continue;
     const value = (ctx as unknown as Record<string, unknown>)[key];
     if (typeof value === 'function') methods.push(key);
-    else if (isObjectOfMethods(value)) for (const k of contextKeys(value)) methods.push(`${key}.${k}`);
-    else if (value !== undefined) data[key] = value;
+    else if (hasMethods(value)) {
+      for (const k of contextKeys(value)) if (typeof (value as Record<string, unknown>)[k] === 'function') methods.push(`${key}.${k}`);
+    } else if (value !== undefined) data[key] = value;
   }
   return { data, methods, grammar: ctx.grammar?.version ?? DEFAULT_GRAMMAR_VERSION };
 }
 
-/** An object (not an array) whose properties are all methods, such as ClassifyContext.catalog. */
-function isObjectOfMethods(value: unknown): value is object {
+/**
+ * An object (not an array) with methods, such as ClassifyContext.catalog: the classifier calls its methods
+ * (its other properties, the object's own state, are not part of the context and do not cross).
+ */
+function hasMethods(value: unknown): value is object {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return false;
-  const keys = contextKeys(value);
-  return keys.length > 0 && keys.every((k) => typeof (value as Record<string, unknown>)[k] === 'function');
+  return contextKeys(value).some((k) => typeof (value as Record<string, unknown>)[k] === 'function');
 }
 
 /** The function at a method path of the context, with the object to call it on; undefined when absent. */

@@ -3,6 +3,7 @@
  * what its queries and expressions do. Every statement type the grammar can produce is listed here; a type
  * that is not is `unknown`, never `read`.
  */
+import { isMainThread } from 'node:worker_threads';
 import { StatementAnalysis, unknownStatement, type TextEnvironment } from './analysis.js';
 import { commandTag } from './command-tag.js';
 import { hazardEffects, procedureEffects, typeOidEffects } from './hidden.js';
@@ -33,8 +34,12 @@ export function analyzeStatement(
     if (env.hiddenLevel === 0 && env.ctx.parameterTypes !== undefined) parameterCoercions(a, env.ctx.parameterTypes);
   } catch (err) {
     // A tree too deep for the walker (or for the JavaScript stack) is not analysed: never a read, never a crash.
-    if (err instanceof TooDeepError) return unknownStatement(sql, err.message, a.command);
-    if (err instanceof RangeError) return unknownStatement(sql, `the statement is nested too deeply to analyze (${err.message})`, a.command);
+    // In the main thread the whole text is marked too deep (classify.ts), so the worker reads it again with its
+    // larger stack; in the worker it is `unknown`.
+    if (err instanceof TooDeepError || err instanceof RangeError) {
+      if (isMainThread) throw new RangeError(err.message);
+      return unknownStatement(sql, err instanceof TooDeepError ? err.message : `the statement is nested too deeply to analyze (${err.message})`, a.command);
+    }
     throw err;
   }
   return a.finish(sql);

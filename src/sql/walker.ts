@@ -10,6 +10,7 @@
  * Tree shape: a Node is `{ TypeName: body }` (one key, upper-case first letter); fields whose type is fixed
  * in the protobuf (InsertStmt.relation, SelectStmt.larg, CallStmt.funccall ...) hold the body unwrapped.
  */
+import { isMainThread } from 'node:worker_threads';
 import type { StatementAnalysis } from './analysis.js';
 import { builtinRelationEffects } from './builtin-relations.js';
 import { Effects } from './effects.js';
@@ -53,11 +54,12 @@ const FUNC_HANDLED = new Set(['funcname']);
 export type NestedStatementHandler = (type: string, body: AnyNode) => void;
 
 /**
- * Nesting (of walk() calls) beyond which a tree is not analysed: the statement is `unknown` instead of the
- * walker exhausting the JavaScript stack. Left-deep operator chains (`1+1+...`) are walked iteratively and do
- * not count; a level of subquery costs about six.
+ * Nesting (of walk() calls) beyond which a tree is not analysed here: instead of the walker exhausting the
+ * JavaScript stack, the text is handed to the classification worker (offload.ts), whose 8 MiB stack walks
+ * about eight times deeper; beyond the worker's limit the statement is `unknown`. Left-deep operator chains
+ * (`1+1+...`) are walked iteratively and do not count; a level of subquery costs about six.
  */
-export const MAX_WALK_DEPTH = 2400;
+export const MAX_WALK_DEPTH = isMainThread ? 2400 : 16000;
 
 /** Thrown when a tree is nested deeper than MAX_WALK_DEPTH; statements.ts turns it into `unknown`. */
 export class TooDeepError extends Error {

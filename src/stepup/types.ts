@@ -56,14 +56,3 @@ export interface StepUpBroker {
   /** The connection closed: withdraw its challenges and drop its connection-scoped grants. */
   connectionClosed(connectionId: string): void;
 }
-
-/** Until a console is configured: every step-up is refused with a message that says so. */
-export class UnavailableStepUp implements StepUpBroker {
-  constructor(private readonly reason: string) {}
-
-  hold(): Hold {
-    return { challengeId: null, url: null, outcome: Promise.resolve({ status: 'unavailable', reason: this.reason }), end() {} };
-  }
-
-  connectionClosed(): void {}
-}

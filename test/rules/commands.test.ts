@@ -1,6 +1,6 @@
 /** `stepgate rules check|explain|test`: exit codes and output, with in-memory streams and the real classifier. */
 import t from 'tap';
-import { rulesCheck, rulesExplain, rulesTest, RULES_CHECK_HELP, RULES_EXPLAIN_HELP, RULES_TEST_HELP } from '../../src/rules/commands.js';
+import { rulesCheck, rulesExplain, rulesTest, RULES_CHECK_HELP, RULES_EXPLAIN_HELP, RULES_TEST_HELP } from '../../src/commands/rules.js';
 import { memoryIO, tempDir } from './helpers.js';
 
 const base = `default: allow

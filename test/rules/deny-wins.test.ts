@@ -6,7 +6,7 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
-import { rulesCheck, rulesExplain } from '../../src/rules/commands.js';
+import { rulesCheck, rulesExplain } from '../../src/commands/rules.js';
 import { shippedRulesDir } from '../../src/rules/package-root.js';
 import { compile, compileFiles, memoryIO, statement, subject, tempDir } from './helpers.js';
 

@@ -5,7 +5,7 @@
  */
 import t from 'tap';
 import { formatRuleError } from '../../src/rules/errors.js';
-import { signalsFromOptions } from '../../src/rules/commands.js';
+import { signalsFromOptions } from '../../src/commands/rules.js';
 import type { SubjectSignals } from '../../src/rules/types.js';
 import { compile, compileFiles, statement, subject } from './helpers.js';
 

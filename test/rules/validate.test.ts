@@ -16,6 +16,33 @@ const rule = (body: string) => `default: allow\nrules:\n  - name: r\n${body}`;
 
 const cases: Case[] = [
   {
+    why: 'rows is a comparison with a number',
+    files: { 'a.yaml': rule('    match:\n      rows: "more than ten"\n    action: step-up\n') },
+    at: 'rules/a.yaml:5:13',
+    message: /`rows` must be a comparison with a number of rows/,
+    fix: /rows: ">100"/,
+  },
+  {
+    why: 'max_rows is a whole number of 0 or more',
+    files: { 'a.yaml': rule('    match: {class: [write]}\n    action: step-up\n    max_rows: -1\n') },
+    at: 'rules/a.yaml:6:15',
+    message: /`max_rows` must be 0 or more/,
+    fix: /max_rows: 10000/,
+  },
+  {
+    why: 'max_rows needs the preview that counts',
+    files: { 'a.yaml': rule('    match: {class: [write]}\n    action: step-up\n    preview: false\n    max_rows: 10\n') },
+    at: 'rules/a.yaml:6:14',
+    message: /`max_rows` needs the preview that counts the rows/,
+    fix: /preview: true/,
+  },
+  {
+    why: 'max_rows is a step-up key',
+    files: { 'a.yaml': rule('    match: {class: [write]}\n    action: deny\n    max_rows: 10\n') },
+    at: 'rules/a.yaml:6:5',
+    message: /max_rows/,
+  },
+  {
     why: 'unknown match key, nearest suggested',
     files: { 'a.yaml': rule('    match:\n      tabels: [orders]\n    action: deny\n') },
     at: 'rules/a.yaml:5:7',

@@ -4,16 +4,16 @@
  */
 import { isIP } from 'node:net';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { CompiledRuleSet } from './decide.js';
-import { formatRuleError, sortRuleErrors, type RuleError } from './errors.js';
-import { explain, explanationJson, formatExplanationText, type Classify } from './explain.js';
-import { loadRules, type LoadedRules } from './load.js';
-import { shippedRulesDir } from './package-root.js';
-import { DEFAULT_SUBJECT } from './subject.js';
-import { checkCaseRuleNames, loadTestFiles } from './testfile.js';
-import { runCase } from './testrun.js';
-import type { Subject } from './types.js';
-import type { CommandIO } from '../commands/io.js';
+import type { CompiledRuleSet } from '../rules/decide.js';
+import { formatRuleError, sortRuleErrors, type RuleError } from '../rules/errors.js';
+import { explain, explanationJson, formatExplanationText, type Classify } from '../rules/explain.js';
+import { loadRules, type LoadedRules } from '../rules/load.js';
+import { shippedRulesDir } from '../rules/package-root.js';
+import { DEFAULT_SUBJECT } from '../rules/subject.js';
+import { checkCaseRuleNames, loadTestFiles } from '../rules/testfile.js';
+import { runCase } from '../rules/testrun.js';
+import type { Subject } from '../rules/types.js';
+import type { CommandIO } from './io.js';
 
 
 export const RULES_CHECK_HELP = `Usage: stepgate rules check [DIR]
