@@ -10,6 +10,7 @@
  */
 import type { AuditSink, ConnectionFacts, StatementEvent, StatementOutcome } from '../audit/types.js';
 import type { PlainPreview } from '../audit/records.js';
+import type { Decision } from '../rules/types.js';
 import type { HoldOutcome } from './types.js';
 
 const MAX_TRACKED = 2000;
@@ -72,8 +73,8 @@ export class OutcomeTap implements AuditSink {
     if (outcome.status !== 'approved' || challengeId === null) this.held.delete(statementId);
   }
 
-  preview(statementId: number, report: PlainPreview): void {
-    this.inner.preview(statementId, report);
+  preview(statementId: number, report: PlainPreview, decision: Decision | null): void {
+    this.inner.preview(statementId, report, decision);
   }
 
   outcome(statementId: number, index: number, outcome: StatementOutcome): void {
