@@ -73,7 +73,8 @@ function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Pro
 /** Waits until `port` accepts connections, or the child exits. */
 async function waitForPort(child: ChildProcess, port: number, what: string, output: () => string): Promise<void> {
   const net = await import('node:net');
-  const deadline = Date.now() + 30_000;
+  // Generous: on a loaded 2-core machine a process that loads WebAssembly grammars can take long to start.
+  const deadline = Date.now() + 90_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`${what} exited with status ${child.exitCode}:\n${output()}`);
     const ok = await new Promise<boolean>((resolve) => {

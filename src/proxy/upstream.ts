@@ -322,9 +322,16 @@ export async function sendUpstreamCancel(target: UpstreamTarget, processId: numb
       const tlsSocket = await negotiateTls(socket, target);
       if (tlsSocket) socket = tlsSocket;
     }
+    // The server closes a cancel connection as soon as it has read the request; one that does not (a wedged
+    // server, or not PostgreSQL) must not hold up whoever cancels (a shutdown waits for its cancels).
     await new Promise<void>((resolve) => {
-      socket.once('close', () => resolve());
-      socket.once('error', () => resolve());
+      const timer = setTimeout(resolve, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      socket.once('close', done);
+      socket.once('error', done);
       socket.end(serialize.cancel(processId, secretKey));
     });
   } finally {

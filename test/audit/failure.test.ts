@@ -128,14 +128,14 @@ t.test('the writer thread dies: unhealthy, then a new one takes over', async (t)
 });
 
 t.test('the data directory vanishes: unhealthy, and it stays so (no new chain behind our back)', async (t) => {
-  const { store, dataDir, logs } = await openStore(t);
+  const { store, dataDir, logs } = await openStore(t, { restartDelayMs: 50 });
   statement(store, 'SELECT 1');
   await store.durable();
   fs.rmSync(dataDir, { recursive: true, force: true });
   statement(store, 'SELECT 2');
   await t.rejects(store.durable(), { code: 'AUDIT_UNAVAILABLE', message: /is gone/ });
   t.notOk(store.healthy);
-  await waitFor('a failed restart', () => logs.some((l) => l.event === 'audit.retry_failed'), 10_000);
+  await waitFor('a failed restart', () => logs.some((l) => l.event === 'audit.retry_failed'), 60_000);
   t.notOk(store.healthy, 'does not start a fresh database');
   t.notOk(fs.existsSync(path.join(dataDir, 'audit.db')));
 });

@@ -168,6 +168,23 @@ async function recordingServer(): Promise<{ url: string; packets: [string, strin
         return Buffer.concat([head, body]);
       };
       socket.write(Buffer.concat([Buffer.from([0x52, 0, 0, 0, 8, 0, 0, 0, 0]), status('server_version', '15.18'), Buffer.from([0x4b, 0, 0, 0, 12, 0, 0, 0, 1, 0, 0, 0, 2, 0x5a, 0, 0, 0, 5, 0x49])]));
+      // Then answer what stepgate sends at session start (its SET default_transaction_read_only, extended
+      // protocol), so that the session is idle and ends at once.
+      let pending = Buffer.alloc(0);
+      socket.on('data', (more: Buffer) => {
+        pending = Buffer.concat([pending, more]);
+        const out: Buffer[] = [];
+        while (pending.length >= 5 && pending.length >= 1 + pending.readInt32BE(1)) {
+          const type = String.fromCharCode(pending[0]!);
+          pending = pending.subarray(1 + pending.readInt32BE(1));
+          if (type === 'P') out.push(Buffer.from([0x31, 0, 0, 0, 4]));
+          else if (type === 'B') out.push(Buffer.from([0x32, 0, 0, 0, 4]));
+          else if (type === 'E') out.push(Buffer.from([0x43, 0, 0, 0, 8, 0x53, 0x45, 0x54, 0]));
+          else if (type === 'S') out.push(Buffer.from([0x5a, 0, 0, 0, 5, 0x49]));
+          else if (type === 'X') socket.end();
+        }
+        if (out.length > 0) socket.write(Buffer.concat(out));
+      });
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
