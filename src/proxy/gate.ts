@@ -24,6 +24,7 @@ import type { Decision, RuleSet, Subject } from '../rules/types.js';
 import type { StatementInfo } from '../sql/types.js';
 import type { Hold, HoldOutcome, StepUpBroker } from '../stepup/types.js';
 import type { Logger } from '../log.js';
+import type { ProxyMetrics } from '../metrics/registry.js';
 import type { PreviewReport } from './preview.js';
 import { auditUnavailableError, denyError, heldNotice, holdError } from './refusals.js';
 
@@ -49,6 +50,8 @@ export interface GateServices {
   audit: AuditSink;
   log: Logger;
   auditOnFailure: 'close' | 'allow_reads';
+  /** Counters for operators: decisions by class, holds waiting and their outcomes. Absent: nothing counted. */
+  metrics?: ProxyMetrics;
 }
 
 /** One message's worth of statements to judge. */
@@ -109,6 +112,7 @@ export class Gate {
       decision,
       params: request.params,
     });
+    this.services.metrics?.statementsDecided(request.statements, decision.action);
     if (decision.action === 'allow') {
       const refusal = this.auditRefusal(request.statements);
       return refusal ? { kind: 'refuse', auditId, error: refusal, decision } : { kind: 'allow', auditId, decision };
@@ -158,6 +162,8 @@ export class Gate {
         decision,
         preview,
       });
+      const metrics = this.services.metrics;
+      let waitingSince = -1;
       if (hold.challengeId) {
         host.setHold(hold);
         audit.challengeCreated(auditId, hold.challengeId);
@@ -170,13 +176,16 @@ export class Gate {
         if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision });
         this.state = 'held';
         host.notice(heldNotice(request.statements, decision, hold.url, preview));
+        if (metrics) waitingSince = metrics.holdWaiting();
       }
-      let outcome: HoldOutcome;
+      let outcome: HoldOutcome | null = null;
       try {
         outcome = await hold.outcome;
       } finally {
         host.setHold(null);
+        if (waitingSince >= 0) metrics!.holdEnded(waitingSince, outcome);
       }
+      metrics?.holdOutcome(hold.challengeId === null && outcome.status === 'approved' ? 'granted' : outcome.status);
       audit.challengeResolved(auditId, hold.challengeId, outcome);
       // An approval is released only once it is on record.
       const recorded = await this.durable();
