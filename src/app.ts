@@ -208,6 +208,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       probeTimeoutMs: Math.min(config.limits.upstreamConnectTimeoutMs, 2000),
       audit: () => ({ healthy: trail.healthy, failure: trail.failure ?? null, stats: auditStore?.stats() ?? null }),
       shuttingDown: () => closing !== null,
+      log,
     });
     metricsServer = new MetricsServer(config.metrics.listen, metrics, readiness, log);
     try {

@@ -27,6 +27,8 @@ export interface ReadinessSources {
   probeTimeoutMs: number;
   audit(): { healthy: boolean; failure: string | null; stats: AuditStats | null };
   shuttingDown(): boolean;
+  /** Each change of readiness is logged (what failed), so the log says why a load balancer took this instance out. */
+  log?: Logger;
 }
 
 export interface ReadyReport {
@@ -44,6 +46,7 @@ interface Probe {
 
 export class Readiness {
   private readonly probes = new Map<UpstreamTarget, Probe>();
+  private lastReady: boolean | null = null;
 
   constructor(
     private readonly sources: ReadinessSources,
@@ -67,12 +70,26 @@ export class Readiness {
     }
     const shuttingDown = this.sources.shuttingDown();
     const upstreamOk = servers.every((s) => s.ok);
-    return {
+    const report: ReadyReport = {
       ready: upstreamOk && auditError === null && !shuttingDown,
       shutting_down: shuttingDown,
       audit: auditError === null ? { ok: true } : { ok: false, error: auditError },
       upstream: { ok: upstreamOk, servers },
     };
+    if (report.ready !== this.lastReady) {
+      // The first answer is logged only when it is "not ready".
+      if (this.lastReady !== null || !report.ready) {
+        const failed = [
+          ...(shuttingDown ? ['shutting down'] : []),
+          ...(auditError ? [auditError] : []),
+          ...servers.filter((s) => !s.ok).map((s) => `${s.server}: ${s.error}`),
+        ];
+        if (report.ready) this.sources.log?.info('readiness.ready', {});
+        else this.sources.log?.warn('readiness.not_ready', { failed });
+      }
+      this.lastReady = report.ready;
+    }
+    return report;
   }
 
   /** null when the server accepted a connection within probeCacheMs; else why not. */

@@ -168,6 +168,8 @@ t.test('/readyz: 503 naming the server when the upstream PostgreSQL is stopped; 
   });
   t.match(down.body, { ready: false, audit: { ok: true }, upstream: { ok: false, servers: [{ server: new RegExp(`127\\.0\\.0\\.1:${other.port}`), ok: false, error: /could not connect/ }] } });
   t.notMatch(JSON.stringify(down.body), /pg-test-password/, 'no password in the report');
+  t.match(sg.logs.find((l) => l.event === 'readiness.not_ready'), { level: 'warn', failed: [/could not connect/] }, 'the log says why');
+  t.notMatch(JSON.stringify(sg.logs.filter((l) => String(l.event).startsWith('readiness.'))), /pg-test-password/);
   const c = new pg.Client(sg.pgConfig());
   await t.rejects(c.connect());
   await c.end().catch(() => {});
