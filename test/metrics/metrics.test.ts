@@ -178,6 +178,18 @@ t.test('/readyz: 503 naming the server when the upstream PostgreSQL is stopped; 
   t.equal(m.get('stepgate_connections_refused_total{reason="upstream"}'), 1);
 });
 
+t.test('two apps in one process keep their own registries', async (t) => {
+  const one = await startStepgate(t, db, { rulesDir, configYaml: METRICS });
+  const two = await startStepgate(t, db, { rulesDir, configYaml: METRICS });
+  const c = new pg.Client(one.pgConfig());
+  await c.connect();
+  await c.query('SELECT 1');
+  await c.end();
+  t.equal((await scrape(one)).get('stepgate_statements_total{class="read",decision="allow"}'), 1);
+  t.equal((await scrape(two)).get('stepgate_statements_total{class="read",decision="allow"}') ?? 0, 0, 'the other app counted nothing');
+  t.equal((await scrape(two)).get('stepgate_connections_total'), 0);
+});
+
 t.test('the config: metrics.listen must be HOST:PORT, and metrics are off without it', async (t) => {
   const { loadConfig, ConfigError } = await import('../../src/config.js');
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-config-'));
