@@ -13,6 +13,9 @@ import { SsoProvider, type SsoOptions } from './identity/sso.js';
 import { IdentityStore } from './identity/store.js';
 import { TouchRecordingSink } from './identity/touches.js';
 import type { Logger } from './log.js';
+import { StepgateMetrics } from './metrics/registry.js';
+import { MetricsServer, Readiness } from './metrics/server.js';
+import type { UpstreamTarget } from './proxy/upstream.js';
 import { ProxyServer, type ProxyServices } from './proxy/server.js';
 import { formatRuleErrorOneLine } from './rules/errors.js';
 import type { LoadedRules } from './rules/load.js';
@@ -44,6 +47,10 @@ export interface App {
   sso: SsoProvider | null;
   /** The records risk signals are computed from. */
   signals: SignalRecords;
+  /** Metrics for operators; null without `metrics:` in the config. */
+  metrics: StepgateMetrics | null;
+  /** Where /metrics, /healthz and /readyz are served; null without `metrics:`. */
+  metricsAddress: net.AddressInfo | null;
   /**
    * Stops everything in order: the proxy (see ProxyServer.shutdown: running statements get `timeoutMs`,
    * default 0, or until `deadline`; then every client gets FATAL 57P01 and held statements end with the
@@ -149,6 +156,13 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   }
   const stepUp: StepUpBroker = overrides.stepUp ?? broker!;
 
+  // Metrics only when configured: without them the statement path does not even read the clock.
+  const metrics = config.metrics
+    ? new StepgateMetrics({ audit: () => ({ healthy: trail.healthy, stats: auditStore?.stats() ?? null }) })
+    : null;
+  const classifyNow: ProxyServices['classify'] = (sql, ctx) => cache.classify(sql, ctx);
+  const classifyText: NonNullable<ProxyServices['classifyText']> = (sql, ctx) => classifier.classify(sql, ctx);
+
   // Only for `npm run bench`, to measure what server-enforced reads cost: never in production.
   const enforceReads = process.env.STEPGATE_UNSAFE_NO_READ_ONLY !== '1';
   if (!enforceReads) {
@@ -159,7 +173,9 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     // A test's wrapped classifier reads every text itself (no worker stands in for it).
     ...(overrides.classify
       ? { classify: overrides.classify((sql, ctx) => cache.classify(sql, ctx)) }
-      : { classify: (sql, ctx) => cache.classify(sql, ctx), classifyText: (sql, ctx) => classifier.classify(sql, ctx) }),
+      : metrics
+        ? { classify: timedClassify(classifyNow, metrics), classifyText: timedClassify(classifyText, metrics) }
+        : { classify: classifyNow, classifyText }),
     rules: () => rules.ruleSet,
     stepUp,
     // Held statements' outcomes also reach the console's "Recently decided" (as the trail records them).
@@ -170,6 +186,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     enforceReads,
     sso,
     signals,
+    ...(metrics ? { metrics } : {}),
   });
   let proxyAddress: net.AddressInfo;
   try {
@@ -183,6 +200,35 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') throw new Error(`cannot listen on ${config.listen.host}:${config.listen.port}: the address is in use (choose another with --listen HOST:PORT)`);
     throw err;
+  }
+  let closing: Promise<void> | null = null;
+  let metricsServer: MetricsServer | null = null;
+  let metricsAddress: net.AddressInfo | null = null;
+  if (metrics && config.metrics) {
+    const readiness = new Readiness({
+      upstreams: distinctServers(config.upstream, config.databases),
+      probeTimeoutMs: Math.min(config.limits.upstreamConnectTimeoutMs, 2000),
+      audit: () => ({ healthy: trail.healthy, failure: trail.failure ?? null, stats: auditStore?.stats() ?? null }),
+      shuttingDown: () => closing !== null,
+      log,
+    });
+    metricsServer = new MetricsServer(config.metrics.listen, metrics, readiness, log);
+    try {
+      metricsAddress = await metricsServer.listen();
+    } catch (err) {
+      await proxy.close();
+      await classifier.close();
+      broker?.close();
+      await consoleServer?.close();
+      rules.close();
+      identity.close();
+      await auditStore?.close();
+      const e = err as NodeJS.ErrnoException;
+      const at = `${config.metrics.listen.host}:${config.metrics.listen.port}`;
+      if (e.code === 'EADDRINUSE') throw new Error(`cannot listen on ${at} for metrics: the address is in use (choose another with metrics: {listen: HOST:PORT}${config.source ? ` in ${config.source}` : ''})`);
+      throw new Error(`cannot listen on ${at} for metrics: ${e.message}`);
+    }
+    log.info('metrics.listening', { listen: `${metricsAddress.address}:${metricsAddress.port}`, paths: ['/metrics', '/healthz', '/readyz'] });
   }
   consoleServer?.setConnectInfo({
     host: proxyAddress.address === '0.0.0.0' || proxyAddress.address === '::' ? (await import('node:os')).hostname() : proxyAddress.address,
@@ -200,7 +246,6 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     auth: config.auth,
     console: consoleUrl,
   });
-  let closing: Promise<void> | null = null;
   if (config.auth === 'trust') log.warn('auth.trust', { note: 'clients are not asked for passwords (loopback only); use scram-sha-256 anywhere else' });
   return {
     config,
@@ -215,6 +260,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     audit: trail,
     sso,
     signals,
+    metrics,
+    metricsAddress,
     close(options = {}) {
       // Once: a signal handler and a test's teardown may both ask.
       closing ??= (async () => {
@@ -229,8 +276,39 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         identity.close();
         // Last: the sessions' ends are recorded, then a final signed checkpoint.
         await auditStore?.close();
+        // /readyz said 503 (shutting down) from the start of close; the listener goes last.
+        await metricsServer?.close();
       })();
       return closing;
     },
   };
+}
+
+/** Wraps a classifier to time each call into the classification histogram (the promise path when it ends). */
+function timedClassify<F extends (sql: string, ctx: Parameters<ProxyServices['classify']>[1]) => ReturnType<ProxyServices['classify']> | Promise<ReturnType<ProxyServices['classify']>>>(
+  classify: F,
+  metrics: StepgateMetrics,
+): F {
+  return ((sql, ctx) => {
+    const started = performance.now();
+    const result = classify(sql, ctx);
+    if (result instanceof Promise) {
+      return result.then((r) => {
+        metrics.classified(performance.now() - started);
+        return r;
+      });
+    }
+    metrics.classified(performance.now() - started);
+    return result;
+  }) as F;
+}
+
+/** The servers stepgate connects to, each once (by host and port), for /readyz. */
+function distinctServers(upstream: UpstreamTarget | null, databases: Map<string, UpstreamTarget>): UpstreamTarget[] {
+  const seen = new Map<string, UpstreamTarget>();
+  for (const t of [...(upstream ? [upstream] : []), ...databases.values()]) {
+    const key = `${t.host}\0${t.port}`;
+    if (!seen.has(key)) seen.set(key, t);
+  }
+  return [...seen.values()];
 }

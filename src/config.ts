@@ -99,6 +99,8 @@ export interface Config {
   audit: AuditConfig;
   /** Single sign-on; null: local users only. */
   sso: SsoConfig | null;
+  /** `metrics: {listen: HOST:PORT}`: /metrics, /healthz and /readyz on a listener of their own; null: off. */
+  metrics: { listen: HostPort } | null;
   /** Where the file came from, for messages. */
   source: string | null;
 }
@@ -219,7 +221,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     }
     return prefix(value);
   };
-  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso'];
+  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso', 'metrics'];
   for (const key of Object.keys(raw)) {
     if (!known.includes(key)) {
       const near = known.find((k) => k.startsWith(key.slice(0, 3)));
@@ -353,6 +355,23 @@ export function loadConfig(flags: ConfigFlags): Config {
     problems.push(`${at('sso', 'token_login')}sso.token_login needs TLS for clients: a token is sent as a cleartext password, which stepgate accepts only over TLS`);
   }
 
+  let metrics: Config['metrics'] = null;
+  if (raw.metrics !== undefined && raw.metrics !== null) {
+    const m = raw.metrics as Record<string, unknown>;
+    if (typeof m !== 'object' || Array.isArray(m)) {
+      problems.push(`${at('metrics')}"metrics" must be a mapping: metrics: {listen: "127.0.0.1:9187"}`);
+    } else {
+      for (const k of Object.keys(m)) if (k !== 'listen') problems.push(`${at('metrics', k)}unknown key metrics.${k}: the only key is listen (HOST:PORT)`);
+      if (typeof m.listen !== 'string' && typeof m.listen !== 'number') {
+        problems.push(`${at('metrics')}metrics.listen is missing: add listen: "127.0.0.1:9187" (HOST:PORT for /metrics, /healthz and /readyz)`);
+      } else {
+        const hp = parseHostPort(String(m.listen));
+        if (!hp) problems.push(`${at('metrics', 'listen')}metrics.listen: "${String(m.listen)}" is not HOST:PORT (for example 127.0.0.1:9187)`);
+        else metrics = { listen: hp };
+      }
+    }
+  }
+
   const consoleUrl = str('console_url', raw.console_url) ?? null;
   if (consoleUrl !== null && !/^https?:\/\/[^\s]+$/.test(consoleUrl)) {
     problems.push(`${at('console_url')}console_url must be an http:// or https:// URL`);
@@ -373,6 +392,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     limits,
     audit,
     sso,
+    metrics,
     source: file,
   };
 }

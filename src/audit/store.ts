@@ -123,6 +123,8 @@ export class AuditStore implements AuditSink {
   private lock: OwnerLock | null = null;
   /** Records dropped since the store last wrote (logged once per outage, then recorded as audit.gap). */
   private droppedSinceWrite = 0;
+  /** Records dropped since open (for metrics). */
+  private droppedTotal = 0;
 
   private constructor(options: AuditStoreOptions) {
     this.log = options.log;
@@ -378,6 +380,23 @@ export class AuditStore implements AuditSink {
     return (await this.writer.request({ type: 'prune', id: 0, now, chunk }, () => this.unavailable())) as { pruned: number; throughSeq: number | null };
   }
 
+  /**
+   * For metrics, read at scrape time (nothing is tracked for it on the hot path): records waiting in
+   * memory, when the oldest of them was recorded (every record's fourth field is its time), records
+   * dropped since open.
+   */
+  stats(): { queued: number; oldestQueuedAt: number | null; dropped: number } {
+    let oldest: number | null = null;
+    for (const b of this.inflight) {
+      if (b.recs.length > 0) {
+        oldest = b.recs[0]![3] as number;
+        break;
+      }
+    }
+    if (oldest === null && this.batch.length > 0) oldest = this.batch[0]![3] as number;
+    return { queued: this.inflightRecords + this.batch.length, oldestQueuedAt: oldest, dropped: this.droppedTotal };
+  }
+
   /** Last global sequence number the writer acknowledged. */
   get lastWrittenSeq(): number {
     return this.writtenSeq;
@@ -424,6 +443,7 @@ export class AuditStore implements AuditSink {
       const kind = RECORD_KINDS[rec[0]] ?? 'unknown';
       this.dropped ??= {};
       this.dropped[kind] = (this.dropped[kind] ?? 0) + 1;
+      this.droppedTotal++;
       if (this.droppedSinceWrite++ === 0) {
         // Never in silence: once per outage here, and as an audit.gap event (with the count) once the store writes again.
         this.log.error('audit.dropping', {

@@ -47,11 +47,15 @@ import { Capture, Entry, ReadOnlyCause, type OwnQueryHandlers, type QueryPending
 import { ESTIMABLE, EstimateSql, planRows, PreviewSql, previewBlocker, ranReport, type PreviewReport } from './preview.js';
 import { decodeSql } from './sql-text.js';
 import type { Outbound } from './outbound.js';
+import type { ProxyMetrics } from '../metrics/registry.js';
 import type { SessionServices } from './session.js';
 import type { PreparedStatement, StatementRegistry, Undo } from './statement-registry.js';
 
 /** What the frontend uses of the session's services (one definition: session.ts). */
-export type FrontendServices = Pick<SessionServices, 'classify' | 'classifyText' | 'audit' | 'log' | 'limits' | 'recordParams' | 'enforceReads'>;
+export type FrontendServices = Pick<SessionServices, 'classify' | 'classifyText' | 'audit' | 'log' | 'limits' | 'recordParams' | 'enforceReads'> & {
+  /** Counters for operators (catalog errors); absent: nothing counted. */
+  metrics?: Pick<ProxyMetrics, 'catalogError'>;
+};
 
 /** What the frontend needs from its session. */
 export interface FrontendHost {
@@ -651,7 +655,7 @@ export class Frontend {
     const call = frontend.readFunctionCall(buf, start, end);
     const describe = this.catalog
       ? this.catalog.describeOid(call.oid).catch((err: Error) => {
-          this.services.log.warn('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message });
+          this.catalogFailed('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message });
           return null;
         })
       : Promise.resolve(null);
@@ -667,7 +671,7 @@ export class Frontend {
         const result =
           this.catalog && first.unresolvedLookups
             ? await classifyWithCatalog(this.catalog, () => this.services.classify(text, this.classifyCtx), first, (err) =>
-                this.services.log.warn('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message }),
+                this.catalogFailed('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message }),
               )
             : first;
         statements = result.statements.map((s) => ({ ...s, command: 'FUNCTION CALL' }));
@@ -780,7 +784,7 @@ export class Frontend {
       this.catalogWaited = true;
       return catalog
         .ready()
-        .catch((err: Error) => this.services.log.warn('catalog.unavailable', { connection: this.host.connectionId, error: err.message }))
+        .catch((err: Error) => this.catalogFailed('catalog.unavailable', { connection: this.host.connectionId, error: err.message }))
         .then(() => this.classifyBytes(bytes, paramTypes));
     }
     // Refreshes in the background once a minute.
@@ -805,7 +809,7 @@ export class Frontend {
       if (!result.unresolvedLookups || !catalog) return { sql, result, invalid: null };
       // Look up what the classifier asked for and classify again, level by level of hidden code.
       return classifyWithCatalog(catalog, () => classifyText(sql, ctx), result, (err) =>
-        this.services.log.warn('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message }),
+        this.catalogFailed('catalog.lookup_failed', { connection: this.host.connectionId, error: err.message }),
       ).then((r) => ({ sql, result: r, invalid: null }));
     };
     const first = classifyText(sql, ctx);
@@ -818,6 +822,12 @@ export class Frontend {
    */
   private noteSchemaChanges(statements: readonly StatementInfo[]): void {
     if (this.catalog && statements.some((s) => s.classes.some((c) => c === 'ddl' || c === 'privilege' || c === 'admin'))) this.schemaMayChange();
+  }
+
+  /** A read of the schema catalog failed: logged and counted (the classifier then knows less). */
+  private catalogFailed(event: 'catalog.lookup_failed' | 'catalog.unavailable', fields: Record<string, unknown>): void {
+    this.services.metrics?.catalogError();
+    this.services.log.warn(event, fields);
   }
 
   /** Set by the session: tells the backend that the schema may change. */

@@ -24,6 +24,7 @@ import type { ErrorFields } from '../protocol/backend-messages.js';
 import type { Decision, RowsFact, Subject } from '../rules/types.js';
 import type { StatementInfo } from '../sql/types.js';
 import type { Hold, HoldOutcome } from '../stepup/types.js';
+import type { ProxyMetrics } from '../metrics/registry.js';
 import type { PreviewReport } from './preview.js';
 import type { SessionServices } from './session.js';
 import { auditUnavailableError, denyError, heldNotice, holdError, maxRowsError } from './refusals.js';
@@ -47,7 +48,10 @@ export interface GateHost {
 }
 
 /** What the gate uses of the session's services (one definition: session.ts). */
-export type GateServices = Pick<SessionServices, 'rules' | 'stepUp' | 'audit' | 'log' | 'auditOnFailure'>;
+export type GateServices = Pick<SessionServices, 'rules' | 'stepUp' | 'audit' | 'log' | 'auditOnFailure'> & {
+  /** Counters for operators: decisions by class, holds waiting and their outcomes. Absent: nothing counted. */
+  metrics?: ProxyMetrics;
+};
 
 /** One message's worth of statements to judge. */
 export interface GateRequest {
@@ -114,6 +118,7 @@ export class Gate {
       decision,
       params: request.params,
     });
+    this.services.metrics?.statementsDecided(request.statements, decision.action);
     if (decision.action === 'allow') {
       const refusal = this.auditRefusal(request.statements);
       return refusal ? { kind: 'refuse', auditId, error: refusal, decision } : { kind: 'allow', auditId, decision };
@@ -198,6 +203,8 @@ export class Gate {
         decision,
         preview,
       });
+      const metrics = this.services.metrics;
+      let waitingSince = -1;
       if (hold.challengeId) {
         host.setHold(hold);
         audit.challengeCreated(auditId, hold.challengeId);
@@ -210,13 +217,16 @@ export class Gate {
         if (host.closed) return this.end('abandoned', { kind: 'abandoned', auditId, decision });
         this.state = 'held';
         host.notice(heldNotice(request.statements, decision, hold.url, preview));
+        if (metrics) waitingSince = metrics.holdWaiting();
       }
-      let outcome: HoldOutcome;
+      let outcome: HoldOutcome | null = null;
       try {
         outcome = await hold.outcome;
       } finally {
         host.setHold(null);
+        if (waitingSince >= 0) metrics!.holdEnded(waitingSince, outcome);
       }
+      metrics?.holdOutcome(hold.challengeId === null && outcome.status === 'approved' ? 'granted' : outcome.status);
       audit.challengeResolved(auditId, hold.challengeId, outcome);
       // An approval is released only once it is on record.
       const recorded = await this.durable();

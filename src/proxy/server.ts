@@ -11,6 +11,7 @@ import { routeDatabase } from '../config.js';
 import type { SignalRecords } from '../identity/signals.js';
 import type { SsoProvider } from '../identity/sso.js';
 import type { IdentityStore } from '../identity/store.js';
+import type { ProxyMetrics, RefusalReason } from '../metrics/registry.js';
 import * as backend from '../protocol/backend-messages.js';
 import { ProtocolViolation } from '../protocol/payload-reader.js';
 import { PROTOCOL_3_0, type StartupPacket } from '../protocol/startup-messages.js';
@@ -39,6 +40,8 @@ export interface ProxyServices
   sso?: SsoProvider | null;
   /** Where people connect from, their failed logins and the tables they touched: risk signals. */
   signals?: SignalRecords | null;
+  /** Counters for operators (metrics/registry.ts); absent: nothing counted. */
+  metrics?: ProxyMetrics;
 }
 
 /** A failure during startup that the client hears about as a FATAL ErrorResponse. */
@@ -53,6 +56,28 @@ class StartupRefused extends Error {
 }
 
 class TlsHandshakeFailed extends HandshakeClosed {}
+
+/** The metrics label of a refusal (a fixed set; the message itself goes to the log only). */
+function refusalReason(err: StartupRefused | AuthFailed | UpstreamError | LoginRefused): RefusalReason {
+  if (err instanceof AuthFailed) return 'auth';
+  if (err instanceof UpstreamError) return 'upstream';
+  if (err instanceof LoginRefused) return 'policy';
+  switch (err.sqlstate) {
+    case '53300':
+      return 'too_many_clients';
+    case '57P03':
+      return 'shutting_down';
+    case '42501':
+      return 'policy';
+    case '3D000':
+      return 'unknown_database';
+    case '28000':
+      // Refused for want of TLS, or a startup packet without a user name.
+      return err.extra.hint?.includes('sslmode') ? 'tls_required' : 'protocol';
+    default:
+      return 'protocol';
+  }
+}
 
 const TERMINATE = Buffer.from([0x58, 0, 0, 0, 4]);
 const GRAMMAR_RANGE = `${GRAMMAR_VERSIONS[0]} to ${GRAMMAR_VERSIONS[GRAMMAR_VERSIONS.length - 1]}`;
@@ -174,7 +199,12 @@ export class ProxyServer {
     const keepAliveMs = this.config.limits.tcpKeepaliveMs;
     if (keepAliveMs > 0) socket.setKeepAlive(true, keepAliveMs);
     this.sockets.add(socket);
-    socket.on('close', () => this.sockets.delete(socket));
+    const metrics = this.services.metrics;
+    metrics?.connectionOpened();
+    socket.on('close', () => {
+      this.sockets.delete(socket);
+      metrics?.connectionClosed();
+    });
     socket.on('error', () => {});
     this.handshake(socket).catch((err: unknown) => {
       this.services.log.error('connection.internal_error', { error: (err as Error)?.stack ?? String(err) });
@@ -193,6 +223,7 @@ export class ProxyServer {
     const limits = this.config.limits;
     const timer = setTimeout(() => {
       this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: 'startup timeout' });
+      this.services.metrics?.connectionRefused('startup_timeout');
       socket.destroy();
     }, limits.startupTimeoutMs);
     const refuse = (err: StartupRefused | AuthFailed | UpstreamError | LoginRefused): void => {
@@ -312,20 +343,28 @@ export class ProxyServer {
       await this.relay({ connectionId, socket, reader, subject, route, upstream, grammar });
     } catch (err) {
       clearTimeout(timer);
+      const metrics = this.services.metrics;
       if (err instanceof LoginRefused && err.gone) {
         this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: 'the client went away while its login was held' });
+        metrics?.connectionRefused('client_gone');
         socket.destroy();
       } else if (err instanceof StartupRefused || err instanceof AuthFailed || err instanceof UpstreamError || err instanceof LoginRefused) {
         if (!(err instanceof AuthFailed)) {
           this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: err.message });
         }
+        if (metrics) {
+          if (err instanceof UpstreamError) metrics.upstreamConnectFailed();
+          metrics.connectionRefused(refusalReason(err));
+        }
         refuse(err);
       } else if (err instanceof ProtocolViolation) {
         this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: `protocol violation: ${err.message}` });
+        metrics?.connectionRefused('protocol');
         endAndLinger(socket, backend.errorResponse({ severity: 'FATAL', code: '08P01', message: err.message }));
       } else if (err instanceof HandshakeClosed || (err as NodeJS.ErrnoException)?.code === 'ECONNRESET') {
         if (err instanceof TlsHandshakeFailed) {
           this.services.log.info('connection.refused', { connection: connectionId, client: clientAddress, reason: err.message });
+          metrics?.connectionRefused('tls_handshake');
         }
         socket.destroy();
       } else {
@@ -404,6 +443,7 @@ export class ProxyServer {
         recordParams: this.services.recordParams ?? false,
         auditOnFailure: this.services.auditOnFailure ?? 'close',
         enforceReads: this.services.enforceReads ?? true,
+        metrics: this.services.metrics,
       },
     });
     this.sessions.set(session, { cancelServer });

@@ -36,6 +36,7 @@ import { Outbound } from './outbound.js';
 import { Injection, TransactionModel } from './read-only.js';
 import { ReplyState } from './reply-state.js';
 import { StatementRegistry } from './statement-registry.js';
+import type { ProxyMetrics } from '../metrics/registry.js';
 
 export interface SessionServices {
   classify(sql: string, ctx: ClassifyContext): ClassifyResult;
@@ -52,6 +53,8 @@ export interface SessionServices {
   auditOnFailure: 'close' | 'allow_reads';
   /** Server-enforced reads; off only to measure what they cost (see app.ts). */
   enforceReads: boolean;
+  /** Counters for operators (metrics/registry.ts); absent: nothing counted. */
+  metrics?: ProxyMetrics;
 }
 
 export interface SessionOptions {

@@ -311,6 +311,19 @@ function login(
   });
 }
 
+/**
+ * Whether the server accepts connections (for /readyz): a TCP (or Unix socket) connect that sends
+ * nothing and closes, which PostgreSQL does not log; no login, so it costs the server no backend.
+ */
+export async function probeUpstream(target: UpstreamTarget, timeoutMs: number): Promise<void> {
+  const socket = openSocket(target);
+  try {
+    await connected(socket, timeoutMs, target.display);
+  } finally {
+    socket.destroy();
+  }
+}
+
 /** Sends a CancelRequest for a server backend on a fresh connection, as libpq does. */
 export async function sendUpstreamCancel(target: UpstreamTarget, processId: number, secretKey: number, timeoutMs: number): Promise<void> {
   let socket: net.Socket = openSocket(target);
