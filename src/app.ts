@@ -11,6 +11,7 @@ import { ConsoleServer } from './console/server.js';
 import { SignalRecords } from './identity/signals.js';
 import { SsoProvider, type SsoOptions } from './identity/sso.js';
 import { IdentityStore } from './identity/store.js';
+import { WebhookNotifier, type NotifierOptions } from './notify/webhooks.js';
 import { TouchRecordingSink } from './identity/touches.js';
 import type { Logger } from './log.js';
 import { ProxyServer, type ProxyServices } from './proxy/server.js';
@@ -43,6 +44,8 @@ export interface App {
   sso: SsoProvider | null;
   /** The records risk signals are computed from. */
   signals: SignalRecords;
+  /** Webhooks for held statements; null without `notify.webhooks` (or without the console broker). */
+  notifier: WebhookNotifier | null;
   /**
    * Stops everything in order: the proxy (see ProxyServer.shutdown: running statements get `timeoutMs`,
    * default 0, or until `deadline`; then every client gets FATAL 57P01 and held statements end with the
@@ -71,6 +74,8 @@ export interface AppOverrides {
   sso?: Partial<Omit<SsoOptions, 'log'>>;
   /** The console's clock (sessions, TOTP steps). */
   now?: () => number;
+  /** Webhook delivery: the backoff's wait and the clock (tests of retries without real waiting). */
+  notify?: Partial<Pick<NotifierOptions, 'sleep' | 'now' | 'baseDelayMs' | 'maxDelayMs' | 'timeoutMs' | 'maxQueue' | 'concurrency'>>;
 }
 
 export async function startApp(config: Config, log: Logger, overrides: AppOverrides = {}): Promise<App> {
@@ -147,6 +152,14 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     }
   }
   const stepUp: StepUpBroker = overrides.stepUp ?? broker!;
+  // Webhooks listen to the broker like the console's hub: enqueued during hold(), delivered later.
+  let notifier: WebhookNotifier | null = null;
+  if (broker && config.notify.webhooks.length > 0) {
+    const b = broker;
+    notifier = new WebhookNotifier({ webhooks: config.notify.webhooks, audit, log, url: (id) => b.challengeUrl(id), ...overrides.notify });
+    broker.addListener(notifier);
+    log.info('notify.configured', { webhooks: config.notify.webhooks.map((h) => ({ name: h.name, format: h.format, events: h.events, rules: h.rules })) });
+  }
 
   // Only for `npm run bench`, to measure what server-enforced reads cost: never in production.
   const enforceReads = process.env.STEPGATE_UNSAFE_NO_READ_ONLY !== '1';
@@ -174,6 +187,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     proxyAddress = await proxy.listen();
   } catch (err) {
     broker?.close();
+    notifier?.close();
     await consoleServer?.close();
     rules.close();
     identity.close();
@@ -213,6 +227,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     audit: trail,
     sso,
     signals,
+    notifier,
     close(options = {}) {
       // Once: a signal handler and a test's teardown may both ask.
       closing ??= (async () => {
@@ -221,6 +236,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         if (finished + terminated > 0) log.info('stepgate.drained', { finished_in_time: finished, terminated });
         await classifier.close();
         broker?.close();
+        // Deliveries still queued or waiting for a retry are dropped (the trail closes next).
+        notifier?.close();
         await consoleServer?.close();
         rules.close();
         signals.flush();

@@ -7,6 +7,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMap, isScalar, LineCounter, parseDocument, type Node } from 'yaml';
+import { parseNotifySection } from './notify/config.js';
+import type { NotifyConfig } from './notify/webhooks.js';
 import { parseUpstreamUrl, type UpstreamTarget } from './proxy/upstream.js';
 import { parseDuration, parseSize } from './util/units.js';
 
@@ -99,6 +101,8 @@ export interface Config {
   audit: AuditConfig;
   /** Single sign-on; null: local users only. */
   sso: SsoConfig | null;
+  /** Webhooks that tell approvers about held statements (`notify:`; see src/notify/config.ts). */
+  notify: NotifyConfig;
   /** Where the file came from, for messages. */
   source: string | null;
 }
@@ -219,7 +223,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     }
     return prefix(value);
   };
-  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso'];
+  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso', 'notify'];
   for (const key of Object.keys(raw)) {
     if (!known.includes(key)) {
       const near = known.find((k) => k.startsWith(key.slice(0, 3)));
@@ -346,6 +350,7 @@ export function loadConfig(flags: ConfigFlags): Config {
   }
 
   const audit = parseAuditSection(raw.audit, nodes.get('audit'), where, at('audit'), problems);
+  const notify = parseNotifySection(raw.notify, nodes.get('notify'), where, at('notify'), problems, baseDir);
   const sso = parseSsoSection(raw.sso, nodes.get('sso'), where, at('sso'), problems, baseDir);
   // Tokens travel as cleartext passwords, so only over TLS: on by default when TLS is configured.
   if (sso && (raw.sso as Record<string, unknown>).token_login === undefined) sso.tokenLogin = tlsConf !== null;
@@ -373,6 +378,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     limits,
     audit,
     sso,
+    notify,
     source: file,
   };
 }
