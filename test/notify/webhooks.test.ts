@@ -1,0 +1,288 @@
+/**
+ * Webhooks end to end: a real PostgreSQL, stepgate in this process, local HTTP receivers (node:http on
+ * port 0). A held DELETE reaches a Slack-format and a JSON receiver, signed as documented; a receiver that
+ * fails twice gets three attempts with the computed backoff (the wait injected: no real sleeping); a
+ * dead and a hanging receiver delay neither the hold nor the approval; every attempt is in the audit
+ * trail, and the secrets are nowhere in it (nor in the logs).
+ */
+import Database from 'better-sqlite3';
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import pg from 'pg';
+import t from 'tap';
+import { verifySignature } from '../../src/notify/signing.js';
+import type { NotifyEvent } from '../../src/notify/messages.js';
+import { backoffMs } from '../../src/notify/webhooks.js';
+import { startPostgres } from '../helpers/postgres.js';
+import { ALICE, REPO_ROOT, startStepgate } from '../helpers/stepgate.js';
+import { waitFor } from '../helpers/wait.js';
+
+const RULES = path.join(REPO_ROOT, 'fixtures', 'rules', 'console');
+const SLACK_SECRET = 'slack-signing-secret-0123456789';
+const JSON_SECRET = 'json-signing-secret-abcdefghijkl';
+
+interface Received {
+  path: string;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** A receiver: records every request; `answer` decides the status per path (a list is used up in order). */
+async function receiver(tt: { teardown(fn: () => unknown): void }) {
+  const got: Received[] = [];
+  const plan = new Map<string, number[]>();
+  let hanging = 0;
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      got.push({ path: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString('utf8') });
+      if (req.url === '/hang') {
+        // Never answers: stepgate's per-attempt timeout ends it.
+        hanging++;
+        res.on('close', () => hanging--);
+        return;
+      }
+      const status = plan.get(req.url ?? '')?.shift() ?? 200;
+      res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 200 ? 'ok' : 'no');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  tt.teardown(() => {
+    server.closeAllConnections();
+    return new Promise((r) => server.close(r));
+  });
+  return {
+    base: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    got,
+    plan,
+    get hanging() {
+      return hanging;
+    },
+    on: (p: string) => got.filter((g) => g.path === p),
+  };
+}
+
+/** A port nothing listens on. */
+async function deadPort(): Promise<number> {
+  const s = http.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+const db = await startPostgres(t);
+await db.query(`
+  CREATE TABLE items (id int PRIMARY KEY, note text, api_token text);
+  CREATE TABLE granted (id int, n int DEFAULT 0);
+  INSERT INTO items SELECT g, 'item ' || g, 'tok-' || g FROM generate_series(1, 10) g;
+  INSERT INTO granted VALUES (1);
+`);
+const rx = await receiver(t);
+const dead = await deadPort();
+const secrets = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-notify-'));
+t.teardown(() => fs.rmSync(secrets, { recursive: true, force: true }));
+fs.writeFileSync(path.join(secrets, 'json.secret'), `${JSON_SECRET}\n`, { mode: 0o600 });
+process.env.STEPGATE_TEST_SLACK_SECRET = SLACK_SECRET;
+t.teardown(() => delete process.env.STEPGATE_TEST_SLACK_SECRET);
+
+/** Every backoff wait stepgate asked for, in order; the wait itself returns at once. */
+const waits: number[] = [];
+const sg = await startStepgate(t, db, {
+  rulesDir: RULES,
+  users: [ALICE],
+  notify: {
+    sleep: async (ms) => {
+      waits.push(ms);
+    },
+    timeoutMs: 1500,
+  },
+  configYaml: `
+notify:
+  webhooks:
+    - name: team-slack
+      url: ${rx.base}/slack
+      format: slack
+      secret_env: STEPGATE_TEST_SLACK_SECRET
+      events: [held, decided]
+    - name: deletes-json
+      url: ${rx.base}/json
+      format: json
+      secret_file: ${JSON.stringify(path.join(secrets, 'json.secret'))}
+      rules: [step-up-*]
+    - name: flaky
+      url: ${rx.base}/flaky
+      secret_file: ${JSON.stringify(path.join(secrets, 'json.secret'))}
+      rules: [granted-updates]
+    - name: dead
+      url: http://127.0.0.1:${dead}/hook
+      secret_file: ${JSON.stringify(path.join(secrets, 'json.secret'))}
+      rules: [step-up-delete]
+      attempts: 3
+    - name: hang
+      url: ${rx.base}/hang
+      secret_file: ${JSON.stringify(path.join(secrets, 'json.secret'))}
+      rules: [step-up-delete]
+      attempts: 1
+`,
+});
+// Alice approves with an authenticator app (the broker holds only what someone could approve).
+sg.identity.setTotp('alice', 'JBSWY3DPEHPK3PXP', 0, []);
+const notifier = sg.app.notifier!;
+const broker = sg.broker!;
+
+async function client(tt: { teardown(fn: () => unknown): void }): Promise<pg.Client> {
+  const c = new pg.Client({ ...sg.pgConfig(), application_name: 'notify-test' });
+  c.on('error', () => {});
+  c.on('notice', () => {});
+  await c.connect();
+  tt.teardown(() => c.end().catch(() => {}));
+  return c;
+}
+
+async function heldId(): Promise<string> {
+  return waitFor('a held statement', () => broker.pendingFor('alice', [])[0]?.id);
+}
+
+function auditEvents(kindLike: string): Record<string, unknown>[] {
+  const trail = new Database(path.join(sg.dataDir, 'audit.db'), { readonly: true });
+  try {
+    return (trail.prepare('SELECT kind, body FROM events WHERE kind LIKE ? ORDER BY seq').all(kindLike) as { kind: string; body: string }[]).map((r) => ({ kind: r.kind, ...JSON.parse(r.body) }));
+  } finally {
+    trail.close();
+  }
+}
+
+t.test('a held DELETE reaches Slack and JSON receivers, signed; dead receivers delay nothing', async (t) => {
+  const c = await client(t);
+  const started = Date.now();
+  const deleting = c.query("DELETE FROM items WHERE api_token = 'tok-3'");
+  const id = await heldId();
+  const heldAfter = Date.now() - started;
+
+  const [slack] = await waitFor('the Slack body', () => rx.on('/slack').length >= 1 && rx.on('/slack'));
+  const [json] = await waitFor('the JSON body', () => rx.on('/json').length >= 1 && rx.on('/json'));
+  // The hanging receiver has the request and has not answered; the hold is there all the same.
+  await waitFor('the hanging receiver to have the request', () => rx.hanging > 0);
+  t.ok(broker.get(id), 'still held while a receiver hangs');
+  t.ok(heldAfter < 2000, `held without waiting for any receiver (${heldAfter} ms)`);
+
+  for (const [r, secret] of [
+    [slack!, SLACK_SECRET],
+    [json!, JSON_SECRET],
+  ] as const) {
+    t.equal(r.headers['content-type'], 'application/json');
+    t.equal(r.headers['x-stepgate-event'], 'held');
+    t.match(r.headers['x-stepgate-signature'], /^t=\d+,v1=[0-9a-f]{64}$/);
+    t.ok(verifySignature(secret, r.headers['x-stepgate-signature'] as string, r.body), `${r.path}: the signature verifies with its secret`);
+    t.notOk(verifySignature(secret, r.headers['x-stepgate-signature'] as string, r.body.replace('alice', 'mallo')), `${r.path}: a changed body does not`);
+    t.notOk(verifySignature(secret === SLACK_SECRET ? JSON_SECRET : SLACK_SECRET, r.headers['x-stepgate-signature'] as string, r.body), `${r.path}: another secret does not`);
+    t.notMatch(r.body, /tok-3/, `${r.path}: the SQL is redacted`);
+  }
+
+  const ev = JSON.parse(json!.body) as NotifyEvent;
+  t.match(ev, {
+    event: 'held',
+    challenge: id,
+    kind: 'statement',
+    user: 'alice',
+    database: 'postgres',
+    application: 'notify-test',
+    rule: 'step-up-delete',
+    rules: ['step-up-delete'],
+    message: 'Deleting rows needs your passkey.',
+    statements: [{ command: 'DELETE', tables: ['items'], sql: "DELETE FROM items WHERE api_token = '***'", truncated: false }],
+    preview: null,
+    approvers: ['author'],
+  });
+  t.equal(ev.url, `${sg.consoleUrl}/c/${id}`, 'the console link');
+
+  const s = JSON.parse(slack!.body) as { text: string; blocks: { type: string; text?: { text: string } }[] };
+  t.match(s.text, /^Waiting for approval: alice: DELETE on items in postgres/);
+  t.match(s.text, `${sg.consoleUrl}/c/${id}`);
+  t.ok(s.blocks.some((b) => b.text?.text.includes(`<${sg.consoleUrl}/c/${id}|Open in the stepgate console>`)), 'a Slack link block');
+  t.ok(s.blocks.some((b) => b.text?.text.includes("DELETE FROM items WHERE api_token = '***'")), 'the redacted SQL in a block');
+
+  // Approve while the hanging receiver still has its request open: the approval is not delayed either.
+  t.equal(broker.approve(id, 'alice', 'totp', 'totp').ok, true);
+  const done = await deleting;
+  t.equal(done.rowCount, 1, 'the DELETE ran');
+  t.ok(rx.hanging > 0 || Date.now() - started < 1500, 'approved before the hanging receiver timed out');
+
+  const decided = await waitFor('the decided message', () => rx.on('/slack').find((r) => r.headers['x-stepgate-event'] === 'decided'));
+  t.ok(verifySignature(SLACK_SECRET, decided.headers['x-stepgate-signature'] as string, decided.body));
+  t.match(JSON.parse(decided.body).text, /^Approved: alice: DELETE on items in postgres by alice/);
+  t.equal(rx.on('/json').length, 1, 'events: [held] by default: no decided message to the JSON receiver');
+  t.equal(rx.on('/flaky').length, 0, 'rules: [granted-updates]: not told about a DELETE');
+
+  await notifier.idle();
+  t.same(waits, [backoffMs(1), backoffMs(2)], 'the dead receiver: two waits (1s, 2s) between its three attempts');
+  await sg.app.audit.durable();
+  const events = auditEvents('notify.%').filter((e) => e.challenge === id);
+  const of = (hook: string) => events.filter((e) => e.webhook === hook);
+  t.match(of('team-slack'), [
+    { kind: 'notify.delivered', event: 'held', attempt: 1, status: 200, host: new URL(rx.base).host },
+    { kind: 'notify.delivered', event: 'decided', attempt: 1, status: 200 },
+  ]);
+  t.match(of('deletes-json'), [{ kind: 'notify.delivered', event: 'held', attempt: 1, status: 200 }]);
+  t.match(of('dead'), [
+    { kind: 'notify.failed', attempt: 1, error: /ECONNREFUSED/, will_retry: true, retry_in_ms: 1000 },
+    { kind: 'notify.failed', attempt: 2, error: /ECONNREFUSED/, will_retry: true, retry_in_ms: 2000 },
+    { kind: 'notify.failed', attempt: 3, error: /ECONNREFUSED/, will_retry: false },
+  ]);
+  t.match(of('hang'), [{ kind: 'notify.failed', attempt: 1, error: 'no answer within 1500 ms', will_retry: false }]);
+  t.equal(of('dead').length, 3);
+  const deliveries = new Set(of('dead').map((e) => e.delivery));
+  t.equal(deliveries.size, 1, 'one delivery id across the retries');
+});
+
+t.test('a receiver that fails twice (500) gets a third attempt, after waits of 1s and 2s', async (t) => {
+  waits.length = 0;
+  rx.plan.set('/flaky', [500, 500]);
+  const c = await client(t);
+  const updating = c.query('UPDATE granted SET n = n + 1');
+  const id = await heldId();
+  await waitFor('three attempts', () => rx.on('/flaky').length >= 3);
+  await notifier.idle();
+  const tries = rx.on('/flaky');
+  t.equal(tries.length, 3, 'three attempts, no more');
+  t.same(waits, [1000, 2000], 'the backoff as computed: min(60s, 1s × 2^(n−1))');
+  t.equal(new Set(tries.map((r) => r.headers['x-stepgate-delivery'])).size, 1, 'the same delivery id each time');
+  for (const r of tries) t.ok(verifySignature(JSON_SECRET, r.headers['x-stepgate-signature'] as string, r.body), 'every attempt signed');
+  t.equal(rx.on('/json').filter((r) => JSON.parse(r.body).challenge === id).length, 0, 'deletes-json (rules: [step-up-*]) is not told about granted-updates');
+
+  broker.approve(id, 'alice', 'totp', 'totp');
+  await updating;
+  await notifier.idle();
+  await sg.app.audit.durable();
+  t.match(
+    auditEvents('notify.%').filter((e) => e.webhook === 'flaky'),
+    [
+      { kind: 'notify.failed', attempt: 1, status: 500, will_retry: true, retry_in_ms: 1000 },
+      { kind: 'notify.failed', attempt: 2, status: 500, will_retry: true, retry_in_ms: 2000 },
+      { kind: 'notify.delivered', attempt: 3, status: 200 },
+    ],
+  );
+});
+
+t.test('the secrets are in no audit event and no log line', async (t) => {
+  await sg.app.audit.durable();
+  const trail = new Database(path.join(sg.dataDir, 'audit.db'), { readonly: true });
+  const all = (trail.prepare('SELECT body FROM events').all() as { body: string }[]).map((r) => r.body).join('\n');
+  trail.close();
+  t.ok(all.includes('notify.') || auditEvents('notify.%').length > 0, 'there are notify events');
+  for (const secret of [SLACK_SECRET, JSON_SECRET]) {
+    t.notOk(all.includes(secret), 'not in the audit trail');
+    t.notOk(JSON.stringify(sg.logs).includes(secret), 'not in the logs');
+  }
+  t.notOk(all.includes('/slack') || all.includes('/flaky'), 'no URL path in the trail (a Slack URL is a credential)');
+});
+
+t.test('backoff: doubles from 1s, capped at 60s', async (t) => {
+  t.same([1, 2, 3, 4, 5, 6, 7, 8].map((n) => backoffMs(n)), [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]);
+  t.equal(backoffMs(3, 100, 250), 250);
+});
