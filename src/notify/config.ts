@@ -76,7 +76,7 @@ export function parseNotifySection(
     const label = typeof o.name === 'string' && o.name ? `webhook "${o.name}"` : `notify.webhooks[${i}]`;
     for (const k of Object.keys(o)) {
       if (!WEBHOOK_KEYS.includes(k)) {
-        const near = WEBHOOK_KEYS.find((x) => x.startsWith(k.slice(0, 3)));
+        const near = WEBHOOK_KEYS.find((x) => x.startsWith(k.slice(0, 3))) ?? WEBHOOK_KEYS.find((x) => editDistance(x, k) <= 2);
         problems.push(`${keyAt(k, true)}unknown key "${k}" in ${label}${near ? `: did you mean "${near}"?` : `; valid keys: ${WEBHOOK_KEYS.join(', ')}`}`);
       }
     }
@@ -172,4 +172,15 @@ export function parseNotifySection(
     }
   });
   return config;
+}
+
+/** Levenshtein distance, for "did you mean" (keys are short). */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
 }
