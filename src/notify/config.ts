@@ -9,7 +9,7 @@
  *       format: slack                  # slack ({text, blocks}) or json (the plain event)
  *       secret_env: DBA_SLACK_SECRET   # or secret_file: /etc/stepgate/dba-slack.secret
  *       events: [held, decided]        # default: [held]
- *       rules: [four-eyes*]            # default: every rule that holds
+ *       rules: [four-eyes*]            # default: every rule that holds; []: only rules with notify: [dba-slack]
  *       attempts: 5                    # tries, the first included (1-10)
  * ```
  *
@@ -149,8 +149,8 @@ export function parseNotifySection(
     let rules: string[] | null = null;
     if (o.rules !== undefined) {
       const v = typeof o.rules === 'string' ? [o.rules] : o.rules;
-      if (!Array.isArray(v) || v.length === 0 || v.some((r) => typeof r !== 'string' || !r)) {
-        problems.push(`${keyAt('rules')}${label}: rules must be a list of rule names (globs allowed), for example rules: [four-eyes, prod-*]`);
+      if (!Array.isArray(v) || v.some((r) => typeof r !== 'string' || !r)) {
+        problems.push(`${keyAt('rules')}${label}: rules must be a list of rule names (globs allowed), for example rules: [four-eyes, prod-*]; [] for only the rules that name this webhook (notify: in a rule)`);
       } else {
         for (const r of v as string[]) {
           const g = globProblem(r);

@@ -30,7 +30,10 @@ export interface WebhookConfig {
   /** The HMAC key (from secret_env or secret_file; never written anywhere by stepgate). */
   secret: string;
   events: NotifyEventKind[];
-  /** Rule names (globs) this webhook is for; null: every rule. Matched against every rule that asked. */
+  /**
+   * Rule names (globs) this webhook is for; null: every rule; empty: only rules that name it (`notify:` in
+   * a rule file). Matched against every rule that asked.
+   */
   rules: string[] | null;
   /** Tries per notification, the first included. */
   attempts: number;
@@ -102,6 +105,8 @@ export class WebhookNotifier implements BrokerListener {
   private readonly abort = new AbortController();
   private readonly matchers = new Map<WebhookConfig, TextMatcher | null>();
   private idleWaiters: (() => void)[] = [];
+  /** Webhook names rules asked for that the config does not have (warned once each). */
+  private readonly unknown = new Set<string>();
   private readonly o: Required<Omit<NotifierOptions, 'webhooks' | 'audit' | 'log' | 'url'>>;
 
   constructor(private readonly options: NotifierOptions) {
@@ -114,7 +119,7 @@ export class WebhookNotifier implements BrokerListener {
       maxQueue: options.maxQueue ?? NOTIFY_DEFAULTS.maxQueue,
       concurrency: options.concurrency ?? NOTIFY_DEFAULTS.concurrency,
     };
-    for (const h of options.webhooks) this.matchers.set(h, h.rules ? compileGlobList(h.rules, false) : null);
+    for (const h of options.webhooks) this.matchers.set(h, h.rules === null ? null : h.rules.length === 0 ? () => false : compileGlobList(h.rules, false));
   }
 
   // ───────────────────────────── BrokerListener ─────────────────────────────
@@ -154,8 +159,16 @@ export class WebhookNotifier implements BrokerListener {
 
   private enqueue(event: NotifyEventKind, c: Challenge, outcome?: HoldOutcome): void {
     if (this.abort.signal.aborted) return;
+    const named = new Set(c.entries.flatMap((e) => e.notify ?? []));
+    for (const name of named) {
+      if (!this.options.webhooks.some((h) => h.name === name) && !this.unknown.has(name)) {
+        this.unknown.add(name);
+        this.options.log.warn('notify.unknown_webhook', { webhook: name, rules: c.entries.filter((e) => e.notify?.includes(name)).map((e) => e.rule), fix: `add a webhook named ${name} under notify.webhooks in the config file, or correct notify: in the rule` });
+      }
+    }
     const hooks = this.options.webhooks.filter((h) => {
       if (!h.events.includes(event)) return false;
+      if (named.has(h.name)) return true;
       const m = this.matchers.get(h);
       return !m || c.entries.some((e) => m(e.rule ?? 'default'));
     });

@@ -177,6 +177,7 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
   let approvers: Approvers | undefined;
   let preview = false;
   let factors: Factor[] | undefined;
+  let notify: string[] | undefined;
   let on: RuleEvent = 'statement';
   const onEntry = byKey.get('on');
   if (onEntry) {
@@ -235,6 +236,8 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
     if (previewEntry) preview = yaml.boolean(previewEntry, '`preview`') ?? false;
     const factorsEntry = byKey.get('factors');
     if (factorsEntry) factors = readFactors(yaml, factorsEntry) ?? undefined;
+    const notifyEntry = byKey.get('notify');
+    if (notifyEntry) notify = readNotify(yaml, notifyEntry) ?? undefined;
   }
 
   if (yaml.errors.length > errorsBefore || name === null || action === null || match === null) return null;
@@ -250,10 +253,24 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
     ...(approvers ? { approvers } : {}),
     preview,
     ...(factors ? { factors } : {}),
+    ...(notify ? { notify } : {}),
     on,
     file,
     at,
   };
+}
+
+/** `notify: [dba-slack]`: webhooks by the names the config gives them (checked against it when a hold names one). */
+function readNotify(yaml: YamlReader, entry: MapEntry): string[] | null {
+  const values = yaml.stringList(entry, '`notify`', '`notify: [dba-slack]`');
+  if (values === null) return null;
+  for (const { value, node } of values) {
+    if (!RULE_NAME.test(value)) {
+      yaml.error(node, `\`${value}\` is not a webhook name`, 'write the `name:` of a webhook under `notify.webhooks` in the config file, e.g. `notify: [dba-slack]`');
+      return null;
+    }
+  }
+  return [...new Set(values.map((v) => v.value))];
 }
 
 /** `factors: [passkey]`: the factors that may approve this rule's statements. */

@@ -20,7 +20,7 @@ import { startPostgres } from '../helpers/postgres.js';
 import { ALICE, REPO_ROOT, startStepgate } from '../helpers/stepgate.js';
 import { waitFor } from '../helpers/wait.js';
 
-const RULES = path.join(REPO_ROOT, 'fixtures', 'rules', 'console');
+const RULES = path.join(REPO_ROOT, 'fixtures', 'rules', 'notify');
 const SLACK_SECRET = 'slack-signing-secret-0123456789';
 const JSON_SECRET = 'json-signing-secret-abcdefghijkl';
 
@@ -79,6 +79,8 @@ const db = await startPostgres(t);
 await db.query(`
   CREATE TABLE items (id int PRIMARY KEY, note text, api_token text);
   CREATE TABLE granted (id int, n int DEFAULT 0);
+  CREATE TABLE paged (id int);
+  INSERT INTO paged VALUES (1);
   INSERT INTO items SELECT g, 'item ' || g, 'tok-' || g FROM generate_series(1, 10) g;
   INSERT INTO granted VALUES (1);
 `);
@@ -128,6 +130,10 @@ notify:
       secret_file: ${JSON.stringify(path.join(secrets, 'json.secret'))}
       rules: [step-up-delete]
       attempts: 1
+    - name: pager
+      url: ${rx.base}/pager
+      secret_file: ${JSON.stringify(path.join(secrets, 'json.secret'))}
+      rules: []
 `,
 });
 // Alice approves with an authenticator app (the broker holds only what someone could approve).
@@ -218,6 +224,7 @@ t.test('a held DELETE reaches Slack and JSON receivers, signed; dead receivers d
   t.match(JSON.parse(decided.body).text, /^Approved: alice: DELETE on items in postgres by alice/);
   t.equal(rx.on('/json').length, 1, 'events: [held] by default: no decided message to the JSON receiver');
   t.equal(rx.on('/flaky').length, 0, 'rules: [granted-updates]: not told about a DELETE');
+  t.equal(rx.on('/pager').length, 0, 'rules: []: only rules that name it');
 
   await notifier.idle();
   t.same(waits, [backoffMs(1), backoffMs(2)], 'the dead receiver: two waits (1s, 2s) between its three attempts');
@@ -267,6 +274,21 @@ t.test('a receiver that fails twice (500) gets a third attempt, after waits of 1
       { kind: 'notify.delivered', attempt: 3, status: 200 },
     ],
   );
+});
+
+t.test('a rule that names a webhook (notify: [pager]) reaches it; rules: [] hears of nothing else', async (t) => {
+  const c = await client(t);
+  const deleting = c.query('DELETE FROM paged');
+  const id = await heldId();
+  const [paged] = await waitFor('the pager', () => rx.on('/pager').length >= 1 && rx.on('/pager'));
+  t.ok(verifySignature(JSON_SECRET, paged!.headers['x-stepgate-signature'] as string, paged!.body));
+  t.match(JSON.parse(paged!.body), { event: 'held', challenge: id, rule: 'paged-deletes', message: 'The on-call DBA has been paged.' });
+  broker.approve(id, 'alice', 'totp', 'totp');
+  await deleting;
+  await notifier.idle();
+  t.equal(rx.on('/pager').length, 1, 'held only (events default to [held])');
+  t.equal(rx.on('/json').filter((r) => JSON.parse(r.body).challenge === id).length, 0, 'deletes-json (rules: [step-up-*]) not told');
+  t.equal(sg.logs.filter((l) => l.event === 'notify.unknown_webhook').length, 0);
 });
 
 t.test('the secrets are in no audit event and no log line', async (t) => {
