@@ -304,6 +304,59 @@ t.test('the secrets are in no audit event and no log line', async (t) => {
   t.notOk(all.includes('/slack') || all.includes('/flaky'), 'no URL path in the trail (a Slack URL is a credential)');
 });
 
+t.test('a full queue drops (audited), a 4xx is not retried, close() ends the waits at once', async (t) => {
+  const sg2 = await startStepgate(t, db, {
+    rulesDir: RULES,
+    users: [ALICE],
+    notify: { maxQueue: 2, baseDelayMs: 60_000 },
+    configYaml: `
+notify:
+  webhooks:
+    - name: forbidden
+      url: ${rx.base}/forbidden
+      secret_file: ${JSON.stringify(path.join(secrets, 'json.secret'))}
+    - name: dead
+      url: http://127.0.0.1:${dead}/hook
+      secret_file: ${JSON.stringify(path.join(secrets, 'json.secret'))}
+    - name: overflow
+      url: ${rx.base}/overflow
+      secret_file: ${JSON.stringify(path.join(secrets, 'json.secret'))}
+`,
+  });
+  rx.plan.set('/forbidden', [403]);
+  sg2.identity.setTotp('alice', 'JBSWY3DPEHPK3PXP', 0, []);
+  const c = new pg.Client({ ...sg2.pgConfig(), application_name: 'notify-test' });
+  c.on('error', () => {});
+  c.on('notice', () => {});
+  await c.connect();
+  t.teardown(() => c.end().catch(() => {}));
+  void c.query('DELETE FROM paged WHERE id = 42').catch(() => {});
+  const id = await waitFor('a held statement', () => sg2.broker!.pendingFor('alice', [])[0]?.id);
+  const trail = (): Record<string, unknown>[] => {
+    const d = new Database(path.join(sg2.dataDir, 'audit.db'), { readonly: true });
+    try {
+      return (d.prepare("SELECT kind, body FROM events WHERE kind LIKE 'notify.%' ORDER BY seq").all() as { kind: string; body: string }[]).map((r) => ({ kind: r.kind, ...JSON.parse(r.body) }));
+    } finally {
+      d.close();
+    }
+  };
+  const events = await waitFor('three notify events', async () => {
+    await sg2.app.audit.durable();
+    const e = trail();
+    return e.length >= 3 && e;
+  });
+  const of = (hook: string) => events.filter((e) => e.webhook === hook);
+  t.match(of('overflow'), [{ kind: 'notify.failed', challenge: id, error: 'the delivery queue is full (2)', will_retry: false }]);
+  t.match(of('forbidden'), [{ kind: 'notify.failed', attempt: 1, status: 403, will_retry: false }]);
+  t.match(of('dead'), [{ kind: 'notify.failed', attempt: 1, will_retry: true, retry_in_ms: 60_000 }]);
+  t.equal(rx.on('/overflow').length, 0, 'the dropped delivery was not sent');
+  t.equal(rx.on('/forbidden').length, 1, 'a 403 is the receiver saying no: one attempt');
+  const closing = Date.now();
+  await sg2.close();
+  await sg2.app.notifier!.idle();
+  t.ok(Date.now() - closing < 5000, `closed without waiting out the 60 s backoff (${Date.now() - closing} ms)`);
+});
+
 t.test('backoff: doubles from 1s, capped at 60s', async (t) => {
   t.same([1, 2, 3, 4, 5, 6, 7, 8].map((n) => backoffMs(n)), [1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000]);
   t.equal(backoffMs(3, 100, 250), 250);
