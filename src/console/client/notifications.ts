@@ -1,4 +1,4 @@
-// @ts-nocheck -- the project's TypeScript lib has no DOM types yet; written as typed TS (DOM lib) for the typed console split (#14).
+// @ts-nocheck -- the project has no DOM types yet; this file type-checks with them (tsc --lib ES2023,DOM --strict), ready for the typed console split (#14).
 /*
  * Browser notifications of held statements (served as /static/notifications.js, imported by app.js).
  *
