@@ -115,6 +115,14 @@ function esc(text: string): string {
   return text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');
 }
 
+/** Slack refuses a whole message whose section text exceeds 3000 characters: cut (escaping can grow text 5×). */
+const SLACK_TEXT_MAX = 2900;
+function cut(escaped: string, max = SLACK_TEXT_MAX): { text: string; cut: boolean } {
+  if (escaped.length <= max) return { text: escaped, cut: false };
+  // Never end inside an entity (&amp;).
+  return { text: escaped.slice(0, max).replace(/&[a-z]*$/, ''), cut: true };
+}
+
 export function slackBody(ev: NotifyEvent): { text: string; blocks: unknown[] } {
   const title =
     ev.event === 'held'
@@ -122,18 +130,18 @@ export function slackBody(ev: NotifyEvent): { text: string; blocks: unknown[] } 
       : `${ev.status === 'approved' ? 'Approved' : ev.status === 'rejected' ? 'Rejected' : `Ended (${ev.status})`}: ${headline(ev)}${ev.by?.length ? ` by ${ev.by.join(', ')}` : ''}`;
   const facts = [`*Rule:* ${esc(ev.rule)}`, `*Approvers:* ${esc(ev.approvers.join('; '))}`, `*Application:* ${esc(ev.application || '-')}`, `*Client:* ${esc(ev.client)}`];
   const blocks: unknown[] = [
-    { type: 'section', text: { type: 'mrkdwn', text: `*${esc(title)}*\n<${ev.url}|Open in the stepgate console>` } },
-    { type: 'section', fields: facts.map((text) => ({ type: 'mrkdwn', text })) },
+    { type: 'section', text: { type: 'mrkdwn', text: `*${cut(esc(title), 2000).text}*\n<${ev.url}|Open in the stepgate console>` } },
+    { type: 'section', fields: facts.map((text) => ({ type: 'mrkdwn', text: cut(text, 1900).text })) },
   ];
   for (const s of ev.statements) {
     // A ``` inside the SQL would end the code block early.
-    const sql = esc(s.sql).replace(/```/g, '`\u200b``');
-    blocks.push({ type: 'section', text: { type: 'mrkdwn', text: `\`\`\`${sql}${s.truncated ? '\n…' : ''}\`\`\`` } });
+    const sql = cut(esc(s.sql).replace(/```/g, '`\u200b``'));
+    blocks.push({ type: 'section', text: { type: 'mrkdwn', text: `\`\`\`${sql.text}${s.truncated || sql.cut ? '\n…' : ''}\`\`\`` } });
   }
   const context: string[] = [];
   if (ev.preview) context.push(`Preview: ${esc(ev.preview)}`);
   if (ev.message) context.push(esc(ev.message));
   if (ev.reason) context.push(`Reason: ${esc(ev.reason)}`);
-  if (context.length) blocks.push({ type: 'context', elements: context.map((text) => ({ type: 'mrkdwn', text })) });
+  if (context.length) blocks.push({ type: 'context', elements: context.map((text) => ({ type: 'mrkdwn', text: cut(text, 2000).text })) });
   return { text: `${title}${ev.preview ? ` (${ev.preview})` : ''}: ${ev.url}`, blocks };
 }
