@@ -19,6 +19,7 @@ import { backoffMs } from '../../src/notify/webhooks.js';
 import { startPostgres } from '../helpers/postgres.js';
 import { ALICE, REPO_ROOT, startStepgate } from '../helpers/stepgate.js';
 import { waitFor } from '../helpers/wait.js';
+import { cli } from '../audit/helpers.js';
 
 const RULES = path.join(REPO_ROOT, 'fixtures', 'rules', 'notify');
 const SLACK_SECRET = 'slack-signing-secret-0123456789';
@@ -352,9 +353,14 @@ notify:
   t.equal(rx.on('/overflow').length, 0, 'the dropped delivery was not sent');
   t.equal(rx.on('/forbidden').length, 1, 'a 403 is the receiver saying no: one attempt');
   const closing = Date.now();
-  await sg2.close();
+  await sg2.app.close();
   await sg2.app.notifier!.idle();
   t.ok(Date.now() - closing < 5000, `closed without waiting out the 60 s backoff (${Date.now() - closing} ms)`);
+  // The notify events are part of the hash chain like any other.
+  const v = await cli(['audit', 'verify', '--data', sg2.dataDir]);
+  t.equal(v.code, 0, v.stdout + v.stderr);
+  t.match(v.stdout, /OK: the audit trail is intact/);
+  await sg2.close();
 });
 
 t.test('backoff: doubles from 1s, capped at 60s', async (t) => {
