@@ -80,8 +80,17 @@ export interface AppOverrides {
 
 export async function startApp(config: Config, log: Logger, overrides: AppOverrides = {}): Promise<App> {
   await initParser();
+  const webhookNames = new Set(config.notify.webhooks.map((h) => h.name));
   const shadowed = (loaded: LoadedRules): void => {
     for (const w of loaded.warnings) log.warn('rules.never_decides', { rule_at: `${w.file}:${w.line}:${w.column}`, problem: w.message, fix: w.fix });
+    // `notify: [name]` in a rule names a webhook of the config file, which the rules cannot see: said at load.
+    for (const { spec } of [...loaded.ruleSet.rules, ...loaded.ruleSet.connectRules]) {
+      for (const name of spec.notify ?? []) {
+        if (!webhookNames.has(name)) {
+          log.warn('rules.unknown_webhook', { rule_at: `${spec.at.file}:${spec.at.line}:${spec.at.column}`, rule: spec.name, webhook: name, fix: `add a webhook named ${name} under notify.webhooks in the config file, or correct the rule's notify:` });
+        }
+      }
+    }
   };
   const rules = await watchRules(config.rulesDir, {
     onReload: (loaded) => {
