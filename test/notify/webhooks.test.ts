@@ -81,6 +81,8 @@ await db.query(`
   CREATE TABLE items (id int PRIMARY KEY, note text, api_token text);
   CREATE TABLE granted (id int, n int DEFAULT 0);
   CREATE TABLE paged (id int);
+  CREATE TABLE previewed (id int);
+  INSERT INTO previewed SELECT generate_series(1, 1234);
   INSERT INTO paged VALUES (1);
   INSERT INTO items SELECT g, 'item ' || g, 'tok-' || g FROM generate_series(1, 10) g;
   INSERT INTO granted VALUES (1);
@@ -290,6 +292,19 @@ t.test('a rule that names a webhook (notify: [pager]) reaches it; rules: [] hear
   t.equal(rx.on('/pager').length, 1, 'held only (events default to [held])');
   t.equal(rx.on('/json').filter((r) => JSON.parse(r.body).challenge === id).length, 0, 'deletes-json (rules: [step-up-*]) not told');
   t.equal(sg.logs.filter((l) => l.event === 'notify.unknown_webhook' || l.event === 'rules.unknown_webhook').length, 0, 'pager is configured: no warning');
+});
+
+t.test('a previewed DELETE: the body says what the preview did', async (t) => {
+  const c = await client(t);
+  const deleting = c.query('DELETE FROM previewed WHERE id > 4');
+  const id = await heldId();
+  const json = await waitFor('the JSON body', () => rx.on('/json').find((r) => JSON.parse(r.body).challenge === id));
+  t.match(JSON.parse(json.body), { rule: 'step-up-previewed', preview: /^DELETE 1230 \(1,230 rows\)/ });
+  const slack = await waitFor('the Slack body', () => rx.on('/slack').find((r) => r.headers['x-stepgate-event'] === 'held' && r.body.includes(id)));
+  t.match(JSON.parse(slack.body).text, /\(DELETE 1230 \(1,230 rows\)/);
+  broker.approve(id, 'alice', 'totp', 'totp');
+  t.equal((await deleting).rowCount, 1230);
+  await notifier.idle();
 });
 
 t.test('the secrets are in no audit event and no log line', async (t) => {
