@@ -104,7 +104,7 @@ const sg = await startStepgate(t, db, {
     sleep: async (ms) => {
       waits.push(ms);
     },
-    timeoutMs: 1500,
+    timeoutMs: 4000,
   },
   configYaml: `
 notify:
@@ -168,17 +168,14 @@ function auditEvents(kindLike: string): Record<string, unknown>[] {
 
 t.test('a held DELETE reaches Slack and JSON receivers, signed; dead receivers delay nothing', async (t) => {
   const c = await client(t);
-  const started = Date.now();
   const deleting = c.query("DELETE FROM items WHERE api_token = 'tok-3'");
   const id = await heldId();
-  const heldAfter = Date.now() - started;
 
   const [slack] = await waitFor('the Slack body', () => rx.on('/slack').length >= 1 && rx.on('/slack'));
   const [json] = await waitFor('the JSON body', () => rx.on('/json').length >= 1 && rx.on('/json'));
   // The hanging receiver has the request and has not answered; the hold is there all the same.
   await waitFor('the hanging receiver to have the request', () => rx.hanging > 0);
-  t.ok(broker.get(id), 'still held while a receiver hangs');
-  t.ok(heldAfter < 2000, `held without waiting for any receiver (${heldAfter} ms)`);
+  t.ok(broker.get(id), 'held while a receiver hangs (the hold did not wait for it)');
 
   for (const [r, secret] of [
     [slack!, SLACK_SECRET],
@@ -220,7 +217,7 @@ t.test('a held DELETE reaches Slack and JSON receivers, signed; dead receivers d
   t.equal(broker.approve(id, 'alice', 'totp', 'totp').ok, true);
   const done = await deleting;
   t.equal(done.rowCount, 1, 'the DELETE ran');
-  t.ok(rx.hanging > 0 || Date.now() - started < 1500, 'approved before the hanging receiver timed out');
+  t.ok(rx.hanging > 0, 'approved and run while the hanging receiver still has its request (4 s timeout)');
 
   const decided = await waitFor('the decided message', () => rx.on('/slack').find((r) => r.headers['x-stepgate-event'] === 'decided'));
   t.ok(verifySignature(SLACK_SECRET, decided.headers['x-stepgate-signature'] as string, decided.body));
@@ -244,7 +241,7 @@ t.test('a held DELETE reaches Slack and JSON receivers, signed; dead receivers d
     { kind: 'notify.failed', attempt: 2, error: /ECONNREFUSED/, will_retry: true, retry_in_ms: 2000 },
     { kind: 'notify.failed', attempt: 3, error: /ECONNREFUSED/, will_retry: false },
   ]);
-  t.match(of('hang'), [{ kind: 'notify.failed', attempt: 1, error: 'no answer within 1500 ms', will_retry: false }]);
+  t.match(of('hang'), [{ kind: 'notify.failed', attempt: 1, error: 'no answer within 4000 ms', will_retry: false }]);
   t.equal(of('dead').length, 3);
   const deliveries = new Set(of('dead').map((e) => e.delivery));
   t.equal(deliveries.size, 1, 'one delivery id across the retries');
