@@ -787,6 +787,8 @@ export class ConsoleServer {
     this.assets.set('/static/app.js', { type: 'text/javascript; charset=utf-8', body: Buffer.from(app) });
     const identityJs = fs.readFileSync(path.join(HERE, 'client', 'identity.js'), 'utf8').replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
     this.assets.set('/static/identity.js', { type: 'text/javascript; charset=utf-8', body: Buffer.from(identityJs) });
+    const notificationsJs = fs.readFileSync(path.join(HERE, 'client', 'notifications.js'), 'utf8').replace(/\n\/\/# sourceMappingURL=.*\s*$/, '\n');
+    this.assets.set('/static/notifications.js', { type: 'text/javascript; charset=utf-8', body: Buffer.from(notificationsJs) });
     this.assets.set('/static/app.css', { type: 'text/css; charset=utf-8', body: Buffer.from(CONSOLE_CSS) });
   }
 

@@ -10,6 +10,7 @@
  */
 
 import { codeControls, connectView, IDENTITY_ACTIONS, initIdentity, prepareSignIn, renderFactors, signalList, withFreshSso } from './identity.js';
+import { initNotifications, notifyHeld, notifyResolved } from './notifications.js';
 
 const state = {
   me: null,
@@ -369,6 +370,7 @@ function onMessage(msg) {
       upsertCard(msg.challenge);
       renderPending();
       announce(`New statement waiting for approval: ${titleOf(msg.challenge)}`);
+      notifyHeld(msg.challenge, titleOf(msg.challenge));
       focusRequested();
       break;
     case 'challenge-updated':
@@ -380,6 +382,7 @@ function onMessage(msg) {
       const was = state.challenges.get(r.id);
       state.challenges.delete(r.id);
       removeCard(r.id);
+      notifyResolved(r.id);
       state.recent.unshift(r);
       state.recent.length = Math.min(state.recent.length, 25);
       renderPending();
@@ -1208,4 +1211,5 @@ initIdentity({
   },
 });
 
+initNotifications();
 boot();
