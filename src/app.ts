@@ -11,6 +11,7 @@ import { ConsoleServer } from './console/server.js';
 import { SignalRecords } from './identity/signals.js';
 import { SsoProvider, type SsoOptions } from './identity/sso.js';
 import { IdentityStore } from './identity/store.js';
+import { WebhookNotifier, type NotifierOptions } from './notify/webhooks.js';
 import { TouchRecordingSink } from './identity/touches.js';
 import type { Logger } from './log.js';
 import { StepgateMetrics } from './metrics/registry.js';
@@ -51,6 +52,8 @@ export interface App {
   metrics: StepgateMetrics | null;
   /** Where /metrics, /healthz and /readyz are served; null without `metrics:`. */
   metricsAddress: net.AddressInfo | null;
+  /** Webhooks for held statements; null without `notify.webhooks` (or without the console broker). */
+  notifier: WebhookNotifier | null;
   /**
    * Stops everything in order: the proxy (see ProxyServer.shutdown: running statements get `timeoutMs`,
    * default 0, or until `deadline`; then every client gets FATAL 57P01 and held statements end with the
@@ -79,12 +82,23 @@ export interface AppOverrides {
   sso?: Partial<Omit<SsoOptions, 'log'>>;
   /** The console's clock (sessions, TOTP steps). */
   now?: () => number;
+  /** Webhook delivery: the backoff's wait and the clock (tests of retries without real waiting). */
+  notify?: Partial<Pick<NotifierOptions, 'sleep' | 'now' | 'baseDelayMs' | 'maxDelayMs' | 'timeoutMs' | 'maxQueue' | 'concurrency'>>;
 }
 
 export async function startApp(config: Config, log: Logger, overrides: AppOverrides = {}): Promise<App> {
   await initParser();
+  const webhookNames = new Set(config.notify.webhooks.map((h) => h.name));
   const shadowed = (loaded: LoadedRules): void => {
     for (const w of loaded.warnings) log.warn('rules.never_decides', { rule_at: `${w.file}:${w.line}:${w.column}`, problem: w.message, fix: w.fix });
+    // `notify: [name]` in a rule names a webhook of the config file, which the rules cannot see: said at load.
+    for (const { spec } of [...loaded.ruleSet.rules, ...loaded.ruleSet.connectRules]) {
+      for (const name of spec.notify ?? []) {
+        if (!webhookNames.has(name)) {
+          log.warn('rules.unknown_webhook', { rule_at: `${spec.at.file}:${spec.at.line}:${spec.at.column}`, rule: spec.name, webhook: name, fix: `add a webhook named ${name} under notify.webhooks in the config file, or correct the rule's notify:` });
+        }
+      }
+    }
   };
   const rules = await watchRules(config.rulesDir, {
     onReload: (loaded) => {
@@ -155,6 +169,14 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     }
   }
   const stepUp: StepUpBroker = overrides.stepUp ?? broker!;
+  // Webhooks listen to the broker like the console's hub: enqueued during hold(), delivered later.
+  let notifier: WebhookNotifier | null = null;
+  if (broker && config.notify.webhooks.length > 0) {
+    const b = broker;
+    notifier = new WebhookNotifier({ webhooks: config.notify.webhooks, audit, log, url: (id) => b.challengeUrl(id), ...overrides.notify });
+    broker.addListener(notifier);
+    log.info('notify.configured', { webhooks: config.notify.webhooks.map((h) => ({ name: h.name, format: h.format, events: h.events, rules: h.rules })) });
+  }
 
   // Metrics only when configured: without them the statement path does not even read the clock.
   const metrics = config.metrics
@@ -193,6 +215,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     proxyAddress = await proxy.listen();
   } catch (err) {
     broker?.close();
+    notifier?.close();
     await consoleServer?.close();
     rules.close();
     identity.close();
@@ -262,6 +285,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     signals,
     metrics,
     metricsAddress,
+    notifier,
     close(options = {}) {
       // Once: a signal handler and a test's teardown may both ask.
       closing ??= (async () => {
@@ -270,6 +294,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         if (finished + terminated > 0) log.info('stepgate.drained', { finished_in_time: finished, terminated });
         await classifier.close();
         broker?.close();
+        // Deliveries still queued or waiting for a retry are dropped (the trail closes next).
+        notifier?.close();
         await consoleServer?.close();
         rules.close();
         signals.flush();

@@ -7,6 +7,8 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { isMap, isScalar, LineCounter, parseDocument, type Node } from 'yaml';
+import { parseNotifySection } from './notify/config.js';
+import type { NotifyConfig } from './notify/webhooks.js';
 import { parseUpstreamUrl, type UpstreamTarget } from './proxy/upstream.js';
 import { parseDuration, parseSize } from './util/units.js';
 
@@ -101,6 +103,8 @@ export interface Config {
   sso: SsoConfig | null;
   /** `metrics: {listen: HOST:PORT}`: /metrics, /healthz and /readyz on a listener of their own; null: off. */
   metrics: { listen: HostPort } | null;
+  /** Webhooks that tell approvers about held statements (`notify:`; see src/notify/config.ts). */
+  notify: NotifyConfig;
   /** Where the file came from, for messages. */
   source: string | null;
 }
@@ -221,7 +225,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     }
     return prefix(value);
   };
-  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso', 'metrics'];
+  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso', 'metrics', 'notify'];
   for (const key of Object.keys(raw)) {
     if (!known.includes(key)) {
       const near = known.find((k) => k.startsWith(key.slice(0, 3)));
@@ -348,6 +352,7 @@ export function loadConfig(flags: ConfigFlags): Config {
   }
 
   const audit = parseAuditSection(raw.audit, nodes.get('audit'), where, at('audit'), problems);
+  const notify = parseNotifySection(raw.notify, nodes.get('notify'), where, at('notify'), problems, baseDir);
   const sso = parseSsoSection(raw.sso, nodes.get('sso'), where, at('sso'), problems, baseDir);
   // Tokens travel as cleartext passwords, so only over TLS: on by default when TLS is configured.
   if (sso && (raw.sso as Record<string, unknown>).token_login === undefined) sso.tokenLogin = tlsConf !== null;
@@ -393,6 +398,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     audit,
     sso,
     metrics,
+    notify,
     source: file,
   };
 }

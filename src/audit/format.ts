@@ -37,6 +37,8 @@ export const EVENT_KINDS = [
   'login.held',
   'login.resolved',
   'factor.failed',
+  'notify.delivered',
+  'notify.failed',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 

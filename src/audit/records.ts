@@ -122,7 +122,7 @@ export interface PlainRedecision {
 
 export type PreviewRecord = [kind: Rec.Preview, session: number, sessionSeq: number, time: number, statement: number, preview: PlainPreview, decision: PlainRedecision | null];
 
-export type SystemEventKind = 'login.held' | 'login.resolved' | 'factor.failed';
+export type SystemEventKind = 'login.held' | 'login.resolved' | 'factor.failed' | 'notify.delivered' | 'notify.failed';
 
 export type SystemRecord = [kind: Rec.System, session: 0, sessionSeq: 0, time: number, event: SystemEventKind, body: Record<string, unknown>];
 

@@ -312,7 +312,7 @@ export class AuditStore implements AuditSink {
     this.push([Rec.ChallengeResolved, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, challengeId, plainOutcome(outcome)]);
   }
 
-  event(kind: 'login.held' | 'login.resolved' | 'factor.failed', body: Record<string, unknown>): void {
+  event(kind: 'login.held' | 'login.resolved' | 'factor.failed' | 'notify.delivered' | 'notify.failed', body: Record<string, unknown>): void {
     this.push([Rec.System, 0, 0, Date.now(), kind, body]);
   }
 

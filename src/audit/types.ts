@@ -59,9 +59,10 @@ export interface AuditSink {
   /**
    * An event that belongs to no statement, written to the trail's system session (hash-chained like the
    * others): `login.held`, `login.resolved` (a login held by a rule with `on: connect`), `factor.failed`
-   * (a wrong, replayed or rate-limited TOTP or recovery code; never the code). Optional.
+   * (a wrong, replayed or rate-limited TOTP or recovery code; never the code), `notify.delivered` and
+   * `notify.failed` (a webhook delivery attempt; never its secret). Optional.
    */
-  event?(kind: 'login.held' | 'login.resolved' | 'factor.failed', body: Record<string, unknown>): void;
+  event?(kind: 'login.held' | 'login.resolved' | 'factor.failed' | 'notify.delivered' | 'notify.failed', body: Record<string, unknown>): void;
   /** Resolves once everything recorded so far is committed; rejects when the store failed. */
   durable(): Promise<void>;
   /** False when the store failed: the session fails closed (see Config.audit.onFailure for the rest). */

@@ -81,7 +81,7 @@ export class TouchRecordingSink implements AuditSink {
     this.inner.outcome(statementId, index, outcome);
   }
 
-  event(kind: 'login.held' | 'login.resolved' | 'factor.failed', body: Record<string, unknown>): void {
+  event(kind: 'login.held' | 'login.resolved' | 'factor.failed' | 'notify.delivered' | 'notify.failed', body: Record<string, unknown>): void {
     this.inner.event?.(kind, body);
   }
 

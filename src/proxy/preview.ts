@@ -15,6 +15,10 @@
  * cannot run inside a transaction block, as far as the classification tells; what it cannot tell, the server
  * does: a statement that refuses to run in a block (25001) falls back to a plain hold too.
  *
+ * Rules on the rows a statement affects (`rows`, `max_rows`) use the preview's count; where no preview is
+ * possible, the planner's estimate (EstimateSql: EXPLAIN without ANALYZE, in a read-only transaction or
+ * savepoint) stands in, marked as an estimate.
+ *
  * This file is pure (what may be previewed, what the report says); frontend.ts runs the statements.
  */
 import type { ErrorFields } from '../protocol/backend-messages.js';

@@ -166,6 +166,7 @@ export class CompiledRuleSet implements RuleSet {
       ...(spec.approvers ? { approvers: spec.approvers } : {}),
       ...(spec.factors ? { factors: spec.factors } : {}),
       ...(signals.length ? { signals } : {}),
+      ...(spec.notify ? { notify: spec.notify } : {}),
     };
     return {
       action: spec.action,
@@ -200,6 +201,7 @@ export class CompiledRuleSet implements RuleSet {
           ...(rule.spec.approvers ? { approvers: rule.spec.approvers } : {}),
           ...(rule.spec.factors ? { factors: rule.spec.factors } : {}),
           ...(signals && signals.length ? { signals } : {}),
+          ...(rule.spec.notify ? { notify: rule.spec.notify } : {}),
         };
     return list === undefined ? [entry] : [...list, entry];
   }

@@ -37,9 +37,10 @@ export const RULE_KEYS = [
   'max_rows',
   'factors',
   'on',
+  'notify',
 ] as const;
 /** Rule keys that only make sense when `action: step-up`. */
-export const STEP_UP_KEYS = ['grant', 'grant_scope', 'timeout', 'approvers', 'preview', 'max_rows', 'factors'] as const;
+export const STEP_UP_KEYS = ['grant', 'grant_scope', 'timeout', 'approvers', 'preview', 'max_rows', 'factors', 'notify'] as const;
 /** What a rule is about: each statement (default), or the login itself. */
 export const RULE_EVENTS = ['statement', 'connect'] as const;
 export type RuleEvent = (typeof RULE_EVENTS)[number];
@@ -140,6 +141,8 @@ export interface RuleSpec {
   maxRows?: number;
   /** Step-up only: the factors that may approve; undefined = any the approver has. */
   factors?: Factor[];
+  /** Step-up only: webhooks (names from the config's `notify.webhooks`) told when this rule holds a statement. */
+  notify?: string[];
   /** `connect`: the rule decides the login itself (before any statement). */
   on: RuleEvent;
   /** File name relative to the rules directory (what Decision.file carries). */

@@ -109,6 +109,8 @@ export interface StepUpRequirement {
   factors?: Factor[];
   /** The risk signals that held for this rule. */
   signals?: string[];
+  /** Webhooks the rule names (`notify:`), besides those the config sends every hold to. */
+  notify?: string[];
 }
 
 /** A loaded, validated rule set: what the proxy asks for each statement. */

@@ -178,6 +178,7 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
   let preview = false;
   let maxRows: number | undefined;
   let factors: Factor[] | undefined;
+  let notify: string[] | undefined;
   let on: RuleEvent = 'statement';
   const onEntry = byKey.get('on');
   if (onEntry) {
@@ -249,6 +250,8 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
     }
     const factorsEntry = byKey.get('factors');
     if (factorsEntry) factors = readFactors(yaml, factorsEntry) ?? undefined;
+    const notifyEntry = byKey.get('notify');
+    if (notifyEntry) notify = readNotify(yaml, notifyEntry) ?? undefined;
   }
 
   if (yaml.errors.length > errorsBefore || name === null || action === null || match === null) return null;
@@ -265,10 +268,24 @@ function readRule(yaml: YamlReader, node: YamlNode, file: string, names: FileVal
     preview,
     ...(maxRows !== undefined ? { maxRows } : {}),
     ...(factors ? { factors } : {}),
+    ...(notify ? { notify } : {}),
     on,
     file,
     at,
   };
+}
+
+/** `notify: [dba-slack]`: webhooks by the names the config gives them (checked against it when a hold names one). */
+function readNotify(yaml: YamlReader, entry: MapEntry): string[] | null {
+  const values = yaml.stringList(entry, '`notify`', '`notify: [dba-slack]`');
+  if (values === null) return null;
+  for (const { value, node } of values) {
+    if (!RULE_NAME.test(value)) {
+      yaml.error(node, `\`${value}\` is not a webhook name`, 'write the `name:` of a webhook under `notify.webhooks` in the config file, e.g. `notify: [dba-slack]`');
+      return null;
+    }
+  }
+  return [...new Set(values.map((v) => v.value))];
 }
 
 /** `factors: [passkey]`: the factors that may approve this rule's statements. */

@@ -67,6 +67,8 @@ export interface StepgateOptions {
   /** Single sign-on options (the clock, the key cache's cooldown) and the console's clock. */
   sso?: AppOverrides['sso'];
   now?: AppOverrides['now'];
+  /** Webhook delivery's wait and clock (see AppOverrides.notify). */
+  notify?: AppOverrides['notify'];
 }
 
 export async function startStepgate(
@@ -88,7 +90,7 @@ export async function startStepgate(
   const setup = new IdentityStore(dataDir);
   for (const u of options.users ?? [ALICE]) setup.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
   setup.close();
-  const app = await startApp(config, log, { stepUp: options.stepUp, audit: options.audit, classify: options.classify, sso: options.sso, now: options.now });
+  const app = await startApp(config, log, { stepUp: options.stepUp, audit: options.audit, classify: options.classify, sso: options.sso, now: options.now, notify: options.notify });
   const identity = app.identity;
   const server = app.proxy;
   const { port } = app.proxyAddress;

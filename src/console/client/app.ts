@@ -9,6 +9,7 @@
  *   grants.ts     active grants
  *   passkeys.ts   enrollment and the passkey list
  *   identity.ts   single sign-on, the authenticator app, Connect (database credentials)
+ *   notifications.ts  opt-in browser notifications while the tab is in the background
  *   audit.ts      the auditor view
  *   views.ts      which view is shown, signing in and out
  *
@@ -25,6 +26,7 @@ import { $, closest } from './dom.js';
 import { revokeGrant } from './grants.js';
 import { connectView, IDENTITY_ACTIONS } from './identity.js';
 import { liveConnected, reconnectNow } from './live.js';
+import { initNotifications } from './notifications.js';
 import { addPasskey, cancelRename, enrollView, registerPasskey, removePasskey, renamePasskey } from './passkeys.js';
 import { state } from './state.js';
 import { boot, isAuditPath, signIn, signOut } from './views.js';
@@ -108,4 +110,5 @@ declare global {
 }
 window.stepgateConsole = { api, approve: approveChallenge };
 
+initNotifications();
 void boot();

@@ -11,6 +11,7 @@ import { api, errorOf, friendly, webauthn } from './api.js';
 import { $, announce, busy, fmt, fmtDuration, h } from './dom.js';
 import { onGrants, tickGrants } from './grants.js';
 import { codeControls, signalList } from './identity.js';
+import { notifyHeld, notifyResolved } from './notifications.js';
 import { focusDecided, renderRecent, rememberResolved, statusText } from './recent.js';
 import { now, state } from './state.js';
 import { sessionEnded } from './views.js';
@@ -41,6 +42,7 @@ export function onChallenge(c: ChallengeView): void {
   upsertCard(c);
   renderPending();
   announce(`New statement waiting for approval: ${titleOf(c)}`);
+  notifyHeld(c, titleOf(c));
   focusRequested();
 }
 
@@ -53,6 +55,7 @@ export function onResolved(r: ResolvedView): void {
   const was = state.challenges.get(r.id);
   state.challenges.delete(r.id);
   removeCard(r.id);
+  notifyResolved(r.id);
   rememberResolved(r);
   renderPending();
   if (was) announce(`${titleOf(was)}: ${statusText(r)}`);
