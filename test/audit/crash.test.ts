@@ -38,7 +38,8 @@ async function startChild(t: { teardown(fn: () => unknown): void }, configFile: 
       const line = err.split('\n').find((l) => l.includes('"stepgate.listening"'));
       return line ? Number((JSON.parse(line) as { listen: string }).listen.split(':').pop()) : null;
     },
-    20_000,
+    // A bound, not a wait: a loaded 2-core machine can take this long to start a process.
+    60_000,
   );
   return { process: child, port, stderr: () => err, exited };
 }

@@ -70,7 +70,7 @@ t.test('a locked database: unhealthy, durable() rejects; recovers without losing
 
   locker.prepare('COMMIT').run();
   locker.close();
-  await waitFor('recovery', () => store.healthy, 10_000);
+  await waitFor('recovery', () => store.healthy, 30_000);
   await store.durable();
   t.same(health, [false, true]);
   t.ok(logs.some((l) => l.event === 'audit.recovered'));
@@ -91,7 +91,7 @@ t.test('past maxPending, events are counted, not kept, and the gap is recorded',
   for (let i = 1; i <= 10; i++) statement(store, `SELECT ${i}`);
   locker.prepare('COMMIT').run();
   locker.close();
-  await waitFor('recovery', () => store.healthy, 10_000);
+  await waitFor('recovery', () => store.healthy, 30_000);
   await store.durable();
   const gap = readEvents(dataDir, "kind = 'audit.gap'");
   t.equal(gap.length, 1);
@@ -118,7 +118,7 @@ t.test('the writer thread dies: unhealthy, then a new one takes over', async (t)
   await t.rejects(pending, { code: 'AUDIT_UNAVAILABLE' });
   t.notOk(store.healthy);
   t.ok(logs.some((l) => l.event === 'audit.failed'));
-  await waitFor('recovery', () => store.healthy, 10_000);
+  await waitFor('recovery', () => store.healthy, 30_000);
   statement(store, 'SELECT 1 AS c');
   await store.durable();
   const sqls = readEvents(dataDir, "kind = 'statement'").map((e) => e.data.sql);
@@ -175,7 +175,7 @@ t.test('through stepgate: with the store down, a denied statement is not answere
   t.not(err?.message, undefined);
   t.ok(sg.logs.some((l) => l.event === 'audit.unavailable' || l.event === 'audit.failed'));
   void client.end().catch(() => {});
-  await waitFor('recovery', () => store.healthy, 10_000);
+  await waitFor('recovery', () => store.healthy, 30_000);
 });
 
 t.test('a second store on the same trail is refused before it writes anything; the first goes on', async (t) => {
