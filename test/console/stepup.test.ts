@@ -123,11 +123,9 @@ t.test('sign out, then sign in with the passkey (discoverable credential)', asyn
 
 t.test('approve: the held DELETE shows up at once, with its details; the approval releases it', async (t) => {
   const { c, notices } = await connect(t, ALICE, 'shop-cli');
-  const started = performance.now();
+  // Pushed over the WebSocket, no reload (how fast is the bench's business: challenge on screen p50).
   const query = c.query('DELETE FROM items WHERE id = 1');
-  const id = await waitForChallenge(page, undefined, 1000);
-  const shownAfter = performance.now() - started;
-  t.ok(shownAfter < 1000, `shown after ${shownAfter.toFixed(0)} ms`);
+  const id = await waitForChallenge(page);
 
   const card = challengeCard(page, id);
   t.match(await card.locator('pre.sql').textContent(), 'DELETE FROM items WHERE id = 1');
