@@ -37,6 +37,9 @@ export const EVENT_KINDS = [
   'login.held',
   'login.resolved',
   'factor.failed',
+  'passkey.enrolled',
+  'passkey.renamed',
+  'passkey.removed',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 

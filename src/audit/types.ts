@@ -58,7 +58,7 @@ export interface AuditSink {
    * others): `login.held`, `login.resolved` (a login held by a rule with `on: connect`), `factor.failed`
    * (a wrong, replayed or rate-limited TOTP or recovery code; never the code). Optional.
    */
-  event?(kind: 'login.held' | 'login.resolved' | 'factor.failed', body: Record<string, unknown>): void;
+  event?(kind: 'login.held' | 'login.resolved' | 'factor.failed' | 'passkey.enrolled' | 'passkey.renamed' | 'passkey.removed', body: Record<string, unknown>): void;
   /** Resolves once everything recorded so far is committed; rejects when the store failed. */
   durable(): Promise<void>;
   /** False when the store failed: the session fails closed (see Config.audit.onFailure for the rest). */

@@ -80,7 +80,7 @@ export class TouchRecordingSink implements AuditSink {
     this.inner.outcome(statementId, index, outcome);
   }
 
-  event(kind: 'login.held' | 'login.resolved' | 'factor.failed', body: Record<string, unknown>): void {
+  event(kind: 'login.held' | 'login.resolved' | 'factor.failed' | 'passkey.enrolled' | 'passkey.renamed' | 'passkey.removed', body: Record<string, unknown>): void {
     this.inner.event?.(kind, body);
   }
 

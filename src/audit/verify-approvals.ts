@@ -1,0 +1,196 @@
+/**
+ * The approvals part of `stepgate audit verify`: every passkey approval recorded in a `challenge.resolved`
+ * event is checked again from the trail alone, independently of the hash chain (which whoever can rewrite
+ * the file and holds the signing key can rebuild):
+ *
+ *   1. the statement it approves is recomputed from the recorded events (connection.start, statement,
+ *      preview) into its digest (src/stepup/evidence.ts), and with the event's challenge id and the recorded
+ *      nonce into the WebAuthn challenge, which must be the one inside the signed clientDataJSON
+ *      (`type` webauthn.get): an edited statement, or an assertion copied from another approval, fails here;
+ *   2. no assertion is recorded twice (a replayed one);
+ *   3. authenticatorData names the recorded relying party and says the user was verified;
+ *   4. the signature over authenticatorData ‖ SHA-256(clientDataJSON) holds with the public key recorded
+ *      when the passkey was enrolled (`passkey.enrolled`, COSE): a forged or altered assertion fails here.
+ *
+ * TOTP and recovery-code approvals have no signature to check: they are counted, not failed. Passkey
+ * approvals recorded before stepgate signed them are counted as unsigned, until the trail's first signed
+ * approval or key record; after that a passkey approval without its assertion is a break (the evidence
+ * was removed). A signed approval whose passkey has no key in the trail (enrolled before keys were
+ * recorded, or its enrollment pruned) is a warning: its signature cannot be checked.
+ */
+import { createHash } from 'node:crypto';
+import type Database from 'better-sqlite3';
+import { parseAuthenticatorData, verifySignature } from '@simplewebauthn/server/helpers';
+import { approvalChallenge, describeRecorded, statementDigest, type SignedAssertion } from '../stepup/evidence.js';
+import type { EventRow } from './format.js';
+
+export interface ApprovalCounts {
+  /** Passkey approvals whose assertion was checked and holds. */
+  verified: number;
+  /** Approvals with a TOTP or recovery code: nothing to check a signature of. */
+  codes: number;
+  /** Passkey approvals recorded before stepgate kept their assertion. */
+  unsigned: number;
+  /** Signed passkey approvals whose passkey has no public key in the trail. */
+  noKey: number;
+  /** Approvals that failed a check (reported as errors). */
+  failed: number;
+}
+
+interface RecordedApprover {
+  user: string;
+  credential: string | null;
+  factor?: string;
+  passkey?: string;
+  signed?: SignedAssertion;
+}
+
+interface KeyRecord {
+  user: string;
+  name: string;
+  publicKey: Uint8Array;
+}
+
+type Report = (seq: number, message: string) => void;
+
+export async function checkApprovals(db: Database.Database, describe: (row: EventRow) => string, error: Report, warning: Report): Promise<ApprovalCounts> {
+  const counts: ApprovalCounts = { verified: 0, codes: 0, unsigned: 0, noKey: 0, failed: 0 };
+  const starts = new Map<number, Record<string, unknown>>();
+  /** Held statements by `session:sseq` (only those can be approved), and their previews. */
+  const held = new Map<string, Record<string, unknown>>();
+  const previews = new Map<string, Record<string, unknown>>();
+  const keys = new Map<string, KeyRecord>();
+  const assertions = new Map<string, number>();
+  let signing = false;
+  const rows = db
+    .prepare("SELECT seq, session, sseq, time, kind, body, hash FROM events WHERE kind IN ('connection.start', 'statement', 'preview', 'challenge.resolved', 'passkey.enrolled') ORDER BY seq")
+    .all() as EventRow[];
+  for (const row of rows) {
+    let body: Record<string, unknown>;
+    try {
+      body = JSON.parse(row.body) as Record<string, unknown>;
+    } catch {
+      continue; // the chain check reports it
+    }
+    switch (row.kind) {
+      case 'connection.start':
+        starts.set(row.session, body);
+        continue;
+      case 'statement':
+        if ((body.decision as { action?: unknown } | undefined)?.action === 'step-up') held.set(`${row.session}:${row.sseq}`, body);
+        continue;
+      case 'preview':
+        previews.set(`${row.session}:${String(body.statement)}`, body);
+        continue;
+      case 'passkey.enrolled':
+        signing = true;
+        if (typeof body.credential === 'string' && typeof body.public_key === 'string') {
+          keys.set(body.credential, { user: String(body.user), name: String(body.name ?? ''), publicKey: new Uint8Array(Buffer.from(body.public_key, 'base64url')) });
+        }
+        continue;
+    }
+    // challenge.resolved
+    if (body.status !== 'approved' || typeof body.challenge !== 'string') continue;
+    const key = `${row.session}:${String(body.statement)}`;
+    for (const a of (body.approvers as RecordedApprover[] | undefined) ?? []) {
+      if (a.factor === 'totp' || a.factor === 'recovery') {
+        counts.codes++;
+        continue;
+      }
+      if (a.credential === null || a.credential === undefined) continue; // an earlier grant, no ceremony
+      const who = `the approval by ${a.user} with passkey ${passkeyName(a, keys)}`;
+      const fail = (message: string): void => {
+        counts.failed++;
+        error(row.seq, `event ${describe(row)}: ${who} ${message}`);
+      };
+      if (!a.signed) {
+        if (signing) fail('has no signed assertion: stepgate records one with every passkey approval (it was removed from the trail)');
+        else counts.unsigned++;
+        continue;
+      }
+      signing = true;
+      const s = a.signed;
+      const statement = held.get(key);
+      const start = starts.get(row.session);
+      if (!statement || !start) {
+        fail(`approves statement #${String(body.statement)} of session ${row.session}, which is not in the trail as a held statement`);
+        continue;
+      }
+      let client: { type?: unknown; challenge?: unknown };
+      let clientBytes: Buffer;
+      try {
+        clientBytes = Buffer.from(String(s.client_data_json), 'base64url');
+        client = JSON.parse(clientBytes.toString('utf8')) as typeof client;
+      } catch {
+        fail('carries a clientDataJSON that is not JSON');
+        continue;
+      }
+      if (client.type !== 'webauthn.get') {
+        fail(`carries a clientDataJSON of type ${JSON.stringify(client.type)}, not webauthn.get`);
+        continue;
+      }
+      const digest = statementDigest(describeRecorded(start, statement, previews.get(key) ?? null));
+      const expected = approvalChallenge(digest, body.challenge, String(s.nonce)).toString('base64url');
+      if (client.challenge !== expected) {
+        const asRecorded = approvalChallenge(String(s.digest), body.challenge, String(s.nonce)).toString('base64url');
+        if (s.digest !== digest && client.challenge === asRecorded) {
+          fail(`was signed for another statement than the one recorded: the statement (session ${row.session} #${String(body.statement)}) was changed after it was approved (its digest is ${digest.slice(0, 12)}…, the signed one ${String(s.digest).slice(0, 12)}…)`);
+        } else {
+          fail(`carries an assertion that does not answer this approval's challenge (${body.challenge}): it was made for another approval (replayed) or altered`);
+        }
+        continue;
+      }
+      const seen = assertions.get(s.signature);
+      if (seen !== undefined) {
+        fail(`repeats the assertion recorded in event ${seen} (replayed)`);
+        continue;
+      }
+      assertions.set(s.signature, row.seq);
+      const record = keys.get(a.credential);
+      if (!record) {
+        counts.noKey++;
+        warning(row.seq, `event ${describe(row)}: ${who} cannot be signature-checked: the trail holds no public key for this passkey (enrolled before stepgate recorded keys, or its passkey.enrolled event was pruned)`);
+        continue;
+      }
+      if (record.user !== a.user) {
+        fail(`names a passkey that was enrolled for ${record.user}`);
+        continue;
+      }
+      let authData;
+      try {
+        authData = parseAuthenticatorData(new Uint8Array(Buffer.from(String(s.authenticator_data), 'base64url')));
+      } catch {
+        fail('carries authenticatorData that cannot be read');
+        continue;
+      }
+      if (!Buffer.from(authData.rpIdHash).equals(createHash('sha256').update(String(s.rp_id)).digest())) {
+        fail(`carries an assertion for another relying party than ${JSON.stringify(s.rp_id)}`);
+        continue;
+      }
+      if (!authData.flags.up || !authData.flags.uv) {
+        fail('carries an assertion made without user presence and verification');
+        continue;
+      }
+      const signed = Buffer.concat([Buffer.from(String(s.authenticator_data), 'base64url'), createHash('sha256').update(clientBytes).digest()]);
+      let ok = false;
+      try {
+        ok = await verifySignature({ signature: new Uint8Array(Buffer.from(String(s.signature), 'base64url')), data: new Uint8Array(signed), credentialPublicKey: record.publicKey as Uint8Array<ArrayBuffer> });
+      } catch {
+        ok = false;
+      }
+      if (!ok) {
+        fail('carries a signature that is not valid for this passkey\'s public key: the assertion was forged or altered');
+        continue;
+      }
+      counts.verified++;
+    }
+    held.delete(key);
+  }
+  return counts;
+}
+
+function passkeyName(a: RecordedApprover, keys: Map<string, KeyRecord>): string {
+  const name = a.passkey ?? keys.get(a.credential ?? '')?.name;
+  const id = (a.credential ?? '').slice(0, 10);
+  return name ? `"${name}" (${id}…)` : `${id}…`;
+}
