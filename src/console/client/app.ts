@@ -1104,6 +1104,12 @@ function renderVerification(v) {
         ? 'No signed checkpoints yet.'
         : `${cps.total} signed checkpoint${cps.total === 1 ? '' : 's'}${invalid ? `, ${invalid} NOT VALID` : ', all signatures valid'}${cps.lastSeq !== null ? `; the last covers event ${cps.lastSeq}` : ''}${last.unsealed ? `; ${last.unsealed} event${last.unsealed === 1 ? '' : 's'} after it not sealed yet` : ''}.`,
     );
+    const a = last.approvals;
+    if (a) {
+      facts.push(
+        `${a.verified} passkey approval${a.verified === 1 ? '' : 's'} signature-checked against the statements they approved${a.failed ? `, ${a.failed} FAILED` : ''}${a.codes ? `; ${a.codes} by authenticator app or recovery code (no signature to check)` : ''}${a.noKey + a.unsigned ? `; ${a.noKey + a.unsigned} without a key or signature on record (not checked)` : ''}.`,
+      );
+    }
   }
   if (v.checkpoint) {
     const c = v.checkpoint;
