@@ -49,7 +49,8 @@ await db.query(`
   INSERT INTO items SELECT generate_series(1, 10);
   INSERT INTO orders SELECT generate_series(1, 10);
 `);
-const sg = await startStepgate(t, db, { rulesDir, users: [ALICE] });
+// Bind parameters recorded (an approval then signs those the trail records).
+const sg = await startStepgate(t, db, { rulesDir, users: [ALICE], configYaml: 'audit:\n  bind_parameters: true\n' });
 const browser = await launchBrowser(t);
 const alice = await newPerson(browser, 'alice');
 const page = alice.page;
@@ -68,7 +69,7 @@ interface Held {
 }
 
 /** Runs a statement that is held, waits for its card, reads the digest the card shows. */
-async function hold(sql: string): Promise<{ held: Held; result: Promise<pg.QueryResult> }> {
+async function hold(sql: string | pg.QueryConfig): Promise<{ held: Held; result: Promise<pg.QueryResult> }> {
   const result = client.query(sql);
   result.catch(() => {});
   const id = await waitForChallenge(page);
@@ -81,14 +82,25 @@ async function hold(sql: string): Promise<{ held: Held; result: Promise<pg.Query
 let plain: { held: Held; result: Promise<pg.QueryResult> };
 let previewed: { held: Held; result: Promise<pg.QueryResult> };
 let coded: { held: Held; result: Promise<pg.QueryResult> };
+let bound: { held: Held; result: Promise<pg.QueryResult> };
+let secretive: { held: Held; result: Promise<pg.QueryResult> };
+const SECRETIVE = "DELETE FROM items WHERE id = 5 AND md5(id::text) <> crypt('hunter2-secret', 'salt')";
 let events: ParsedEvent[] = [];
 const dataDir = sg.dataDir;
 
-t.test('three approvals are recorded: two with the passkey (one previewed), one with a TOTP code', async (t) => {
-  // Three approvals: a plain DELETE, a previewed DELETE (both with the passkey), and one with a TOTP code.
+t.test('approvals are recorded: with the passkey (plain, previewed, with bind parameters, with a masked secret) and with a TOTP code', async (t) => {
   plain = await hold('DELETE FROM items WHERE id = 1');
   t.equal(await approveOnPage(page, plain.held.id), 'approved');
   t.equal((await plain.result).rowCount, 1);
+
+  bound = await hold({ text: 'DELETE FROM items WHERE id = $1', values: [4] } as never);
+  t.equal(await approveOnPage(page, bound.held.id), 'approved');
+  t.equal((await bound.result).rowCount, 1);
+
+  // The trail masks the secret; the approval signs the text as recorded (pgcrypto is not installed: it fails after approval).
+  secretive = await hold(SECRETIVE);
+  t.equal(await approveOnPage(page, secretive.held.id), 'approved');
+  await t.rejects(secretive.result, { code: '42883' });
 
   previewed = await hold('DELETE FROM orders WHERE id <= 3');
   t.equal(await approveOnPage(page, previewed.held.id), 'approved');
@@ -122,9 +134,18 @@ function expected(h: Held, sql: string, rule: string, preview: Record<string, un
 t.test('the passkey signed a challenge that commits to the held statement, and the card showed its digest', async (t) => {
   const plainStatement = expected(plain.held, 'DELETE FROM items WHERE id = 1', 'step-up-delete', null);
   const previewStatement = expected(previewed.held, 'DELETE FROM orders WHERE id <= 3', 'preview-orders', { status: 'ran', tags: ['DELETE 3'], rows: 3, locks: ['orders'], notices: [] });
+  // Held at its Parse (node-postgres sends Parse, Bind, Execute at once): judged before its parameters were
+  // bound, so none are recorded for it, and the approval signs the text with its placeholder.
+  const boundStatement = expected(bound.held, 'DELETE FROM items WHERE id = $1', 'step-up-delete', null);
+  t.equal(events.find((e) => e.kind === 'statement' && e.data.sql === 'DELETE FROM items WHERE id = $1')!.data.params, undefined);
+  const recordedSecretive = events.find((e) => e.kind === 'statement' && String(e.data.sql).startsWith('DELETE FROM items WHERE id = 5'))!.data.sql as string;
+  t.notMatch(recordedSecretive, 'hunter2', 'the trail masks the secret');
+  const secretiveStatement = expected(secretive.held, recordedSecretive, 'step-up-delete', null);
   for (const [h, statement] of [
     [plain.held, plainStatement],
     [previewed.held, previewStatement],
+    [bound.held, boundStatement],
+    [secretive.held, secretiveStatement],
   ] as const) {
     const digest = statementDigest(statement);
     t.equal(h.shown, digest.slice(0, 12), 'the card shows the digest of the statement as it will run');
@@ -147,7 +168,7 @@ t.test('the passkey signed a challenge that commits to the held statement, and t
 t.test('audit verify re-checks every passkey approval; TOTP is counted apart', async (t) => {
   const r = await cli(['audit', 'verify', '--data', dataDir]);
   t.equal(r.code, 0, r.stdout);
-  t.match(r.stdout, /approvals: +2 passkey approvals signature-checked; 1 by authenticator app or recovery code \(no signature to check\)/);
+  t.match(r.stdout, /approvals: +4 passkey approvals signature-checked; 1 by authenticator app or recovery code \(no signature to check\)/);
   t.match(r.stdout, 'OK: the audit trail is intact.');
 });
 
@@ -219,7 +240,7 @@ t.test('a forged assertion (signature bytes changed) is caught by its signature,
     r.stdout,
     new RegExp(`FAILED: event ${e.seq} \\(challenge\\.resolved, session \\d+ #\\d+, [^)]+\\): the approval by alice with passkey "Chrome on Linux" \\([^)]+\\) carries a signature that is not valid for this passkey's public key`),
   );
-  t.match(r.stdout, /1 passkey approval signature-checked, 1 FAILED/);
+  t.match(r.stdout, /3 passkey approvals signature-checked, 1 FAILED/);
 });
 
 t.test('a replayed assertion (one approval\'s copied onto another) is caught', async (t) => {
