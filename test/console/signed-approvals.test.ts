@@ -106,6 +106,20 @@ t.test('approvals are recorded: with the passkey (plain, previewed, with bind pa
   t.equal(await approveOnPage(page, previewed.held.id), 'approved');
   t.equal((await previewed.result).rowCount, 3);
 
+  // The page recomputes the challenge before it asks the authenticator: options whose challenge does not
+  // commit to the card's digest (here: another nonce than the one the challenge was made with) are refused.
+  const other = await hold('DELETE FROM items WHERE id = 6');
+  await page.route('**/api/challenges/*/options', async (route) => {
+    const response = await route.fetch();
+    const json = (await response.json()) as { approval: { nonce: string } };
+    json.approval.nonce = 'A'.repeat(43);
+    await route.fulfill({ response, json });
+  });
+  t.match(await approveOnPage(page, other.held.id), /^error: stepgate asked to sign something other than what this card shows; nothing was signed/);
+  await page.unroute('**/api/challenges/*/options');
+  await challengeCard(page, other.held.id).locator('[data-action="reject"]').click();
+  await t.rejects(other.result, { code: '42501' });
+
   const secret = newTotpSecret();
   sg.identity.setTotp('alice', secret, -1, []);
   coded = await hold('DELETE FROM items WHERE id = 2');
