@@ -302,3 +302,24 @@ t.test('removing the assertion from an approval is caught (the trail signs appro
   t.equal(r.code, 1, r.stdout);
   t.match(r.stdout, 'has no signed assertion');
 });
+
+t.test('a passkey whose public key is not in the trail: its approvals are a warning (not checked), not a pass', async (t) => {
+  const copy = copyDataDir(t, dataDir);
+  const enrolled = events.find((e) => e.kind === 'passkey.enrolled')!;
+  setBody(copy, enrolled.seq, { ...enrolled.data, credential: 'some-other-passkey' });
+  await rewriteChain(copy);
+  const r = await cli(['audit', 'verify', '--data', copy]);
+  t.equal(r.code, 3, r.stdout);
+  t.match(r.stdout, /WARNING: event \d+ \(challenge\.resolved, .*\): the approval by alice with passkey "Chrome on Linux" \([^)]+\) cannot be signature-checked: the trail holds no public key for this passkey/);
+  t.match(r.stdout, /approvals: +0 passkey approvals signature-checked; 1 by authenticator app or recovery code \(no signature to check\); 4 signed with a passkey whose public key is not in the trail \(not checked\)/);
+});
+
+t.test('a passkey recorded for someone else cannot approve for the approver', async (t) => {
+  const copy = copyDataDir(t, dataDir);
+  const enrolled = events.find((e) => e.kind === 'passkey.enrolled')!;
+  setBody(copy, enrolled.seq, { ...enrolled.data, user: 'mallory' });
+  await rewriteChain(copy);
+  const r = await cli(['audit', 'verify', '--data', copy]);
+  t.equal(r.code, 1, r.stdout);
+  t.match(r.stdout, 'names a passkey that was enrolled for mallory');
+});
