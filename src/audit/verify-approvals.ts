@@ -1,6 +1,6 @@
 /**
  * The approvals part of `stepgate audit verify`: every passkey approval recorded in a `challenge.resolved`
- * event is checked again from the trail alone, independently of the hash chain (which whoever can rewrite
+ * event (a held statement) or a `login.resolved` event (a login held at connect) is checked again from the trail alone, independently of the hash chain (which whoever can rewrite
  * the file and holds the signing key can rebuild):
  *
  *   1. the statement it approves is recomputed from the recorded events (connection.start, statement,
@@ -21,7 +21,7 @@
 import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import { parseAuthenticatorData, verifySignature } from '@simplewebauthn/server/helpers';
-import { approvalChallenge, describeRecorded, statementDigest, type SignedAssertion } from '../stepup/evidence.js';
+import { approvalChallenge, describeRecorded, statementDigest, type ApprovalStatement, type SignedAssertion } from '../stepup/evidence.js';
 import type { EventRow } from './format.js';
 
 export interface ApprovalCounts {
@@ -64,7 +64,7 @@ export async function checkApprovals(db: Database.Database, describe: (row: Even
   let signing = false;
   // Iterated, not loaded: a trail can hold millions of statements (only held ones are kept, below).
   const rows = db
-    .prepare("SELECT seq, session, sseq, time, kind, body, hash FROM events WHERE kind IN ('connection.start', 'statement', 'preview', 'challenge.resolved', 'passkey.enrolled') ORDER BY seq")
+    .prepare("SELECT seq, session, sseq, time, kind, body, hash FROM events WHERE kind IN ('connection.start', 'statement', 'preview', 'challenge.resolved', 'login.resolved', 'passkey.enrolled') ORDER BY seq")
     .iterate() as IterableIterator<EventRow>;
   for (const row of rows) {
     // Most statements were allowed: not worth parsing (a held one's decision says "step-up").
@@ -92,8 +92,10 @@ export async function checkApprovals(db: Database.Database, describe: (row: Even
         }
         continue;
     }
-    // challenge.resolved
+    // challenge.resolved (a held statement) or login.resolved (a login held at connect)
     if (body.status !== 'approved' || typeof body.challenge !== 'string') continue;
+    const challenge = body.challenge;
+    const login = row.kind === 'login.resolved';
     const key = `${row.session}:${String(body.statement)}`;
     for (const a of (body.approvers as RecordedApprover[] | undefined) ?? []) {
       if (a.factor === 'totp' || a.factor === 'recovery') {
@@ -112,84 +114,100 @@ export async function checkApprovals(db: Database.Database, describe: (row: Even
         continue;
       }
       signing = true;
-      const s = a.signed;
-      const statement = held.get(key);
-      const start = starts.get(row.session);
-      if (!statement || !start) {
-        fail(`approves statement #${String(body.statement)} of session ${row.session}, which is not in the trail as a held statement`);
-        continue;
-      }
-      let client: { type?: unknown; challenge?: unknown };
-      let clientBytes: Buffer;
-      try {
-        clientBytes = Buffer.from(String(s.client_data_json), 'base64url');
-        client = JSON.parse(clientBytes.toString('utf8')) as typeof client;
-      } catch {
-        fail('carries a clientDataJSON that is not JSON');
-        continue;
-      }
-      if (client.type !== 'webauthn.get') {
-        fail(`carries a clientDataJSON of type ${JSON.stringify(client.type)}, not webauthn.get`);
-        continue;
-      }
-      const digest = statementDigest(describeRecorded(start, statement, previews.get(key) ?? null));
-      const expected = approvalChallenge(digest, body.challenge, String(s.nonce)).toString('base64url');
-      if (client.challenge !== expected) {
-        const asRecorded = approvalChallenge(String(s.digest), body.challenge, String(s.nonce)).toString('base64url');
-        if (s.digest !== digest && client.challenge === asRecorded) {
-          fail(`was signed for another statement than the one recorded: the statement (session ${row.session} #${String(body.statement)}) was changed after it was approved (its digest is ${digest.slice(0, 12)}…, the signed one ${String(s.digest).slice(0, 12)}…)`);
-        } else {
-          fail(`carries an assertion that does not answer this approval's challenge (${body.challenge}): it was made for another approval (replayed) or altered`);
+      let description: ApprovalStatement;
+      let what: string;
+      if (login) {
+        // The login's facts are in the event itself.
+        description = {
+          v: 1,
+          kind: 'connect',
+          connection: String(body.connection),
+          user: String(body.user),
+          database: String(body.database),
+          sql: null,
+          params: null,
+          rule: typeof body.rule === 'string' ? body.rule : null,
+          file: typeof body.file === 'string' ? body.file : null,
+          preview: null,
+        };
+        what = 'the login (this event) was changed after it was approved';
+      } else {
+        const statement = held.get(key);
+        const start = starts.get(row.session);
+        if (!statement || !start) {
+          fail(`approves statement #${String(body.statement)} of session ${row.session}, which is not in the trail as a held statement`);
+          continue;
         }
-        continue;
+        description = describeRecorded(start, statement, previews.get(key) ?? null);
+        what = `the statement (session ${row.session} #${String(body.statement)}) was changed after it was approved`;
       }
-      const seen = assertions.get(s.signature);
-      if (seen !== undefined) {
-        fail(`repeats the assertion recorded in event ${seen} (replayed)`);
-        continue;
-      }
-      assertions.set(s.signature, row.seq);
-      const record = keys.get(a.credential);
-      if (!record) {
+      const problem = await checkAssertion({ ...a, signed: a.signed }, description, challenge, what, keys, assertions, row.seq);
+      if (problem === null) counts.verified++;
+      else if (problem === NO_KEY) {
         counts.noKey++;
         warning(row.seq, `event ${describe(row)}: ${who} cannot be signature-checked: the trail holds no public key for this passkey (enrolled before stepgate recorded keys, or its passkey.enrolled event was pruned)`);
-        continue;
-      }
-      if (record.user !== a.user) {
-        fail(`names a passkey that was enrolled for ${record.user}`);
-        continue;
-      }
-      let authData;
-      try {
-        authData = parseAuthenticatorData(new Uint8Array(Buffer.from(String(s.authenticator_data), 'base64url')));
-      } catch {
-        fail('carries authenticatorData that cannot be read');
-        continue;
-      }
-      if (!Buffer.from(authData.rpIdHash).equals(createHash('sha256').update(String(s.rp_id)).digest())) {
-        fail(`carries an assertion for another relying party than ${JSON.stringify(s.rp_id)}`);
-        continue;
-      }
-      if (!authData.flags.up || !authData.flags.uv) {
-        fail('carries an assertion made without user presence and verification');
-        continue;
-      }
-      const signed = Buffer.concat([Buffer.from(String(s.authenticator_data), 'base64url'), createHash('sha256').update(clientBytes).digest()]);
-      let ok = false;
-      try {
-        ok = await verifySignature({ signature: new Uint8Array(Buffer.from(String(s.signature), 'base64url')), data: new Uint8Array(signed), credentialPublicKey: record.publicKey as Uint8Array<ArrayBuffer> });
-      } catch {
-        ok = false;
-      }
-      if (!ok) {
-        fail('carries a signature that is not valid for this passkey\'s public key: the assertion was forged or altered');
-        continue;
-      }
-      counts.verified++;
+      } else fail(problem);
     }
-    held.delete(key);
+    if (!login) held.delete(key);
   }
   return counts;
+}
+
+const NO_KEY = Symbol('no key');
+
+/**
+ * Checks one recorded assertion against the description it must sign; null when it holds, NO_KEY when the
+ * passkey's key is not in the trail, else what is wrong (completing "the approval by ... with passkey ...").
+ */
+async function checkAssertion(
+  a: RecordedApprover & { signed: SignedAssertion },
+  description: ApprovalStatement,
+  challenge: string,
+  changed: string,
+  keys: Map<string, KeyRecord>,
+  assertions: Map<string, number>,
+  seq: number,
+): Promise<string | typeof NO_KEY | null> {
+  const s = a.signed;
+  let client: { type?: unknown; challenge?: unknown };
+  let clientBytes: Buffer;
+  try {
+    clientBytes = Buffer.from(String(s.client_data_json), 'base64url');
+    client = JSON.parse(clientBytes.toString('utf8')) as typeof client;
+  } catch {
+    return 'carries a clientDataJSON that is not JSON';
+  }
+  if (client.type !== 'webauthn.get') return `carries a clientDataJSON of type ${JSON.stringify(client.type)}, not webauthn.get`;
+  const digest = statementDigest(description);
+  if (client.challenge !== approvalChallenge(digest, challenge, String(s.nonce)).toString('base64url')) {
+    const asRecorded = approvalChallenge(String(s.digest), challenge, String(s.nonce)).toString('base64url');
+    if (s.digest !== digest && client.challenge === asRecorded) {
+      return `was signed for another ${description.kind === 'connect' ? 'login' : 'statement'} than the one recorded: ${changed} (its digest is ${digest.slice(0, 12)}…, the signed one ${String(s.digest).slice(0, 12)}…)`;
+    }
+    return `carries an assertion that does not answer this approval's challenge (${challenge}): it was made for another approval (replayed) or altered`;
+  }
+  const seen = assertions.get(s.signature);
+  if (seen !== undefined) return `repeats the assertion recorded in event ${seen} (replayed)`;
+  assertions.set(s.signature, seq);
+  const record = keys.get(a.credential ?? '');
+  if (!record) return NO_KEY;
+  if (record.user !== a.user) return `names a passkey that was enrolled for ${record.user}`;
+  let authData;
+  try {
+    authData = parseAuthenticatorData(new Uint8Array(Buffer.from(String(s.authenticator_data), 'base64url')));
+  } catch {
+    return 'carries authenticatorData that cannot be read';
+  }
+  if (!Buffer.from(authData.rpIdHash).equals(createHash('sha256').update(String(s.rp_id)).digest())) return `carries an assertion for another relying party than ${JSON.stringify(s.rp_id)}`;
+  if (!authData.flags.up || !authData.flags.uv) return 'carries an assertion made without user presence and verification';
+  const signed = Buffer.concat([Buffer.from(String(s.authenticator_data), 'base64url'), createHash('sha256').update(clientBytes).digest()]);
+  let ok = false;
+  try {
+    ok = await verifySignature({ signature: new Uint8Array(Buffer.from(String(s.signature), 'base64url')), data: new Uint8Array(signed), credentialPublicKey: record.publicKey as Uint8Array<ArrayBuffer> });
+  } catch {
+    ok = false;
+  }
+  return ok ? null : "carries a signature that is not valid for this passkey's public key: the assertion was forged or altered";
 }
 
 function passkeyName(a: RecordedApprover, keys: Map<string, KeyRecord>): string {

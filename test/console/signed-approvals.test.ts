@@ -31,6 +31,10 @@ fs.writeFileSync(
   path.join(rulesDir, '00-signed.yaml'),
   `default: allow
 rules:
+  - name: held-login
+    on: connect
+    match: {application: held-login}
+    action: step-up
   - name: preview-orders
     match: {command: DELETE, tables: [orders]}
     action: step-up
@@ -83,6 +87,7 @@ let plain: { held: Held; result: Promise<pg.QueryResult> };
 let previewed: { held: Held; result: Promise<pg.QueryResult> };
 let coded: { held: Held; result: Promise<pg.QueryResult> };
 let bound: { held: Held; result: Promise<pg.QueryResult> };
+let loginId = '';
 let secretive: { held: Held; result: Promise<pg.QueryResult> };
 const SECRETIVE = "DELETE FROM items WHERE id = 5 AND md5(id::text) <> crypt('hunter2-secret', 'salt')";
 let events: ParsedEvent[] = [];
@@ -119,6 +124,15 @@ t.test('approvals are recorded: with the passkey (plain, previewed, with bind pa
   await page.unroute('**/api/challenges/*/options');
   await challengeCard(page, other.held.id).locator('[data-action="reject"]').click();
   await t.rejects(other.result, { code: '42501' });
+
+  // A login held at connect: its approval is signed the same way (kind "connect", no statement).
+  const held = new pg.Client({ ...sg.pgConfig(ALICE), application_name: 'held-login' });
+  held.on('error', () => {});
+  const connecting = held.connect();
+  loginId = await waitForChallenge(page);
+  t.equal(await approveOnPage(page, loginId), 'approved');
+  await connecting;
+  await held.end();
 
   const secret = newTotpSecret();
   sg.identity.setTotp('alice', secret, -1, []);
@@ -182,7 +196,7 @@ t.test('the passkey signed a challenge that commits to the held statement, and t
 t.test('audit verify re-checks every passkey approval; TOTP is counted apart', async (t) => {
   const r = await cli(['audit', 'verify', '--data', dataDir]);
   t.equal(r.code, 0, r.stdout);
-  t.match(r.stdout, /approvals: +4 passkey approvals signature-checked; 1 by authenticator app or recovery code \(no signature to check\)/);
+  t.match(r.stdout, /approvals: +5 passkey approvals signature-checked; 1 by authenticator app or recovery code \(no signature to check\)/);
   t.match(r.stdout, 'OK: the audit trail is intact.');
 });
 
@@ -254,7 +268,7 @@ t.test('a forged assertion (signature bytes changed) is caught by its signature,
     r.stdout,
     new RegExp(`FAILED: event ${e.seq} \\(challenge\\.resolved, session \\d+ #\\d+, [^)]+\\): the approval by alice with passkey "Chrome on Linux" \\([^)]+\\) carries a signature that is not valid for this passkey's public key`),
   );
-  t.match(r.stdout, /3 passkey approvals signature-checked, 1 FAILED/);
+  t.match(r.stdout, /4 passkey approvals signature-checked, 1 FAILED/);
 });
 
 t.test('a replayed assertion (one approval\'s copied onto another) is caught', async (t) => {
@@ -279,6 +293,17 @@ t.test('an edited statement event (SQL changed) is caught: the approval was sign
   t.notMatch(r.stdout, CHAIN_BREAK);
   const e = resolvedOf(plain.held.id);
   t.match(r.stdout, new RegExp(`FAILED: event ${e.seq} \\(challenge\\.resolved, .*was signed for another statement than the one recorded: the statement \\(session \\d+ #${e.data.statement}\\) was changed after it was approved`));
+});
+
+t.test('a login approval is signed and checked: an edited login.resolved event is caught', async (t) => {
+  const e = events.find((x) => x.kind === 'login.resolved' && x.data.challenge === loginId)!;
+  t.match(e.data, { status: 'approved', user: 'alice', application: 'held-login', approvers: [{ user: 'alice', passkey: 'Chrome on Linux', signed: { digest: /^[0-9a-f]{64}$/ } }] });
+  const copy = copyDataDir(t, dataDir);
+  setBody(copy, e.seq, { ...e.data, database: 'payroll' });
+  await rewriteChain(copy);
+  const r = await cli(['audit', 'verify', '--data', copy]);
+  t.equal(r.code, 1, r.stdout);
+  t.match(r.stdout, new RegExp(`FAILED: event ${e.seq} \\(login\\.resolved, session 0 .*was signed for another login than the one recorded: the login \\(this event\\) was changed after it was approved`));
 });
 
 t.test('an edited preview (rows changed) is caught too', async (t) => {
@@ -311,7 +336,7 @@ t.test('a passkey whose public key is not in the trail: its approvals are a warn
   const r = await cli(['audit', 'verify', '--data', copy]);
   t.equal(r.code, 3, r.stdout);
   t.match(r.stdout, /WARNING: event \d+ \(challenge\.resolved, .*\): the approval by alice with passkey "Chrome on Linux" \([^)]+\) cannot be signature-checked: the trail holds no public key for this passkey/);
-  t.match(r.stdout, /approvals: +0 passkey approvals signature-checked; 1 by authenticator app or recovery code \(no signature to check\); 4 signed with a passkey whose public key is not in the trail \(not checked\)/);
+  t.match(r.stdout, /approvals: +0 passkey approvals signature-checked; 1 by authenticator app or recovery code \(no signature to check\); 5 signed with a passkey whose public key is not in the trail \(not checked\)/);
 });
 
 t.test('a passkey recorded for someone else cannot approve for the approver', async (t) => {
