@@ -28,6 +28,7 @@ import { WebSocketServer } from 'ws';
 import type { Config } from '../config.js';
 import { randomBytes } from 'node:crypto';
 import QRCode from 'qrcode';
+import { passkeyEnrolledBody } from '../audit/passkey-keys.js';
 import type { AuditSink } from '../audit/types.js';
 import { SsoRefused, type PendingSignIn, type SsoProvider } from '../identity/sso.js';
 import { cleanPasskeyName, type Credential, type IdentityStore, type Passkey } from '../identity/store.js';
@@ -764,15 +765,7 @@ export class ConsoleServer {
   private async passkeyRecorded(p: Omit<Passkey, 'createdAt' | 'lastUsedAt'>, via: string): Promise<void> {
     const audit = this.options.audit;
     if (!audit?.event) return;
-    audit.event('passkey.enrolled', {
-      user: p.user,
-      credential: p.id,
-      name: p.name,
-      public_key: Buffer.from(p.publicKey).toString('base64url'),
-      device_type: p.deviceType,
-      backed_up: p.backedUp,
-      via,
-    });
+    audit.event('passkey.enrolled', passkeyEnrolledBody(p, via));
     // On disk before the person can approve with it (its approvals are checked against this key).
     await audit.durable().catch((err: unknown) => this.log.error('console.passkey_not_recorded', { user: p.user, credential: p.id, error: (err as Error).message }));
   }
