@@ -9,7 +9,9 @@
  * statement through. Who sees a challenge: its author, and members of its approver groups; nobody else.
  *
  * The broker knows nothing of HTTP or WebAuthn: the console verifies the passkey assertion and then calls
- * `approve(challengeId, user, credentialId)`; the broker re-checks that this person may approve. Events go
+ * `approve(challengeId, user, credentialId, 'passkey', {passkey, signed})` with the signed assertion, which
+ * must be for this challenge's digest (what a passkey approval signs, evidence.ts; it goes into the audit
+ * trail with the outcome); the broker re-checks that this person may approve. Events go
  * to listeners (the console's WebSocket hub) synchronously, so a challenge reaches open consoles at once.
  */
 import { randomBytes } from 'node:crypto';
