@@ -20,7 +20,6 @@
  */
 import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
-import { parseAuthenticatorData, verifySignature } from '@simplewebauthn/server/helpers';
 import { approvalChallenge, describeRecorded, statementDigest, type ApprovalStatement, type SignedAssertion } from '../stepup/evidence.js';
 import type { EventRow } from './format.js';
 
@@ -155,6 +154,9 @@ export async function checkApprovals(db: Database.Database, describe: (row: Even
 
 const NO_KEY = Symbol('no key');
 
+/** The WebAuthn helpers, loaded when the first signature is checked (half a second of module loading). */
+let helpers: Promise<typeof import('@simplewebauthn/server/helpers')> | null = null;
+
 /**
  * Checks one recorded assertion against the description it must sign; null when it holds, NO_KEY when the
  * passkey's key is not in the trail, else what is wrong (completing "the approval by ... with passkey ...").
@@ -192,6 +194,8 @@ async function checkAssertion(
   const record = keys.get(a.credential ?? '');
   if (!record) return NO_KEY;
   if (record.user !== a.user) return `names a passkey that was enrolled for ${record.user}`;
+  helpers ??= import('@simplewebauthn/server/helpers');
+  const { parseAuthenticatorData, verifySignature } = await helpers;
   let authData;
   try {
     authData = parseAuthenticatorData(new Uint8Array(Buffer.from(String(s.authenticator_data), 'base64url')));
