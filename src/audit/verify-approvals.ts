@@ -1,7 +1,8 @@
 /**
  * The approvals part of `stepgate audit verify`: every passkey approval recorded in a `challenge.resolved`
- * event (a held statement) or a `login.resolved` event (a login held at connect) is checked again from the trail alone, independently of the hash chain (which whoever can rewrite
- * the file and holds the signing key can rebuild):
+ * event (a held statement) or a `login.resolved` event (a login held at connect) is checked again from the
+ * trail alone, independently of the hash chain (which whoever can rewrite the file and holds the signing
+ * key can rebuild):
  *
  *   1. the statement it approves is recomputed from the recorded events (connection.start, statement,
  *      preview) into its digest (src/stepup/evidence.ts), and with the event's challenge id and the recorded
@@ -16,7 +17,8 @@
  * approvals recorded before stepgate signed them are counted as unsigned, until the trail's first signed
  * approval or key record; after that a passkey approval without its assertion is a break (the evidence
  * was removed). A signed approval whose passkey has no key in the trail (enrolled before keys were
- * recorded, or its enrollment pruned) is a warning: its signature cannot be checked.
+ * recorded, or its enrollment pruned) is a warning: its signature cannot be checked, as is an approval
+ * whose statement retention pruned.
  */
 import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
@@ -30,7 +32,7 @@ export interface ApprovalCounts {
   codes: number;
   /** Passkey approvals recorded before stepgate kept their assertion. */
   unsigned: number;
-  /** Signed passkey approvals whose passkey has no public key in the trail. */
+  /** Signed passkey approvals that cannot be checked: no public key in the trail, or the statement pruned. */
   noKey: number;
   /** Approvals that failed a check (reported as errors). */
   failed: number;
@@ -52,7 +54,8 @@ interface KeyRecord {
 
 type Report = (seq: number, message: string) => void;
 
-export async function checkApprovals(db: Database.Database, describe: (row: EventRow) => string, error: Report, warning: Report): Promise<ApprovalCounts> {
+/** `pruned`: retention removed the trail's first events (an approval may have outlived its statement). */
+export async function checkApprovals(db: Database.Database, describe: (row: EventRow) => string, error: Report, warning: Report, pruned = false): Promise<ApprovalCounts> {
   const counts: ApprovalCounts = { verified: 0, codes: 0, unsigned: 0, noKey: 0, failed: 0 };
   const starts = new Map<number, Record<string, unknown>>();
   /** Held statements by `session:sseq` (only those can be approved), and their previews. */
@@ -92,10 +95,12 @@ export async function checkApprovals(db: Database.Database, describe: (row: Even
         continue;
     }
     // challenge.resolved (a held statement) or login.resolved (a login held at connect)
-    if (body.status !== 'approved' || typeof body.challenge !== 'string') continue;
-    const challenge = body.challenge;
     const login = row.kind === 'login.resolved';
     const key = `${row.session}:${String(body.statement)}`;
+    const statement = login ? undefined : held.get(key);
+    if (!login) held.delete(key); // resolved once: kept no longer
+    if (body.status !== 'approved' || typeof body.challenge !== 'string') continue;
+    const challenge = body.challenge;
     for (const a of (body.approvers as RecordedApprover[] | undefined) ?? []) {
       if (a.factor === 'totp' || a.factor === 'recovery') {
         counts.codes++;
@@ -131,10 +136,13 @@ export async function checkApprovals(db: Database.Database, describe: (row: Even
         };
         what = 'the login (this event) was changed after it was approved';
       } else {
-        const statement = held.get(key);
         const start = starts.get(row.session);
         if (!statement || !start) {
-          fail(`approves statement #${String(body.statement)} of session ${row.session}, which is not in the trail as a held statement`);
+          if (pruned && row.session !== 0) {
+            // Retention removed the statement (or its session's start) and kept its approval.
+            counts.noKey++;
+            warning(row.seq, `event ${describe(row)}: ${who} cannot be checked: the statement it approves was pruned by retention`);
+          } else fail(`approves statement #${String(body.statement)} of session ${row.session}, which is not in the trail as a held statement`);
           continue;
         }
         description = describeRecorded(start, statement, previews.get(key) ?? null);
@@ -147,7 +155,6 @@ export async function checkApprovals(db: Database.Database, describe: (row: Even
         warning(row.seq, `event ${describe(row)}: ${who} cannot be signature-checked: the trail holds no public key for this passkey (enrolled before stepgate recorded keys, or its passkey.enrolled event was pruned)`);
       } else fail(problem);
     }
-    if (!login) held.delete(key);
   }
   return counts;
 }

@@ -383,7 +383,7 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
     // 6. Every passkey approval's signature, against the statement it approved (its own finding: a
     // rewritten chain can hide an edit from the checks above, not from this one).
     area = 'approvals';
-    const approvals = await checkApprovals(db, describe, error, warning);
+    const approvals = await checkApprovals(db, describe, error, warning, anchor !== null);
 
     const unsealed = lastOrig === null ? 0 : lastOrig - Math.max(lastValidSeq ?? 0, anchor?.seq ?? 0);
     const problems = [...found.chain, ...found.checkpoint, ...found.index, ...found.approvals];

@@ -149,7 +149,7 @@ function approvalsLine(a: VerifyReport['approvals']): string {
   const parts = [`${a.verified} passkey approval${a.verified === 1 ? '' : 's'} signature-checked`];
   if (a.failed) parts[0] += `, ${a.failed} FAILED`;
   if (a.codes) parts.push(`${a.codes} by authenticator app or recovery code (no signature to check)`);
-  if (a.noKey) parts.push(`${a.noKey} signed with a passkey whose public key is not in the trail (not checked)`);
+  if (a.noKey) parts.push(`${a.noKey} signed, but whose passkey key or statement is not in the trail (not checked, see the warnings)`);
   if (a.unsigned) parts.push(`${a.unsigned} recorded before stepgate kept approval signatures (not checked)`);
   return parts.join('; ');
 }

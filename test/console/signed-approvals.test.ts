@@ -18,7 +18,8 @@ import { loadOrCreateSigningKey, signCheckpoint } from '../../src/audit/keys.js'
 import { enrollmentLink } from '../../src/console/url.js';
 import { totpCode, newTotpSecret } from '../../src/identity/totp.js';
 import { approvalChallenge, statementDigest, type ApprovalStatement, type SignedAssertion } from '../../src/stepup/evidence.js';
-import { cli, copyDataDir, readEvents, tamper, type ParsedEvent } from '../audit/helpers.js';
+import { AuditStore } from '../../src/audit/store.js';
+import { capturedLog, cli, copyDataDir, readEvents, tamper, type ParsedEvent } from '../audit/helpers.js';
 import { startPostgres } from '../helpers/postgres.js';
 import { ALICE, startStepgate } from '../helpers/stepgate.js';
 import { approveOnPage, challengeCard, enroll, launchBrowser, newPerson, waitForChallenge } from './browser.js';
@@ -336,7 +337,7 @@ t.test('a passkey whose public key is not in the trail: its approvals are a warn
   const r = await cli(['audit', 'verify', '--data', copy]);
   t.equal(r.code, 3, r.stdout);
   t.match(r.stdout, /WARNING: event \d+ \(challenge\.resolved, .*\): the approval by alice with passkey "Chrome on Linux" \([^)]+\) cannot be signature-checked: the trail holds no public key for this passkey/);
-  t.match(r.stdout, /approvals: +0 passkey approvals signature-checked; 1 by authenticator app or recovery code \(no signature to check\); 5 signed with a passkey whose public key is not in the trail \(not checked\)/);
+  t.match(r.stdout, /approvals: +0 passkey approvals signature-checked; 1 by authenticator app or recovery code \(no signature to check\); 5 signed, but whose passkey key or statement is not in the trail \(not checked, see the warnings\)/);
 });
 
 t.test('a passkey recorded for someone else cannot approve for the approver', async (t) => {
@@ -347,4 +348,20 @@ t.test('a passkey recorded for someone else cannot approve for the approver', as
   const r = await cli(['audit', 'verify', '--data', copy]);
   t.equal(r.code, 1, r.stdout);
   t.match(r.stdout, 'names a passkey that was enrolled for mallory');
+});
+
+t.test('retention that prunes a statement but keeps its approval: a warning (not checked), not a break', async (t) => {
+  const copy = copyDataDir(t, dataDir);
+  const resolved = resolvedOf(plain.held.id);
+  const statement = events.find((e) => e.kind === 'statement' && e.data.sql === 'DELETE FROM items WHERE id = 1')!;
+  t.ok(statement.time < resolved.time, 'the statement was recorded before its approval');
+  const retentionMs = 60_000;
+  const store = await AuditStore.open({ dataDir: copy, log: capturedLog().log, retentionMs, pruneDelayMs: 3_600_000 });
+  // Everything before the approval goes: the statement with it.
+  t.match(await store.prune(resolved.time + retentionMs), { pruned: resolved.seq - 1 });
+  await store.close();
+  const r = await cli(['audit', 'verify', '--data', copy]);
+  t.equal(r.code, 3, r.stdout);
+  t.notMatch(r.stdout, 'FAILED');
+  t.match(r.stdout, new RegExp(`WARNING: event ${resolved.seq} \\(challenge\\.resolved, .*cannot be checked: the statement it approves was pruned by retention`));
 });
