@@ -197,6 +197,8 @@ export class Gate {
         application: host.subject.application,
         clientAddress: host.subject.clientAddress,
         statements: request.statements,
+        sql: request.sql,
+        params: request.params,
         decision,
         preview,
       });

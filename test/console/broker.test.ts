@@ -144,3 +144,14 @@ t.test('a rejection ends it with the reason, cleaned', async (t) => {
   t.same(await hold.outcome, { status: 'rejected', by: 'alice', reason: 'no way' });
   t.match(broker.reject(hold.challengeId!, 'alice', ''), { ok: false, status: 404 }, 'only once');
 });
+
+t.test('a passkey approval carries an assertion signed for this statement\'s digest, and the outcome keeps it', async (t) => {
+  const hold = broker.hold(req([{ rule: 'signed' }]));
+  const c = broker.get(hold.challengeId!)!;
+  t.match(c.digest, /^[0-9a-f]{64}$/);
+  t.equal(broker.view(c, 'alice', ['dev']).digest, c.digest, 'the card gets the digest');
+  const signed = { digest: c.digest, nonce: 'n', rp_id: 'localhost', authenticator_data: 'a', client_data_json: 'c', signature: 's' };
+  t.match(broker.approve(c.id, 'alice', 'cred-a', 'passkey', { passkey: 'k', signed: { ...signed, digest: '0'.repeat(64) } }), { ok: false, status: 409 }, 'signed for another digest: refused');
+  t.same(broker.approve(c.id, 'alice', 'cred-a', 'passkey', { passkey: 'k', signed }), { ok: true, status: 'approved', remaining: 0 });
+  t.match(await hold.outcome, { status: 'approved', approvers: [{ user: 'alice', credentialId: 'cred-a', passkey: 'k', signed }] });
+});

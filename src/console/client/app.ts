@@ -494,6 +494,8 @@ function buildCard(c) {
     card.append(h('p', { class: 'note', text: `…and ${c.omittedStatements} more statements in the same message (${c.omittedCommands.join(', ')}), not shown. Reject unless you know exactly what they are.` }));
   }
   for (const r of c.requirements) card.append(h('p', { class: 'needs', text: requirementText(c, r) }));
+  // What a passkey approval signs (the audit trail keeps the signature; `stepgate audit verify` checks it).
+  card.append(h('p', { class: 'digest muted small' }, 'Approval digest ', h('code', { text: c.digest.slice(0, 12) })));
   const grant = grantText(c);
   if (grant) card.append(h('p', { class: 'muted small', text: grant }));
   if (c.you.note) card.append(h('p', { class: 'note', text: c.you.note }));
@@ -582,8 +584,25 @@ function tick() {
 /** The approval ceremony for one held statement; returns the server's answer. Exposed for tests. */
 async function approveChallenge(id) {
   const optionsJSON = await api('POST', `/api/challenges/${encodeURIComponent(id)}/options`);
+  await checkApprovalChallenge(id, optionsJSON);
   const response = await webauthn().startAuthentication({ optionsJSON });
   return api('POST', `/api/challenges/${encodeURIComponent(id)}/approve`, { response });
+}
+
+/**
+ * The passkey signs the challenge; it must commit to the digest this card shows, for this held statement
+ * (src/stepup/evidence.ts): recomputed here before the authenticator is asked.
+ */
+async function checkApprovalChallenge(id, options) {
+  const a = options.approval;
+  const shown = state.challenges.get(id)?.digest;
+  const refuse = () => {
+    throw new Error('stepgate asked to sign something other than what this card shows; nothing was signed. Reload the page.');
+  };
+  if (!a || a.challengeId !== id || (shown !== undefined && a.digest !== shown)) refuse();
+  const bytes = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`stepgate-approval-v1\n${a.digest}\n${id}\n${a.nonce}`)));
+  const b64url = btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  if (b64url !== options.challenge) refuse();
 }
 
 async function approve(button) {
@@ -1088,6 +1107,12 @@ function renderVerification(v) {
         ? 'No signed checkpoints yet.'
         : `${cps.total} signed checkpoint${cps.total === 1 ? '' : 's'}${invalid ? `, ${invalid} NOT VALID` : ', all signatures valid'}${cps.lastSeq !== null ? `; the last covers event ${cps.lastSeq}` : ''}${last.unsealed ? `; ${last.unsealed} event${last.unsealed === 1 ? '' : 's'} after it not sealed yet` : ''}.`,
     );
+    const a = last.approvals;
+    if (a) {
+      facts.push(
+        `${a.verified} passkey approval${a.verified === 1 ? '' : 's'} signature-checked against the statements they approved${a.failed ? `, ${a.failed} FAILED` : ''}${a.codes ? `; ${a.codes} by authenticator app or recovery code (no signature to check)` : ''}${a.noKey + a.unsigned ? `; ${a.noKey + a.unsigned} without a key or signature on record (not checked)` : ''}.`,
+      );
+    }
   }
   if (v.checkpoint) {
     const c = v.checkpoint;
