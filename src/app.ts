@@ -4,6 +4,7 @@
  * start one.
  */
 import type net from 'node:net';
+import { recordMissingPasskeys } from './audit/passkey-keys.js';
 import { AuditStore } from './audit/store.js';
 import type { AuditSink } from './audit/types.js';
 import type { Config } from './config.js';
@@ -136,6 +137,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       throw new Error(`cannot open the audit trail in ${config.dataDir}: ${(err as Error).message}`);
     }
   }
+  // Public keys of passkeys registered before the trail recorded them, so their approvals can be verified.
+  if (auditStore) recordMissingPasskeys(config.dataDir, identity, auditStore, log);
   const signals = new SignalRecords(identity.db);
   // Every statement's record passes the recorder of touched tables (first_access) on its way to the trail.
   const trail: AuditSink = overrides.audit ?? auditStore!;

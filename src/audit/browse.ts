@@ -6,7 +6,7 @@
  */
 import type Database from 'better-sqlite3';
 import { decodeProtectedHeader } from 'jose';
-import { parseEvent, type AuditEvent, type SessionFilter, type SessionRow } from './read.js';
+import { parseEvent, passkeyNames, type AuditEvent, type SessionFilter, type SessionRow } from './read.js';
 import { replaySteps } from './replay.js';
 import type { EventRow } from './format.js';
 
@@ -162,7 +162,7 @@ export function timelinePage(db: Database.Database, session: SessionRow, after: 
   }
 
   const bySeq = new Map(page.map((e) => [e.seq, e]));
-  const all = replaySteps(session, [...context, ...page]);
+  const all = replaySteps(session, [...context, ...page], passkeyNames(db));
   const steps: TimelineStep[] = [];
   let seenEvent = false;
   for (const step of all) {

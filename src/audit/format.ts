@@ -39,6 +39,9 @@ export const EVENT_KINDS = [
   'factor.failed',
   'notify.delivered',
   'notify.failed',
+  'passkey.enrolled',
+  'passkey.renamed',
+  'passkey.removed',
 ] as const;
 export type EventKind = (typeof EVENT_KINDS)[number];
 

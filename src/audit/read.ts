@@ -109,6 +109,24 @@ export function sessionEvents(db: Database.Database, session: number): AuditEven
   return out;
 }
 
+/** Passkey names by credential id, from the trail's passkey.enrolled and passkey.renamed events (latest name wins). */
+export function passkeyNames(db: Database.Database): Map<string, string> {
+  const spans = db.prepare('SELECT first_seq, last_seq FROM session_spans WHERE session = 0 ORDER BY first_seq').all() as { first_seq: number; last_seq: number }[];
+  const range = db.prepare("SELECT body FROM events WHERE seq BETWEEN ? AND ? AND session = 0 AND kind IN ('passkey.enrolled', 'passkey.renamed') ORDER BY seq");
+  const names = new Map<string, string>();
+  for (const s of spans) {
+    for (const row of range.iterate(s.first_seq, s.last_seq) as IterableIterator<{ body: string }>) {
+      try {
+        const body = JSON.parse(row.body) as { credential?: unknown; name?: unknown };
+        if (typeof body.credential === 'string' && typeof body.name === 'string') names.set(body.credential, body.name);
+      } catch {
+        // verify reports a body that is not JSON
+      }
+    }
+  }
+  return names;
+}
+
 /**
  * The first seq whose event is at or after `time` (events are written in time order; a clock step back
  * only blurs the edge, every row is still filtered by time).

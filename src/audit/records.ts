@@ -9,6 +9,8 @@
  * statement's batch has gone to the writer.
  */
 
+import type { SignedAssertion } from '../stepup/evidence.js';
+
 export const enum Rec {
   Start = 1,
   End = 2,
@@ -89,7 +91,7 @@ export type ChallengeCreatedRecord = [kind: Rec.ChallengeCreated, session: numbe
 /** A HoldOutcome as plain data (it crosses to the worker thread). */
 export interface PlainHoldOutcome {
   status: string;
-  approvers?: { user: string; credentialId: string | null; factor: string | null }[];
+  approvers?: { user: string; credentialId: string | null; factor: string | null; passkey?: string; signed?: SignedAssertion }[];
   grant?: boolean;
   by?: string;
   reason?: string;
@@ -122,7 +124,8 @@ export interface PlainRedecision {
 
 export type PreviewRecord = [kind: Rec.Preview, session: number, sessionSeq: number, time: number, statement: number, preview: PlainPreview, decision: PlainRedecision | null];
 
-export type SystemEventKind = 'login.held' | 'login.resolved' | 'factor.failed' | 'notify.delivered' | 'notify.failed';
+/** The events of the system session (session 0). */
+export type SystemEventKind = 'login.held' | 'login.resolved' | 'factor.failed' | 'notify.delivered' | 'notify.failed' | 'passkey.enrolled' | 'passkey.renamed' | 'passkey.removed';
 
 export type SystemRecord = [kind: Rec.System, session: 0, sessionSeq: 0, time: number, event: SystemEventKind, body: Record<string, unknown>];
 

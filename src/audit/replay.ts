@@ -86,8 +86,11 @@ function outcomeLines(o: OutcomeData, of: number): string[] {
   return [`${which}${shown}`, `-- ${humanDuration(o.duration_ms)}`];
 }
 
-/** The transcript of one session. */
-export function replaySteps(session: SessionRow, events: AuditEvent[]): ReplayStep[] {
+/**
+ * The transcript of one session. `passkeys`: passkey names by credential id (read.ts passkeyNames), so that
+ * approvals name the passkey ("Chrome on Linux") instead of its raw id.
+ */
+export function replaySteps(session: SessionRow, events: AuditEvent[], passkeys: ReadonlyMap<string, string> = new Map()): ReplayStep[] {
   const steps: ReplayStep[] = [];
   const database = session.database ?? '?';
   const statements = new Map<number, StatementState>();
@@ -170,9 +173,13 @@ export function replaySteps(session: SessionRow, events: AuditEvent[]): ReplaySt
         const at = stamp(e.time);
         switch (d.status) {
           case 'approved': {
-            const approvers = (d.approvers as { user: string; credential: string | null; factor?: string }[]) ?? [];
+            const approvers = (d.approvers as { user: string; credential: string | null; factor?: string; passkey?: string; signed?: unknown }[]) ?? [];
+            const passkey = (a: (typeof approvers)[number]): string => {
+              const name = a.passkey ?? passkeys.get(a.credential ?? '');
+              return ` with passkey ${name !== undefined ? JSON.stringify(name) : a.credential}${a.signed ? ' (signed)' : ''}`;
+            };
             const who = approvers
-              .map((a) => `${a.user}${a.factor === 'totp' ? ' with an authenticator app code' : a.factor === 'recovery' ? ' with a recovery code' : a.credential ? ` with passkey ${a.credential}` : ''}`)
+              .map((a) => `${a.user}${a.factor === 'totp' ? ' with an authenticator app code' : a.factor === 'recovery' ? ' with a recovery code' : a.credential ? passkey(a) : ''}`)
               .join(', ');
             lines.push(d.challenge === null && d.grant ? `-- ${at} approved by an earlier grant` : `-- ${at} approved by ${who || '?'}${d.grant ? ' (grant given)' : ''}`);
             break;

@@ -32,8 +32,9 @@ import { OwnerLock } from '../util/owner-lock.js';
 import type { HoldOutcome } from '../stepup/types.js';
 import type { Logger } from '../log.js';
 import { Dictionary } from './dictionary.js';
+import { plainPreview } from './recorded.js';
 import { Conn, OutcomeIndex } from './outcome-index.js';
-import { Rec, RECORD_KINDS, S, type AuditRecord, type OutcomeFields, type PlainHoldOutcome, type PlainPreview, type PlainRedecision, type StatementRecord } from './records.js';
+import { Rec, RECORD_KINDS, S, type AuditRecord, type OutcomeFields, type PlainHoldOutcome, type PlainPreview, type PlainRedecision, type StatementRecord, type SystemEventKind } from './records.js';
 import type { Decision } from '../rules/types.js';
 import type { AuditSink, ConnectionFacts, StatementEvent, StatementOutcome } from './types.js';
 import type { ToWorker, WorkerInit } from './worker.js';
@@ -289,15 +290,8 @@ export class AuditStore implements AuditSink {
       this.log.warn('audit.unknown_statement', { statement: statementId, event: 'preview', status: report.status });
       return;
     }
-    // Copied to plain data (it crosses to the worker thread); an error keeps only what is recorded of it.
-    const plain: PlainPreview =
-      report.status === 'failed'
-        ? { status: 'failed', error: { code: report.error.code, message: report.error.message } }
-        : report.status === 'ran'
-          ? { status: 'ran', tags: [...report.tags], rows: report.rows, locks: [...report.locks], notices: [...report.notices] }
-          : report.estimatedRows === undefined
-            ? { status: 'unavailable', reason: report.reason }
-            : { status: 'unavailable', reason: report.reason, estimatedRows: report.estimatedRows };
+    // Copied to plain data (it crosses to the worker thread).
+    const plain = plainPreview(report);
     const redecided: PlainRedecision | null =
       decision === null ? null : { action: decision.action, rule: decision.rule, file: decision.file, reason: decision.reason, rows: decision.rows ?? null };
     this.push([Rec.Preview, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, plain, redecided]);
@@ -312,7 +306,7 @@ export class AuditStore implements AuditSink {
     this.push([Rec.ChallengeResolved, p.conn.no, ++p.conn.sseq, Date.now(), p.sseq, challengeId, plainOutcome(outcome)]);
   }
 
-  event(kind: 'login.held' | 'login.resolved' | 'factor.failed' | 'notify.delivered' | 'notify.failed', body: Record<string, unknown>): void {
+  event(kind: SystemEventKind, body: Record<string, unknown>): void {
     this.push([Rec.System, 0, 0, Date.now(), kind, body]);
   }
 
@@ -554,7 +548,16 @@ export class AuditStore implements AuditSink {
 function plainOutcome(o: HoldOutcome): PlainHoldOutcome {
   switch (o.status) {
     case 'approved':
-      return { status: o.status, approvers: o.approvers.map((a) => ({ user: a.user, credentialId: a.credentialId, factor: a.factor ?? null })), grant: o.grant };
+      return {
+        status: o.status,
+        approvers: o.approvers.map((a) => ({
+          user: a.user,
+          credentialId: a.credentialId,
+          factor: a.factor ?? null,
+          ...(a.signed ? { passkey: a.passkey, signed: { ...a.signed } } : {}),
+        })),
+        grant: o.grant,
+      };
     case 'rejected':
       return { status: o.status, by: o.by, reason: o.reason };
     case 'unavailable':

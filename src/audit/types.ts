@@ -6,7 +6,7 @@
 import type { Decision } from '../rules/types.js';
 import type { StatementInfo } from '../sql/types.js';
 import type { HoldOutcome } from '../stepup/types.js';
-import type { PlainPreview } from './records.js';
+import type { PlainPreview, SystemEventKind } from './records.js';
 
 export interface ConnectionFacts {
   connectionId: string;
@@ -62,7 +62,7 @@ export interface AuditSink {
    * (a wrong, replayed or rate-limited TOTP or recovery code; never the code), `notify.delivered` and
    * `notify.failed` (a webhook delivery attempt; never its secret). Optional.
    */
-  event?(kind: 'login.held' | 'login.resolved' | 'factor.failed' | 'notify.delivered' | 'notify.failed', body: Record<string, unknown>): void;
+  event?(kind: SystemEventKind, body: Record<string, unknown>): void;
   /** Resolves once everything recorded so far is committed; rejects when the store failed. */
   durable(): Promise<void>;
   /** False when the store failed: the session fails closed (see Config.audit.onFailure for the rest). */

@@ -7,6 +7,9 @@
  * from `audit.open`) that ended without `audit.close` (killed or crashed: its last events may be missing),
  * events of two runs interleaved (two processes wrote at once), and events the store had to drop
  * (`audit.gap`). A run without `audit.close` whose process still runs on this host is running, not lost.
+ *
+ * Last, every passkey approval's signed assertion is checked against the statement it approved and the
+ * passkey's recorded public key (verify-approvals.ts), as findings of their own.
  */
 import os from 'node:os';
 import type Database from 'better-sqlite3';
@@ -14,6 +17,7 @@ import { isAlive } from '../util/process-identity.js';
 import { getAnchor } from './db.js';
 import { canonical, chainHash, GENESIS_HASH, SYSTEM_SESSION, type CheckpointRow, type EventRow } from './format.js';
 import { verifyCheckpointSignature, type PublicKey } from './keys.js';
+import { checkApprovals, type ApprovalCounts } from './verify-approvals.js';
 
 export interface Problem {
   /** Global sequence number of the event concerned (null: not about one event). */
@@ -40,6 +44,8 @@ export interface VerifyReport {
   runs: RunReport[];
   /** Events the store had to drop (sum of audit.gap events). */
   dropped: number;
+  /** Approvals checked from the trail alone (verify-approvals.ts). */
+  approvals: ApprovalCounts;
   problems: Problem[];
 }
 
@@ -80,7 +86,7 @@ const MAX_PROBLEMS = 50;
 
 export async function verifyAudit(db: Database.Database, key: PublicKey): Promise<VerifyReport> {
   // Chain problems first (in chain order: the first one is the first break), then checkpoints, then the index.
-  const found: Record<'chain' | 'checkpoint' | 'index', Problem[]> = { chain: [], checkpoint: [], index: [] };
+  const found: Record<'chain' | 'checkpoint' | 'index' | 'approvals', Problem[]> = { chain: [], checkpoint: [], index: [], approvals: [] };
   let area: keyof typeof found = 'checkpoint';
   let count = 0;
   const error = (seq: number | null, message: string): void => {
@@ -374,8 +380,13 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
     }
     for (const [no, s] of sessions) if (!indexed.has(no)) error(s.firstSeq, `session ${no} (${s.connection ?? 'no connection.start'}) is missing from the sessions index`);
 
+    // 6. Every passkey approval's signature, against the statement it approved (its own finding: a
+    // rewritten chain can hide an edit from the checks above, not from this one).
+    area = 'approvals';
+    const approvals = await checkApprovals(db, describe, error, warning, anchor !== null);
+
     const unsealed = lastOrig === null ? 0 : lastOrig - Math.max(lastValidSeq ?? 0, anchor?.seq ?? 0);
-    const problems = [...found.chain, ...found.checkpoint, ...found.index];
+    const problems = [...found.chain, ...found.checkpoint, ...found.index, ...found.approvals];
     return {
       ok: !problems.some((p) => p.severity === 'error'),
       events,
@@ -390,6 +401,7 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
       key: { kid: key.kid, source: key.source },
       runs: runs.map(({ id, pid, host, started, lastTime, closed, running }) => ({ id, pid, host, started, lastTime, closed, running })),
       dropped,
+      approvals,
       problems,
     };
   } finally {
@@ -397,7 +409,7 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
   }
 }
 
-function describe(row: EventRow): string {
+export function describe(row: EventRow): string {
   return `${row.seq} (${row.kind}, session ${row.session} #${row.sseq}, ${new Date(row.time).toISOString()})`;
 }
 

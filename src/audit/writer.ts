@@ -28,7 +28,8 @@ import { rowsFromTag } from '../sql/command-tag.js';
 import { loadOrCreateSigningKey, signCheckpoint, type SigningKey } from './keys.js';
 import { processStartTime } from '../util/process-identity.js';
 import { firstOutcome, Rec, RECORD_KINDS, type AuditRecord, type JsonRef, type OutcomeFields } from './records.js';
-import { mayHoldSecrets, redactFreeText, redactParams, redactStatement, scrubMessage } from './secrets.js';
+import { previewBody, recordedParams, recordedSql } from './recorded.js';
+import { redactFreeText, scrubMessage } from './secrets.js';
 
 export interface WriterOptions {
   dataDir: string;
@@ -68,7 +69,6 @@ interface SessionAgg {
   last: number;
 }
 
-const LONGEST_SQL = 1_000_000;
 const NO_FRAGMENTS: string[] = [];
 /** Remembered secret fragments of statements, to mask them in later error messages. */
 const FRAGMENT_MEMORY = 10_000;
@@ -313,14 +313,7 @@ export class AuditWriter {
     switch (r[0]) {
       case Rec.Statement: {
         const sql = r[4];
-        let text = sql;
-        let fragments = NO_FRAGMENTS;
-        if (mayHoldSecrets(sql)) {
-          const redacted = redactStatement(sql);
-          text = redacted.text;
-          fragments = redacted.fragments;
-        }
-        if (text.length > LONGEST_SQL) text = `${text.slice(0, LONGEST_SQL)}… [${text.length} characters in all]`;
+        const { text, fragments } = recordedSql(sql);
         const cls = r[5];
         const params = this.options.bindParameters ? r[7] : null;
         if (fragments.length > 0) {
@@ -337,7 +330,7 @@ export class AuditWriter {
         }
         const body =
           `{"sql":${JSON.stringify(text)}` +
-          (params ? `,"params":${JSON.stringify(redactParams(sql, params))}` : '') +
+          (params ? `,"params":${JSON.stringify(recordedParams(sql, params))}` : '') +
           `,"statements":[${Array.isArray(cls) ? cls.map((c) => this.resolve(c)).join(',') : this.resolve(cls)}]` +
           `,"decision":${this.resolve(r[6])}` +
           `,"outcomes":${outcomes}}`;
@@ -411,6 +404,9 @@ export class AuditWriter {
               user: a.user,
               credential: a.credentialId,
               ...(a.factor && a.factor !== 'passkey' ? { factor: a.factor } : {}),
+              // A passkey approval: the passkey's name and the whole assertion (audit verify checks it).
+              ...(a.passkey !== undefined ? { passkey: a.passkey } : {}),
+              ...(a.signed ? { signed: a.signed } : {}),
             }));
             body.grant = outcome.grant === true;
             break;
@@ -427,22 +423,8 @@ export class AuditWriter {
         return;
       }
       case Rec.Preview: {
-        const p = r[5];
         const fragments = this.fragments.get(`${session}:${r[4]}`) ?? NO_FRAGMENTS;
-        const clean = (text: string): string => redactFreeText(fragments.length > 0 ? scrubMessage(text, fragments) : text);
-        const body: Record<string, unknown> = { statement: r[4], status: p.status };
-        if (p.status === 'ran') {
-          body.tags = p.tags;
-          body.rows = p.rows;
-          body.locks = p.locks;
-          body.notices = p.notices.map(clean);
-        } else if (p.status === 'failed') {
-          body.sqlstate = p.error.code;
-          body.message = clean(p.error.message);
-        } else {
-          body.reason = p.reason;
-          if (p.estimatedRows !== undefined) body.estimated_rows = p.estimatedRows;
-        }
+        const body: Record<string, unknown> = { statement: r[4], ...previewBody(r[5], fragments) };
         const d = r[6];
         if (d !== null) body.decision = { action: d.action, rule: d.rule, file: d.file, reason: d.reason, rows: d.rows?.count ?? null, ...(d.rows?.estimate ? { estimate: true } : {}) };
         const seq = this.append(session, sseq, time, kind, JSON.stringify(body));

@@ -9,9 +9,9 @@ import { resolveDataDir } from '../config.js';
 import { AuditDbMissing, openAuditDbForReading } from '../audit/db.js';
 import { csvHeader, csvRow, exportRecord } from '../audit/export.js';
 import { dataDirPublicKey, PUBLIC_KEY_FILE, publicKeyPem, readPublicKey, type PublicKey } from '../audit/keys.js';
-import { exportEvents, findSession, formatTime, listSessions, parseTime, SessionFacts, SessionLookupError, sessionEvents, shortId, type SessionRow } from '../audit/read.js';
+import { exportEvents, findSession, passkeyNames, formatTime, listSessions, parseTime, SessionFacts, SessionLookupError, sessionEvents, shortId, type SessionRow } from '../audit/read.js';
 import { replaySteps } from '../audit/replay.js';
-import { verifyAudit } from '../audit/verify.js';
+import { verifyAudit, type VerifyReport } from '../audit/verify.js';
 import { parse, println, UsageError, type CommandIO } from './io.js';
 
 export const AUDIT_HELP = `Usage: stepgate audit <verify|sessions|replay|export|pubkey> [options]
@@ -144,6 +144,16 @@ function time(value: string | undefined, flag: string): number | undefined {
 
 // ───────────────────────────── verify ─────────────────────────────
 
+/** What verify found of the approvals (TOTP and unsigned ones are counted apart, not as failures). */
+function approvalsLine(a: VerifyReport['approvals']): string {
+  const parts = [`${a.verified} passkey approval${a.verified === 1 ? '' : 's'} signature-checked`];
+  if (a.failed) parts[0] += `, ${a.failed} FAILED`;
+  if (a.codes) parts.push(`${a.codes} by authenticator app or recovery code (no signature to check)`);
+  if (a.noKey) parts.push(`${a.noKey} signed, but whose passkey key or statement is not in the trail (not checked, see the warnings)`);
+  if (a.unsigned) parts.push(`${a.unsigned} recorded before stepgate kept approval signatures (not checked)`);
+  return parts.join('; ');
+}
+
 /** `audit verify` exit status when the chain is intact but the trail may be incomplete (warnings). */
 export const VERIFY_WARNINGS = 3;
 
@@ -181,6 +191,7 @@ async function verifyCommand(db: Database.Database, dataDir: string, values: Val
     );
   }
   if (r.dropped > 0) println(out, `dropped:      ${r.dropped} event(s) the store could not keep (see audit.gap)`);
+  println(out, `approvals:    ${approvalsLine(r.approvals)}`);
   const errors = r.problems.filter((p) => p.severity === 'error');
   const warnings = r.problems.filter((p) => p.severity === 'warning');
   for (const p of warnings) println(out, `WARNING: ${p.message}`);
@@ -279,7 +290,7 @@ async function replayCommand(db: Database.Database, values: Values, positionals:
     }
     return 0;
   }
-  const steps = replaySteps(session, events);
+  const steps = replaySteps(session, events, passkeyNames(db));
   let previous: number | null = null;
   for (const step of steps) {
     if (!values.instant && previous !== null) {

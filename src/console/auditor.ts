@@ -207,6 +207,7 @@ function resultView(r: VerificationResult): VerificationRunView {
     anchor: p.anchor,
     checkpoints: p.checkpoints,
     unsealed: p.unsealed,
+    approvals: p.approvals,
     key: { kid: p.key.kid },
     firstProblem: errors[0] ?? null,
     problems: [...errors, ...p.problems.filter((x) => x.severity === 'warning')].slice(0, PROBLEMS_SHOWN).map((x: Problem) => ({ seq: x.seq, severity: x.severity, message: x.message })),

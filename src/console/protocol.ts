@@ -94,6 +94,8 @@ export interface ChallengeView {
   /** Every risk signal that held for a rule that asked (shown on the card). */
   signals: string[];
   approvals: { user: string; at: number; factor: Factor }[];
+  /** Hex digest of what a passkey approval signs (stepup/evidence.ts); the card shows its first 12 characters. */
+  digest: string;
   createdAt: number;
   expiresAt: number;
   /**
@@ -235,6 +237,15 @@ export interface ChallengesReply {
 
 /** GET /api/challenges/ID: a held statement, or what became of it. */
 export type ChallengeLookup = { state: 'pending'; now: number; challenge: ChallengeView } | { state: 'decided'; now: number; resolved: ResolvedView };
+
+/**
+ * POST /api/challenges/ID/options: WebAuthn request options whose challenge commits to the statement
+ * (stepup/evidence.ts): base64url(SHA-256("stepgate-approval-v1\n" digest "\n" challengeId "\n" nonce)).
+ */
+export interface ApprovalOptions {
+  challenge: string;
+  approval?: { challengeId: string; digest: string; nonce: string };
+}
 
 /** POST /api/challenges/ID/approve */
 export interface ApproveReply {
@@ -381,6 +392,8 @@ export type VerificationRunView =
       anchor: { seq: number } | null;
       checkpoints: { total: number; valid: number; lastSeq: number | null };
       unsealed: number;
+      /** Approvals checked from the trail alone (audit/verify-approvals.ts ApprovalCounts). */
+      approvals: { verified: number; codes: number; unsigned: number; noKey: number; failed: number };
       firstProblem: VerificationProblemView | null;
       problems: VerificationProblemView[];
       moreProblems: number;

@@ -28,6 +28,7 @@ import { WebSocketServer } from 'ws';
 import type { Config } from '../config.js';
 import { randomBytes } from 'node:crypto';
 import QRCode from 'qrcode';
+import { passkeyEnrolledBody } from '../audit/passkey-keys.js';
 import type { AuditSink } from '../audit/types.js';
 import { SsoRefused, type PendingSignIn, type SsoProvider } from '../identity/sso.js';
 import { cleanPasskeyName, type Credential, type IdentityStore, type Passkey } from '../identity/store.js';
@@ -99,7 +100,7 @@ export interface ConsoleServerOptions {
   log: Logger;
   /** Single sign-on (sign-in, credentials); null: passkeys and enrollment links only. */
   sso?: SsoProvider | null;
-  /** For `factor.failed` events. */
+  /** For `factor.failed` and `passkey.*` events (a new passkey's public key, for `audit verify`). */
   audit?: AuditSink | null;
   /** The clock (sessions, TOTP steps); tests pass their own. */
   now?: () => number;
@@ -388,6 +389,7 @@ export class ConsoleServer {
       } catch (err) {
         throw new HttpError(409, (err as Error).message, 'enrollment');
       }
+      await this.passkeyRecorded(passkey, 'enrollment link');
       this.log.info('console.enrolled', { user: passkey.user, credential: passkey.id });
       await this.startSession(res, passkey.user);
       return this.me(null, passkey.user);
@@ -410,6 +412,7 @@ export class ConsoleServer {
       } catch (err) {
         throw new HttpError(409, (err as Error).message);
       }
+      await this.passkeyRecorded(passkey, 'console');
       this.log.info('console.passkey_added', { user: passkey.user, credential: passkey.id });
       return this.me(session!);
     });
@@ -417,6 +420,7 @@ export class ConsoleServer {
       const name = cleanPasskeyName(body.name);
       if (!name) throw new HttpError(400, 'give the passkey a name of 1 to 64 characters');
       if (!this.identity.renamePasskey(session!.user, params[0]!, name)) throw new HttpError(404, 'no such passkey');
+      this.options.audit?.event?.('passkey.renamed', { user: session!.user, credential: params[0]!, name });
       return this.me(session!);
     });
     route('DELETE', `/api/passkeys/${ID}`, true, async ({ params, session }) => {
@@ -427,6 +431,7 @@ export class ConsoleServer {
         throw new HttpError(409, 'this is your only passkey: add another one before removing it (without one you could not sign in or approve anything)', 'last_passkey');
       }
       this.identity.removePasskey(user, params[0]!);
+      this.options.audit?.event?.('passkey.removed', { user, credential: params[0]! });
       this.log.info('console.passkey_removed', { user, credential: params[0] });
       return this.me(session!);
     });
@@ -459,7 +464,7 @@ export class ConsoleServer {
       const check = this.broker.mayApprove(params[0]!, session!.user, 'passkey');
       if (!check.ok) throw new HttpError(check.status, check.error, 'refused');
       const ttl = Math.min(3 * 60_000, Math.max(5_000, check.challenge.expiresAt - Date.now() + 5_000));
-      return this.ceremonies.assertionOptions({ purpose: 'approve', user: session!.user, challengeId: params[0]!, sid: session!.sid }, ttl);
+      return this.ceremonies.assertionOptions({ purpose: 'approve', user: session!.user, challengeId: params[0]!, digest: check.challenge.digest, sid: session!.sid }, ttl);
     });
     route('POST', `/api/challenges/${ID}/approve`, true, async ({ params, body, session }) => {
       const user = session!.user;
@@ -467,7 +472,9 @@ export class ConsoleServer {
       if (ceremony.challengeId !== params[0]) throw new HttpError(403, 'this passkey response was made for another statement', 'wrong_challenge');
       if (ceremony.user !== user || ceremony.sid !== session!.sid) throw new HttpError(403, 'this passkey response belongs to another session', 'wrong_session');
       const passkey = await this.ceremonies.verifyAssertion(ceremony, body.response);
-      const result = this.broker.approve(params[0]!, user, passkey.id, 'passkey');
+      // The assertion itself goes into the audit trail, so that `stepgate audit verify` can check it again.
+      const signed = this.ceremonies.signedAssertion(ceremony, body.response);
+      const result = this.broker.approve(params[0]!, user, passkey.id, 'passkey', { passkey: passkey.name, signed });
       // Its "last used" changed: the person's open pages show it.
       this.hub.passkeysChanged(user, this.identity.passkeys(user).map(passkeyView));
       if (!result.ok) throw new HttpError(result.status, result.error, 'refused');
@@ -783,6 +790,18 @@ export class ConsoleServer {
   private refuseSsoUserPasskeySignIn(user: string): void {
     if (this.isSsoUser(user)) throw new HttpError(403, 'you sign in with single sign-on: use "Sign in with single sign-on"; your passkey approves statements once you are signed in', 'sso_user');
     if (this.identity.getUser(user)?.disabled) throw new HttpError(403, 'your stepgate account is disabled', 'disabled');
+  }
+
+  /**
+   * A new passkey's public key (COSE, base64url) goes into the audit trail, so that its approvals can be
+   * checked from the trail alone (`stepgate audit verify`).
+   */
+  private async passkeyRecorded(p: Omit<Passkey, 'createdAt' | 'lastUsedAt'>, via: string): Promise<void> {
+    const audit = this.options.audit;
+    if (!audit?.event) return;
+    audit.event('passkey.enrolled', passkeyEnrolledBody(p, via));
+    // On disk before the person can approve with it (its approvals are checked against this key).
+    await audit.durable().catch((err: unknown) => this.log.error('console.passkey_not_recorded', { user: p.user, credential: p.id, error: (err as Error).message }));
   }
 
   private async startSession(res: http.ServerResponse, user: string): Promise<void> {

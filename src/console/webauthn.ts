@@ -5,14 +5,16 @@
  * - Registration (enrollment link, or adding a passkey while signed in): user verification required,
  *   resident key preferred, no attestation.
  * - Sign-in: discoverable credentials (no allowCredentials); the credential names the user.
- * - Approval of a held statement: the challenge is SHA-256("stepgate-approve" ‖ challengeId ‖ nonce) with
- *   a random 32-byte nonce, remembered with the challenge id and the approving user. An assertion is only
- *   accepted for that challenge id, from that user's session, with that user's passkey, once.
+ * - Approval of a held statement: the challenge commits to what is approved, SHA-256 over the statement's
+ *   digest, the challenge id and a random 32-byte nonce (src/stepup/evidence.ts), remembered with the
+ *   challenge id, the digest, the nonce and the approving user. An assertion is only accepted for that
+ *   challenge id, from that user's session, with that user's passkey, once; the assertion and what it
+ *   needs to recompute its challenge go into the audit trail (signedAssertion).
  *
  * `take()` removes a ceremony before its assertion is checked: whatever the outcome, a challenge is never
  * accepted twice (replay), and a mismatched use (another statement, another user) burns it.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   generateAuthenticationOptions,
   generateRegistrationOptions,
@@ -24,6 +26,14 @@ import {
   type RegistrationResponseJSON,
 } from '@simplewebauthn/server';
 import type { IdentityStore, Passkey } from '../identity/store.js';
+import { approvalChallenge, type SignedAssertion } from '../stepup/evidence.js';
+
+/** Sent with an approval's options: what the page needs to recompute the challenge. */
+export interface ApprovalOptions {
+  challengeId: string;
+  digest: string;
+  nonce: string;
+}
 
 export type Purpose = 'enroll' | 'add-passkey' | 'signin' | 'reauth' | 'approve';
 
@@ -31,8 +41,10 @@ export interface Ceremony {
   purpose: Purpose;
   /** Who it is for (null for sign-in: the credential tells). */
   user: string | null;
-  /** approve: the held statement's challenge id. */
+  /** approve: the held statement's challenge id, the digest of what is approved, and the ceremony's nonce. */
   challengeId?: string;
+  digest?: string;
+  nonce?: string;
   /** enroll: the enrollment token it was started with. */
   token?: string;
   /** Console session that started it (null for enroll and sign-in). */
@@ -155,11 +167,16 @@ export class Ceremonies {
   // ───────────────────────────── assertions ─────────────────────────────
 
   /** Options for an assertion. `user` null: discoverable (sign-in). `bindTo`: an approval's challenge id. */
-  async assertionOptions(ceremony: Omit<Ceremony, 'expiresAt'>, ttlMs = CEREMONY_TTL_MS): Promise<PublicKeyCredentialRequestOptionsJSON> {
+  async assertionOptions(ceremony: Omit<Ceremony, 'expiresAt'>, ttlMs = CEREMONY_TTL_MS): Promise<PublicKeyCredentialRequestOptionsJSON & { approval?: ApprovalOptions }> {
     let challenge: Uint8Array<ArrayBuffer> = new Uint8Array(randomBytes(32));
+    let approval: ApprovalOptions | undefined;
     if (ceremony.purpose === 'approve') {
-      const nonce = randomBytes(32);
-      challenge = new Uint8Array(createHash('sha256').update('stepgate-approve\0').update(ceremony.challengeId!).update('\0').update(nonce).digest());
+      const { digest, challengeId } = ceremony;
+      if (!digest || !challengeId) throw new CeremonyError('nothing to approve', 500);
+      const nonce = randomBytes(32).toString('base64url');
+      challenge = new Uint8Array(approvalChallenge(digest, challengeId, nonce));
+      ceremony = { ...ceremony, nonce };
+      approval = { challengeId, digest, nonce };
     }
     const allow = ceremony.user ? this.identity.passkeys(ceremony.user).map((p) => ({ id: p.id, transports: p.transports })) : undefined;
     const options = await generateAuthenticationOptions({
@@ -170,7 +187,21 @@ export class Ceremonies {
       ...(allow ? { allowCredentials: allow } : {}),
     });
     this.remember(options.challenge, ceremony, ttlMs);
-    return options;
+    // The page recomputes the challenge from these before it asks the authenticator (it signs what the card shows).
+    return approval ? { ...options, approval } : options;
+  }
+
+  /** What the audit trail keeps of a verified approval assertion (it is checked again by `audit verify`). */
+  signedAssertion(ceremony: TakenCeremony, response: unknown): SignedAssertion {
+    const r = (response as AuthenticationResponseJSON).response;
+    return {
+      digest: ceremony.digest!,
+      nonce: ceremony.nonce!,
+      rp_id: this.rpId,
+      authenticator_data: r.authenticatorData,
+      client_data_json: r.clientDataJSON,
+      signature: r.signature,
+    };
   }
 
   /**

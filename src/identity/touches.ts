@@ -6,6 +6,7 @@
  * time only (SignalRecords.touched). The statement path itself is unchanged.
  */
 import type { AuditSink, ConnectionFacts, StatementEvent, StatementOutcome } from '../audit/types.js';
+import type { SystemEventKind } from '../audit/records.js';
 import type { PreviewReport } from '../proxy/preview.js';
 import type { Decision } from '../rules/types.js';
 import type { HoldOutcome } from '../stepup/types.js';
@@ -81,7 +82,7 @@ export class TouchRecordingSink implements AuditSink {
     this.inner.outcome(statementId, index, outcome);
   }
 
-  event(kind: 'login.held' | 'login.resolved' | 'factor.failed' | 'notify.delivered' | 'notify.failed', body: Record<string, unknown>): void {
+  event(kind: SystemEventKind, body: Record<string, unknown>): void {
     this.inner.event?.(kind, body);
   }
 

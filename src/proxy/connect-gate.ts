@@ -133,7 +133,11 @@ function refusalMessage(outcome: HoldOutcome, decision: Decision): string {
 function outcomeFacts(o: HoldOutcome): Record<string, unknown> {
   switch (o.status) {
     case 'approved':
-      return { status: o.status, approvers: o.approvers.map((a) => ({ user: a.user, credential: a.credentialId, factor: a.factor ?? 'passkey' })) };
+      return {
+        status: o.status,
+        // A passkey approval keeps its signed assertion (audit verify checks it, as for statements).
+        approvers: o.approvers.map((a) => ({ user: a.user, credential: a.credentialId, factor: a.factor ?? 'passkey', ...(a.signed ? { passkey: a.passkey, signed: a.signed } : {}) })),
+      };
     case 'rejected':
       return { status: o.status, by: o.by, reason: o.reason };
     case 'unavailable':

@@ -200,6 +200,8 @@ export class Gate {
         clientAddress: host.subject.clientAddress,
         ...host.terminal,
         statements: request.statements,
+        sql: request.sql,
+        params: request.params,
         decision,
         preview,
       });

@@ -9,11 +9,14 @@
  * statement through. Who sees a challenge: its author, and members of its approver groups; nobody else.
  *
  * The broker knows nothing of HTTP or WebAuthn: the console verifies the passkey assertion and then calls
- * `approve(challengeId, user, credentialId)`; the broker re-checks that this person may approve. Events go
+ * `approve(challengeId, user, credentialId, 'passkey', {passkey, signed})` with the signed assertion, which
+ * must be for this challenge's digest (what a passkey approval signs, evidence.ts; it goes into the audit
+ * trail with the outcome); the broker re-checks that this person may approve. Events go
  * to listeners (the console's WebSocket hub) synchronously, so a challenge reaches open consoles at once.
  */
 import { randomBytes } from 'node:crypto';
 import { redactSql } from '../sql/redact.js';
+import { describeHold, statementDigest, type SignedAssertion } from './evidence.js';
 import type { IdentityStore } from '../identity/store.js';
 import type { Logger } from '../log.js';
 import type { Decision, Factor, StepUpRequirement } from '../rules/types.js';
@@ -48,6 +51,9 @@ interface Approval {
   /** The approver's groups when they approved. */
   groups: string[];
   at: number;
+  /** A passkey approval: the passkey's name and the signed assertion. */
+  passkey?: string;
+  signed?: SignedAssertion;
 }
 
 interface Grant {
@@ -72,6 +78,8 @@ export class Challenge {
   /** Set by the broker: settles the hold's outcome once. */
   settle!: (outcome: HoldOutcome) => void;
   readonly statements: StatementView[];
+  /** What an approval of it signs (see evidence.ts). */
+  readonly digest: string;
 
   constructor(
     readonly id: string,
@@ -80,6 +88,7 @@ export class Challenge {
     readonly createdAt: number,
     readonly expiresAt: number,
   ) {
+    this.digest = statementDigest(describeHold(request));
     this.statements = request.statements.slice(0, STATEMENTS_VIEW_MAX).map((s) => {
       const sql = redactSql(s.sql);
       return {
@@ -350,6 +359,7 @@ export class ConsoleBroker implements StepUpBroker {
       })),
       signals,
       approvals: [...c.approvals.values()].map((a) => ({ user: a.user, at: a.at, factor: a.factor })),
+      digest: c.digest,
       createdAt: c.createdAt,
       expiresAt: c.expiresAt,
       you: {
@@ -377,12 +387,14 @@ export class ConsoleBroker implements StepUpBroker {
    * A verified approval by `user` (a passkey assertion, or a TOTP or recovery code). Re-checks who may
    * approve (groups read now, from the store) and that the rule accepts the factor.
    */
-  approve(id: string, user: string, credentialId: string, via: Factor | 'recovery' = 'passkey'): ApproveResult {
+  approve(id: string, user: string, credentialId: string, via: Factor | 'recovery' = 'passkey', evidence?: { passkey: string; signed: SignedAssertion }): ApproveResult {
     const factor: Factor = via === 'recovery' ? 'totp' : via;
     const check = this.mayApprove(id, user, factor);
     if (!check.ok) return check;
     const c = check.challenge;
-    c.approvals.set(user, { user, credentialId, factor, via, groups: this.groupsOf(user), at: this.now() });
+    // A signature over another statement's digest proves nothing about this one.
+    if (evidence && evidence.signed.digest !== c.digest) return { ok: false, status: 409, error: 'this approval was signed for another version of the statement; try again' };
+    c.approvals.set(user, { user, credentialId, factor, via, groups: this.groupsOf(user), at: this.now(), ...(evidence ?? {}) });
     const remaining = c.entries.filter((e) => !c.satisfied(e)).length;
     this.log.info('stepup.approval', { challenge: id, user, credential: credentialId, factor: via, remaining });
     if (remaining > 0) {
@@ -390,7 +402,16 @@ export class ConsoleBroker implements StepUpBroker {
       return { ok: true, status: 'pending', remaining };
     }
     this.createGrants(c);
-    c.settle({ status: 'approved', approvers: [...c.approvals.values()].map((a) => ({ user: a.user, credentialId: a.credentialId, factor: a.via })), grant: false });
+    c.settle({
+      status: 'approved',
+      approvers: [...c.approvals.values()].map((a) => ({
+        user: a.user,
+        credentialId: a.credentialId,
+        factor: a.via,
+        ...(a.signed ? { passkey: a.passkey, signed: a.signed } : {}),
+      })),
+      grant: false,
+    });
     return { ok: true, status: 'approved', remaining: 0 };
   }
 

@@ -4,6 +4,7 @@
 import type { Decision, Factor } from '../rules/types.js';
 import type { PreviewReport } from '../proxy/preview.js';
 import type { StatementInfo } from '../sql/types.js';
+import type { SignedAssertion } from './evidence.js';
 
 export interface HoldRequest {
   connectionId: string;
@@ -21,6 +22,9 @@ export interface HoldRequest {
   connectedAt?: number | null;
   /** The statements held (one message's worth); empty for a login held by a rule with `on: connect`. */
   statements: StatementInfo[];
+  /** The message's text as the server will read it, and its bind parameters when recorded (what an approval signs). */
+  sql?: string;
+  params?: (string | null)[] | null;
   decision: Decision;
   /** What a preview of them found (null: none was asked for). */
   preview?: PreviewReport | null;
@@ -29,7 +33,7 @@ export interface HoldRequest {
 }
 
 export type HoldOutcome =
-  | { status: 'approved'; approvers: { user: string; credentialId: string | null; factor?: Factor | 'recovery' }[]; grant: boolean }
+  | { status: 'approved'; approvers: Approver[]; grant: boolean }
   | { status: 'rejected'; by: string; reason: string }
   | { status: 'expired' }
   /** The client sent a CancelRequest. */
@@ -40,6 +44,15 @@ export type HoldOutcome =
   | { status: 'shutdown' }
   /** No way to ask anyone (step-up not set up): the statement is refused. */
   | { status: 'unavailable'; reason: string };
+
+export interface Approver {
+  user: string;
+  credentialId: string | null;
+  factor?: Factor | 'recovery';
+  /** A passkey approval: the passkey's name then, and the assertion it signed (see evidence.ts). */
+  passkey?: string;
+  signed?: SignedAssertion;
+}
 
 export interface Hold {
   /** Null when the outcome was known at once (a grant, or step-up unavailable). */

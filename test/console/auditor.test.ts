@@ -167,6 +167,7 @@ t.test("an auditor sees every user's sessions, a session's timeline and the chai
   const kid = (await readPublicKey(path.join(sg.dataDir, 'audit-signing.pub'))).kid;
   const facts = (await page.locator('#audit-verify-facts li').allTextContents()).join('\n');
   t.match(facts, /\d+ signed checkpoints?, all signatures valid; the last covers event \d+/);
+  t.match(facts, /\d+ passkey approvals? signature-checked against the statements they approved/, 'the approvals are checked too');
   t.match(facts, new RegExp(`Latest signed checkpoint: #\\d+, event \\d+, signed \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d UTC \\([a-z]+\\) with key ${kid}\\.`));
   t.match(facts, /Checked .* UTC by audrey \(took \d+/);
 
@@ -216,12 +217,13 @@ t.test("an auditor sees every user's sessions, a session's timeline and the chai
   t.match(await page.locator('#timeline-title').textContent(), `Session ${aliceSession.slice(0, 8)} · alice`);
   const text = (await timeline.locator('li pre').allTextContents()).join('\n');
   const credential = sg.identity.passkeys('alice')[0]!.id;
+  t.notMatch(text, credential, 'the passkey is named by its name, not its raw id');
   t.match(text, `-- stepgate audit replay of session ${aliceSession}`);
   t.match(text, /\[\d\d:\d\d:\d\d\.\d{3} \+\d+\.\d{3}s\] postgres=> SELECT count\(\*\)::int AS n FROM items;\n-- allowed by the default \(10-audit\.yaml\)\n\(1 row\)/);
   t.match(text, `postgres=> UPDATE items SET note = 'changed' WHERE id = 1;\n-- allowed by the default (10-audit.yaml)\nUPDATE 1`);
   t.match(text, `postgres=> DROP TABLE items;\n-- DENIED by rule "deny-drop" (10-audit.yaml): Dropping tables is refused here.\nERROR:  stepgate: statement denied by rule "deny-drop"`);
   t.match(text, `postgres=> DELETE FROM items WHERE id = 2;\n-- held for step-up by rule "step-up-delete" (10-audit.yaml): Deleting rows needs your passkey.\n-- needs approval by its author`);
-  t.match(text, `s] approved by alice with passkey ${credential}\n`);
+  t.match(text, `s] approved by alice with passkey "alice's test key" (signed)\n`);
   t.match(text, /DELETE 1/);
   t.match(text, /session ended: /);
   // The classification and the decisions, as hooks.

@@ -193,3 +193,14 @@ t.test('what became of it: decided() for those who could see it, outcomes from t
   audit.outcome(other, 0, { tag: null, sqlstate: '42501', message: 'refused', skipped: false, durationMs: 0 });
   t.same(broker.decided(rejected.challengeId!, 'alice', ['dev'])!.outcomes, []);
 });
+
+t.test('a passkey approval carries an assertion signed for this statement\'s digest, and the outcome keeps it', async (t) => {
+  const hold = broker.hold(req([{ rule: 'signed' }]));
+  const c = broker.get(hold.challengeId!)!;
+  t.match(c.digest, /^[0-9a-f]{64}$/);
+  t.equal(broker.view(c, 'alice', ['dev']).digest, c.digest, 'the card gets the digest');
+  const signed = { digest: c.digest, nonce: 'n', rp_id: 'localhost', authenticator_data: 'a', client_data_json: 'c', signature: 's' };
+  t.match(broker.approve(c.id, 'alice', 'cred-a', 'passkey', { passkey: 'k', signed: { ...signed, digest: '0'.repeat(64) } }), { ok: false, status: 409 }, 'signed for another digest: refused');
+  t.same(broker.approve(c.id, 'alice', 'cred-a', 'passkey', { passkey: 'k', signed }), { ok: true, status: 'approved', remaining: 0 });
+  t.match(await hold.outcome, { status: 'approved', approvers: [{ user: 'alice', credentialId: 'cred-a', passkey: 'k', signed }] });
+});

@@ -6,7 +6,7 @@
  * Invariant: a card is rebuilt from its ChallengeView whenever the view changes, keeping only what the
  * person typed and the messages shown; every value reaches the page through textContent.
  */
-import type { ApproveReply, ChallengeView, ConnectionView, GrantView, PreviewView, RequirementView, ResolvedView } from '../protocol.js';
+import type { ApprovalOptions, ApproveReply, ChallengeView, ConnectionView, GrantView, PreviewView, RequirementView, ResolvedView } from '../protocol.js';
 import { api, errorOf, friendly, webauthn } from './api.js';
 import { $, announce, busy, fmt, fmtDuration, h } from './dom.js';
 import { onGrants, tickGrants } from './grants.js';
@@ -189,6 +189,8 @@ function buildCard(c: ChallengeView): HTMLElement {
   const preview = previewBlock(c.preview);
   if (preview) card.append(preview);
   for (const r of c.requirements) card.append(h('p', { class: 'needs', text: requirementText(c, r) }));
+  // What a passkey approval signs (the audit trail keeps the signature; `stepgate audit verify` checks it).
+  card.append(h('p', { class: 'digest muted small' }, 'Approval digest ', h('code', { text: c.digest.slice(0, 12) })));
   const grant = grantText(c);
   if (grant) card.append(h('p', { class: 'muted small', text: grant }));
   if (c.you.note) card.append(h('p', { class: 'note', text: c.you.note }));
@@ -287,9 +289,26 @@ export function tick(): void {
 
 /** The approval ceremony for one held statement; returns the server's answer. Exposed for tests. */
 export async function approveChallenge(id: string): Promise<ApproveReply> {
-  const optionsJSON = await api('POST', `/api/challenges/${encodeURIComponent(id)}/options`);
+  const optionsJSON = await api<ApprovalOptions>('POST', `/api/challenges/${encodeURIComponent(id)}/options`);
+  await checkApprovalChallenge(id, optionsJSON);
   const response = await webauthn().startAuthentication({ optionsJSON });
   return api<ApproveReply>('POST', `/api/challenges/${encodeURIComponent(id)}/approve`, { response });
+}
+
+/**
+ * The passkey signs the challenge; it must commit to the digest this card shows, for this held statement
+ * (src/stepup/evidence.ts): recomputed here before the authenticator is asked.
+ */
+async function checkApprovalChallenge(id: string, options: ApprovalOptions): Promise<void> {
+  const a = options.approval;
+  const shown = state.challenges.get(id)?.digest;
+  const refuse = (): never => {
+    throw new Error('stepgate asked to sign something other than what this card shows; nothing was signed. Reload the page.');
+  };
+  if (!a || a.challengeId !== id || (shown !== undefined && a.digest !== shown)) return refuse();
+  const bytes = new Uint8Array(await crypto.subtle.digest('SHA-256', new TextEncoder().encode(`stepgate-approval-v1\n${a.digest}\n${id}\n${a.nonce}`)));
+  const b64url = btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+  if (b64url !== options.challenge) refuse();
 }
 
 /** A part of a card, looked up when needed (the card may be rebuilt while a ceremony runs). */

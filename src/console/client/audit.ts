@@ -306,6 +306,10 @@ function renderVerification(v: VerificationReply): void {
         ? 'No signed checkpoints yet.'
         : `${cps.total} signed checkpoint${cps.total === 1 ? '' : 's'}${invalid ? `, ${invalid} NOT VALID` : ', all signatures valid'}${cps.lastSeq !== null ? `; the last covers event ${cps.lastSeq}` : ''}${report.unsealed ? `; ${report.unsealed} event${report.unsealed === 1 ? '' : 's'} after it not sealed yet` : ''}.`,
     );
+    const a = report.approvals;
+    facts.push(
+      `${a.verified} passkey approval${a.verified === 1 ? '' : 's'} signature-checked against the statements they approved${a.failed ? `, ${a.failed} FAILED` : ''}${a.codes ? `; ${a.codes} by authenticator app or recovery code (no signature to check)` : ''}${a.noKey + a.unsigned ? `; ${a.noKey + a.unsigned} without a key or signature on record (not checked)` : ''}.`,
+    );
   }
   if (v.checkpoint) {
     const c = v.checkpoint;
