@@ -32,7 +32,6 @@ CREATE FUNCTION read_conf() RETURNS text LANGUAGE sql STABLE AS $$ SELECT pg_rea
   ],
 });
 
-const VIEW = 'catalog views and tables that reveal secrets are plain reads';
 
 function disclosure(name: string, sql: string, secret: RegExp, todo?: string): void {
   t.test(name, async (t) => {
@@ -65,10 +64,10 @@ function disclosure(name: string, sql: string, secret: RegExp, todo?: string): v
 }
 
 const SCRAM = /SCRAM-SHA-256\$/;
-disclosure('pg_authid.rolpassword', 'SELECT rolname, rolpassword FROM pg_authid', SCRAM, VIEW);
-disclosure('pg_catalog.pg_authid, qualified', 'SELECT rolpassword FROM pg_catalog.pg_authid', SCRAM, VIEW);
-disclosure('TABLE pg_authid', 'TABLE pg_authid', SCRAM, VIEW);
-disclosure('pg_shadow', 'SELECT usename, passwd FROM pg_shadow', SCRAM, VIEW);
+disclosure('pg_authid.rolpassword', 'SELECT rolname, rolpassword FROM pg_authid', SCRAM);
+disclosure('pg_catalog.pg_authid, qualified', 'SELECT rolpassword FROM pg_catalog.pg_authid', SCRAM);
+disclosure('TABLE pg_authid', 'TABLE pg_authid', SCRAM);
+disclosure('pg_shadow', 'SELECT usename, passwd FROM pg_shadow', SCRAM);
 disclosure('pg_file_settings (the server\'s configuration files)', 'SELECT sourcefile, name, setting FROM pg_file_settings', /postgresql(\.auto)?\.conf/);
 disclosure('pg_hba_file_rules (who may connect how)', 'SELECT * FROM pg_hba_file_rules', /scram-sha-256/);
 disclosure('pg_ident_file_mappings', 'SELECT * FROM pg_ident_file_mappings', /os_alice_secret/);
@@ -79,4 +78,4 @@ disclosure('pg_statistic (most common values of a column nobody was granted)', '
 disclosure('pg_stats (the same, as the superuser sees it)', `SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'salaries'`, /top-secret-value/);
 disclosure('pg_largeobject (large-object contents without their ACL)', `SELECT convert_from(data, 'UTF8') FROM pg_largeobject`, /lo-secret-bytes/);
 disclosure('pg_read_file called by name (sanity)', `SELECT pg_read_file('postgresql.conf')`, /max_connections/);
-disclosure('pg_read_file hidden in a STABLE function', 'SELECT read_conf()', /max_connections/, 'declared volatility is trusted: the STABLE wrapper of an admin function is a read');
+disclosure('pg_read_file hidden in a STABLE function', 'SELECT read_conf()', /max_connections/);
