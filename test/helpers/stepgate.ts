@@ -49,6 +49,14 @@ export interface TestStepgate {
   close(): Promise<void>;
 }
 
+/** A rules directory holding one file (`00-test.yaml`) with `yaml`, removed when the test ends. */
+export function rulesDirWith(t: { teardown(fn: () => unknown): void }, yaml: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-rules-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.writeFileSync(path.join(dir, '00-test.yaml'), yaml);
+  return dir;
+}
+
 export const ALICE: TestUser = { name: 'alice', password: 'alice-secret-pw', groups: ['dev'] };
 
 export interface StepgateOptions {

@@ -12,13 +12,11 @@ import t from 'tap';
 import pg from 'pg';
 import type { AuditStore } from '../../src/audit/store.js';
 import { startPostgres } from '../helpers/postgres.js';
-import { ALICE, startStepgate, type TestStepgate } from '../helpers/stepgate.js';
+import { ALICE, startStepgate, type TestStepgate, rulesDirWith } from '../helpers/stepgate.js';
 import { waitFor } from '../helpers/wait.js';
 
-const rulesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-rules-'));
-t.teardown(() => fs.rmSync(rulesDir, { recursive: true, force: true }));
-fs.writeFileSync(
-  path.join(rulesDir, '00-test.yaml'),
+const rulesDir = rulesDirWith(
+  t,
   `default: allow
 rules:
   - name: no-drops

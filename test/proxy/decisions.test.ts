@@ -5,19 +5,16 @@
  * Rules here: deny DELETE and DROP TABLE, allow everything else.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import pg from 'pg';
 import { startPostgres } from '../helpers/postgres.js';
-import { ALICE, startStepgate } from '../helpers/stepgate.js';
+import { ALICE, startStepgate, rulesDirWith } from '../helpers/stepgate.js';
 import { m, RawClient, type Msg } from '../helpers/raw-client.js';
 import type { Hold, StepUpBroker } from '../../src/stepup/types.js';
 
-const rulesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-rules-'));
-t.teardown(() => fs.rmSync(rulesDir, { recursive: true, force: true }));
-fs.writeFileSync(
-  path.join(rulesDir, '00-test.yaml'),
+const rulesDir = rulesDirWith(
+  t,
   `default: allow
 rules:
   - name: no-deletes

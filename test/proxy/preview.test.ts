@@ -5,19 +5,16 @@
  * The broker is scripted: each hold waits until the test decides it.
  */
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import pg from 'pg';
 import { startPostgres } from '../helpers/postgres.js';
-import { ALICE, startStepgate } from '../helpers/stepgate.js';
+import { ALICE, startStepgate, rulesDirWith } from '../helpers/stepgate.js';
 import type { Hold, HoldOutcome, HoldRequest, StepUpBroker } from '../../src/stepup/types.js';
 import type { PreviewReport } from '../../src/proxy/preview.js';
 
-const rulesDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-rules-'));
-t.teardown(() => fs.rmSync(rulesDir, { recursive: true, force: true }));
-fs.writeFileSync(
-  path.join(rulesDir, '00-test.yaml'),
+const rulesDir = rulesDirWith(
+  t,
   `default: allow
 rules:
   - name: preview-changes
