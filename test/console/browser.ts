@@ -107,9 +107,10 @@ export function challengeCard(page: Page, id?: string): Locator {
 
 /** Waits for a held statement to appear on the page and returns its challenge id. */
 export async function waitForChallenge(page: Page, id?: string, timeoutMs = 5_000): Promise<string> {
-  const card = challengeCard(page, id).first();
-  await card.waitFor({ state: 'attached', timeout: timeoutMs });
-  return (await card.getAttribute('data-challenge-id'))!;
+  // One element handle: a card may go again at once (a rule's short timeout); its id is read from the
+  // element that was seen, not from a second lookup that could find nothing.
+  const handle = await page.waitForSelector(id ? `[data-challenge-id="${id}"]` : '[data-challenge-id]', { state: 'attached', timeout: timeoutMs });
+  return (await handle!.getAttribute('data-challenge-id'))!;
 }
 
 /** Clicks Approve on a card and waits for the page to report the server's answer. */
