@@ -44,7 +44,41 @@ export interface StartOptions {
 }
 
 
+/**
+ * Servers this process started and has not stopped, by their temporary root. A test killed at its timeout
+ * never runs its teardown: on exit (and on the signals that end it) their postmasters are stopped at once
+ * (SIGQUIT, PostgreSQL's immediate shutdown) and their directories removed, so no server outlives its test.
+ */
+const running = new Map<string, string>();
+let exitGuard = false;
+
+function stopLeftovers(): void {
+  for (const [root, dataDir] of running) {
+    try {
+      const pid = Number(fs.readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+      if (pid > 0) process.kill(pid, 'SIGQUIT');
+    } catch {
+      // not started yet, or gone already
+    }
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+  running.clear();
+}
+
+function installExitGuard(): void {
+  if (exitGuard) return;
+  exitGuard = true;
+  process.on('exit', stopLeftovers);
+  for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130], ['SIGHUP', 129]] as const) {
+    process.once(signal, () => {
+      stopLeftovers();
+      process.exit(code);
+    });
+  }
+}
+
 export async function startPostgres(t: { teardown(fn: () => unknown): void }, options: StartOptions = {}): Promise<TestPostgres> {
+  installExitGuard();
   const root = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-pg-'));
   fs.chmodSync(root, 0o777);
   const dataDir = path.join(root, 'data');
@@ -82,9 +116,11 @@ export async function startPostgres(t: { teardown(fn: () => unknown): void }, op
     if (stopped) return;
     stopped = true;
     await server.stop().catch(() => {});
+    running.delete(root);
     fs.rmSync(root, { recursive: true, force: true });
   };
   t.teardown(stop);
+  running.set(root, dataDir);
   await server.initialise();
   for (const [name, content] of Object.entries(options.files ?? {})) {
     const file = path.join(dataDir, name);
