@@ -96,9 +96,15 @@ t.test('a misread write fails in autocommit, simple and extended, and the client
   t.same(types(await c.query('SELECT 1')), ['T', 'D', 'C', 'Z'], 'the session goes on');
   // The audit trail tells a stopped hidden write from an ordinary error.
   await sg.app.audit.durable();
-  const outcomes = readEvents(sg.dataDir, "kind = 'statement'")
-    .filter((e) => String(e.data.sql).includes('/*misread*/'))
-    .flatMap((e) => e.data.outcomes as Record<string, unknown>[]);
+  // An outcome is inline in its statement event when it arrived before the statement's batch went to the
+  // writer, else an event of its own: both count.
+  const events = readEvents(sg.dataDir, "kind IN ('statement', 'outcome')");
+  const outcomes = events
+    .filter((e) => e.kind === 'statement' && String(e.data.sql).includes('/*misread*/'))
+    .flatMap((st) => [
+      ...((st.data.outcomes as Record<string, unknown>[] | undefined) ?? []),
+      ...events.filter((e) => e.kind === 'outcome' && e.session === st.session && e.data.statement === st.sseq).map((e) => e.data),
+    ]);
   t.ok(outcomes.length >= 2 && outcomes.every((o) => o.sqlstate === '25006' && o.read_only_refused === true), 'recorded as a refused hidden write');
 });
 
