@@ -179,7 +179,6 @@ async function codeFlow(issuer: string, login: string, client: IdpClient, redire
       res = await go(url);
     }
     location = res.headers.get('location');
-    if (process.env.OIDC_DEBUG) console.log(res.status, location);
   }
   if (!location || !location.startsWith(redirectUri)) throw new Error(`the provider did not redirect back (status ${res.status}: ${await res.text()})`);
   const back = new URL(location);
