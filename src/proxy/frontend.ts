@@ -345,7 +345,10 @@ export class Frontend {
    */
   private async estimateRows(statements: readonly StatementInfo[], state: TransactionState): Promise<number | null> {
     const s = statements.length === 1 ? statements[0]! : null;
-    if (s === null || !ESTIMABLE.has(s.command) || state.kind === 'implicit' || (state.kind === 'block' && state.failed)) return null;
+    // Only a statement read with certainty: its text is sent again behind EXPLAIN, and one the server may read
+    // differently (standard_conforming_strings off with a backslash) could end stepgate's read-only
+    // transaction and run statements of its own (test/security/estimate.test.ts).
+    if (s === null || s.classes.includes('unknown') || !ESTIMABLE.has(s.command) || state.kind === 'implicit' || (state.kind === 'block' && state.failed)) return null;
     const inBlock = state.kind === 'block';
     let plan: string | null = null;
     let failed = false;

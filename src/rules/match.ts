@@ -14,6 +14,9 @@ import { formatDuration } from '../util/units.js';
 const CLASS_BIT = new Map<string, number>(STATEMENT_CLASSES.map((name, i) => [name, 1 << i]));
 const FLAG_BIT = new Map<string, number>(STATEMENT_FLAGS.map((name, i) => [name, 1 << i]));
 
+/** Classes of statements that may read or change rows (unknown may): the ones `rows` counts. */
+const ROW_CLASSES = classMask(['read', 'write', 'export', 'import', 'unknown']);
+
 /** Classes as a bit mask. Unknown names (a newer classifier) set no bit. */
 export function classMask(classes: readonly StatementClass[]): number {
   let mask = 0;
@@ -190,6 +193,8 @@ function compileKey(key: MatchKey, spec: MatchSpec, covering: boolean): KeyCheck
         key,
         patterns: text,
         test: (input) => {
+          // Settings, transaction control, DDL ... touch no rows: a count of 0, known without measuring.
+          if ((input.classMask & ROW_CLASSES) === 0) return holds(0);
           const rows = input.rows;
           if (rows === undefined) input.rowsMatter = true;
           // Not known (yet): a rule that denies or asks may apply; one that allows must be sure.
