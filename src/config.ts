@@ -105,8 +105,21 @@ export interface Config {
   metrics: { listen: HostPort } | null;
   /** Webhooks that tell approvers about held statements (`notify:`; see src/notify/config.ts). */
   notify: NotifyConfig;
+  /**
+   * `state: postgres://...`: what several instances share (users, factors, grants, holds, console
+   * sign-ins) lives in that PostgreSQL database (src/state/); null: this instance's SQLite files only.
+   */
+  state: StateConfig | null;
   /** Where the file came from, for messages. */
   source: string | null;
+}
+
+export interface StateConfig {
+  url: string;
+  /** This instance's name among those sharing the state (default: host name, listening port and pid). */
+  instance: string | null;
+  /** How long an instance that stopped renewing its lease is trusted: then its holds are abandoned (ms). */
+  leaseMs: number;
 }
 
 export class ConfigError extends Error {
@@ -225,7 +238,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     }
     return prefix(value);
   };
-  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso', 'metrics', 'notify'];
+  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso', 'metrics', 'notify', 'state'];
   for (const key of Object.keys(raw)) {
     if (!known.includes(key)) {
       const near = known.find((k) => k.startsWith(key.slice(0, 3)));
@@ -377,6 +390,8 @@ export function loadConfig(flags: ConfigFlags): Config {
     }
   }
 
+  const state = parseStateSection(raw.state, at, problems);
+
   const consoleUrl = str('console_url', raw.console_url) ?? null;
   if (consoleUrl !== null && !/^https?:\/\/[^\s]+$/.test(consoleUrl)) {
     problems.push(`${at('console_url')}console_url must be an http:// or https:// URL`);
@@ -399,8 +414,38 @@ export function loadConfig(flags: ConfigFlags): Config {
     sso,
     metrics,
     notify,
+    state,
     source: file,
   };
+}
+
+const STATE_EXAMPLE = 'state: postgres://stepgate:PASSWORD@db.internal:5432/stepgate_state';
+
+function parseStateSection(value: unknown, at: (key: string, sub?: string) => string, problems: string[]): StateConfig | null {
+  if (value === undefined || value === null) return null;
+  const m: Record<string, unknown> = typeof value === 'string' ? { url: value } : (value as Record<string, unknown>);
+  if (typeof m !== 'object' || Array.isArray(m)) {
+    problems.push(`${at('state')}"state" must be a postgres:// URL or a mapping {url, instance, lease}: ${STATE_EXAMPLE}`);
+    return null;
+  }
+  for (const k of Object.keys(m)) if (!['url', 'instance', 'lease'].includes(k)) problems.push(`${at('state', k)}unknown key state.${k}: the keys are url, instance and lease`);
+  const url = m.url;
+  if (typeof url !== 'string' || !/^postgres(ql)?:\/\/[^\s]+$/.test(url)) {
+    problems.push(`${typeof value === 'string' ? at('state') : at('state', 'url')}state.url must be a postgres:// URL of a database for stepgate's shared state: ${STATE_EXAMPLE}`);
+    return null;
+  }
+  let instance: string | null = null;
+  if (m.instance !== undefined) {
+    if (typeof m.instance !== 'string' || !/^[A-Za-z0-9_.:-]{1,63}$/.test(m.instance)) problems.push(`${at('state', 'instance')}state.instance must be 1-63 letters, digits, "_", ".", ":" or "-"`);
+    else instance = m.instance;
+  }
+  let leaseMs = 10_000;
+  if (m.lease !== undefined) {
+    const ms = typeof m.lease === 'string' ? parseDuration(m.lease) : null;
+    if (ms === null || ms < 1000) problems.push(`${at('state', 'lease')}state.lease must be a duration of at least 1s (for example 10s)`);
+    else leaseMs = ms;
+  }
+  return { url, instance, leaseMs };
 }
 
 export const SSO_DEFAULTS = {
