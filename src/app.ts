@@ -7,7 +7,7 @@ import type net from 'node:net';
 import { recordMissingPasskeys } from './audit/passkey-keys.js';
 import { AuditStore } from './audit/store.js';
 import type { AuditSink } from './audit/types.js';
-import type { Config } from './config.js';
+import type { Config, StateConfig } from './config.js';
 import { ConsoleServer } from './console/server.js';
 import { SignalRecords } from './identity/signals.js';
 import { SsoProvider, type SsoOptions } from './identity/sso.js';
@@ -27,6 +27,9 @@ import { OffThreadClassifier } from './sql/offload.js';
 import { initParser } from './sql/parser.js';
 import { ConsoleBroker } from './stepup/broker.js';
 import { OutcomeTap } from './stepup/outcomes.js';
+import type { StateDatabase } from './state/database.js';
+import { SharedHolds } from './state/holds.js';
+import { openSharedState } from './state/index.js';
 import type { StepUpBroker } from './stepup/types.js';
 
 export interface App {
@@ -55,6 +58,8 @@ export interface App {
   metricsAddress: net.AddressInfo | null;
   /** Webhooks for held statements; null without `notify.webhooks` (or without the console broker). */
   notifier: WebhookNotifier | null;
+  /** The shared state database; null without `state:` in the config. */
+  state: StateDatabase | null;
   /**
    * Stops everything in order: the proxy (see ProxyServer.shutdown: running statements get `timeoutMs`,
    * default 0, or until `deadline`; then every client gets FATAL 57P01 and held statements end with the
@@ -114,6 +119,16 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       }),
   });
   shadowed(rules.current);
+  // The shared state first (several instances): the identity store and the broker live on it.
+  let state: StateDatabase | null = null;
+  if (config.state) {
+    try {
+      state = await openSharedState(config as Config & { state: StateConfig }, log);
+    } catch (err) {
+      rules.close();
+      throw err;
+    }
+  }
   const identity = new IdentityStore(config.dataDir);
   const cache = new ClassificationCache();
   // Large texts (and texts too deep for this thread's stack) are classified in a worker thread.
@@ -134,6 +149,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     } catch (err) {
       rules.close();
       identity.close();
+      await state?.close();
       throw new Error(`cannot open the audit trail in ${config.dataDir}: ${(err as Error).message}`);
     }
   }
@@ -163,12 +179,28 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       broker.close();
       rules.close();
       identity.close();
+      await state?.close();
       await auditStore?.close();
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'EADDRINUSE') {
         throw new Error(`cannot listen on ${config.console.host}:${config.console.port} for the console: the address is in use (choose another with --console HOST:PORT)`);
       }
       throw err;
+    }
+  }
+  // Holds and grants shared with the other instances on the state database.
+  let sharedHolds: SharedHolds | null = null;
+  if (broker && state) {
+    try {
+      sharedHolds = await SharedHolds.start({ db: state, broker, log, leaseMs: config.state!.leaseMs });
+    } catch (err) {
+      broker.close();
+      await consoleServer?.close();
+      rules.close();
+      identity.close();
+      await state.close();
+      await auditStore?.close();
+      throw new Error(`cannot share held statements on the state database: ${(err as Error).message}`);
     }
   }
   const stepUp: StepUpBroker = overrides.stepUp ?? broker!;
@@ -219,9 +251,11 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   } catch (err) {
     broker?.close();
     notifier?.close();
+    await sharedHolds?.close();
     await consoleServer?.close();
     rules.close();
     identity.close();
+    await state?.close();
     await auditStore?.close();
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') throw new Error(`cannot listen on ${config.listen.host}:${config.listen.port}: the address is in use (choose another with --listen HOST:PORT)`);
@@ -245,9 +279,11 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       await proxy.close();
       await classifier.close();
       broker?.close();
+      await sharedHolds?.close();
       await consoleServer?.close();
       rules.close();
       identity.close();
+      await state?.close();
       await auditStore?.close();
       const e = err as NodeJS.ErrnoException;
       const at = `${config.metrics.listen.host}:${config.metrics.listen.port}`;
@@ -289,6 +325,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     metrics,
     metricsAddress,
     notifier,
+    state,
     close(options = {}) {
       // Once: a signal handler and a test's teardown may both ask.
       closing ??= (async () => {
@@ -297,12 +334,15 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         if (finished + terminated > 0) log.info('stepgate.drained', { finished_in_time: finished, terminated });
         await classifier.close();
         broker?.close();
+        // The outcomes just recorded reach the state database, then the lease is given up.
+        await sharedHolds?.close();
         // Deliveries still queued or waiting for a retry are dropped (the trail closes next).
         notifier?.close();
         await consoleServer?.close();
         rules.close();
         signals.flush();
         identity.close();
+        await state?.close();
         // Last: the sessions' ends are recorded, then a final signed checkpoint.
         await auditStore?.close();
         // /readyz said 503 (shutting down) from the start of close; the listener goes last.

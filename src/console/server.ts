@@ -35,7 +35,7 @@ import { cleanPasskeyName, type Credential, type IdentityStore, type Passkey } f
 import { CodeFactors, newRecoveryCodes, newTotpSecret, totpUri } from '../identity/totp.js';
 import type { Logger } from '../log.js';
 import { makeVerifier } from '../protocol/scram.js';
-import type { ConsoleBroker } from '../stepup/broker.js';
+import type { ConsoleBroker, Refusal } from '../stepup/broker.js';
 import { AUDITORS_GROUP, AuditorError, AuditorService } from './auditor.js';
 import { pageHtml } from './client/page.js';
 import { CONSOLE_CSS } from './client/styles.js';
@@ -72,6 +72,13 @@ class HttpError extends Error {
   ) {
     super(message);
   }
+}
+
+/** The broker's refusal as the console answers it. */
+const REFUSAL_STATUS: Record<Refusal['refusal'], number> = { not_found: 404, not_allowed: 403, stale: 409, unavailable: 503 };
+
+function refused(r: Refusal): HttpError {
+  return new HttpError(REFUSAL_STATUS[r.refusal], r.error, 'refused');
 }
 
 interface Ctx {
@@ -462,7 +469,7 @@ export class ConsoleServer {
     });
     route('POST', `/api/challenges/${ID}/options`, true, async ({ params, session }) => {
       const check = this.broker.mayApprove(params[0]!, session!.user, 'passkey');
-      if (!check.ok) throw new HttpError(check.status, check.error, 'refused');
+      if (!check.ok) throw refused(check);
       const ttl = Math.min(3 * 60_000, Math.max(5_000, check.challenge.expiresAt - Date.now() + 5_000));
       return this.ceremonies.assertionOptions({ purpose: 'approve', user: session!.user, challengeId: params[0]!, digest: check.challenge.digest, sid: session!.sid }, ttl);
     });
@@ -474,22 +481,22 @@ export class ConsoleServer {
       const passkey = await this.ceremonies.verifyAssertion(ceremony, body.response);
       // The assertion itself goes into the audit trail, so that `stepgate audit verify` can check it again.
       const signed = this.ceremonies.signedAssertion(ceremony, body.response);
-      const result = this.broker.approve(params[0]!, user, passkey.id, 'passkey', { passkey: passkey.name, signed });
+      const result = await this.broker.approve(params[0]!, user, passkey.id, 'passkey', { passkey: passkey.name, signed });
       // Its "last used" changed: the person's open pages show it.
       this.hub.passkeysChanged(user, this.identity.passkeys(user).map(passkeyView));
-      if (!result.ok) throw new HttpError(result.status, result.error, 'refused');
+      if (!result.ok) throw refused(result);
       return { status: result.status, remaining: result.remaining } satisfies ApproveReply;
     });
     route('POST', `/api/challenges/${ID}/reject`, true, async ({ params, body, session }) => {
-      const result = this.broker.reject(params[0]!, session!.user, typeof body.reason === 'string' ? body.reason : '');
-      if (!result.ok) throw new HttpError(result.status, result.error, 'refused');
+      const result = await this.broker.reject(params[0]!, session!.user, typeof body.reason === 'string' ? body.reason : '');
+      if (!result.ok) throw refused(result);
       return { status: 'rejected' };
     });
 
     // Grants.
     route('GET', '/api/grants', true, async ({ session }) => ({ now: Date.now(), grants: this.broker.grantsFor(session!.user) }) satisfies GrantsReply);
     route('DELETE', `/api/grants/${ID}`, true, async ({ params, session }) => {
-      if (!this.broker.revokeGrant(params[0]!, session!.user)) throw new HttpError(404, 'no such grant');
+      if (!(await this.broker.revokeGrant(params[0]!, session!.user))) throw new HttpError(404, 'no such grant');
       return { grants: this.broker.grantsFor(session!.user) } satisfies GrantsReply;
     });
 
@@ -559,7 +566,7 @@ export class ConsoleServer {
     route('POST', `/api/challenges/${ID}/approve-code`, true, async ({ params, body, session }) => {
       const user = session!.user;
       const check = this.broker.mayApprove(params[0]!, user, 'totp');
-      if (!check.ok) throw new HttpError(check.status, check.error, 'refused');
+      if (!check.ok) throw refused(check);
       const result = this.codes.verify(user, body.code);
       if (!result.ok) {
         // Audited, never with the code itself.
@@ -567,8 +574,8 @@ export class ConsoleServer {
         this.log.info('console.code_refused', { user, reason: result.reason, challenge: params[0] });
         throw new HttpError(result.reason === 'locked' ? 429 : 403, result.message, result.reason === 'locked' ? 'locked' : 'code');
       }
-      const approved = this.broker.approve(params[0]!, user, result.factor, result.factor);
-      if (!approved.ok) throw new HttpError(approved.status, approved.error, 'refused');
+      const approved = await this.broker.approve(params[0]!, user, result.factor, result.factor);
+      if (!approved.ok) throw refused(approved);
       return { status: approved.status, remaining: approved.remaining, recoveryCodesLeft: result.recoveryLeft } satisfies CodeApproveReply;
     });
 

@@ -84,7 +84,7 @@ export function notifyEvent(kind: NotifyEventKind, c: Challenge, url: string, ou
       sql: s.sql.length > SQL_MAX ? s.sql.slice(0, SQL_MAX) : s.sql,
       truncated: s.sql.length > SQL_MAX || s.omitted > 0,
     })),
-    omitted_statements: Math.max(0, c.request.statements.length - Math.min(STATEMENTS_MAX, c.statements.length)),
+    omitted_statements: Math.max(0, c.statementCount - Math.min(STATEMENTS_MAX, c.statements.length)),
     preview: previewSummary(c.request.preview),
     approvers: c.entries.map((e) => ((e.approvers?.groups.length ?? 0) > 0 ? `${Math.max(1, e.approvers!.count)} of ${e.approvers!.groups.join(', ')}` : 'author')),
     created_at: new Date(c.createdAt).toISOString(),

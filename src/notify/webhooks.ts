@@ -124,14 +124,15 @@ export class WebhookNotifier implements BrokerListener {
 
   // ───────────────────────────── BrokerListener ─────────────────────────────
 
+  // Only the instance holding a statement tells the webhooks (others sharing the state show copies).
   challengeCreated(c: Challenge): void {
-    this.enqueue('held', c);
+    if (c.origin === 'local') this.enqueue('held', c);
   }
 
   challengeUpdated(): void {}
 
   challengeResolved(c: Challenge, outcome: HoldOutcome, _resolved: ResolvedView): void {
-    this.enqueue('decided', c, outcome);
+    if (c.origin === 'local') this.enqueue('decided', c, outcome);
   }
 
   grantsChanged(): void {}

@@ -126,13 +126,16 @@ export class StateDatabase {
     await this.pool.query('SELECT pg_notify($1, $2)', [channel, payload]);
   }
 
-  /** Notices on `channel`; returns the unsubscribe. LISTEN is (re)issued on every listener connection. */
-  listen(channel: string, handler: NoticeHandler): () => void {
+  /**
+   * Notices on `channel`; resolves (to the unsubscribe) once LISTEN is in force, so a caller that then
+   * loads what it caches misses nothing. LISTEN is issued again on every listener connection.
+   */
+  async listen(channel: string, handler: NoticeHandler): Promise<() => void> {
     let set = this.handlers.get(channel);
     if (!set) {
       set = new Set();
       this.handlers.set(channel, set);
-      if (this.listener) void this.listener.query(`LISTEN ${pg.escapeIdentifier(channel)}`).catch((err) => this.failed('listen', err));
+      await this.listener?.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
     }
     set.add(handler);
     return () => set!.delete(handler);

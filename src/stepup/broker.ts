@@ -42,7 +42,7 @@ const STATEMENTS_VIEW_MAX = 200;
 // The views the console shows are the console's protocol types (shared with the page).
 export type { ChallengeView, GrantView, OutcomeView, RequirementView, ResolvedView, StatementView } from '../console/protocol.js';
 
-interface Approval {
+export interface Approval {
   user: string;
   credentialId: string;
   factor: Factor;
@@ -56,7 +56,7 @@ interface Approval {
   signed?: SignedAssertion;
 }
 
-interface Grant {
+export interface Grant {
   id: string;
   rule: string | null;
   file: string | null;
@@ -71,6 +71,39 @@ interface Grant {
   expiresAt: number;
 }
 
+/**
+ * What people see of a held message and what an approval signs, computed once where it was held; a peer
+ * instance's copy of a challenge is built from it (it never has the statements' full texts).
+ */
+export interface ChallengeSummary {
+  statements: StatementView[];
+  /** Statements in the message (more than `statements` when they were too many to show). */
+  statementCount: number;
+  omittedCommands: string[];
+  digest: string;
+}
+
+export function summarize(request: HoldRequest): ChallengeSummary {
+  const statements = request.statements.slice(0, STATEMENTS_VIEW_MAX).map((s) => {
+    const sql = redactSql(s.sql);
+    return {
+      sql: sql.length > SQL_VIEW_MAX ? sql.slice(0, SQL_VIEW_MAX) : sql,
+      omitted: Math.max(0, sql.length - SQL_VIEW_MAX),
+      command: s.command,
+      classes: [...s.classes],
+      tables: s.tables.map((t) => (t.schema ? `${t.schema}.${t.name}` : t.name)),
+      flags: [...s.flags],
+      reasons: [...s.reasons],
+    };
+  });
+  return {
+    statements,
+    statementCount: request.statements.length,
+    omittedCommands: [...new Set(request.statements.slice(statements.length).map((s) => s.command))],
+    digest: statementDigest(describeHold(request)),
+  };
+}
+
 export class Challenge {
   readonly approvals = new Map<string, Approval>();
   done = false;
@@ -78,29 +111,32 @@ export class Challenge {
   /** Set by the broker: settles the hold's outcome once. */
   settle!: (outcome: HoldOutcome) => void;
   readonly statements: StatementView[];
+  readonly statementCount: number;
+  readonly omittedCommands: string[];
   /** What an approval of it signs (see evidence.ts). */
   readonly digest: string;
 
+  /**
+   * `local`: held here (a session waits on it); `peer`: held by another instance sharing the state (its
+   * `request.statements` is empty: the summary stands in for them).
+   */
   constructor(
     readonly id: string,
     readonly request: HoldRequest,
     readonly entries: StepUpRequirement[],
     readonly createdAt: number,
     readonly expiresAt: number,
+    summary: ChallengeSummary = summarize(request),
+    readonly origin: 'local' | 'peer' = 'local',
   ) {
-    this.digest = statementDigest(describeHold(request));
-    this.statements = request.statements.slice(0, STATEMENTS_VIEW_MAX).map((s) => {
-      const sql = redactSql(s.sql);
-      return {
-        sql: sql.length > SQL_VIEW_MAX ? sql.slice(0, SQL_VIEW_MAX) : sql,
-        omitted: Math.max(0, sql.length - SQL_VIEW_MAX),
-        command: s.command,
-      classes: [...s.classes],
-      tables: s.tables.map((t) => (t.schema ? `${t.schema}.${t.name}` : t.name)),
-        flags: [...s.flags],
-        reasons: [...s.reasons],
-      };
-    });
+    this.statements = summary.statements;
+    this.statementCount = summary.statementCount;
+    this.omittedCommands = summary.omittedCommands;
+    this.digest = summary.digest;
+  }
+
+  get summary(): ChallengeSummary {
+    return { statements: this.statements, statementCount: this.statementCount, omittedCommands: this.omittedCommands, digest: this.digest };
   }
 
   get user(): string {
@@ -183,11 +219,48 @@ export interface BrokerOptions {
   /** The console's base URL (known once it listens). */
   consoleUrl(): string;
   now?(): number;
+  /** Holds and grants shared with other instances (src/state/holds.ts); absent: this process alone. */
+  exchange?: HoldExchange;
 }
 
-export type ApproveResult =
-  | { ok: true; status: 'approved' | 'pending'; remaining: number }
-  | { ok: false; status: number; error: string };
+/**
+ * Why the broker refused (the console maps these to HTTP statuses): `not_found` (no such challenge waiting
+ * that this person may see), `not_allowed` (they may not approve it, or not with this factor), `stale` (the
+ * signature is for another version of it), `unavailable` (the shared state cannot be reached: nothing was
+ * recorded, try again).
+ */
+export type Refusal = { ok: false; refusal: 'not_found' | 'not_allowed' | 'stale' | 'unavailable'; error: string };
+
+export type ApproveResult = { ok: true; status: 'approved' | 'pending'; remaining: number } | Refusal;
+
+/**
+ * What the broker needs from the shared state (src/state/holds.ts). The database is the single truth about
+ * a shared challenge: its approvals and its one final outcome. Each call either commits or rejects.
+ */
+export interface HoldExchange {
+  /** False while the state database is out of reach: new holds and grants then fail closed. */
+  readonly healthy: boolean;
+  /** A challenge held here: visible to the other instances once this resolves. */
+  publish(c: Challenge): Promise<void>;
+  /**
+   * In one transaction, with the challenge's row locked: adds `approval` (when it is still pending) and lets
+   * `decide` look at every approval recorded so far; when it returns an outcome, that becomes the final one
+   * and its grants are stored. Two instances cannot both approve, nor count past each other.
+   */
+  approve(
+    c: Challenge,
+    approval: Approval,
+    decide: (all: Approval[]) => { outcome: HoldOutcome; grants: Grant[] } | null,
+  ): Promise<{ state: 'pending' | 'decided' | 'closed'; approvals: Approval[]; outcome: HoldOutcome | null }>;
+  /** Records `outcome` as final unless one already is; resolves to the outcome in force. */
+  decide(id: string, outcome: HoldOutcome): Promise<HoldOutcome>;
+  revokeGrant(id: string): Promise<boolean>;
+  /** A connection closed: its connection-scoped grants go. */
+  dropConnectionGrants(connectionId: string): Promise<void>;
+}
+
+/** How long a local hold waits for the shared state to record its expiry before expiring anyway. */
+const EXCHANGE_WAIT_MS = 5_000;
 
 export class ConsoleBroker implements StepUpBroker {
   private readonly challenges = new Map<string, Challenge>();
@@ -199,11 +272,18 @@ export class ConsoleBroker implements StepUpBroker {
   private readonly now: () => number;
   private grantTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  private exchange: HoldExchange | null;
 
   constructor(private readonly options: BrokerOptions) {
     this.identity = options.identity;
     this.log = options.log;
     this.now = options.now ?? Date.now;
+    this.exchange = options.exchange ?? null;
+  }
+
+  /** Connects the shared state after construction (it needs the broker to deliver what peers say). */
+  useExchange(exchange: HoldExchange): void {
+    this.exchange = exchange;
   }
 
   addListener(listener: BrokerListener): () => void {
@@ -217,6 +297,8 @@ export class ConsoleBroker implements StepUpBroker {
     const entries = requirementsOf(request.decision);
     const now = this.now();
     if (this.closed) return settled({ status: 'unavailable', reason: 'stepgate is shutting down' });
+    // Grants and approvals live in the shared state: without it, neither can be trusted (a revocation may be missed).
+    if (this.exchange && !this.exchange.healthy) return settled({ status: 'unavailable', reason: STATE_DOWN });
 
     // A grant for every rule that asked: pass without asking.
     const grants = entries.map((e) => this.findGrant(e, request, now));
@@ -242,20 +324,30 @@ export class ConsoleBroker implements StepUpBroker {
         this.resolved(challenge, o);
       };
     });
-    challenge.timer = setTimeout(() => challenge.settle({ status: 'expired' }), timeoutMs);
+    challenge.timer = setTimeout(() => this.expire(challenge), timeoutMs);
     this.challenges.set(id, challenge);
     this.log.info('stepup.held', { challenge: id, connection: request.connectionId, user: request.user, rules: entries.map((e) => e.rule ?? 'default') });
     for (const l of this.listeners) safely(this.log, () => l.challengeCreated(challenge));
+    if (this.exchange) {
+      // Not recorded, not approvable elsewhere: fail closed rather than wait for nobody.
+      this.exchange.publish(challenge).catch((err) => {
+        this.log.error('stepup.publish_failed', { challenge: id, error: (err as Error).message });
+        challenge.settle({ status: 'unavailable', reason: STATE_DOWN });
+      });
+    }
     return {
       challengeId: id,
       url: this.challengeUrl(id),
       outcome,
-      end: (status) => challenge.settle({ status }),
+      end: (status) => this.end(challenge, { status }),
     };
   }
 
   connectionClosed(connectionId: string): void {
-    for (const c of [...this.challenges.values()]) if (c.request.connectionId === connectionId) c.settle({ status: 'withdrawn' });
+    for (const c of [...this.challenges.values()]) if (c.origin === 'local' && c.request.connectionId === connectionId) this.end(c, { status: 'withdrawn' });
+    if (this.exchange) {
+      this.exchange.dropConnectionGrants(connectionId).catch((err) => this.log.warn('stepup.grant_drop_failed', { connection: connectionId, error: (err as Error).message }));
+    }
     const users: string[] = [];
     for (const [id, g] of this.grants) {
       if (g.connectionId === connectionId) {
@@ -339,8 +431,8 @@ export class ConsoleBroker implements StepUpBroker {
       connection: connectionView(c.request),
       preview: previewView(c.request.preview ?? null),
       statements: c.statements,
-      omittedStatements: Math.max(0, c.request.statements.length - c.statements.length),
-      omittedCommands: [...new Set(c.request.statements.slice(c.statements.length).map((s) => s.command))],
+      omittedStatements: Math.max(0, c.statementCount - c.statements.length),
+      omittedCommands: c.omittedCommands,
       rule: d.rule ?? 'default',
       file: d.file,
       message: d.message,
@@ -373,13 +465,13 @@ export class ConsoleBroker implements StepUpBroker {
   }
 
   /** Checks, before a ceremony starts (and again after it), that this person could approve with `factor`. */
-  mayApprove(id: string, user: string, factor?: Factor): { ok: true; challenge: Challenge } | { ok: false; status: number; error: string } {
+  mayApprove(id: string, user: string, factor?: Factor): { ok: true; challenge: Challenge } | Refusal {
     const c = this.challenges.get(id);
     const groups = this.groupsOf(user);
-    if (!c || !c.visibleTo(user, groups)) return { ok: false, status: 404, error: 'no such statement is waiting for approval' };
-    if (this.identity.getUser(user)?.disabled) return { ok: false, status: 403, error: 'your stepgate account is disabled' };
+    if (!c || !c.visibleTo(user, groups)) return NOT_WAITING;
+    if (this.identity.getUser(user)?.disabled) return { ok: false, refusal: 'not_allowed', error: 'your stepgate account is disabled' };
     const refusal = c.refusal(user, groups, factor);
-    if (refusal) return { ok: false, status: 403, error: refusal };
+    if (refusal) return { ok: false, refusal: 'not_allowed', error: refusal };
     return { ok: true, challenge: c };
   }
 
@@ -387,40 +479,81 @@ export class ConsoleBroker implements StepUpBroker {
    * A verified approval by `user` (a passkey assertion, or a TOTP or recovery code). Re-checks who may
    * approve (groups read now, from the store) and that the rule accepts the factor.
    */
-  approve(id: string, user: string, credentialId: string, via: Factor | 'recovery' = 'passkey', evidence?: { passkey: string; signed: SignedAssertion }): ApproveResult {
+  async approve(id: string, user: string, credentialId: string, via: Factor | 'recovery' = 'passkey', evidence?: { passkey: string; signed: SignedAssertion }): Promise<ApproveResult> {
     const factor: Factor = via === 'recovery' ? 'totp' : via;
     const check = this.mayApprove(id, user, factor);
     if (!check.ok) return check;
     const c = check.challenge;
     // A signature over another statement's digest proves nothing about this one.
-    if (evidence && evidence.signed.digest !== c.digest) return { ok: false, status: 409, error: 'this approval was signed for another version of the statement; try again' };
-    c.approvals.set(user, { user, credentialId, factor, via, groups: this.groupsOf(user), at: this.now(), ...(evidence ?? {}) });
+    if (evidence && evidence.signed.digest !== c.digest) return { ok: false, refusal: 'stale', error: 'this approval was signed for another version of the statement; try again' };
+    const approval: Approval = { user, credentialId, factor, via, groups: this.groupsOf(user), at: this.now(), ...(evidence ?? {}) };
+    if (!this.exchange) {
+      c.approvals.set(user, approval);
+      const decided = this.decideWith(c);
+      this.log.info('stepup.approval', { challenge: id, user, credential: credentialId, factor: via, remaining: decided.remaining });
+      if (!decided.outcome) {
+        for (const l of this.listeners) safely(this.log, () => l.challengeUpdated(c));
+        return { ok: true, status: 'pending', remaining: decided.remaining };
+      }
+      this.addGrants(decided.grants);
+      c.settle(decided.outcome);
+      return { ok: true, status: 'approved', remaining: 0 };
+    }
+    // Shared: the approval counts once it is in the database, and only the transaction that completes the
+    // count decides (the challenge's row is locked while it counts).
+    let result: Awaited<ReturnType<HoldExchange['approve']>>;
+    try {
+      result = await this.exchange.approve(c, approval, (all) => {
+        c.approvals.clear();
+        for (const a of all) c.approvals.set(a.user, a);
+        const d = this.decideWith(c);
+        return d.outcome ? { outcome: d.outcome, grants: d.grants } : null;
+      });
+    } catch (err) {
+      this.log.error('stepup.approval_unrecorded', { challenge: id, user, error: (err as Error).message });
+      return { ok: false, refusal: 'unavailable', error: `your approval was not recorded: ${STATE_DOWN}; try again` };
+    }
+    c.approvals.clear();
+    for (const a of result.approvals) c.approvals.set(a.user, a);
+    if (result.state === 'closed') {
+      if (result.outcome) this.decidedElsewhere(id, result.outcome);
+      return NOT_WAITING;
+    }
     const remaining = c.entries.filter((e) => !c.satisfied(e)).length;
     this.log.info('stepup.approval', { challenge: id, user, credential: credentialId, factor: via, remaining });
-    if (remaining > 0) {
+    if (result.state === 'pending') {
       for (const l of this.listeners) safely(this.log, () => l.challengeUpdated(c));
       return { ok: true, status: 'pending', remaining };
     }
-    this.createGrants(c);
-    c.settle({
-      status: 'approved',
-      approvers: [...c.approvals.values()].map((a) => ({
-        user: a.user,
-        credentialId: a.credentialId,
-        factor: a.via,
-        ...(a.signed ? { passkey: a.passkey, signed: a.signed } : {}),
-      })),
-      grant: false,
-    });
+    this.decidedElsewhere(id, result.outcome!);
     return { ok: true, status: 'approved', remaining: 0 };
   }
 
-  reject(id: string, user: string, reason: string): { ok: true } | { ok: false; status: number; error: string } {
+  async reject(id: string, user: string, reason: string): Promise<{ ok: true } | Refusal> {
     const c = this.challenges.get(id);
-    if (!c || !c.visibleTo(user, this.groupsOf(user))) return { ok: false, status: 404, error: 'no such statement is waiting for approval' };
+    if (!c || !c.visibleTo(user, this.groupsOf(user))) return NOT_WAITING;
     const clean = String(reason ?? '').replace(/[\u0000-\u001f\u007f]+/g, ' ').trim().slice(0, REASON_MAX);
+    const outcome: HoldOutcome = { status: 'rejected', by: user, reason: clean };
+    if (this.exchange) {
+      let inForce: HoldOutcome;
+      try {
+        inForce = await this.exchange.decide(id, outcome);
+      } catch (err) {
+        // A rejection that cannot be recorded still stops the statement where it is held here.
+        if (c.origin === 'local') {
+          this.log.warn('stepup.reject_unrecorded', { challenge: id, error: (err as Error).message });
+          c.settle(outcome);
+          return { ok: true };
+        }
+        return { ok: false, refusal: 'unavailable', error: `the rejection was not recorded: ${STATE_DOWN}; try again` };
+      }
+      this.decidedElsewhere(id, inForce);
+      if (inForce.status !== 'rejected' || inForce.by !== user) return NOT_WAITING;
+      this.log.info('stepup.rejected', { challenge: id, user });
+      return { ok: true };
+    }
     this.log.info('stepup.rejected', { challenge: id, user });
-    c.settle({ status: 'rejected', by: user, reason: clean });
+    c.settle(outcome);
     return { ok: true };
   }
 
@@ -450,9 +583,11 @@ export class ConsoleBroker implements StepUpBroker {
     return out.sort((a, b) => a.expiresAt - b.expiresAt);
   }
 
-  revokeGrant(id: string, user: string): boolean {
+  async revokeGrant(id: string, user: string): Promise<boolean> {
     const g = this.grants.get(id);
     if (!g || (g.user !== user && !g.approvedBy.includes(user))) return false;
+    // Shared: revoked in the database first (every instance drops it on the notice), or not at all.
+    if (this.exchange && !(await this.exchange.revokeGrant(id))) return false;
     this.grants.delete(id);
     this.log.info('stepup.grant_revoked', { grant: id, rule: g.rule, holder: g.user, by: user });
     this.emitGrants([g.user, ...g.approvedBy]);
@@ -462,7 +597,10 @@ export class ConsoleBroker implements StepUpBroker {
   /** Ends every pending challenge (stepgate stops). */
   close(): void {
     this.closed = true;
-    for (const c of [...this.challenges.values()]) c.settle({ status: 'unavailable', reason: 'stepgate is shutting down' });
+    for (const c of [...this.challenges.values()]) {
+      if (c.origin === 'local') this.end(c, { status: 'unavailable', reason: 'stepgate is shutting down' });
+      else c.settle({ status: 'unavailable', reason: 'this stepgate is shutting down' });
+    }
     if (this.grantTimer) clearTimeout(this.grantTimer);
     this.grants.clear();
   }
@@ -471,7 +609,115 @@ export class ConsoleBroker implements StepUpBroker {
     return this.identity.getUser(user)?.groups ?? [];
   }
 
+  // ───────────────────── what other instances said (src/state/holds.ts) ─────────────────────
+
+  /** A challenge held by another instance: shown to the people here who may see it. */
+  peerHeld(c: Challenge, approvals: Approval[]): void {
+    if (this.closed || this.challenges.has(c.id)) return;
+    for (const a of approvals) c.approvals.set(a.user, a);
+    c.settle = (o) => {
+      if (c.done) return;
+      c.done = true;
+      this.challenges.delete(c.id);
+      this.resolved(c, o);
+    };
+    this.challenges.set(c.id, c);
+    for (const l of this.listeners) safely(this.log, () => l.challengeCreated(c));
+  }
+
+  /** Another instance recorded an approval (of several needed). */
+  peerApprovals(id: string, approvals: Approval[]): void {
+    const c = this.challenges.get(id);
+    if (!c || c.done) return;
+    c.approvals.clear();
+    for (const a of approvals) c.approvals.set(a.user, a);
+    for (const l of this.listeners) safely(this.log, () => l.challengeUpdated(c));
+  }
+
+  /**
+   * The final outcome the shared state holds for `id` (decided here or elsewhere): a challenge held here
+   * ends with it (an approval releases the statement), a peer's copy leaves the consoles.
+   */
+  decidedElsewhere(id: string, outcome: HoldOutcome): void {
+    this.challenges.get(id)?.settle(outcome);
+  }
+
+  /** Challenges pending here: the shared state reloads them after missing notices. */
+  pendingIds(origin: 'local' | 'peer'): string[] {
+    return [...this.challenges.values()].filter((c) => c.origin === origin).map((c) => c.id);
+  }
+
+  /** Grants made or changed (in the shared state): replaces them here by id; `removed`: gone. */
+  putGrants(grants: Grant[], removed: string[] = []): void {
+    const users: string[] = [];
+    for (const id of removed) {
+      const g = this.grants.get(id);
+      if (!g) continue;
+      this.grants.delete(id);
+      users.push(g.user, ...g.approvedBy);
+    }
+    for (const g of grants) {
+      this.grants.set(g.id, g);
+      users.push(g.user, ...g.approvedBy);
+    }
+    if (users.length) {
+      this.emitGrants(users);
+      this.scheduleGrantSweep();
+    }
+  }
+
+  /** All grants at once (after the shared state reconnects): what is not in `grants` is gone. */
+  replaceGrants(grants: Grant[]): void {
+    const keep = new Set(grants.map((g) => g.id));
+    this.putGrants(grants, [...this.grants.keys()].filter((id) => !keep.has(id)));
+  }
+
   // ───────────────────────────── internals ─────────────────────────────
+
+  /** The outcome once every requirement is satisfied (with the grants it makes), else how many remain. */
+  private decideWith(c: Challenge): { outcome: HoldOutcome | null; grants: Grant[]; remaining: number } {
+    const remaining = c.entries.filter((e) => !c.satisfied(e)).length;
+    if (remaining > 0) return { outcome: null, grants: [], remaining };
+    const outcome: HoldOutcome = {
+      status: 'approved',
+      approvers: [...c.approvals.values()].map((a) => ({
+        user: a.user,
+        credentialId: a.credentialId,
+        factor: a.via,
+        ...(a.signed ? { passkey: a.passkey, signed: a.signed } : {}),
+      })),
+      grant: false,
+    };
+    return { outcome, grants: this.grantsMadeBy(c), remaining: 0 };
+  }
+
+  /** The timer of a challenge held here ran out: shared, whatever the database already holds wins. */
+  private expire(c: Challenge): void {
+    if (!this.exchange) return c.settle({ status: 'expired' });
+    const expired: HoldOutcome = { status: 'expired' };
+    // The database out of reach: expire anyway (refusing is always safe), after a bounded wait.
+    const fallback = setTimeout(() => c.settle(expired), EXCHANGE_WAIT_MS);
+    this.exchange.decide(c.id, expired).then(
+      (inForce) => {
+        clearTimeout(fallback);
+        c.settle(inForce);
+      },
+      () => {
+        clearTimeout(fallback);
+        c.settle(expired);
+      },
+    );
+  }
+
+  /**
+   * A challenge held here ends without an approval (cancelled, withdrawn, shutting down): at once, since a
+   * refusal needs nobody's agreement; the shared state is told so that other consoles drop it.
+   */
+  private end(c: Challenge, outcome: HoldOutcome): void {
+    if (c.done) return;
+    c.settle(outcome);
+    this.exchange?.decide(c.id, outcome).catch((err) => this.log.warn('stepup.outcome_unrecorded', { challenge: c.id, status: outcome.status, error: (err as Error).message }));
+  }
 
   private findGrant(entry: StepUpRequirement, request: HoldRequest, now: number): Grant | null {
     if (entry.grantMs <= 0) return null;
@@ -483,17 +729,15 @@ export class ConsoleBroker implements StepUpBroker {
     return null;
   }
 
-  private createGrants(c: Challenge): void {
+  /** The grants an approval of `c` makes (one per rule that grants). */
+  private grantsMadeBy(c: Challenge): Grant[] {
     const now = this.now();
-    const users = new Set<string>();
+    const made: Grant[] = [];
     for (const e of c.entries) {
       if (e.grantMs <= 0) continue;
       const connectionId = e.grantScope === 'connection' ? c.request.connectionId : null;
-      for (const [id, g] of this.grants) {
-        if (g.user === c.user && g.rule === e.rule && g.file === e.file && g.connectionId === connectionId) this.grants.delete(id);
-      }
       const approvedBy = c.countsFor(e).map((a) => a.user);
-      const grant: Grant = {
+      made.push({
         id: randomBytes(12).toString('base64url'),
         rule: e.rule,
         file: e.file,
@@ -506,16 +750,21 @@ export class ConsoleBroker implements StepUpBroker {
         approvedBy,
         createdAt: now,
         expiresAt: now + e.grantMs,
-      };
-      this.grants.set(grant.id, grant);
-      users.add(c.user);
-      for (const u of approvedBy) users.add(u);
-      this.log.info('stepup.grant', { grant: grant.id, rule: e.rule, user: c.user, scope: e.grantScope, ms: e.grantMs });
+      });
     }
-    if (users.size) {
-      this.emitGrants([...users]);
-      this.scheduleGrantSweep();
+    return made;
+  }
+
+  /** Grants made here (without shared state): a new one replaces the holder's older one for the same rule. */
+  private addGrants(made: Grant[]): void {
+    const replaced: string[] = [];
+    for (const grant of made) {
+      for (const [id, g] of this.grants) {
+        if (g.user === grant.user && g.rule === grant.rule && g.file === grant.file && g.connectionId === grant.connectionId) replaced.push(id);
+      }
+      this.log.info('stepup.grant', { grant: grant.id, rule: grant.rule, user: grant.user, scope: grant.scope, ms: grant.expiresAt - grant.createdAt });
     }
+    this.putGrants(made, replaced);
   }
 
   /** Drops expired grants and tells the consoles, at the next expiry. */
@@ -589,7 +838,7 @@ export class ConsoleBroker implements StepUpBroker {
       at: this.now(),
       connection: connectionView(c.request),
       preview: previewView(c.request.preview ?? null),
-      statementCount: c.request.statements.length,
+      statementCount: c.statementCount,
       outcomes: [],
     };
     this.recent.push({ view, audience: c });
@@ -637,6 +886,9 @@ function previewView(p: PreviewReport | null): PreviewView | null {
   if (p.status === 'failed') return { status: 'failed', sqlstate: p.error.code, message: p.error.message };
   return { status: 'unavailable', reason: p.reason, estimatedRows: p.estimatedRows ?? null };
 }
+
+const STATE_DOWN = 'the shared state database is out of reach, so nobody can approve now';
+const NOT_WAITING: Refusal = { ok: false, refusal: 'not_found', error: 'no such statement is waiting for approval' };
 
 function settled(outcome: HoldOutcome): Hold {
   return { challengeId: null, url: null, outcome: Promise.resolve(outcome), end() {} };

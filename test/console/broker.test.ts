@@ -84,7 +84,7 @@ t.test('a grant covers only its rule: a message that also needs another rule is 
   const other = { rule: 'other' };
   const hold = broker.hold(req([granted, other]));
   t.ok(hold.challengeId);
-  t.same(broker.approve(hold.challengeId!, 'alice', 'cred-a'), { ok: true, status: 'approved', remaining: 0 });
+  t.same(await broker.approve(hold.challengeId!, 'alice', 'cred-a'), { ok: true, status: 'approved', remaining: 0 });
   t.match(await hold.outcome, { status: 'approved', grant: false });
 
   const onlyGranted = broker.hold(req([granted]));
@@ -108,7 +108,7 @@ t.test('a grant covers only its rule: a message that also needs another rule is 
 
 t.test('a grant of a rule whose grant was removed no longer applies', async (t) => {
   const hold = broker.hold(req([{ rule: 'g2', grantMs: 60_000 }], 'c3'));
-  broker.approve(hold.challengeId!, 'alice', 'cred-a');
+  await broker.approve(hold.challengeId!, 'alice', 'cred-a');
   await hold.outcome;
   const now = broker.hold(req([{ rule: 'g2', grantMs: 0 }], 'c3'));
   t.ok(now.challengeId, 'the rule says no grant now: asked');
@@ -118,11 +118,11 @@ t.test('a grant of a rule whose grant was removed no longer applies', async (t) 
 t.test('approvers: only members other than the author count; others are refused', async (t) => {
   const hold = broker.hold(req([{ rule: 'dba', approvers: { groups: ['dba'], count: 1 } }], 'c4', 'alice'));
   const id = hold.challengeId!;
-  t.match(broker.approve(id, 'alice', 'cred-a'), { ok: false, status: 403 }, 'the author');
-  t.match(broker.mayApprove(id, 'nobody'), { ok: false, status: 404 }, 'a stranger does not even see it');
+  t.match(await broker.approve(id, 'alice', 'cred-a'), { ok: false, refusal: 'not_allowed' }, 'the author');
+  t.match(broker.mayApprove(id, 'nobody'), { ok: false, refusal: 'not_found' }, 'a stranger does not even see it');
   t.equal(broker.pendingFor('bob', ['dba']).length, 1, 'the approver sees it');
   t.equal(broker.pendingFor('carol', ['dev']).length, 0, 'others do not');
-  t.same(broker.approve(id, 'bob', 'cred-b'), { ok: true, status: 'approved', remaining: 0 });
+  t.same(await broker.approve(id, 'bob', 'cred-b'), { ok: true, status: 'approved', remaining: 0 });
   t.same(await hold.outcome, { status: 'approved', approvers: [{ user: 'bob', credentialId: 'cred-b', factor: 'passkey' }], grant: false });
 });
 
@@ -142,9 +142,9 @@ t.test('timeout: expired', async (t) => {
 
 t.test('a rejection ends it with the reason, cleaned', async (t) => {
   const hold = broker.hold(req([{ rule: 'x' }], 'c6'));
-  t.same(broker.reject(hold.challengeId!, 'alice', 'no\nway'), { ok: true });
+  t.same(await broker.reject(hold.challengeId!, 'alice', 'no\nway'), { ok: true });
   t.same(await hold.outcome, { status: 'rejected', by: 'alice', reason: 'no way' });
-  t.match(broker.reject(hold.challengeId!, 'alice', ''), { ok: false, status: 404 }, 'only once');
+  t.match(await broker.reject(hold.challengeId!, 'alice', ''), { ok: false, refusal: 'not_found' }, 'only once');
 });
 
 t.test('what became of it: decided() for those who could see it, outcomes from the audit path (OutcomeTap)', async (t) => {
@@ -168,7 +168,7 @@ t.test('what became of it: decided() for those who could see it, outcomes from t
   audit.challengeCreated(statementId, id);
   t.match(broker.view(broker.get(id)!, 'bob', ['dba']).connection, { session: 'c7', clientAddress: '127.0.0.1', clientPort: 5001, serverPid: 77, connectedAt: 1000 });
   t.equal(broker.decided(id, 'alice', ['dev']), null, 'not decided yet');
-  broker.approve(id, 'bob', 'cred-b');
+  await broker.approve(id, 'bob', 'cred-b');
   const outcome = await hold.outcome;
   audit.challengeResolved(statementId, id, outcome);
   t.match(broker.decided(id, 'alice', ['dev']), { id, status: 'approved', by: 'bob', statementCount: 2, outcomes: [] }, 'the author sees it');
@@ -188,7 +188,7 @@ t.test('what became of it: decided() for those who could see it, outcomes from t
   const other = audit.statement({ connectionId: 'c7', sql: 'DELETE FROM t', statements: [statement], decision: request.decision, params: null });
   const rejected = broker.hold(req([{ rule: 'x' }], 'c7'));
   audit.challengeCreated(other, rejected.challengeId!);
-  broker.reject(rejected.challengeId!, 'alice', '');
+  await broker.reject(rejected.challengeId!, 'alice', '');
   audit.challengeResolved(other, rejected.challengeId!, await rejected.outcome);
   audit.outcome(other, 0, { tag: null, sqlstate: '42501', message: 'refused', skipped: false, durationMs: 0 });
   t.same(broker.decided(rejected.challengeId!, 'alice', ['dev'])!.outcomes, []);
@@ -200,7 +200,7 @@ t.test('a passkey approval carries an assertion signed for this statement\'s dig
   t.match(c.digest, /^[0-9a-f]{64}$/);
   t.equal(broker.view(c, 'alice', ['dev']).digest, c.digest, 'the card gets the digest');
   const signed = { digest: c.digest, nonce: 'n', rp_id: 'localhost', authenticator_data: 'a', client_data_json: 'c', signature: 's' };
-  t.match(broker.approve(c.id, 'alice', 'cred-a', 'passkey', { passkey: 'k', signed: { ...signed, digest: '0'.repeat(64) } }), { ok: false, status: 409 }, 'signed for another digest: refused');
-  t.same(broker.approve(c.id, 'alice', 'cred-a', 'passkey', { passkey: 'k', signed }), { ok: true, status: 'approved', remaining: 0 });
+  t.match(await broker.approve(c.id, 'alice', 'cred-a', 'passkey', { passkey: 'k', signed: { ...signed, digest: '0'.repeat(64) } }), { ok: false, refusal: 'stale' }, 'signed for another digest: refused');
+  t.same(await broker.approve(c.id, 'alice', 'cred-a', 'passkey', { passkey: 'k', signed }), { ok: true, status: 'approved', remaining: 0 });
   t.match(await hold.outcome, { status: 'approved', approvers: [{ user: 'alice', credentialId: 'cred-a', passkey: 'k', signed }] });
 });

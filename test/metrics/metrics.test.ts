@@ -90,12 +90,12 @@ t.test('statements, holds, refusals and the classifier are counted; labels stay 
   const waiting = await waitFor('the hold to show', async () => ((await scrape(sg)).get('stepgate_holds_waiting') === 1 ? true : null));
   t.ok(waiting, 'one hold waiting');
   const first = await waitFor('a challenge', () => sg.broker!.pendingFor(ALICE.name, ALICE.groups!)[0]);
-  t.match(sg.broker!.approve(first.id, ALICE.name, 'cred-alice'), { ok: true, status: 'approved' });
+  t.match(await sg.broker!.approve(first.id, ALICE.name, 'cred-alice'), { ok: true, status: 'approved' });
   await held;
   // Held, then rejected.
   const rejected = c.query('UPDATE t SET v = v + 1 WHERE id = 1').catch((e: Error) => e);
   const second = await waitFor('a second challenge', () => sg.broker!.pendingFor(ALICE.name, ALICE.groups!).find((x) => x.id !== first.id));
-  t.match(sg.broker!.reject(second.id, ALICE.name, 'not now'), { ok: true });
+  t.match(await sg.broker!.reject(second.id, ALICE.name, 'not now'), { ok: true });
   t.match(await rejected, { code: '42501' });
 
   after = await scrape(sg);

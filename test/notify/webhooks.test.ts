@@ -214,7 +214,7 @@ t.test('a held DELETE reaches Slack and JSON receivers, signed; dead receivers d
   t.ok(s.blocks.some((b) => b.text?.text.includes("DELETE FROM items WHERE api_token = '***'")), 'the redacted SQL in a block');
 
   // Approve while the hanging receiver still has its request open: the approval is not delayed either.
-  t.equal(broker.approve(id, 'alice', 'totp', 'totp').ok, true);
+  t.equal((await broker.approve(id, 'alice', 'totp', 'totp')).ok, true);
   const done = await deleting;
   t.equal(done.rowCount, 1, 'the DELETE ran');
   t.ok(rx.hanging > 0, 'approved and run while the hanging receiver still has its request (4 s timeout)');
@@ -262,7 +262,7 @@ t.test('a receiver that fails twice (500) gets a third attempt, after waits of 1
   for (const r of tries) t.ok(verifySignature(JSON_SECRET, r.headers['x-stepgate-signature'] as string, r.body), 'every attempt signed');
   t.equal(rx.on('/json').filter((r) => JSON.parse(r.body).challenge === id).length, 0, 'deletes-json (rules: [step-up-*]) is not told about granted-updates');
 
-  broker.approve(id, 'alice', 'totp', 'totp');
+  await broker.approve(id, 'alice', 'totp', 'totp');
   await updating;
   await notifier.idle();
   await sg.app.audit.durable();
@@ -283,7 +283,7 @@ t.test('a rule that names a webhook (notify: [pager]) reaches it; rules: [] hear
   const [paged] = await waitFor('the pager', () => rx.on('/pager').length >= 1 && rx.on('/pager'));
   t.ok(verifySignature(JSON_SECRET, paged!.headers['x-stepgate-signature'] as string, paged!.body));
   t.match(JSON.parse(paged!.body), { event: 'held', challenge: id, rule: 'paged-deletes', message: 'The on-call DBA has been paged.' });
-  broker.approve(id, 'alice', 'totp', 'totp');
+  await broker.approve(id, 'alice', 'totp', 'totp');
   await deleting;
   await notifier.idle();
   t.equal(rx.on('/pager').length, 1, 'held only (events default to [held])');
@@ -299,7 +299,7 @@ t.test('a previewed DELETE: the body says what the preview did', async (t) => {
   t.match(JSON.parse(json.body), { rule: 'step-up-previewed', preview: /^DELETE 1230 \(1,230 rows\)/ });
   const slack = await waitFor('the Slack body', () => rx.on('/slack').find((r) => r.headers['x-stepgate-event'] === 'held' && r.body.includes(id)));
   t.match(JSON.parse(slack.body).text, /\(DELETE 1230 \(1,230 rows\)/);
-  broker.approve(id, 'alice', 'totp', 'totp');
+  await broker.approve(id, 'alice', 'totp', 'totp');
   t.equal((await deleting).rowCount, 1230);
   await notifier.idle();
 });
