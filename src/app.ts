@@ -215,7 +215,10 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
 
   // Metrics only when configured: without them the statement path does not even read the clock.
   const metrics = config.metrics
-    ? new StepgateMetrics({ audit: () => ({ healthy: trail.healthy, stats: auditStore?.stats() ?? null }) })
+    ? new StepgateMetrics({
+        audit: () => ({ healthy: trail.healthy, stats: auditStore?.stats() ?? null }),
+        ...(state ? { state: () => ({ healthy: state!.healthy, errors: state!.errors }) } : {}),
+      })
     : null;
   const classifyNow: ProxyServices['classify'] = (sql, ctx) => cache.classify(sql, ctx);
   const classifyText: NonNullable<ProxyServices['classifyText']> = (sql, ctx) => classifier.classify(sql, ctx);
@@ -269,6 +272,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       upstreams: distinctServers(config.upstream, config.databases),
       probeTimeoutMs: Math.min(config.limits.upstreamConnectTimeoutMs, 2000),
       audit: () => ({ healthy: trail.healthy, failure: trail.failure ?? null, stats: auditStore?.stats() ?? null }),
+      ...(state ? { state: () => ({ healthy: state!.healthy }) } : {}),
       shuttingDown: () => closing !== null,
       log,
     });

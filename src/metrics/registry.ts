@@ -55,6 +55,8 @@ export interface AuditStats {
 
 export interface MetricsSources {
   audit(): { healthy: boolean; stats: AuditStats | null };
+  /** The shared state database (`state:`); absent: none configured (its metrics are not exported). */
+  state?(): { healthy: boolean; errors: number };
 }
 
 /** The hooks the proxy calls (ProxyServices.metrics); all cheap, none throws. */
@@ -243,6 +245,30 @@ export class StepgateMetrics implements ProxyMetrics {
         }
       },
     });
+    const state = sources.state;
+    if (state) {
+      new Gauge({
+        name: 'stepgate_state_up',
+        help: '1 while the shared state database is reachable, 0 while stepgate reconnects (step-up then fails closed)',
+        registers,
+        collect() {
+          this.set(state().healthy ? 1 : 0);
+        },
+      });
+      let errorsReported = 0;
+      const errors = new Counter({
+        name: 'stepgate_state_errors_total',
+        help: 'Connection failures of the shared state database (each followed by a reconnection with backoff)',
+        registers,
+        collect() {
+          const now = state().errors;
+          if (now > errorsReported) {
+            errors.inc(now - errorsReported);
+            errorsReported = now;
+          }
+        },
+      });
+    }
     // Process metrics (CPU, memory, event loop lag, handles), in this registry.
     collectDefaultMetrics({ register: this.registry });
   }

@@ -26,6 +26,8 @@ export interface ReadinessSources {
   upstreams: UpstreamTarget[];
   probeTimeoutMs: number;
   audit(): { healthy: boolean; failure: string | null; stats: AuditStats | null };
+  /** The shared state database; absent: none configured. */
+  state?(): { healthy: boolean };
   shuttingDown(): boolean;
   /** Each change of readiness is logged (what failed), so the log says why a load balancer took this instance out. */
   log?: Logger;
@@ -36,6 +38,8 @@ export interface ReadyReport {
   shutting_down: boolean;
   audit: { ok: boolean; error?: string };
   upstream: { ok: boolean; servers: { server: string; ok: boolean; error?: string }[] };
+  /** Only with `state:` in the config. */
+  state?: { ok: boolean; error?: string };
 }
 
 interface Probe {
@@ -70,11 +74,13 @@ export class Readiness {
     }
     const shuttingDown = this.sources.shuttingDown();
     const upstreamOk = servers.every((s) => s.ok);
+    const stateError = this.sources.state && !this.sources.state().healthy ? 'the shared state database is unreachable (reconnecting)' : null;
     const report: ReadyReport = {
-      ready: upstreamOk && auditError === null && !shuttingDown,
+      ready: upstreamOk && auditError === null && stateError === null && !shuttingDown,
       shutting_down: shuttingDown,
       audit: auditError === null ? { ok: true } : { ok: false, error: auditError },
       upstream: { ok: upstreamOk, servers },
+      ...(this.sources.state ? { state: stateError === null ? { ok: true } : { ok: false, error: stateError } } : {}),
     };
     if (report.ready !== this.lastReady) {
       // The first answer is logged only when it is "not ready".
@@ -82,6 +88,7 @@ export class Readiness {
         const failed = [
           ...(shuttingDown ? ['shutting down'] : []),
           ...(auditError ? [auditError] : []),
+          ...(stateError ? [stateError] : []),
           ...servers.filter((s) => !s.ok).map((s) => `${s.server}: ${s.error}`),
         ];
         if (report.ready) this.sources.log?.info('readiness.ready', {});

@@ -114,15 +114,16 @@ const b = await instance('b');
 
 t.test('a statement held on A is approved on B; its grant then lets the next one through on B; revoked on B, A asks again', async (t) => {
   const ca = await client(t, a);
+  const onA = nextChallenge(a);
   const onB = nextChallenge(b);
-  const sent = performance.now();
   const held = ca.query('DELETE FROM t WHERE id = 1');
-  const { challenge, at } = await onB;
+  const [{ at: heldAt }, { challenge, at }] = await Promise.all([onA, onB]);
   t.equal(challenge.origin, 'peer', 'B shows a copy of the challenge A holds');
   t.equal(challenge.statements[0]!.command, 'DELETE');
   t.match(challenge.statements[0]!.sql, /DELETE FROM t WHERE id = 1/);
   t.ok(a.broker!.get(challenge.id)?.origin === 'local', 'A holds it');
-  t.comment(`held on A → on B's consoles: ${(at - sent).toFixed(1)} ms (including the hold itself)`);
+  t.comment(`held on A → on B's consoles: ${(at - heldAt).toFixed(1)} ms`);
+  t.ok(at - heldAt < 1000, 'B shows it well within a second (the bench measures the latency)');
 
   const heardOnA = resolvedOn(a, challenge.id);
   const grantsOnA = grantsChangedOn(a);
@@ -142,11 +143,10 @@ t.test('a statement held on A is approved on B; its grant then lets the next one
   t.equal((await ca.query('DELETE FROM t WHERE id = 3')).rowCount, 1, 'A lets a DELETE through on the grant made on B');
 
   // Revoked on B: A asks again.
-  const revokedOnA = grantsChangedOn(a);
-  t.equal(await b.broker!.revokeGrant(grant[0]!.id, ALICE.name), true, 'revoked on B');
+  const revokedOnA = grantsChangedOn(a).then(() => performance.now());
   const revokedAt = performance.now();
-  await revokedOnA;
-  t.comment(`revocation on B → in force on A: ${(performance.now() - revokedAt).toFixed(1)} ms`);
+  t.equal(await b.broker!.revokeGrant(grant[0]!.id, ALICE.name), true, 'revoked on B');
+  t.comment(`revocation asked on B → in force on A: ${((await revokedOnA) - revokedAt).toFixed(1)} ms`);
   t.same(a.broker!.grantsFor(ALICE.name), [], 'A dropped it');
   const again = nextChallenge(a);
   const heldAgain = ca.query('DELETE FROM t WHERE id = 4').catch((e: Error) => e);
