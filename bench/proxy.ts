@@ -8,7 +8,7 @@
  * queries while another connection sends a huge Query.
  *
  *   npm run bench                       # the full run (several minutes)
- *   npm run bench -- --duration 5 --rounds 2 --copy-mb 50 --idle 200 --step-up 10 --huge-mb 2
+ *   npm run bench -- --duration 5 --rounds 2 --copy-mb 50 --idle 200 --step-up 10 --shared 10 --huge-mb 2
  */
 import os from 'node:os';
 import path from 'node:path';
@@ -19,6 +19,7 @@ import { startPostgres, type TestPostgres } from '../test/helpers/postgres.js';
 import { hasPgbench, runPgbench, type PgbenchResult } from './lib/pgbench.js';
 import { m, RawClient } from '../test/helpers/raw-client.js';
 import { median, percentile } from './lib/stats.js';
+import { benchShared, type SharedBenchResult } from './shared.js';
 import { benchStepUp, type StepUpBenchResult } from './stepup.js';
 import { cpuSeconds, directTarget, hasPgbouncer, hasPgpool, REPO_ROOT, rssKiB, startNodePipe, startPgbouncer, startPgpool, startStepgateProcess, type Target } from './lib/targets.js';
 
@@ -30,6 +31,8 @@ export interface BenchOptions {
   idleConnections: number;
   /** Step-up latency samples with a real browser console (0 skips it). */
   stepUpSamples: number;
+  /** Cross-instance step-up samples, two stepgates on one state database (0 or absent skips it). */
+  sharedSamples?: number;
   /** MiB of the huge Query sent while small queries run on another connection (0 or absent skips it). */
   hugeMb?: number;
   workloads?: string[];
@@ -58,6 +61,8 @@ export interface WorkloadResult {
     stepgateVsPgpool: number | null;
     /** What server-enforced reads cost: stepgate / stepgate without them (1.0 = nothing). */
     enforcedVsUnenforced: number;
+    /** What shared state costs (select-only workloads only): stepgate on `state:` / stepgate alone. */
+    sharedVsLocal: number | null;
   };
   /** stepgate's own CPU per statement beyond the bare relay (stepgate − node-pipe), µs, median over rounds. */
   ownCpuUsPerStatement: number | null;
@@ -74,6 +79,7 @@ export interface BenchReport {
   copy: { mb: number; mbps: Record<string, number>; ratio: number } | null;
   memory: { idleConnections: number; baselineKiB: number; loadedKiB: number; perConnectionKiB: number } | null;
   stepUp: StepUpBenchResult | null;
+  shared: SharedBenchResult | null;
   /**
    * Small queries on one connection while another sends one huge Query (an INSERT of many rows): latency of
    * the small ones during it, by target.
@@ -90,6 +96,7 @@ const WORKLOADS: Record<string, { args: string[]; rules: string; statements: num
 };
 
 const DATABASE = 'bench';
+const STATE_DATABASE = 'stepgate_state';
 
 export async function runBench(options: BenchOptions): Promise<BenchReport> {
   const cleanups: (() => unknown)[] = [];
@@ -127,6 +134,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       copy: null,
       memory: null,
       stepUp: null,
+      shared: null,
       huge: null,
     };
 
@@ -137,11 +145,12 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     const nodePipe = await startNodePipe(db, DATABASE);
     cleanups.push(() => nodePipe.stop());
     const stepgates = new Map<string, Target>();
-    const stepgateFor = async (rules: string, enforceReads = true): Promise<Target> => {
-      const key = `${rules}\0${enforceReads}`;
+    await db.query(`CREATE DATABASE ${STATE_DATABASE}`);
+    const stepgateFor = async (rules: string, enforceReads = true, shared = false): Promise<Target> => {
+      const key = `${rules}\0${enforceReads}\0${shared}`;
       let target = stepgates.get(key);
       if (!target) {
-        target = await startStepgateProcess(db, DATABASE, rules, { enforceReads });
+        target = await startStepgateProcess(db, DATABASE, rules, { enforceReads, ...(shared ? { stateDatabase: STATE_DATABASE } : {}) });
         const started = target;
         cleanups.push(() => started.stop());
         stepgates.set(key, target);
@@ -154,7 +163,9 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
       if (!workload) throw new Error(`unknown workload "${name}"; known: ${Object.keys(WORKLOADS).join(', ')}`);
       const stepgate = await stepgateFor(workload.rules);
       const unenforced = await stepgateFor(workload.rules, false);
-      const targets = [direct, ...(pgbouncer ? [pgbouncer] : []), ...(pgpool ? [pgpool] : []), nodePipe, stepgate, unenforced];
+      // What sharing the state costs the statement path: measured where it would show, on the cheapest statements.
+      const shared = name.startsWith('select-only') ? await stepgateFor(workload.rules, true, true) : null;
+      const targets = [direct, ...(pgbouncer ? [pgbouncer] : []), ...(pgpool ? [pgpool] : []), nodePipe, stepgate, unenforced, ...(shared ? [shared] : [])];
       for (const clients of options.clients ?? [1, 8]) {
         const runs: Record<string, RunResult[]> = Object.fromEntries(targets.map((x) => [x.name, []]));
         for (let round = 0; round < options.rounds; round++) {
@@ -187,6 +198,7 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
             stepgateVsNodePipe: ratio('stepgate', 'node-pipe'),
             stepgateVsPgpool: pgpool ? ratio('stepgate', 'pgpool') : null,
             enforcedVsUnenforced: ratio('stepgate', 'stepgate-unenforced'),
+            sharedVsLocal: shared ? ratio('stepgate-shared', 'stepgate') : null,
           },
           addedLatencyUs: median(runs.stepgate.map((r, i) => (r.latencyMs - runs.direct[i].latencyMs) * 1000)),
           pgbouncerAddedLatencyUs: pgbouncer ? median(runs.pgbouncer.map((r, i) => (r.latencyMs - runs.direct[i].latencyMs) * 1000)) : null,
@@ -212,6 +224,10 @@ export async function runBench(options: BenchOptions): Promise<BenchReport> {
     if (options.stepUpSamples > 0) {
       options.log(`step-up: ${options.stepUpSamples} samples with a browser console ...`);
       report.stepUp = await benchStepUp({ samples: options.stepUpSamples, log: options.log });
+    }
+    if ((options.sharedSamples ?? 0) > 0) {
+      options.log(`shared state: ${options.sharedSamples} cross-instance step-up samples ...`);
+      report.shared = await benchShared({ samples: options.sharedSamples });
     }
     return report;
   } finally {
@@ -391,6 +407,17 @@ export function formatReport(report: BenchReport): string {
   for (const w of report.workloads) {
     lines.push(`| ${w.workload} | ${w.clients} | ${medianOf(w, 'stepgate', (x) => x.tps)} | ${medianOf(w, 'stepgate-unenforced', (x) => x.tps)} | ${ratio(w.ratios.enforcedVsUnenforced)} |`);
   }
+  if (report.workloads.some((w) => w.ratios.sharedVsLocal !== null)) {
+    lines.push('');
+    lines.push('Shared state (stepgate with `state:` on PostgreSQL / stepgate alone, same run):');
+    lines.push('');
+    lines.push('| workload | clients | stepgate | stepgate-shared | ratio |');
+    lines.push('|---|---|---|---|---|');
+    for (const w of report.workloads) {
+      if (w.ratios.sharedVsLocal === null) continue;
+      lines.push(`| ${w.workload} | ${w.clients} | ${medianOf(w, 'stepgate', (x) => x.tps)} | ${medianOf(w, 'stepgate-shared', (x) => x.tps)} | ${ratio(w.ratios.sharedVsLocal)} |`);
+    }
+  }
   lines.push('');
   lines.push('Average latency (µs; "added" is the target minus direct, the median over rounds):');
   lines.push('');
@@ -423,6 +450,12 @@ export function formatReport(report: BenchReport): string {
       `Step-up (${s.samples} samples): statement → challenge on the console p50 ${f(s.challengeP50Ms, 1)} ms (p99 ${f(s.challengeP99Ms, 1)}); approval → first result byte p50 ${f(s.releaseP50Ms, 1)} ms (p99 ${f(s.releaseP99Ms, 1)})`,
     );
   }
+  if (report.shared) {
+    const s = report.shared;
+    lines.push(
+      `Shared state, two instances (${s.samples} samples): held on A → shown on B p50 ${f(s.heldP50Ms, 1)} ms (p99 ${f(s.heldP99Ms, 1)}); approval on B → first result byte on A p50 ${f(s.approvalP50Ms, 1)} ms (p99 ${f(s.approvalP99Ms, 1)})`,
+    );
+  }
   return lines.join('\n');
 }
 
@@ -435,6 +468,7 @@ async function main(): Promise<void> {
       'copy-mb': { type: 'string', default: '256' }, // MiB of COPY text the table is sized to
       idle: { type: 'string', default: '1000' },
       'step-up': { type: 'string', default: '30' },
+      shared: { type: 'string', default: '30' }, // cross-instance step-up samples (two stepgates, one state database)
       'huge-mb': { type: 'string', default: '10' }, // MiB of the huge Query sent while small queries run
       workload: { type: 'string', multiple: true },
       clients: { type: 'string', multiple: true },
@@ -448,6 +482,7 @@ async function main(): Promise<void> {
     copyMb: Number(values['copy-mb']),
     idleConnections: Number(values.idle),
     stepUpSamples: Number(values['step-up']),
+    sharedSamples: Number(values.shared),
     hugeMb: Number(values['huge-mb']),
     workloads: values.workload,
     clients: values.clients?.map(Number),

@@ -16,8 +16,11 @@ import type { PgbenchTarget } from './pgbench.js';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 export interface Target extends PgbenchTarget {
-  /** stepgate-unenforced: stepgate without server-enforced reads, to measure what they cost. */
-  name: 'direct' | 'pgbouncer' | 'pgpool' | 'node-pipe' | 'stepgate' | 'stepgate-unenforced';
+  /**
+   * stepgate-unenforced: stepgate without server-enforced reads, to measure what they cost; stepgate-shared:
+   * stepgate with its state on PostgreSQL (`state:`), to measure what sharing costs.
+   */
+  name: 'direct' | 'pgbouncer' | 'pgpool' | 'node-pipe' | 'stepgate' | 'stepgate-unenforced' | 'stepgate-shared';
   pid: number | null;
   /** Its work is done by child processes too (pgpool forks one per client): count their CPU. */
   withChildren?: boolean;
@@ -207,7 +210,7 @@ export async function startNodePipe(db: TestPostgres, database: string): Promise
   return startNodeTarget('node-pipe', args, port, { user: 'postgres', password: db.password, database }, null);
 }
 
-export async function startStepgateProcess(db: TestPostgres, database: string, rulesDir: string, options: { enforceReads?: boolean } = {}): Promise<Target> {
+export async function startStepgateProcess(db: TestPostgres, database: string, rulesDir: string, options: { enforceReads?: boolean; stateDatabase?: string } = {}): Promise<Target> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-bench-'));
   const port = await freePort();
   const user = { name: 'bench', password: 'bench-password' };
@@ -217,13 +220,15 @@ export async function startStepgateProcess(db: TestPostgres, database: string, r
   });
   fs.writeFileSync(
     path.join(dir, 'stepgate.yaml'),
-    `listen: 127.0.0.1:${port}\nupstream: ${JSON.stringify(socketUrl(db, database))}\ndata: ${JSON.stringify(dir)}\nrules: ${JSON.stringify(rulesDir)}\nconsole: 127.0.0.1:0\nlimits:\n  max_connections: 5000\n`,
+    `listen: 127.0.0.1:${port}\nupstream: ${JSON.stringify(socketUrl(db, database))}\ndata: ${JSON.stringify(dir)}\nrules: ${JSON.stringify(rulesDir)}\nconsole: 127.0.0.1:0\nlimits:\n  max_connections: 5000\n` +
+      (options.stateDatabase ? `state: ${JSON.stringify(socketUrl(db, options.stateDatabase))}\n` : ''),
   );
   // STEPGATE_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the stepgate process.
   const nodeArgs = (process.env.STEPGATE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
   const args = [...nodeArgs, path.join(REPO_ROOT, 'bin/stepgate.js'), 'serve', '--config', path.join(dir, 'stepgate.yaml'), '--log-level', 'warn'];
   const unenforced = options.enforceReads === false;
-  return startNodeTarget(unenforced ? 'stepgate-unenforced' : 'stepgate', args, port, { user: user.name, password: user.password, database }, dir, unenforced ? { STEPGATE_UNSAFE_NO_READ_ONLY: '1' } : {});
+  const name = unenforced ? 'stepgate-unenforced' : options.stateDatabase ? 'stepgate-shared' : 'stepgate';
+  return startNodeTarget(name, args, port, { user: user.name, password: user.password, database }, dir, unenforced ? { STEPGATE_UNSAFE_NO_READ_ONLY: '1' } : {});
 }
 
 /** Runs `node args` until it listens on `port`; stopping it also removes `dir`. */
