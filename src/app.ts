@@ -54,8 +54,10 @@ export interface App {
   signals: SignalRecords;
   /** Metrics for operators; null without `metrics:` in the config. */
   metrics: StepgateMetrics | null;
-  /** Where /metrics, /healthz and /readyz are served; null without `metrics:`. */
+  /** Where /metrics, /healthz and /readyz are served; null without `metrics:` (and in a cluster's worker). */
   metricsAddress: net.AddressInfo | null;
+  /** What /readyz answers; null without `metrics:`. */
+  readiness: Readiness | null;
   /** Webhooks for held statements; null without `notify.webhooks` (or without the console broker). */
   notifier: WebhookNotifier | null;
   /** The shared state database; null without `state:` in the config. */
@@ -88,6 +90,12 @@ export interface AppOverrides {
   sso?: Partial<Omit<SsoOptions, 'log'>>;
   /** The console's clock (sessions, TOTP steps). */
   now?: () => number;
+  /**
+   * One worker of `workers: N` (src/commands/cluster.ts): only the worker with `serveConsole` runs the web
+   * console (the others' notices point at `consoleUrl`); none listens for metrics (the primary serves
+   * them for all, asking each worker: see App.readiness).
+   */
+  worker?: { serveConsole: boolean; consoleUrl: string | null };
   /** Webhook delivery: the backoff's wait and the clock (tests of retries without real waiting). */
   notify?: Partial<Pick<NotifierOptions, 'sleep' | 'now' | 'baseDelayMs' | 'maxDelayMs' | 'timeoutMs' | 'maxQueue' | 'concurrency'>>;
 }
@@ -170,7 +178,11 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   let broker: ConsoleBroker | null = null;
   let consoleServer: ConsoleServer | null = null;
   let consoleUrl: string | null = null;
-  if (!overrides.stepUp) {
+  const worker = overrides.worker ?? null;
+  if (!overrides.stepUp && worker && !worker.serveConsole) {
+    consoleUrl = worker.consoleUrl;
+    broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleUrl ?? '' });
+  } else if (!overrides.stepUp) {
     broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleServer!.url });
     consoleServer = new ConsoleServer({ config: overrides.consoleTls === false ? { ...config, tls: null } : config, identity, broker, log, sso, audit, now: overrides.now });
     try {
@@ -267,8 +279,9 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   let closing: Promise<void> | null = null;
   let metricsServer: MetricsServer | null = null;
   let metricsAddress: net.AddressInfo | null = null;
+  let readiness: Readiness | null = null;
   if (metrics && config.metrics) {
-    const readiness = new Readiness({
+    readiness = new Readiness({
       upstreams: distinctServers(config.upstream, config.databases),
       probeTimeoutMs: Math.min(config.limits.upstreamConnectTimeoutMs, 2000),
       audit: () => ({ healthy: trail.healthy, failure: trail.failure ?? null, stats: auditStore?.stats() ?? null }),
@@ -276,6 +289,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       shuttingDown: () => closing !== null,
       log,
     });
+  }
+  if (metrics && readiness && config.metrics && !worker) {
     metricsServer = new MetricsServer(config.metrics.listen, metrics, readiness, log);
     try {
       metricsAddress = await metricsServer.listen();
@@ -328,6 +343,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     signals,
     metrics,
     metricsAddress,
+    readiness,
     notifier,
     state,
     close(options = {}) {

@@ -110,6 +110,11 @@ export interface Config {
    * sign-ins) lives in that PostgreSQL database (src/state/); null: this instance's SQLite files only.
    */
   state: StateConfig | null;
+  /**
+   * `workers: N`: N proxy processes on the one listening port (Node's cluster), each an instance of its own
+   * on the shared state (so N > 1 needs `state:`). 1: this process alone.
+   */
+  workers: number;
   /** Where the file came from, for messages. */
   source: string | null;
 }
@@ -238,7 +243,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     }
     return prefix(value);
   };
-  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso', 'metrics', 'notify', 'state'];
+  const known = ['listen', 'upstream', 'databases', 'data', 'rules', 'tls', 'console', 'console_url', 'auth', 'limits', 'audit', 'sso', 'metrics', 'notify', 'state', 'workers'];
   for (const key of Object.keys(raw)) {
     if (!known.includes(key)) {
       const near = known.find((k) => k.startsWith(key.slice(0, 3)));
@@ -391,6 +396,17 @@ export function loadConfig(flags: ConfigFlags): Config {
   }
 
   const state = parseStateSection(raw.state, at, problems);
+  let workers = 1;
+  if (raw.workers !== undefined) {
+    if (!Number.isInteger(raw.workers) || (raw.workers as number) < 1 || (raw.workers as number) > 64) {
+      problems.push(`${at('workers')}workers must be a whole number from 1 to 64 (proxy processes sharing the listening port; about one per core)`);
+    } else {
+      workers = raw.workers as number;
+      if (workers > 1 && !state) {
+        problems.push(`${at('workers')}workers: ${workers} needs shared state: the workers are instances that share users, held statements and grants through it; add ${STATE_EXAMPLE}`);
+      }
+    }
+  }
 
   const consoleUrl = str('console_url', raw.console_url) ?? null;
   if (consoleUrl !== null && !/^https?:\/\/[^\s]+$/.test(consoleUrl)) {
@@ -415,6 +431,7 @@ export function loadConfig(flags: ConfigFlags): Config {
     metrics,
     notify,
     state,
+    workers,
     source: file,
   };
 }

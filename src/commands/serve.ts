@@ -7,6 +7,7 @@ import { createLogger, type Level } from '../log.js';
 import { RuleLoadError } from '../rules/load.js';
 import { formatRuleError } from '../rules/errors.js';
 import { lockDataDir, type OwnerLock } from '../util/owner-lock.js';
+import { reportToPrimary, runPrimary, workerConfig, workerIndex, workerStopSignals } from './cluster.js';
 import { parse, println, UsageError, type CommandIO } from './io.js';
 
 export const SERVE_HELP = `Usage: stepgate serve [options]
@@ -130,15 +131,25 @@ export async function serveCommand(args: string[], io: CommandIO): Promise<numbe
   void positionals;
   const log = createLogger({ level: logLevel(values['log-level']) });
   // Listening for signals before anything starts: a SIGTERM during startup still shuts down in order.
-  const signals = stopSignals();
+  const index = workerIndex();
+  const signals = index === null ? stopSignals() : workerStopSignals();
   let app;
   let lock: OwnerLock | null = null;
   let config;
   try {
     config = loadConfig(configFlags(values));
+    if (config.workers > 1 && index === null) {
+      // The primary of `workers: N` (src/commands/cluster.ts): it runs no proxy itself.
+      const code = await runPrimary(config, log, signals);
+      signals.dispose();
+      return code;
+    }
+    let worker;
+    if (index !== null) ({ config, worker } = workerConfig(config, index));
     // Before anything in the data directory is touched: one stepgate per data directory.
     lock = lockDataDir(config.dataDir);
-    app = await startApp(config, log);
+    app = await startApp(config, log, worker ? { worker } : {});
+    if (index !== null) reportToPrimary(app);
   } catch (err) {
     lock?.release();
     signals.dispose();
@@ -158,5 +169,7 @@ export async function serveCommand(args: string[], io: CommandIO): Promise<numbe
   lock.release();
   signals.dispose();
   log.info('stepgate.stopped', {});
+  // A worker's channel to the primary would keep this process alive.
+  if (index !== null) process.disconnect?.();
   return 0;
 }

@@ -203,7 +203,9 @@ export class ConsoleServer {
     const { host, port } = this.options.config.console;
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen(port, host, () => {
+      // exclusive: in a cluster (`workers: N`) only worker 1 serves the console, on a socket of its own;
+      // shared through the primary, a port-0 console could be handed the proxy's port.
+      this.server.listen({ port, host, exclusive: true }, () => {
         this.server.off('error', reject);
         resolve();
       });

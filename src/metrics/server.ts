@@ -16,7 +16,7 @@ import type net from 'node:net';
 import type { HostPort } from '../config.js';
 import type { Logger } from '../log.js';
 import { probeUpstream, type UpstreamTarget } from '../proxy/upstream.js';
-import type { AuditStats, StepgateMetrics } from './registry.js';
+import type { AuditStats } from './registry.js';
 
 /** An audit writer this far behind means acknowledged statements wait on it: not ready (ms). */
 export const AUDIT_LAG_LIMIT_MS = 10_000;
@@ -121,13 +121,21 @@ export class Readiness {
   }
 }
 
+/** What /metrics and /readyz answer: one stepgate's, or a cluster's primary speaking for its workers. */
+export interface MetricsSource {
+  scrape(): Promise<{ contentType: string; body: string }>;
+}
+export interface ReadinessSource {
+  check(): Promise<{ ready: boolean }>;
+}
+
 export class MetricsServer {
   private readonly server: http.Server;
 
   constructor(
     private readonly listenAt: HostPort,
-    private readonly metrics: StepgateMetrics,
-    private readonly readiness: Readiness,
+    private readonly metrics: MetricsSource,
+    private readonly readiness: ReadinessSource,
     private readonly log: Logger,
   ) {
     this.server = http.createServer((req, res) => {
