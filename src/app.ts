@@ -9,9 +9,10 @@ import { AuditStore } from './audit/store.js';
 import type { AuditSink } from './audit/types.js';
 import type { Config } from './config.js';
 import { ConsoleServer } from './console/server.js';
-import { SignalRecords } from './identity/signals.js';
+import { openIdentityStore, openSignalRecords } from './identity/open.js';
+import type { SignalRecords } from './identity/signals.js';
 import { SsoProvider, type SsoOptions } from './identity/sso.js';
-import { IdentityStore } from './identity/store.js';
+import type { IdentityStore } from './identity/store.js';
 import { WebhookNotifier, type NotifierOptions } from './notify/webhooks.js';
 import { TouchRecordingSink } from './identity/touches.js';
 import type { Logger } from './log.js';
@@ -25,13 +26,18 @@ import { watchRules, type RuleWatcher } from './rules/watch.js';
 import { ClassificationCache } from './sql/cache.js';
 import { OffThreadClassifier } from './sql/offload.js';
 import { initParser } from './sql/parser.js';
+import { instanceId, openStateDatabase } from './state/components.js';
+import type { StateDatabase } from './state/database.js';
 import { ConsoleBroker } from './stepup/broker.js';
 import { OutcomeTap } from './stepup/outcomes.js';
 import type { StepUpBroker } from './stepup/types.js';
 
 export interface App {
   config: Config;
+  /** The people: the shared store when the config has `state:`, else DATA/identity.db. */
   identity: IdentityStore;
+  /** The shared state database (`state:`); null without. */
+  state: StateDatabase | null;
   rules: RuleWatcher;
   proxy: ProxyServer;
   proxyAddress: net.AddressInfo;
@@ -47,7 +53,7 @@ export interface App {
   audit: AuditSink;
   /** Single sign-on; null without `sso:` in the config. */
   sso: SsoProvider | null;
-  /** The records risk signals are computed from. */
+  /** The records risk signals are computed from (this instance's own: identity.db, or signals.db with `state:`). */
   signals: SignalRecords;
   /** Metrics for operators; null without `metrics:` in the config. */
   metrics: StepgateMetrics | null;
@@ -114,7 +120,23 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       }),
   });
   shadowed(rules.current);
-  const identity = new IdentityStore(config.dataDir);
+  let state: StateDatabase | null = null;
+  let identity: IdentityStore;
+  try {
+    if (config.state) state = await openStateDatabase(config.state, instanceId(config.state, config.listen.port), log);
+    identity = await openIdentityStore(config.dataDir, state, log);
+  } catch (err) {
+    rules.close();
+    await state?.close();
+    throw err;
+  }
+  const signals = openSignalRecords(config.dataDir, identity);
+  /** The people and their signal records, and the state database under them (also on a failed start). */
+  const closeIdentity = async (): Promise<void> => {
+    signals.close();
+    identity.close();
+    await state?.close();
+  };
   const cache = new ClassificationCache();
   // Large texts (and texts too deep for this thread's stack) are classified in a worker thread.
   const classifier = new OffThreadClassifier({ cache });
@@ -133,13 +155,12 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       });
     } catch (err) {
       rules.close();
-      identity.close();
+      await closeIdentity();
       throw new Error(`cannot open the audit trail in ${config.dataDir}: ${(err as Error).message}`);
     }
   }
   // Public keys of passkeys registered before the trail recorded them, so their approvals can be verified.
   if (auditStore) recordMissingPasskeys(config.dataDir, identity, auditStore, log);
-  const signals = new SignalRecords(identity.db);
   // Every statement's record passes the recorder of touched tables (first_access) on its way to the trail.
   const trail: AuditSink = overrides.audit ?? auditStore!;
   const audit: AuditSink = new TouchRecordingSink(trail, signals);
@@ -162,7 +183,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     } catch (err) {
       broker.close();
       rules.close();
-      identity.close();
+      await closeIdentity();
       await auditStore?.close();
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'EADDRINUSE') {
@@ -221,7 +242,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     notifier?.close();
     await consoleServer?.close();
     rules.close();
-    identity.close();
+    await closeIdentity();
     await auditStore?.close();
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') throw new Error(`cannot listen on ${config.listen.host}:${config.listen.port}: the address is in use (choose another with --listen HOST:PORT)`);
@@ -247,7 +268,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       broker?.close();
       await consoleServer?.close();
       rules.close();
-      identity.close();
+      await closeIdentity();
       await auditStore?.close();
       const e = err as NodeJS.ErrnoException;
       const at = `${config.metrics.listen.host}:${config.metrics.listen.port}`;
@@ -276,6 +297,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   return {
     config,
     identity,
+    state,
     rules,
     proxy,
     proxyAddress,
@@ -301,8 +323,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         notifier?.close();
         await consoleServer?.close();
         rules.close();
-        signals.flush();
-        identity.close();
+        await closeIdentity();
         // Last: the sessions' ends are recorded, then a final signed checkpoint.
         await auditStore?.close();
         // /readyz said 503 (shutting down) from the start of close; the listener goes last.

@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { startApp, type App, type AppOverrides } from '../../src/app.js';
 import type { AuditSink } from '../../src/audit/types.js';
 import { loadConfig, type Config } from '../../src/config.js';
-import { IdentityStore } from '../../src/identity/store.js';
+import { SqliteIdentityStore } from '../../src/identity/sqlite-store.js';
+import type { IdentityStore } from '../../src/identity/store.js';
 import { createLogger } from '../../src/log.js';
 import { makeVerifier } from '../../src/protocol/scram.js';
 import type { ProxyServer } from '../../src/proxy/server.js';
@@ -95,8 +96,8 @@ export async function startStepgate(
   const logs: Record<string, unknown>[] = [];
   const log = createLogger({ level: 'debug', write: (line) => logs.push(JSON.parse(line) as Record<string, unknown>) });
   // Users first: the app opens the same identity file.
-  const setup = new IdentityStore(dataDir);
-  for (const u of options.users ?? [ALICE]) setup.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
+  const setup = new SqliteIdentityStore(dataDir);
+  for (const u of options.users ?? [ALICE]) await setup.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
   setup.close();
   const app = await startApp(config, log, { stepUp: options.stepUp, audit: options.audit, classify: options.classify, sso: options.sso, now: options.now, notify: options.notify });
   const identity = app.identity;
