@@ -418,10 +418,11 @@ export class PostgresIdentityStore implements IdentityStore {
   }
 
   async recordPasskeyUse(id: string, previousCounter: number, newCounter: number): Promise<boolean> {
-    // Compare-and-set on the database's counter, not the copy's: another instance's use wins the race.
+    // Compare-and-set on the database's counter, not the copy's (another instance's use wins the race),
+    // and forward only (an authenticator that does not count stays at 0).
     const owner = this.passkeyById.get(id)?.user;
     const r = await this.state.query<{ user_name: string }>(
-      'UPDATE stepgate.passkeys SET counter = $1, last_used_at = $2 WHERE id = $3 AND counter = $4 RETURNING user_name',
+      'UPDATE stepgate.passkeys SET counter = $1, last_used_at = $2 WHERE id = $3 AND counter = $4 AND (counter < $1 OR ($1 = 0 AND counter = 0)) RETURNING user_name',
       [newCounter, Date.now(), id, previousCounter],
     );
     const user = r.rows[0]?.user_name ?? owner;

@@ -436,16 +436,19 @@ export class SqliteIdentityStore implements IdentityStore {
         )
         .run(p.id, p.user, Buffer.from(p.publicKey), p.counter, JSON.stringify(p.transports), p.name, p.deviceType, p.backedUp ? 1 : 0, now);
     } catch (err) {
-      if ((err as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw passkeyExists();
+      const code = (err as { code?: string }).code;
+      if (code === 'SQLITE_CONSTRAINT_PRIMARYKEY') throw passkeyExists();
+      if (code === 'SQLITE_CONSTRAINT_FOREIGNKEY') throw noUser(p.user);
       throw err;
     }
     return { ...p, createdAt: new Date(now), lastUsedAt: null };
   }
 
   async recordPasskeyUse(id: string, previousCounter: number, newCounter: number): Promise<boolean> {
+    // Compare-and-set, and forward only (an authenticator that does not count stays at 0).
     const { changes } = this.db
-      .prepare('UPDATE passkeys SET counter = ?, last_used_at = ? WHERE id = ? AND counter = ?')
-      .run(newCounter, Date.now(), id, previousCounter);
+      .prepare('UPDATE passkeys SET counter = @next, last_used_at = @now WHERE id = @id AND counter = @previous AND (counter < @next OR (@next = 0 AND counter = 0))')
+      .run({ next: newCounter, now: Date.now(), id, previous: previousCounter });
     return changes === 1;
   }
 

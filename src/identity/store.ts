@@ -140,8 +140,9 @@ export interface IdentityStore {
   ensureWebauthnHandle(user: string): Promise<Buffer>;
   addPasskey(p: NewPasskey): Promise<Passkey>;
   /**
-   * Records a verified use of a passkey. The counter only moves forward: false when another use with the
-   * same or a higher counter was recorded meanwhile (a cloned authenticator or a replay racing this one).
+   * Records a verified use of a passkey. The counter only moves forward: false when the stored counter is
+   * no longer `previousCounter` (another use was recorded meanwhile: a cloned authenticator or a replay
+   * racing this one) or `newCounter` is not above it (0 to 0 is allowed: authenticators that do not count).
    */
   recordPasskeyUse(id: string, previousCounter: number, newCounter: number): Promise<boolean>;
   renamePasskey(user: string, id: string, name: string): Promise<boolean>;
