@@ -113,7 +113,10 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
     println(sub ? io.stdout : io.stderr, USERS_HELP);
     return sub ? 0 : 2;
   }
-  const { store, close } = await openStore(values);
+  // A state database that cannot be reached (or a bad state: section) is said in one line, like other mistakes.
+  const { store, close } = await openStore(values).catch((err: Error) => {
+    throw err instanceof UsageError ? err : new UsageError(err.message);
+  });
   try {
     switch (sub) {
       case 'add': {

@@ -96,9 +96,13 @@ export async function startStepgate(
   const logs: Record<string, unknown>[] = [];
   const log = createLogger({ level: 'debug', write: (line) => logs.push(JSON.parse(line) as Record<string, unknown>) });
   // Users first: the app opens the same identity file.
-  const setup = new SqliteIdentityStore(dataDir);
-  for (const u of options.users ?? [ALICE]) await setup.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
-  setup.close();
+  // (None: the test makes its own, e.g. in a shared state database, and no identity.db is created.)
+  const users = options.users ?? [ALICE];
+  if (users.length > 0) {
+    const setup = new SqliteIdentityStore(dataDir);
+    for (const u of users) await setup.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
+    setup.close();
+  }
   const app = await startApp(config, log, { stepUp: options.stepUp, audit: options.audit, classify: options.classify, sso: options.sso, now: options.now, notify: options.notify });
   const identity = app.identity;
   const server = app.proxy;

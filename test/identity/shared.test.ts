@@ -12,10 +12,14 @@ import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import t from 'tap';
 import { usersCommand } from '../../src/commands/users.js';
+import type { PostgresIdentityStore } from '../../src/identity/postgres-store.js';
 import type { NewPasskey } from '../../src/identity/store.js';
+import pgClient from 'pg';
 import type { StateDatabase } from '../../src/state/database.js';
 import { changed, freshStateUrl, openState, postgresStore } from '../helpers/identity.js';
 import { startPostgres } from '../helpers/postgres.js';
+import { makeVerifier } from '../../src/protocol/scram.js';
+import { ALICE, startStepgate } from '../helpers/stepgate.js';
 
 const pg = await startPostgres(t);
 const url = await freshStateUrl(pg);
@@ -138,6 +142,22 @@ t.test('stepgate users with a config that has state: acts on the shared store', 
   t.equal((await run('remove', 'cli-user', '--config', config)).code, 0);
   await changed(a, () => a.getUser('cli-user') === null);
   t.pass('removed everywhere');
+});
+
+t.test('an instance started with state: logs in a user another instance created, and refuses them once disabled there', async (t) => {
+  const sg = await startStepgate(t, pg, { configYaml: `state: ${JSON.stringify(url)}\n`, users: [] });
+  t.ok(sg.app.state, 'the app opened the state database');
+  await a.addUser(ALICE.name, ['dev'], makeVerifier(ALICE.password));
+  await changed(sg.identity as PostgresIdentityStore, () => sg.identity.getUser(ALICE.name) !== null);
+  const client = new pgClient.Client(sg.pgConfig(ALICE));
+  await client.connect();
+  t.equal((await client.query('SELECT 1 AS one')).rows[0].one, 1, 'logged in through the proxy');
+  await client.end();
+  await a.setDisabled(ALICE.name, true);
+  await changed(sg.identity as PostgresIdentityStore, () => sg.identity.getUser(ALICE.name)?.disabled === true);
+  await t.rejects(new pgClient.Client(sg.pgConfig(ALICE)).connect(), /not permitted|authentication failed/, 'disabled on A: refused by this instance');
+  t.ok(fs.existsSync(path.join(sg.dataDir, 'signals.db')), 'risk signals in its own signals.db');
+  t.notOk(fs.existsSync(path.join(sg.dataDir, 'identity.db')), 'no identity.db');
 });
 
 t.test('after the LISTEN connection is killed, the store reconnects and resyncs', async (t) => {
