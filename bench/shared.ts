@@ -51,7 +51,7 @@ export async function benchShared(opts: { samples?: number; warmup?: number; log
       });
     const a = await start('bench-a');
     const b = await start('bench-b');
-    for (const sg of [a, b]) sg.identity.addPasskey({ id: 'cred-alice', user: ALICE.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
+    await a.identity.addPasskey({ id: 'cred-alice', user: ALICE.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
 
     const createdAt = new Map<string, number>();
     let onPeer: ((c: Challenge, at: number) => void) | null = null;

@@ -69,7 +69,7 @@ export async function benchStepUp(opts: StepUpBenchOptions = {}): Promise<StepUp
     const sg = await startStepgate(t, db, { rulesDir: path.join(REPO_ROOT, 'fixtures', 'rules', 'console'), users: [ALICE], ...(opts.withoutAudit ? { audit: new NoAudit() } : {}) });
     const browser = await launchBrowser(t);
     const alice = await newPerson(browser, 'alice');
-    await enroll(alice, enrollmentLink(sg.consoleUrl!, sg.identity.issueEnrollment('alice').token));
+    await enroll(alice, enrollmentLink(sg.consoleUrl!, (await sg.identity.issueEnrollment('alice')).token));
     const page = alice.page;
     // Stamp each card the moment it enters the DOM.
     await page.evaluate(() => {

@@ -7,11 +7,12 @@ import type net from 'node:net';
 import { recordMissingPasskeys } from './audit/passkey-keys.js';
 import { AuditStore } from './audit/store.js';
 import type { AuditSink } from './audit/types.js';
-import type { Config, StateConfig } from './config.js';
+import type { Config } from './config.js';
 import { ConsoleServer } from './console/server.js';
-import { SignalRecords } from './identity/signals.js';
+import { openIdentityStore, openSignalRecords } from './identity/open.js';
+import type { SignalRecords } from './identity/signals.js';
 import { SsoProvider, type SsoOptions } from './identity/sso.js';
-import { IdentityStore } from './identity/store.js';
+import type { IdentityStore } from './identity/store.js';
 import { WebhookNotifier, type NotifierOptions } from './notify/webhooks.js';
 import { TouchRecordingSink } from './identity/touches.js';
 import type { Logger } from './log.js';
@@ -25,16 +26,19 @@ import { watchRules, type RuleWatcher } from './rules/watch.js';
 import { ClassificationCache } from './sql/cache.js';
 import { OffThreadClassifier } from './sql/offload.js';
 import { initParser } from './sql/parser.js';
+import { instanceId, openStateDatabase } from './state/components.js';
+import type { StateDatabase } from './state/database.js';
 import { ConsoleBroker } from './stepup/broker.js';
 import { OutcomeTap } from './stepup/outcomes.js';
-import type { StateDatabase } from './state/database.js';
 import { SharedHolds } from './state/holds.js';
-import { openSharedState } from './state/index.js';
 import type { StepUpBroker } from './stepup/types.js';
 
 export interface App {
   config: Config;
+  /** The people: the shared store when the config has `state:`, else DATA/identity.db. */
   identity: IdentityStore;
+  /** The shared state database (`state:`); null without. */
+  state: StateDatabase | null;
   rules: RuleWatcher;
   proxy: ProxyServer;
   proxyAddress: net.AddressInfo;
@@ -50,7 +54,7 @@ export interface App {
   audit: AuditSink;
   /** Single sign-on; null without `sso:` in the config. */
   sso: SsoProvider | null;
-  /** The records risk signals are computed from. */
+  /** The records risk signals are computed from (this instance's own: identity.db, or signals.db with `state:`). */
   signals: SignalRecords;
   /** Metrics for operators; null without `metrics:` in the config. */
   metrics: StepgateMetrics | null;
@@ -60,8 +64,6 @@ export interface App {
   readiness: Readiness | null;
   /** Webhooks for held statements; null without `notify.webhooks` (or without the console broker). */
   notifier: WebhookNotifier | null;
-  /** The shared state database; null without `state:` in the config. */
-  state: StateDatabase | null;
   /**
    * Stops everything in order: the proxy (see ProxyServer.shutdown: running statements get `timeoutMs`,
    * default 0, or until `deadline`; then every client gets FATAL 57P01 and held statements end with the
@@ -127,17 +129,23 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       }),
   });
   shadowed(rules.current);
-  // The shared state first (several instances): the identity store and the broker live on it.
   let state: StateDatabase | null = null;
-  if (config.state) {
-    try {
-      state = await openSharedState(config as Config & { state: StateConfig }, log);
-    } catch (err) {
-      rules.close();
-      throw err;
-    }
+  let identity: IdentityStore;
+  try {
+    if (config.state) state = await openStateDatabase(config.state, instanceId(config.state, config.listen.port), log);
+    identity = await openIdentityStore(config.dataDir, state, log);
+  } catch (err) {
+    rules.close();
+    await state?.close();
+    throw err;
   }
-  const identity = new IdentityStore(config.dataDir);
+  const signals = openSignalRecords(config.dataDir, identity);
+  /** The people and their signal records, and the state database under them (also on a failed start). */
+  const closeIdentity = async (): Promise<void> => {
+    signals.close();
+    identity.close();
+    await state?.close();
+  };
   const cache = new ClassificationCache();
   // Large texts (and texts too deep for this thread's stack) are classified in a worker thread.
   const classifier = new OffThreadClassifier({ cache });
@@ -156,14 +164,12 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       });
     } catch (err) {
       rules.close();
-      identity.close();
-      await state?.close();
+      await closeIdentity();
       throw new Error(`cannot open the audit trail in ${config.dataDir}: ${(err as Error).message}`);
     }
   }
   // Public keys of passkeys registered before the trail recorded them, so their approvals can be verified.
   if (auditStore) recordMissingPasskeys(config.dataDir, identity, auditStore, log);
-  const signals = new SignalRecords(identity.db);
   // Every statement's record passes the recorder of touched tables (first_access) on its way to the trail.
   const trail: AuditSink = overrides.audit ?? auditStore!;
   const audit: AuditSink = new TouchRecordingSink(trail, signals);
@@ -190,8 +196,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     } catch (err) {
       broker.close();
       rules.close();
-      identity.close();
-      await state?.close();
+      await closeIdentity();
       await auditStore?.close();
       const e = err as NodeJS.ErrnoException;
       if (e.code === 'EADDRINUSE') {
@@ -209,8 +214,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       broker.close();
       await consoleServer?.close();
       rules.close();
-      identity.close();
-      await state.close();
+      await closeIdentity();
       await auditStore?.close();
       throw new Error(`cannot share held statements on the state database: ${(err as Error).message}`);
     }
@@ -269,8 +273,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     await sharedHolds?.close();
     await consoleServer?.close();
     rules.close();
-    identity.close();
-    await state?.close();
+    await closeIdentity();
     await auditStore?.close();
     const e = err as NodeJS.ErrnoException;
     if (e.code === 'EADDRINUSE') throw new Error(`cannot listen on ${config.listen.host}:${config.listen.port}: the address is in use (choose another with --listen HOST:PORT)`);
@@ -301,8 +304,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       await sharedHolds?.close();
       await consoleServer?.close();
       rules.close();
-      identity.close();
-      await state?.close();
+      await closeIdentity();
       await auditStore?.close();
       const e = err as NodeJS.ErrnoException;
       const at = `${config.metrics.listen.host}:${config.metrics.listen.port}`;
@@ -331,6 +333,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   return {
     config,
     identity,
+    state,
     rules,
     proxy,
     proxyAddress,
@@ -345,7 +348,6 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     metricsAddress,
     readiness,
     notifier,
-    state,
     close(options = {}) {
       // Once: a signal handler and a test's teardown may both ask.
       closing ??= (async () => {
@@ -360,9 +362,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         notifier?.close();
         await consoleServer?.close();
         rules.close();
-        signals.flush();
-        identity.close();
-        await state?.close();
+        await closeIdentity();
         // Last: the sessions' ends are recorded, then a final signed checkpoint.
         await auditStore?.close();
         // /readyz said 503 (shutting down) from the start of close; the listener goes last.

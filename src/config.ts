@@ -686,13 +686,29 @@ export function resolveDataDir(flags: { data?: string; config?: string }): strin
   if (flags.data) return path.resolve(flags.data);
   if (flags.config) {
     const file = path.resolve(flags.config);
-    let data: unknown;
-    try {
-      data = (parseDocument(fs.readFileSync(file, 'utf8')).toJS() as Record<string, unknown> | null)?.data;
-    } catch (err) {
-      throw new ConfigError([`${file}: cannot read the config file: ${(err as Error).message}`]);
-    }
+    const data = topLevelValue(file, 'data');
     if (typeof data === 'string') return path.resolve(path.dirname(file), data);
   }
   return path.resolve(DEFAULTS.data);
+}
+
+/**
+ * The config file's `state:` without the rest of the file checked (`stepgate users` on a host that has
+ * only the config, not its TLS files or rules); null without `--config` or without `state:`.
+ */
+export function resolveState(flags: { config?: string }): StateConfig | null {
+  if (!flags.config) return null;
+  const file = path.resolve(flags.config);
+  const problems: string[] = [];
+  const state = parseStateSection(topLevelValue(file, 'state'), () => `${file}: `, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  return state;
+}
+
+function topLevelValue(file: string, key: string): unknown {
+  try {
+    return (parseDocument(fs.readFileSync(file, 'utf8')).toJS() as Record<string, unknown> | null)?.[key];
+  } catch (err) {
+    throw new ConfigError([`${file}: cannot read the config file: ${(err as Error).message}`]);
+  }
 }

@@ -26,7 +26,7 @@ import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { MetricsServer } from '../metrics/server.js';
 import type { ReadyReport } from '../metrics/server.js';
-import { instanceName } from '../state/index.js';
+import { instanceId } from '../state/components.js';
 import { lockDataDir } from '../util/owner-lock.js';
 import type { StopSignals } from './serve.js';
 
@@ -57,7 +57,7 @@ export function workerConfig(config: Config, index: number): { config: Config; w
     config: {
       ...config,
       dataDir: path.join(config.dataDir, `worker-${index}`),
-      state: { ...state, instance: `${instanceName(state, config)}-w${index}` },
+      state: { ...state, instance: `${instanceId(state, config.listen.port)}-w${index}` },
     },
     worker: { serveConsole: index === 1, consoleUrl: process.env[CONSOLE_ENV] || null },
   };

@@ -18,7 +18,7 @@ import { enrollmentLink } from '../console/url.js';
 import { ensureDemoCertificate } from '../demo/certificate.js';
 import { dropDatabase, ensureDatabase, startDemoPostgres, type DemoPostgres } from '../demo/embedded-postgres.js';
 import { APP_GRANTS, APP_ROLE, SHOP_SCHEMA } from '../demo/shop.js';
-import { IdentityStore } from '../identity/store.js';
+import { SqliteIdentityStore } from '../identity/sqlite-store.js';
 import { createLogger } from '../log.js';
 import { makeVerifier } from '../protocol/scram.js';
 import { lockDataDir, OwnerLockHeld, type OwnerLock } from '../util/owner-lock.js';
@@ -137,12 +137,13 @@ export async function demoCommand(args: string[], io: CommandIO): Promise<number
     const shop = await prepareShop(postgres, role, values.reset === true);
     if (shop === 'created') println(io.stdout, 'Created the sample database "shop" (customers, products, orders).');
     if (shop === 'restored') println(io.stdout, 'Restored the sample database "shop" (users and passkeys are unchanged).');
-    const identity = new IdentityStore(dataDir);
+    // The demo keeps its people in its own data directory (it has no `state:`).
+    const identity = new SqliteIdentityStore(dataDir);
     try {
       // In `auditors` too, so the demo shows the console's audit trail view.
       const user = identity.getUser(DEMO_USER.name);
-      if (!user) identity.addUser(DEMO_USER.name, ['dev', 'auditors'], makeVerifier(DEMO_USER.password));
-      else if (!user.groups.includes('auditors')) identity.setGroups(DEMO_USER.name, [...user.groups, 'auditors']);
+      if (!user) await identity.addUser(DEMO_USER.name, ['dev', 'auditors'], makeVerifier(DEMO_USER.password));
+      else if (!user.groups.includes('auditors')) await identity.setGroups(DEMO_USER.name, [...user.groups, 'auditors']);
     } finally {
       identity.close();
     }
@@ -178,7 +179,7 @@ export async function demoCommand(args: string[], io: CommandIO): Promise<number
     app.identity.passkeyCount(DEMO_USER.name) === 0
       ? `
 First, register a passkey for the demo user (the link works once, for 24 hours):
-  ${enrollmentLink(consoleUrl, app.identity.issueEnrollment(DEMO_USER.name).token)}
+  ${enrollmentLink(consoleUrl, (await app.identity.issueEnrollment(DEMO_USER.name)).token)}
 Open it in Chrome, Edge, Firefox or Safari on this machine and click "Register a passkey".
 `
       : `

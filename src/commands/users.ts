@@ -1,17 +1,25 @@
 /**
- * `stepgate users add|enroll|list|remove|passwd`: the people who may connect through stepgate.
+ * `stepgate users add|enroll|list|remove|passwd`: the people who may connect through stepgate, in the
+ * store the instances use: the shared state database when the config file (`--config`) has `state:`
+ * (every instance sees the change through its notice), else DATA/identity.db (`--data`).
  */
+import os from 'node:os';
 import { enrollmentLink, resolveConsoleUrl } from '../console/url.js';
-import { IdentityStore, type Enrollment } from '../identity/store.js';
+import { PostgresIdentityStore } from '../identity/postgres-store.js';
+import { SqliteIdentityStore } from '../identity/sqlite-store.js';
+import type { Enrollment, IdentityStore } from '../identity/store.js';
+import { silentLogger } from '../log.js';
 import { makeVerifier } from '../protocol/scram.js';
-import { resolveDataDir } from '../config.js';
+import { resolveDataDir, resolveState } from '../config.js';
+import { openStateDatabase } from '../state/components.js';
 import { parse, println, readAll, UsageError, type CommandIO } from './io.js';
 
 export const USERS_HELP = `Usage: stepgate users <add|enroll|list|remove|passwd|groups|disable|enable> [options]
 
 Manage the people who connect through stepgate. Passwords are stored as SCRAM-SHA-256
-verifiers (never the password itself) in DATA/identity.db; a running stepgate sees changes at
-the next login, without a restart.
+verifiers (never the password itself) in DATA/identity.db, or, when the config file has
+state: postgres://..., in that shared database; a running stepgate sees changes at the
+next login, without a restart.
 
   stepgate users add NAME [--groups a,b] [--password-stdin | --sso]
       Create a user. Without --password-stdin the password is asked for on the terminal.
@@ -36,7 +44,8 @@ the next login, without a restart.
 
 Options:
   --data DIR          data directory (default ./.stepgate)
-  --config FILE       take the data directory and the console URL from this config file
+  --config FILE       take the data directory (or the shared state: database) and the
+                      console URL from this config file
   --console-url URL   the console's address for enrollment links (default: from the config,
                       else http://localhost:6480)
   --groups a,b        comma-separated groups (rules match on them; "dba" may approve, ...)
@@ -104,7 +113,10 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
     println(sub ? io.stdout : io.stderr, USERS_HELP);
     return sub ? 0 : 2;
   }
-  const store = new IdentityStore(resolveDataDir(values));
+  // A state database that cannot be reached (or a bad state: section) is said in one line, like other mistakes.
+  const { store, close } = await openStore(values).catch((err: Error) => {
+    throw err instanceof UsageError ? err : new UsageError(err.message);
+  });
   try {
     switch (sub) {
       case 'add': {
@@ -112,14 +124,14 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
         const groups = values.groups ? values.groups.split(',').map((g) => g.trim()).filter(Boolean) : [];
         if (store.getUser(name)) throw new UsageError(`user "${name}" already exists (use "stepgate users passwd ${name}" to change the password)`);
         if (values.sso) {
-          store.addUser(name, groups, null);
+          await store.addUser(name, groups, null);
           if (values.json) println(io.stdout, JSON.stringify({ user: name, groups, sso: true }));
           else println(io.stdout, `added user ${name}${groups.length ? ` (groups: ${groups.join(', ')})` : ''}: signs in with single sign-on`);
           return 0;
         }
         const password = await readPassword(io, values['password-stdin'] ?? false);
-        store.addUser(name, groups, makeVerifier(password));
-        const enrollment = store.issueEnrollment(name);
+        await store.addUser(name, groups, makeVerifier(password));
+        const enrollment = await store.issueEnrollment(name);
         const link = enrollmentLink(resolveConsoleUrl({ config: values.config, consoleUrl: values['console-url'] }), enrollment.token);
         if (values.json) {
           println(io.stdout, JSON.stringify({ user: name, groups, enrollmentLink: link, expires: enrollment.expiresAt.toISOString() }));
@@ -132,7 +144,7 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
       case 'enroll': {
         const name = onePositional(positionals, 'users enroll NAME');
         if (!store.getUser(name)) throw new UsageError(`no user "${name}"`);
-        const enrollment = store.issueEnrollment(name);
+        const enrollment = await store.issueEnrollment(name);
         const link = enrollmentLink(resolveConsoleUrl({ config: values.config, consoleUrl: values['console-url'] }), enrollment.token);
         if (values.json) {
           println(io.stdout, JSON.stringify({ user: name, enrollmentLink: link, expires: enrollment.expiresAt.toISOString() }));
@@ -146,7 +158,7 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
       case 'passwd': {
         const name = onePositional(positionals, 'users passwd NAME');
         if (!store.getUser(name)) throw new UsageError(`no user "${name}"`);
-        store.setVerifier(name, makeVerifier(await readPassword(io, values['password-stdin'] ?? false)));
+        await store.setVerifier(name, makeVerifier(await readPassword(io, values['password-stdin'] ?? false)));
         println(io.stdout, `password of ${name} changed`);
         return 0;
       }
@@ -154,7 +166,7 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
         if (positionals.length !== 2) throw new UsageError('usage: stepgate users groups NAME a,b');
         const [name, list] = positionals as [string, string];
         const groups = list.split(',').map((g) => g.trim()).filter(Boolean);
-        store.setGroups(name, groups);
+        await store.setGroups(name, groups);
         println(io.stdout, `groups of ${name}: ${groups.join(', ') || '(none)'}`);
         return 0;
       }
@@ -191,13 +203,13 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
       case 'disable':
       case 'enable': {
         const name = onePositional(positionals, `users ${sub} NAME`);
-        store.setDisabled(name, sub === 'disable');
+        await store.setDisabled(name, sub === 'disable');
         println(io.stdout, `${name} is ${sub === 'disable' ? 'disabled: no new logins, console sign-ins or approvals' : 'enabled'}`);
         return 0;
       }
       case 'remove': {
         const name = onePositional(positionals, 'users remove NAME');
-        if (!store.removeUser(name)) throw new UsageError(`no user "${name}"`);
+        if (!(await store.removeUser(name))) throw new UsageError(`no user "${name}"`);
         println(io.stdout, `removed user ${name}`);
         return 0;
       }
@@ -208,7 +220,32 @@ export async function usersCommand(args: string[], io: CommandIO): Promise<numbe
     if (err instanceof UsageError) throw err;
     throw new UsageError((err as Error).message);
   } finally {
-    store.close();
+    await close();
+  }
+}
+
+/** The shared store when the config file has `state:`, else DATA/identity.db. */
+async function openStore(values: { data?: string; config?: string }): Promise<{ store: IdentityStore; close(): Promise<void> }> {
+  const state = resolveState(values);
+  if (!state) {
+    const store = new SqliteIdentityStore(resolveDataDir(values));
+    return { store, close: async () => store.close() };
+  }
+  // Both would be a guess at which store was meant: a change made in the wrong one is silently ignored.
+  if (values.data) throw new UsageError(`${values.config} has state: (users are in the shared database there): drop --data, or drop --config to use ${values.data}`);
+  const db = await openStateDatabase(state, `cli:${os.hostname()}:${process.pid}`, silentLogger);
+  try {
+    const store = await PostgresIdentityStore.open(db, silentLogger);
+    return {
+      store,
+      close: async () => {
+        store.close();
+        await db.close();
+      },
+    };
+  } catch (err) {
+    await db.close();
+    throw err;
   }
 }
 

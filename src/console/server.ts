@@ -394,7 +394,7 @@ export class ConsoleServer {
       if (!name) throw new HttpError(400, 'give the passkey a name of 1 to 64 characters');
       const passkey = await this.ceremonies.verifyRegistration(ceremony, body.response, name);
       try {
-        this.identity.enrollPasskey(String(body.token), passkey);
+        await this.identity.enrollPasskey(String(body.token), passkey);
       } catch (err) {
         throw new HttpError(409, (err as Error).message, 'enrollment');
       }
@@ -417,7 +417,7 @@ export class ConsoleServer {
       if (!name) throw new HttpError(400, 'give the passkey a name of 1 to 64 characters');
       const passkey = await this.ceremonies.verifyRegistration(ceremony, body.response, name);
       try {
-        this.identity.addPasskey(passkey);
+        await this.identity.addPasskey(passkey);
       } catch (err) {
         throw new HttpError(409, (err as Error).message);
       }
@@ -428,7 +428,7 @@ export class ConsoleServer {
     route('POST', `/api/passkeys/${ID}/rename`, true, async ({ params, body, session }) => {
       const name = cleanPasskeyName(body.name);
       if (!name) throw new HttpError(400, 'give the passkey a name of 1 to 64 characters');
-      if (!this.identity.renamePasskey(session!.user, params[0]!, name)) throw new HttpError(404, 'no such passkey');
+      if (!(await this.identity.renamePasskey(session!.user, params[0]!, name))) throw new HttpError(404, 'no such passkey');
       this.options.audit?.event?.('passkey.renamed', { user: session!.user, credential: params[0]!, name });
       return this.me(session!);
     });
@@ -439,7 +439,7 @@ export class ConsoleServer {
       if (this.identity.passkeyCount(user) <= 1) {
         throw new HttpError(409, 'this is your only passkey: add another one before removing it (without one you could not sign in or approve anything)', 'last_passkey');
       }
-      this.identity.removePasskey(user, params[0]!);
+      if (!(await this.identity.removePasskey(user, params[0]!))) throw new HttpError(404, 'no such passkey');
       this.options.audit?.event?.('passkey.removed', { user, credential: params[0]! });
       this.log.info('console.passkey_removed', { user, credential: params[0] });
       return this.me(session!);
@@ -546,13 +546,13 @@ export class ConsoleServer {
       if (step === null) throw new HttpError(400, 'this code does not match: enter the 6-digit code your app shows for stepgate now', 'totp_code');
       this.totpPending.delete(session!.sid);
       const codes = newRecoveryCodes();
-      this.identity.setTotp(session!.user, pending.secret, step, codes.map((c) => this.codes.recoveryHash(c)));
+      await this.identity.setTotp(session!.user, pending.secret, step, codes.map((c) => this.codes.recoveryHash(c)));
       this.log.info('console.totp_added', { user: session!.user });
       return { recoveryCodes: codes, me: this.me(session!) } satisfies RecoveryCodesReply;
     });
     route('DELETE', '/api/totp', true, async ({ session }) => {
       this.requireRecentAuth(session!);
-      if (!this.identity.removeTotp(session!.user)) throw new HttpError(404, 'you have no authenticator app set up');
+      if (!(await this.identity.removeTotp(session!.user))) throw new HttpError(404, 'you have no authenticator app set up');
       this.log.info('console.totp_removed', { user: session!.user });
       return this.me(session!);
     });
@@ -560,7 +560,7 @@ export class ConsoleServer {
       this.requireRecentAuth(session!);
       if (!this.codes.hasTotp(session!.user)) throw new HttpError(409, 'set up an authenticator app first');
       const codes = newRecoveryCodes();
-      this.identity.setRecoveryCodes(session!.user, codes.map((c) => this.codes.recoveryHash(c)));
+      await this.identity.setRecoveryCodes(session!.user, codes.map((c) => this.codes.recoveryHash(c)));
       return { recoveryCodes: codes, me: this.me(session!) } satisfies RecoveryCodesReply;
     });
 
@@ -569,7 +569,7 @@ export class ConsoleServer {
       const user = session!.user;
       const check = this.broker.mayApprove(params[0]!, user, 'totp');
       if (!check.ok) throw refused(check);
-      const result = this.codes.verify(user, body.code);
+      const result = await this.codes.verify(user, body.code);
       if (!result.ok) {
         // Audited, never with the code itself.
         this.options.audit?.event?.('factor.failed', { user, factor: 'totp', reason: result.reason, challenge: params[0]!, connection: check.challenge.request.connectionId });
@@ -590,7 +590,7 @@ export class ConsoleServer {
     }) satisfies CredentialsReply);
     route('POST', '/api/credentials', true, async ({ body, session }) => this.issueCredential(session!.user, typeof body.label === 'string' ? body.label : 'console'));
     route('DELETE', `/api/credentials/${ID}`, true, async ({ params, session }) => {
-      if (!this.identity.revokeCredential(session!.user, params[0]!, this.now())) throw new HttpError(404, 'no such credential');
+      if (!(await this.identity.revokeCredential(session!.user, params[0]!, this.now()))) throw new HttpError(404, 'no such credential');
       this.log.info('console.credential_revoked', { user: session!.user, credential: params[0] });
       return { credentials: this.identity.activeCredentials(session!.user, this.now()).map(credentialView) } satisfies CredentialsReply;
     });
@@ -650,7 +650,7 @@ export class ConsoleServer {
     if (found.verifier !== null) throw new HttpError(409, 'you log in to the database with your stepgate password', 'local_password');
     const ttl = this.options.config.sso?.credentialTtlMs ?? 8 * 60 * 60_000;
     const password = randomBytes(24).toString('base64url');
-    const credential = this.identity.addCredential(user, makeVerifier(password, undefined, Buffer.from(this.identity.credentialSalt(user))), label.slice(0, 64) || 'console', ttl, this.now());
+    const credential = await this.identity.addCredential(user, makeVerifier(password, undefined, Buffer.from(this.identity.credentialSalt(user))), label.slice(0, 64) || 'console', ttl, this.now());
     this.log.info('console.credential_issued', { user, credential: credential.id, expires: credential.expiresAt.toISOString() });
     const c = this.connectInfo ?? { host: '127.0.0.1', port: 6432, sslmode: 'disable' as const };
     const database = 'postgres';
@@ -704,7 +704,7 @@ export class ConsoleServer {
       const current = new URL(`${this.url}${url.pathname}${url.search}`);
       const identity = await this.sso.finishSignIn(current, pending);
       const existing = this.identity.userBySubject(identity.subject);
-      const linked = this.identity.linkSsoUser(identity.subject, existing?.name ?? identity.name, identity.groups ?? existing?.groups ?? [], identity.email, identity.groups === null ? 0 : identity.issuedAt);
+      const linked = await this.identity.linkSsoUser(identity.subject, existing?.name ?? identity.name, identity.groups ?? existing?.groups ?? [], identity.email, identity.groups === null ? 0 : identity.issuedAt);
       if (linked.user.disabled) throw new SsoRefused('disabled', 'your stepgate account is disabled');
       const previous = await this.sessions.verify(req.headers.cookie);
       const { token, session } = await this.sessions.issue(linked.user.name, previous ?? undefined, {

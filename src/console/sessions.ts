@@ -54,7 +54,7 @@ export class SessionManager {
     port: number,
     private readonly now: () => number = Date.now,
   ) {
-    this.key = new Uint8Array(identity.secret('console-session-key', 32));
+    this.key = new Uint8Array(identity.secret('console-session-key'));
     // Cookies ignore ports: name it after this console, so two stepgates on one host do not clash.
     this.cookieName = secure ? `__Host-stepgate_${port}` : `stepgate_${port}`;
   }

@@ -121,7 +121,7 @@ export class Ceremonies {
       rpID: this.rpId,
       userName: user,
       userDisplayName: user,
-      userID: new Uint8Array(this.identity.webauthnHandle(user)),
+      userID: new Uint8Array(await this.identity.ensureWebauthnHandle(user)),
       challenge: new Uint8Array(randomBytes(32)),
       timeout: CEREMONY_TTL_MS - 10_000,
       attestationType: 'none',
@@ -215,7 +215,7 @@ export class Ceremonies {
     if (ceremony.user !== null && passkey.user !== ceremony.user) throw new CeremonyError('this passkey belongs to someone else', 403);
     const handle = r.response?.userHandle;
     if (handle) {
-      const expected = this.identity.webauthnHandle(passkey.user).toString('base64url');
+      const expected = this.identity.webauthnHandle(passkey.user)?.toString('base64url');
       if (handle !== expected) throw new CeremonyError('this passkey does not belong to the user it names', 403);
     }
     let verified;
@@ -232,7 +232,7 @@ export class Ceremonies {
       throw new CeremonyError(`the passkey check failed: ${(err as Error).message}`, 403);
     }
     if (!verified.verified || !verified.authenticationInfo.userVerified) throw new CeremonyError('the passkey check failed', 403);
-    if (!this.identity.recordPasskeyUse(passkey.id, passkey.counter, verified.authenticationInfo.newCounter)) {
+    if (!(await this.identity.recordPasskeyUse(passkey.id, passkey.counter, verified.authenticationInfo.newCounter))) {
       throw new CeremonyError('this passkey was used by another request at the same time; try again', 409);
     }
     return { ...passkey, counter: verified.authenticationInfo.newCounter, lastUsedAt: new Date() };

@@ -11,8 +11,14 @@
  *   in batches, off the statement path.
  *
  * Everything is computed once per connection, at login; the statement path only reads the result.
+ *
+ * Where they are kept: in identity.db when identities are this instance's own (SQLite), else in
+ * DATA/signals.db (identities shared through `state:`): for now every instance knows only the logins it
+ * saw itself.
  */
+import path from 'node:path';
 import type Database from 'better-sqlite3';
+import { openDatabase, type Migration } from '../util/sqlite-schema.js';
 import { expandIPv6, normalizeClientAddress } from '../rules/client.js';
 import type { SubjectSignals } from '../rules/types.js';
 
@@ -42,6 +48,33 @@ export function tableKey(database: string, table: TableRef): string {
   return `${database.toLowerCase()}\u001f${table.schema === null ? '' : `${table.schema.toLowerCase()}.`}${table.name.toLowerCase()}`;
 }
 
+/** signals.db's schema: the tables identity.db's third step holds for a SQLite instance. Append only. */
+export const SIGNALS_MIGRATIONS: Migration[] = [
+  (db) => {
+    db.exec(`
+      CREATE TABLE login_places (
+        user_name TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        PRIMARY KEY (user_name, kind, value)
+      );
+      CREATE TABLE login_failures (
+        user_name TEXT NOT NULL,
+        at INTEGER NOT NULL
+      );
+      CREATE INDEX login_failures_user ON login_failures (user_name, at);
+      CREATE TABLE table_access (
+        user_name TEXT NOT NULL,
+        tbl TEXT NOT NULL,
+        first_at INTEGER NOT NULL,
+        PRIMARY KEY (user_name, tbl)
+      );
+    `);
+  },
+];
+
 export class SignalRecords {
   private readonly tables = new Map<string, Set<string>>();
   /**
@@ -53,7 +86,22 @@ export class SignalRecords {
   private queue: [string, string, number][] = [];
   private timer: NodeJS.Timeout | null = null;
 
-  constructor(private readonly db: Database.Database) {}
+  /** `owned`: the handle is this object's to close (signals.db); identity.db's is the identity store's. */
+  constructor(
+    private readonly db: Database.Database,
+    private readonly owned = false,
+  ) {}
+
+  /** The records in DATA/signals.db, for an instance whose identities are shared. */
+  static openFile(dataDir: string): SignalRecords {
+    return new SignalRecords(openDatabase(path.join(dataDir, 'signals.db'), SIGNALS_MIGRATIONS), true);
+  }
+
+  /** Writes what is queued, and closes the file when it is this object's own. */
+  close(): void {
+    this.flush();
+    if (this.owned) this.db.close();
+  }
 
   /** The signals of a login by `user` from `address` with `application` (before it is recorded). */
   atLogin(user: string, address: string, application: string, now = Date.now()): LoginSignals {

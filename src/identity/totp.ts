@@ -106,8 +106,12 @@ export class CodeFactors {
     return recent.length >= MAX_FAILURES ? recent[0]! + FAILURE_WINDOW_MS - now : 0;
   }
 
-  /** Checks a TOTP or recovery code of `user`, uses it up when it is right, counts it when it is wrong. */
-  verify(user: string, input: unknown): CodeCheck {
+  /**
+   * Checks a TOTP or recovery code of `user`, uses it up when it is right, counts it when it is wrong.
+   * Whether it is used up is the store's answer (one conditional write), not what was read before:
+   * rejects when that write fails (the caller must not approve).
+   */
+  async verify(user: string, input: unknown): Promise<CodeCheck> {
     const stored = this.identity.totpSecret(user);
     if (!stored) return { ok: false, reason: 'no_totp', message: 'you have no authenticator app set up: set one up under "Your factors" first' };
     const locked = this.lockedFor(user);
@@ -118,13 +122,13 @@ export class CodeFactors {
     if (/^\d{6}$/.test(code)) {
       const step = totpStep(stored.secret, code, this.now());
       if (step === null) return this.failed(user, 'wrong', 'this code is not right (or no longer current): enter the code your app shows now');
-      if (step <= stored.lastStep || !this.identity.useTotpStep(user, step)) {
+      if (step <= stored.lastStep || !(await this.identity.useTotpStep(user, step))) {
         return this.failed(user, 'replay', 'this code was used already: wait for the next one');
       }
       return { ok: true, factor: 'totp', recoveryLeft: this.identity.recoveryCodesLeft(user) };
     }
     if (/^[a-z0-9]{5}-?[a-z0-9]{5}$/i.test(code)) {
-      if (!this.identity.useRecoveryCode(user, this.recoveryHash(code))) return this.failed(user, 'wrong', 'this recovery code is not valid (or was used already)');
+      if (!(await this.identity.useRecoveryCode(user, this.recoveryHash(code)))) return this.failed(user, 'wrong', 'this recovery code is not valid (or was used already)');
       return { ok: true, factor: 'recovery', recoveryLeft: this.identity.recoveryCodesLeft(user) };
     }
     return this.failed(user, 'malformed', 'enter the 6-digit code from your authenticator app, or a recovery code (xxxxx-xxxxx)');

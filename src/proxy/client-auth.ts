@@ -121,7 +121,8 @@ export async function authenticateClient(socket: Socket, reader: HandshakeReader
   if (matched === null) throw failed('wrong password (no issued credential matched)');
   if (user!.disabled) throw failed('user disabled');
   const credential = credentials[matched]!;
-  options.store.credentialUsed(credential.id);
+  // The database decides, not this instance's copy: revoked (or expired) meanwhile, elsewhere, refuses.
+  if (!(await options.store.credentialUsed(credential.id))) throw failed('issued credential revoked or expired');
   return { user: user!, via: 'credential', credentialId: credential.id };
 }
 
@@ -185,7 +186,7 @@ async function cleartext(
     if (!linked && user?.ssoSubject) throw failed('user is linked to another identity');
     let result;
     try {
-      result = store.linkSsoUser(identity.subject, userName, identity.groups ?? linked?.groups ?? user?.groups ?? [], identity.email, identity.groups === null ? 0 : identity.issuedAt);
+      result = await store.linkSsoUser(identity.subject, userName, identity.groups ?? linked?.groups ?? user?.groups ?? [], identity.email, identity.groups === null ? 0 : identity.issuedAt);
     } catch (err) {
       throw failed(`cannot link the token's identity: ${(err as Error).message}`);
     }
@@ -201,7 +202,8 @@ async function cleartext(
   const match = credentials.find((c) => sameText(c.verifier, derived));
   if (!match) throw failed(credentials.length ? 'wrong password (no issued credential matched)' : 'no token and no issued credential');
   if (user.disabled) throw failed('user disabled');
-  store.credentialUsed(match.id);
+  // The database decides, not this instance's copy: revoked (or expired) meanwhile, elsewhere, refuses.
+  if (!(await store.credentialUsed(match.id))) throw failed('issued credential revoked or expired');
   return { user, via: 'credential', credentialId: match.id };
 }
 

@@ -9,8 +9,10 @@
  * Invariants:
  * - A notice may be lost (NOTIFY is not delivered to a listener that is reconnecting). So every cache fed
  *   by notices also registers `onResync`, which runs after each (re)connection of the listener, before any
- *   later notice is delivered, and reloads everything that cache holds. A cache is therefore at most one
- *   reconnection behind, never silently stale.
+ *   later notice is delivered (notices arriving meanwhile are held until every resync finished), and
+ *   reloads everything that cache holds. A cache is therefore at most one reconnection behind, never
+ *   silently stale.
+ * - `listen` resolves once LISTEN is in effect: load after it, and no change committed later is missed.
  * - The database down: queries reject (callers fail closed: a write that did not commit was not acknowledged),
  *   the listener retries with capped exponential backoff and jitter, and `healthy` is false until it is
  *   back; each transition is logged once and counted (`errors`).
@@ -56,6 +58,8 @@ export function redactUrl(url: string): string {
 export class StateDatabase {
   private readonly pool: pg.Pool;
   private readonly handlers = new Map<string, Set<NoticeHandler>>();
+  /** The LISTEN issued for a channel subscribed while the listener was up (a second subscriber awaits it too). */
+  private readonly listening = new Map<string, Promise<void>>();
   private readonly resyncs = new Set<() => Promise<void> | void>();
   private readonly events = new EventEmitter();
   private listener: pg.Client | null = null;
@@ -127,18 +131,32 @@ export class StateDatabase {
   }
 
   /**
-   * Notices on `channel`; resolves (to the unsubscribe) once LISTEN is in force, so a caller that then
-   * loads what it caches misses nothing. LISTEN is issued again on every listener connection.
+   * Notices on `channel`; resolves to the unsubscribe once LISTEN is in effect on the listener (or at once
+   * while it is down: its reconnection LISTENs and resyncs). A cache that loads after this resolves cannot
+   * miss a change committed after its load began.
    */
   async listen(channel: string, handler: NoticeHandler): Promise<() => void> {
     let set = this.handlers.get(channel);
-    if (!set) {
-      set = new Set();
-      this.handlers.set(channel, set);
-      await this.listener?.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+    const unsubscribe = (): void => {
+      set!.delete(handler);
+    };
+    if (set) {
+      set.add(handler);
+      await this.listening.get(channel);
+      return unsubscribe;
     }
-    set.add(handler);
-    return () => set!.delete(handler);
+    set = new Set([handler]);
+    this.handlers.set(channel, set);
+    const listener = this.listener;
+    if (listener) {
+      const issued = listener.query(`LISTEN ${pg.escapeIdentifier(channel)}`).then(
+        () => {},
+        (err: Error) => this.failed('listen', err),
+      );
+      this.listening.set(channel, issued);
+      await issued;
+    }
+    return unsubscribe;
   }
 
   /** Called after every (re)connection of the listener: reload what notices may have missed. */
@@ -188,31 +206,53 @@ export class StateDatabase {
 
   private async connectListener(): Promise<void> {
     const client = new pg.Client({ connectionString: this.options.url, application_name: `stepgate ${this.options.instanceId} listener` });
+    // Notices that arrive while the caches resync wait for the resync to finish, so that none is applied
+    // before (and then overwritten by) a reload that began earlier.
+    let held: pg.Notification[] | null = [];
     client.on('notification', (n) => {
-      for (const h of this.handlers.get(n.channel) ?? []) {
-        try {
-          h(n.payload ?? '');
-        } catch (err) {
-          this.options.log.error('state.notice_failed', { channel: n.channel, error: (err as Error).stack ?? String(err) });
-        }
-      }
+      if (held) held.push(n);
+      else this.deliver(n);
     });
     client.on('error', (err) => this.lost(client, err));
     client.on('end', () => this.lost(client, new Error('the connection ended')));
-    await client.connect();
-    for (const channel of this.handlers.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
-    if (this.closed) {
+    try {
+      await client.connect();
+      for (const channel of this.handlers.keys()) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+      if (this.closed) {
+        await client.end().catch(() => {});
+        return;
+      }
+      this.listener = client;
+      // Reload before declaring health: until then a cache may lack what was said while nobody listened.
+      for (const fn of this.resyncs) await fn();
+    } catch (err) {
+      // A connection that failed half-way (LISTEN or a resync failed) must not stay open beside the next
+      // attempt's: it would deliver notices to caches that think they are resyncing.
+      if (this.listener === client) this.listener = null;
+      client.removeAllListeners('end');
       await client.end().catch(() => {});
-      return;
+      throw err;
     }
-    this.listener = client;
-    // Reload before declaring health: until then a cache may lack what was said while nobody listened.
-    for (const fn of this.resyncs) await fn();
+    // Lost during the resync: its reconnection is scheduled already and will resync again.
+    if (this.listener !== client) return;
+    const waiting = held;
+    held = null;
+    for (const n of waiting) this.deliver(n);
     const wasDown = this.attempt > 0;
     this.attempt = 0;
     this.healthy = true;
     if (wasDown) this.options.log.info('state.reconnected', { url: redactUrl(this.options.url) });
     this.events.emit('up');
+  }
+
+  private deliver(n: pg.Notification): void {
+    for (const h of this.handlers.get(n.channel) ?? []) {
+      try {
+        h(n.payload ?? '');
+      } catch (err) {
+        this.options.log.error('state.notice_failed', { channel: n.channel, error: (err as Error).stack ?? String(err) });
+      }
+    }
   }
 
   private lost(client: pg.Client, err: Error): void {

@@ -1,7 +1,10 @@
 /**
- * Schema versions for stepgate's SQLite files (identity.db, audit.db), kept in PRAGMA user_version.
+ * stepgate's SQLite files (identity.db, signals.db, audit.db): how they are opened, and their schema
+ * versions, kept in PRAGMA user_version.
  */
-import type Database from 'better-sqlite3';
+import fs from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
 
 /** One schema step. Lists of them are append-only: a shipped step is never edited. */
 export type Migration = (db: Database.Database) => void;
@@ -23,4 +26,16 @@ export function migrate(db: Database.Database, file: string, migrations: Migrati
       db.pragma(`user_version = ${v + 1}`);
     })();
   }
+}
+
+/** Opens (creating, owner-only) a file with WAL and foreign keys, brought to the latest schema. */
+export function openDatabase(file: string, migrations: Migration[]): Database.Database {
+  fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o700 });
+  const db = new Database(file);
+  fs.chmodSync(file, 0o600);
+  db.pragma('journal_mode = WAL');
+  db.pragma('busy_timeout = 5000');
+  db.pragma('foreign_keys = ON');
+  migrate(db, file, migrations);
+  return db;
 }

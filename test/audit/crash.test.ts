@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import pg from 'pg';
-import { IdentityStore } from '../../src/identity/store.js';
+import { SqliteIdentityStore } from '../../src/identity/sqlite-store.js';
 import { makeVerifier } from '../../src/protocol/scram.js';
 import { startPostgres } from '../helpers/postgres.js';
 import { REPO_ROOT } from '../helpers/stepgate.js';
@@ -49,10 +49,10 @@ t.test('events survive kill -9 after a deny and during a hold', async (t) => {
   await db.query('CREATE TABLE t (id int); INSERT INTO t VALUES (1)');
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-crash-'));
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
-  const identity = new IdentityStore(dataDir);
-  identity.addUser('alice', [], makeVerifier('alice-pw'));
+  const identity = new SqliteIdentityStore(dataDir);
+  await identity.addUser('alice', [], makeVerifier('alice-pw'));
   // A passkey on record, so the console broker holds (nobody will approve it here).
-  identity.addPasskey({ id: 'cred-alice', user: 'alice', publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'test key', deviceType: null, backedUp: false });
+  await identity.addPasskey({ id: 'cred-alice', user: 'alice', publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'test key', deviceType: null, backedUp: false });
   identity.close();
   const configFile = path.join(dataDir, 'stepgate.yaml');
   fs.writeFileSync(

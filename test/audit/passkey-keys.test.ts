@@ -8,18 +8,18 @@ import path from 'node:path';
 import t from 'tap';
 import { recordMissingPasskeys } from '../../src/audit/passkey-keys.js';
 import { AuditStore } from '../../src/audit/store.js';
-import { IdentityStore } from '../../src/identity/store.js';
+import { SqliteIdentityStore } from '../../src/identity/sqlite-store.js';
 import { makeVerifier } from '../../src/protocol/scram.js';
 import { capturedLog, readEvents } from './helpers.js';
 
 t.test('keys of earlier passkeys are recorded once', async (t) => {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-passkey-keys-'));
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
-  const identity = new IdentityStore(dataDir);
+  const identity = new SqliteIdentityStore(dataDir);
   t.teardown(() => identity.close());
-  identity.addUser('alice', [], makeVerifier('pw'));
+  await identity.addUser('alice', [], makeVerifier('pw'));
   const key = new Uint8Array([0xa5, 0x01, 0x02, 0x03, 0x26]);
-  identity.addPasskey({ id: 'cred-1', user: 'alice', publicKey: key, counter: 0, transports: [], name: 'Old laptop', deviceType: 'singleDevice', backedUp: false });
+  await identity.addPasskey({ id: 'cred-1', user: 'alice', publicKey: key, counter: 0, transports: [], name: 'Old laptop', deviceType: 'singleDevice', backedUp: false });
   const { log } = capturedLog();
 
   let store = await AuditStore.open({ dataDir, log });
@@ -27,7 +27,7 @@ t.test('keys of earlier passkeys are recorded once', async (t) => {
   await store.close();
   store = await AuditStore.open({ dataDir, log });
   t.equal(recordMissingPasskeys(dataDir, identity, store, log), 0, 'not again after a restart');
-  identity.addPasskey({ id: 'cred-2', user: 'alice', publicKey: key, counter: 0, transports: [], name: 'New phone', deviceType: 'multiDevice', backedUp: true });
+  await identity.addPasskey({ id: 'cred-2', user: 'alice', publicKey: key, counter: 0, transports: [], name: 'New phone', deviceType: 'multiDevice', backedUp: true });
   t.equal(recordMissingPasskeys(dataDir, identity, store, log), 1, 'only the one not recorded yet');
   await store.close();
 

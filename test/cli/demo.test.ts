@@ -12,7 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { cleanUpStalePostmaster } from '../../src/demo/embedded-postgres.js';
-import { IdentityStore } from '../../src/identity/store.js';
+import { SqliteIdentityStore } from '../../src/identity/sqlite-store.js';
 import { pidExists } from '../../src/util/process-identity.js';
 import { requirePrograms, run } from '../helpers/run.js';
 import { STEPGATE_BIN } from '../helpers/serve.js';
@@ -152,8 +152,8 @@ if (requirePrograms(t, ['psql'])) {
   });
 
   t.test('demo --reset restores the sample data and keeps the passkeys', async (t) => {
-    const identity = new IdentityStore(dataDir);
-    identity.addPasskey({ id: 'cred-demo', user: 'demo', publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'test key', deviceType: null, backedUp: false });
+    const identity = new SqliteIdentityStore(dataDir);
+    await identity.addPasskey({ id: 'cred-demo', user: 'demo', publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'test key', deviceType: null, backedUp: false });
     identity.close();
     const first = await startDemo(t, dataDir);
     const url = `postgres://demo:demo@127.0.0.1:${first.port}/shop`;
@@ -168,7 +168,7 @@ if (requirePrograms(t, ['psql'])) {
     const resetUrl = `postgres://demo:demo@127.0.0.1:${reset.port}/shop`;
     t.equal((await psql(t, resetUrl, 'SELECT count(*) FROM orders')).stdout.trim(), '10000', 'the sample data is back');
     t.equal((await psql(t, resetUrl, 'SELECT current_user')).stdout.trim(), 'shop_app', 'with the role\'s privileges');
-    const check = new IdentityStore(dataDir);
+    const check = new SqliteIdentityStore(dataDir);
     t.equal(check.passkeyCount('demo'), 1);
     check.close();
     reset.process.kill('SIGINT');

@@ -39,7 +39,7 @@ const failure = (p: Promise<unknown>): Promise<(Error & { code?: string; severit
   );
 
 t.test('a second stepgate on the same data directory refuses at once; the first keeps working', async (t) => {
-  const setup = serveSetup(t, db, { rulesDir });
+  const setup = await serveSetup(t, db, { rulesDir });
   const first = await startServe(t, ['--config', setup.configFile]);
   const c = await connect(first.port, 'first');
   t.teardown(() => c.client.end().catch(() => {}));
@@ -72,7 +72,7 @@ t.test('a second stepgate on the same data directory refuses at once; the first 
 });
 
 t.test('SIGTERM: a short statement completes; a long one and a held one get FATAL 57P01; exit 0, nothing left', async (t) => {
-  const setup = serveSetup(t, db, { rulesDir, configYaml: 'limits:\n  shutdown_timeout: 2s\n' });
+  const setup = await serveSetup(t, db, { rulesDir, configYaml: 'limits:\n  shutdown_timeout: 2s\n' });
   const child = await startServe(t, ['--config', setup.configFile]);
   const short = await connect(child.port, 'short');
   const long = await connect(child.port, 'long');
@@ -111,7 +111,7 @@ t.test('SIGTERM: a short statement completes; a long one and a held one get FATA
 });
 
 t.test('a second signal stops at once', async (t) => {
-  const setup = serveSetup(t, db, { rulesDir, configYaml: 'limits:\n  shutdown_timeout: 60s\n' });
+  const setup = await serveSetup(t, db, { rulesDir, configYaml: 'limits:\n  shutdown_timeout: 60s\n' });
   const child = await startServe(t, ['--config', setup.configFile]);
   const long = await connect(child.port, 'long');
   const longQuery = failure(long.client.query('SELECT pg_sleep(60)'));

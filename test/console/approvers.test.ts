@@ -56,7 +56,7 @@ async function remaining(table: string, id: number): Promise<number> {
 }
 
 t.test('everyone enrolls', async (t) => {
-  for (const p of [alice, bob]) await enroll(p, enrollmentLink(consoleUrl, sg.identity.issueEnrollment(p.name).token));
+  for (const p of [alice, bob]) await enroll(p, enrollmentLink(consoleUrl, (await sg.identity.issueEnrollment(p.name)).token));
   t.equal(sg.identity.passkeyCount('alice'), 1);
   t.equal(sg.identity.passkeyCount('bob'), 1);
 });
@@ -66,7 +66,7 @@ t.test('a rule that needs more approvers than have passkeys is refused at once, 
   const err = (await c.query('DELETE FROM vault WHERE id = 1').catch((e: pg.DatabaseError) => e)) as pg.DatabaseError;
   t.equal(err.code, '42501');
   t.match(err.detail, /needs 2 approvers from dba other than alice, but only 1 such user has a passkey or an authenticator app/);
-  await enroll(carol, enrollmentLink(consoleUrl, sg.identity.issueEnrollment('carol').token));
+  await enroll(carol, enrollmentLink(consoleUrl, (await sg.identity.issueEnrollment('carol')).token));
 });
 
 t.test("four eyes: the author's own approval is refused by the server; another DBA's is accepted", async (t) => {

@@ -105,7 +105,7 @@ let bobSession = '';
 let deniedSeq = 0;
 
 t.test('traffic through stepgate: allowed, denied, and a held statement its author approves', async (t) => {
-  await enroll(alice, enrollmentLink(consoleUrl, sg.identity.issueEnrollment('alice').token));
+  await enroll(alice, enrollmentLink(consoleUrl, (await sg.identity.issueEnrollment('alice')).token));
   const c = new pg.Client({ ...sg.pgConfig(ALICE), application_name: 'auditor-test' });
   c.on('error', () => {});
   await c.connect();
@@ -140,7 +140,7 @@ t.test('traffic through stepgate: allowed, denied, and a held statement its auth
 
 t.test("an auditor sees every user's sessions, a session's timeline and the chain's verification", async (t) => {
   const page = audrey.page;
-  await enroll(audrey, enrollmentLink(consoleUrl, sg.identity.issueEnrollment('audrey').token));
+  await enroll(audrey, enrollmentLink(consoleUrl, (await sg.identity.issueEnrollment('audrey')).token));
   // The auditor is not shown anyone's held statements by being an auditor.
   t.equal(await challengeCard(page).count(), 0);
   await page.locator('#nav').waitFor({ state: 'visible' });

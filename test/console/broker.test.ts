@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { IdentityStore } from '../../src/identity/store.js';
+import { SqliteIdentityStore } from '../../src/identity/sqlite-store.js';
 import { silentLogger } from '../../src/log.js';
 import type { Decision, StepUpRequirement } from '../../src/rules/types.js';
 import type { StatementInfo } from '../../src/sql/types.js';
@@ -16,15 +16,15 @@ import { OutcomeTap } from '../../src/stepup/outcomes.js';
 import type { HoldRequest } from '../../src/stepup/types.js';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-broker-'));
-const identity = new IdentityStore(dir);
+const identity = new SqliteIdentityStore(dir);
 t.teardown(() => {
   identity.close();
   fs.rmSync(dir, { recursive: true, force: true });
 });
-identity.addUser('alice', ['dev'], null);
-identity.addUser('bob', ['dba'], null);
+await identity.addUser('alice', ['dev'], null);
+await identity.addUser('bob', ['dba'], null);
 for (const [user, id] of [['alice', 'cred-a'], ['bob', 'cred-b']]) {
-  identity.addPasskey({ id: id!, user: user!, publicKey: new Uint8Array([1]), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
+  await identity.addPasskey({ id: id!, user: user!, publicKey: new Uint8Array([1]), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
 }
 
 const broker = new ConsoleBroker({ identity, log: silentLogger, consoleUrl: () => 'http://localhost:1' });
@@ -130,7 +130,7 @@ t.test('nobody able to approve: unavailable at once', async (t) => {
   const hold = broker.hold(req([{ rule: 'two', approvers: { groups: ['dba'], count: 2 } }]));
   t.equal(hold.challengeId, null);
   t.match(await hold.outcome, { status: 'unavailable', reason: /needs 2 approvers from dba/ });
-  identity.addUser('erin', [], null);
+  await identity.addUser('erin', [], null);
   const none = broker.hold(req([{ rule: 'self' }], 'c5', 'erin'));
   t.match(await none.outcome, { status: 'unavailable', reason: /erin has no factor yet/ });
 });

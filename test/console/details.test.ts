@@ -60,7 +60,7 @@ async function fact(id: string, key: string): Promise<string> {
 }
 
 t.test('enroll', async () => {
-  await enroll(alice, enrollmentLink(consoleUrl, sg.identity.issueEnrollment('alice').token), 'laptop');
+  await enroll(alice, enrollmentLink(consoleUrl, (await sg.identity.issueEnrollment('alice')).token), 'laptop');
 });
 
 t.test('two terminals of the same person: their cards say which is which', async (t) => {

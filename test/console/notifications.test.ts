@@ -106,7 +106,7 @@ async function holdDelete(tt: { teardown(fn: () => unknown): void }, id: number)
 }
 
 await alice.context.grantPermissions(['notifications'], { origin: consoleUrl });
-const { token } = sg.identity.issueEnrollment('alice');
+const { token } = await sg.identity.issueEnrollment('alice');
 await enroll(alice, enrollmentLink(consoleUrl, token));
 
 t.test('not opted in: a hidden tab gets no notification (the browser would allow one)', async (t) => {

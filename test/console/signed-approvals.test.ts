@@ -59,7 +59,7 @@ const sg = await startStepgate(t, db, { rulesDir, users: [ALICE], configYaml: 'a
 const browser = await launchBrowser(t);
 const alice = await newPerson(browser, 'alice');
 const page = alice.page;
-await enroll(alice, enrollmentLink(sg.consoleUrl!, sg.identity.issueEnrollment('alice').token), 'Chrome on Linux');
+await enroll(alice, enrollmentLink(sg.consoleUrl!, (await sg.identity.issueEnrollment('alice')).token), 'Chrome on Linux');
 
 const client = new pg.Client({ ...sg.pgConfig(ALICE), application_name: 'signed-test' });
 client.on('error', () => {});
@@ -136,7 +136,7 @@ t.test('approvals are recorded: with the passkey (plain, previewed, with bind pa
   await held.end();
 
   const secret = newTotpSecret();
-  sg.identity.setTotp('alice', secret, -1, []);
+  await sg.identity.setTotp('alice', secret, -1, []);
   coded = await hold('DELETE FROM items WHERE id = 2');
   const byCode = await page.evaluate(
     async ([id, code]) => {

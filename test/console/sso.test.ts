@@ -14,6 +14,7 @@ import { PassThrough, Readable } from 'node:stream';
 import Database from 'better-sqlite3';
 import pg from 'pg';
 import t from 'tap';
+import type { SqliteIdentityStore } from '../../src/identity/sqlite-store.js';
 import { loginCommand } from '../../src/commands/login.js';
 import { totpCode } from '../../src/identity/totp.js';
 import { startIdp, type IdpClient } from '../helpers/oidc.js';
@@ -312,7 +313,7 @@ t.test('step-up at connect on risk signals: the login waits, the card shows the 
   // Two failed logins, and this network not seen for 31 days.
   await t.rejects(connect('wrong-1'));
   await t.rejects(connect('wrong-2'));
-  const age = () => sg.identity.db.prepare("UPDATE login_places SET last_seen = ? WHERE user_name = 'carol' AND kind = 'net'").run(Date.now() - 31 * 86_400_000);
+  const age = () => (sg.identity as SqliteIdentityStore).db.prepare("UPDATE login_places SET last_seen = ? WHERE user_name = 'carol' AND kind = 'net'").run(Date.now() - 31 * 86_400_000);
   age();
   const held = connect();
   const id = await waitForChallenge(page);
@@ -343,7 +344,7 @@ t.test('step-up at connect on risk signals: the login waits, the card shows the 
   t.equal(err!.code, '28000');
   t.match(err!.message, /stepgate: login rejected by carol: not me/);
   // The refused login did not make the place known.
-  sg.identity.db.prepare("DELETE FROM login_failures WHERE user_name = 'carol'").run();
+  (sg.identity as SqliteIdentityStore).db.prepare("DELETE FROM login_failures WHERE user_name = 'carol'").run();
 
   await sg.app.audit.durable();
   const trail = new Database(path.join(sg.dataDir, 'audit.db'), { readonly: true });
@@ -366,7 +367,7 @@ t.test('first_access: the first read of a table is held, later ones are not', as
   t.equal((await first).rows[0].n, 1);
   t.equal((await c.query('SELECT count(*)::int AS n FROM secrets')).rows[0].n, 1, 'the second read runs at once');
   sg.app.signals.flush();
-  t.equal((sg.identity.db.prepare("SELECT count(*) AS n FROM table_access WHERE user_name = 'carol' AND tbl LIKE '%secrets'").get() as { n: number }).n, 1, 'persisted');
+  t.equal(((sg.identity as SqliteIdentityStore).db.prepare("SELECT count(*) AS n FROM table_access WHERE user_name = 'carol' AND tbl LIKE '%secrets'").get() as { n: number }).n, 1, 'persisted');
 });
 
 t.test('groups change at the IdP take effect at the next sign-in; a person removed there cannot sign in', async (t) => {

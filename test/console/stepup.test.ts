@@ -78,7 +78,7 @@ async function count(table: string, where = 'true'): Promise<number> {
 
 t.test('enrollment: the CLI prints a one-time link; the page registers a passkey and signs in', async (t) => {
   t.equal(sg.identity.passkeyCount('alice'), 0);
-  const older = sg.identity.issueEnrollment('alice');
+  const older = await sg.identity.issueEnrollment('alice');
 
   // `stepgate users enroll alice` as the administrator runs it.
   const out = new PassThrough();
@@ -424,7 +424,7 @@ t.test('the page reconnects by itself and shows what it missed', async (t) => {
 t.test('passkeys: a second device enrolls; a passkey can be renamed and removed, but not the last one', async (t) => {
   const phone = await newPerson(browser, 'alice-phone');
   t.teardown(() => phone.context.close());
-  await enroll(phone, enrollmentLink(consoleUrl, sg.identity.issueEnrollment('alice').token), 'phone');
+  await enroll(phone, enrollmentLink(consoleUrl, (await sg.identity.issueEnrollment('alice')).token), 'phone');
   t.equal(sg.identity.passkeyCount('alice'), 2);
 
   // The phone renames its own passkey.

@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { IdentityStore } from '../../src/identity/store.js';
+import { SqliteIdentityStore } from '../../src/identity/sqlite-store.js';
 import { makeVerifier } from '../../src/protocol/scram.js';
 import { REPO_ROOT } from './stepgate.js';
 import type { TestPostgres } from './postgres.js';
@@ -31,13 +31,13 @@ export interface ServeSetup {
 }
 
 /** A data directory (removed afterwards) with user alice (and a passkey on record, so holds wait), and a config file. */
-export function serveSetup(t: { teardown(fn: () => unknown): void }, db: TestPostgres, options: { rulesDir?: string; configYaml?: string } = {}): ServeSetup {
+export async function serveSetup(t: { teardown(fn: () => unknown): void }, db: TestPostgres, options: { rulesDir?: string; configYaml?: string } = {}): Promise<ServeSetup> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-serve-'));
   t.teardown(() => fs.rmSync(dataDir, { recursive: true, force: true }));
   const user = { name: 'alice', password: 'alice-pw' };
-  const identity = new IdentityStore(dataDir);
-  identity.addUser(user.name, [], makeVerifier(user.password));
-  identity.addPasskey({ id: 'cred-alice', user: user.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'test key', deviceType: null, backedUp: false });
+  const identity = new SqliteIdentityStore(dataDir);
+  await identity.addUser(user.name, [], makeVerifier(user.password));
+  await identity.addPasskey({ id: 'cred-alice', user: user.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'test key', deviceType: null, backedUp: false });
   identity.close();
   const configFile = path.join(dataDir, 'stepgate.yaml');
   fs.writeFileSync(

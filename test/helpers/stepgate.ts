@@ -9,7 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { startApp, type App, type AppOverrides } from '../../src/app.js';
 import type { AuditSink } from '../../src/audit/types.js';
 import { loadConfig, type Config } from '../../src/config.js';
-import { IdentityStore } from '../../src/identity/store.js';
+import { SqliteIdentityStore } from '../../src/identity/sqlite-store.js';
+import type { IdentityStore } from '../../src/identity/store.js';
 import { createLogger } from '../../src/log.js';
 import { makeVerifier } from '../../src/protocol/scram.js';
 import type { ProxyServer } from '../../src/proxy/server.js';
@@ -94,11 +95,18 @@ export async function startStepgate(
   options.tweak?.(config);
   const logs: Record<string, unknown>[] = [];
   const log = createLogger({ level: 'debug', write: (line) => logs.push(JSON.parse(line) as Record<string, unknown>) });
-  // Users first: the app opens the same identity file.
-  const setup = new IdentityStore(dataDir);
-  for (const u of options.users ?? [ALICE]) setup.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
-  setup.close();
+  // Users first: the app opens the same identity file. With `state:` they go into the shared store once
+  // the app runs (an instance started later on the same state finds them there). None: the test makes its own.
+  const users = options.users ?? [ALICE];
+  if (users.length > 0 && !config.state) {
+    const setup = new SqliteIdentityStore(dataDir);
+    for (const u of users) await setup.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
+    setup.close();
+  }
   const app = await startApp(config, log, { stepUp: options.stepUp, audit: options.audit, classify: options.classify, sso: options.sso, now: options.now, notify: options.notify });
+  if (config.state) {
+    for (const u of users) if (!app.identity.getUser(u.name)) await app.identity.addUser(u.name, u.groups ?? [], makeVerifier(u.password));
+  }
   const identity = app.identity;
   const server = app.proxy;
   const { port } = app.proxyAddress;

@@ -37,7 +37,7 @@ interface Instance {
 async function main(haproxy: string): Promise<void> {
   const db = await startPostgres(t);
   const start = async (name: string): Promise<Instance> => {
-    const setup = serveSetup(t, db, { configYaml: 'metrics:\n  listen: 127.0.0.1:0\n' });
+    const setup = await serveSetup(t, db, { configYaml: 'metrics:\n  listen: 127.0.0.1:0\n' });
     const child = await startServe(t, ['--config', setup.configFile]);
     const metricsPort = await waitFor(`${name} to serve metrics`, () => {
       const line = child.logs.find((l) => l.event === 'metrics.listening');

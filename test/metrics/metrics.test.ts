@@ -55,7 +55,7 @@ await db.query('CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES
 t.test('statements, holds, refusals and the classifier are counted; labels stay low-cardinality', async (t) => {
   const sg = await startStepgate(t, db, { rulesDir, configYaml: METRICS });
   // A passkey on record, so holds wait for a person.
-  sg.identity.addPasskey({ id: 'cred-alice', user: ALICE.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
+  await sg.identity.addPasskey({ id: 'cred-alice', user: ALICE.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
 
   const health = await fetch(`http://127.0.0.1:${sg.app.metricsAddress!.port}/healthz`);
   t.equal(health.status, 200, '/healthz');
@@ -138,7 +138,7 @@ t.test('/readyz: 503 while the audit store is down (and 200 once it records agai
   t.ok(back, 'ready again once the audit trail records');
 
   // Shutting down: not ready from the first moment of close, while sessions drain.
-  sg.identity.addPasskey({ id: 'cred-alice', user: ALICE.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
+  await sg.identity.addPasskey({ id: 'cred-alice', user: ALICE.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
   const c = new pg.Client(sg.pgConfig());
   c.on('error', () => {});
   await c.connect();

@@ -140,7 +140,7 @@ notify:
 `,
 });
 // Alice approves with an authenticator app (the broker holds only what someone could approve).
-sg.identity.setTotp('alice', 'JBSWY3DPEHPK3PXP', 0, []);
+await sg.identity.setTotp('alice', 'JBSWY3DPEHPK3PXP', 0, []);
 const notifier = sg.app.notifier!;
 const broker = sg.broker!;
 
@@ -340,7 +340,7 @@ notify:
     { level: 'warn', rule: 'paged-deletes', webhook: 'pager', rule_at: /fixtures\/rules\/notify\/00-notify\.yaml:5:\d+$/, fix: /add a webhook named pager under notify\.webhooks/ },
   ], 'a rule naming a webhook the config lacks: warned at load, with its position');
   rx.plan.set('/forbidden', [403]);
-  sg2.identity.setTotp('alice', 'JBSWY3DPEHPK3PXP', 0, []);
+  await sg2.identity.setTotp('alice', 'JBSWY3DPEHPK3PXP', 0, []);
   const c = new pg.Client({ ...sg2.pgConfig(), application_name: 'notify-test' });
   c.on('error', () => {});
   c.on('notice', () => {});

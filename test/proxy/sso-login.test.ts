@@ -125,13 +125,13 @@ t.test('refusals: wrong audience, foreign issuer, expired, bad signature, anothe
   r = await psql(t, 'alice', good);
   t.match(r.stderr, /password authentication failed for user "alice"/, 'a token of carol does not log in alice (local user: SCRAM)');
 
-  sg.identity.setDisabled('carol', true);
+  await sg.identity.setDisabled('carol', true);
   try {
     r = await psql(t, 'carol', good);
     t.match(r.stderr, generic);
     t.equal(lastFailure('carol'), 'user disabled');
   } finally {
-    sg.identity.setDisabled('carol', false);
+    await sg.identity.setDisabled('carol', false);
   }
 
   const dave = await idp.idToken('sub-dave', STEPGATE);
@@ -168,18 +168,18 @@ t.test('issued credentials: SCRAM without TLS, cleartext with it; expired and re
   if (!requirePrograms(t, ['psql'])) return;
   const store = sg.identity;
   const salt = Buffer.from(store.credentialSalt('carol'));
-  const a = store.addCredential('carol', makeVerifier('first-credential-password', undefined, salt), 'laptop', 60 * 60_000);
-  store.addCredential('carol', makeVerifier('second-credential-password', undefined, salt), 'desktop', 60 * 60_000);
+  const a = await store.addCredential('carol', makeVerifier('first-credential-password', undefined, salt), 'laptop', 60 * 60_000);
+  await store.addCredential('carol', makeVerifier('second-credential-password', undefined, salt), 'desktop', 60 * 60_000);
   for (const [password, mode] of [['first-credential-password', 'disable'], ['second-credential-password', 'disable'], ['first-credential-password', 'require']] as const) {
     const r = await psql(t, 'carol', password, mode);
     t.equal(r.code, 0, `credential with sslmode=${mode}: ${r.stderr}`);
   }
   t.ok(sg.logs.some((l) => l.event === 'connection.auth' && l.via === 'credential' && l.credential === a.id));
   t.ok(store.activeCredentials('carol').find((c) => c.id === a.id)!.lastUsedAt, 'last use recorded');
-  t.ok(store.revokeCredential('carol', a.id));
+  t.ok(await store.revokeCredential('carol', a.id));
   let r = await psql(t, 'carol', 'first-credential-password', 'disable');
   t.match(r.stderr, /password authentication failed for user "carol"/, 'revoked');
-  store.addCredential('carol', makeVerifier('short-lived-password', undefined, salt), 'short', 1, Date.now() - 10);
+  await store.addCredential('carol', makeVerifier('short-lived-password', undefined, salt), 'short', 1, Date.now() - 10);
   r = await psql(t, 'carol', 'short-lived-password', 'require');
   t.match(r.stderr, /password authentication failed for user "carol"/, 'expired');
 });
@@ -211,7 +211,7 @@ t.test('psycopg (python3) logs in with a token over TLS and with an issued crede
   t.equal(r.code, 0, r.stderr);
   t.equal(r.stdout.trim(), '42');
   const salt = Buffer.from(sg.identity.credentialSalt('carol'));
-  sg.identity.addCredential('carol', makeVerifier('psycopg-credential', undefined, salt), 'psycopg', 60 * 60_000);
+  await sg.identity.addCredential('carol', makeVerifier('psycopg-credential', undefined, salt), 'psycopg', 60 * 60_000);
   r = await py('psycopg-credential', 'disable');
   t.equal(r.code, 0, r.stderr);
   t.equal(r.stdout.trim(), '42');

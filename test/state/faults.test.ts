@@ -29,7 +29,7 @@ const sg = await startStepgate(t, db, {
   rulesDir,
   configYaml: `metrics:\n  listen: 127.0.0.1:0\nstate:\n  url: ${JSON.stringify(db.url('stepgate_state'))}\n  instance: solo\n  lease: 2s\n`,
 });
-sg.identity.addPasskey({ id: 'cred-alice', user: ALICE.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
+await sg.identity.addPasskey({ id: 'cred-alice', user: ALICE.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
 
 async function metric(name: string): Promise<number | undefined> {
   const text = await (await fetch(`http://127.0.0.1:${sg.app.metricsAddress!.port}/metrics`)).text();

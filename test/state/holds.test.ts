@@ -52,7 +52,9 @@ async function instance(name: string, lease = '10s'): Promise<TestStepgate> {
     configYaml: `state:\n  url: ${JSON.stringify(db.url('stepgate_state'))}\n  instance: ${name}\n  lease: ${lease}\n`,
   });
   // A passkey on record for everyone, so holds wait for a person.
-  for (const u of USERS) sg.identity.addPasskey({ id: `cred-${u.name}`, user: u.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
+  for (const u of USERS) {
+    if (!sg.identity.passkey(`cred-${u.name}`)) await sg.identity.addPasskey({ id: `cred-${u.name}`, user: u.name, publicKey: new Uint8Array(32), counter: 0, transports: [], name: 'k', deviceType: null, backedUp: false });
+  }
   return sg;
 }
 
@@ -210,10 +212,11 @@ t.test('the listener killed: B reconnects, and a challenge held while it was awa
 });
 
 t.test('instance C killed with SIGKILL while a statement is held: its client is cut off, B abandons the challenge after the lease, a second C is refused while C lives', async (t) => {
-  const setup = serveSetup(t, db, { rulesDir, configYaml: `state:\n  url: ${JSON.stringify(db.url('stepgate_state'))}\n  instance: c\n  lease: 1s\n` });
+  const setup = await serveSetup(t, db, { rulesDir, configYaml: `state:\n  url: ${JSON.stringify(db.url('stepgate_state'))}\n  instance: c\n  lease: 1s\n` });
   const child = await startServe(t, ['--config', setup.configFile]);
   await t.rejects(instance('c'), /another stepgate instance named "c" holds a live lease/, 'two live instances cannot share a name');
-  const cc = new pg.Client({ host: '127.0.0.1', port: child.port, user: setup.user.name, password: setup.user.password, database: 'postgres' });
+  // Users are shared: alice as every instance knows her (the setup's own identity.db is not used with state:).
+  const cc = new pg.Client({ host: '127.0.0.1', port: child.port, user: ALICE.name, password: ALICE.password, database: 'postgres' });
   await cc.connect();
   cc.on('error', () => {});
   const onB = nextChallenge(b);
