@@ -31,6 +31,7 @@ import type { StateDatabase } from './state/database.js';
 import { ConsoleBroker } from './stepup/broker.js';
 import { OutcomeTap } from './stepup/outcomes.js';
 import { SharedHolds } from './state/holds.js';
+import { SharedRevocations } from './state/revocations.js';
 import type { StepUpBroker } from './stepup/types.js';
 
 export interface App {
@@ -183,6 +184,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   // The console first: held statements' notices carry its URL.
   let broker: ConsoleBroker | null = null;
   let consoleServer: ConsoleServer | null = null;
+  let revocations: SharedRevocations | null = null;
   let consoleUrl: string | null = null;
   const worker = overrides.worker ?? null;
   if (!overrides.stepUp && worker && !worker.serveConsole) {
@@ -190,7 +192,18 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleUrl ?? '' });
   } else if (!overrides.stepUp) {
     broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleServer!.url });
-    consoleServer = new ConsoleServer({ config: overrides.consoleTls === false ? { ...config, tls: null } : config, identity, broker, log, sso, audit, now: overrides.now });
+    // Sign-outs count on every instance sharing the state.
+    revocations = state ? await SharedRevocations.open(state, log) : null;
+    consoleServer = new ConsoleServer({
+      config: overrides.consoleTls === false ? { ...config, tls: null } : config,
+      identity,
+      broker,
+      log,
+      sso,
+      audit,
+      now: overrides.now,
+      ...(revocations ? { revocations } : {}),
+    });
     try {
       consoleUrl = await consoleServer.listen();
     } catch (err) {
@@ -361,6 +374,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         // Deliveries still queued or waiting for a retry are dropped (the trail closes next).
         notifier?.close();
         await consoleServer?.close();
+        revocations?.close();
         rules.close();
         await closeIdentity();
         // Last: the sessions' ends are recorded, then a final signed checkpoint.

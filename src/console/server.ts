@@ -57,7 +57,7 @@ import type {
   RecoveryCodesReply,
   TotpSetup,
 } from './protocol.js';
-import { readCookie, RECENT_AUTH_MS, SessionManager, type ConsoleSession } from './sessions.js';
+import { readCookie, RECENT_AUTH_MS, SessionManager, type ConsoleSession, type Revocations } from './sessions.js';
 import { consoleIdentity, deriveConsoleUrl, webauthnProblem } from './url.js';
 import { Ceremonies, CeremonyError } from './webauthn.js';
 
@@ -111,6 +111,8 @@ export interface ConsoleServerOptions {
   audit?: AuditSink | null;
   /** The clock (sessions, TOTP steps); tests pass their own. */
   now?: () => number;
+  /** Signed-out sessions; default: this process's own list (shared state passes the shared one). */
+  revocations?: Revocations;
 }
 
 /** Where database clients connect (for the Connect page, `stepgate login`, credentials). */
@@ -215,9 +217,11 @@ export class ConsoleServer {
     const { origin, rpId, secure } = consoleIdentity(this.url);
     this.origin = origin;
     this.canonicalHost = new URL(this.url).host;
-    this.sessions = new SessionManager(this.identity, origin, secure, address.port, this.now);
+    const publicPort = Number(new URL(this.url).port) || (secure ? 443 : 80);
+    this.sessions = new SessionManager(this.identity, origin, secure, publicPort, this.now, this.options.revocations);
     this.ceremonies = new Ceremonies(this.identity, origin, rpId);
     this.hub = new Hub(this.broker, this.log, (sid, user) => !this.sessions.isRevoked(sid) && this.identity.getUser(user)?.disabled === false);
+    this.options.revocations?.onRevoked?.((sid) => this.hub.endSession(sid));
     const wsOrigin = origin.replace(/^http/, 'ws');
     this.csp = [
       "default-src 'none'",
@@ -345,7 +349,7 @@ export class ConsoleServer {
 
     route('POST', '/api/signout', false, async ({ res, session }) => {
       if (session) {
-        this.sessions.revoke(session);
+        await this.sessions.revoke(session);
         this.hub.endSession(session.sid);
       }
       res.setHeader('set-cookie', this.sessions.clearCookie());

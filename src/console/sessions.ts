@@ -6,7 +6,8 @@
  * - `sat`: when the person signed in with a passkey; no refresh beyond 12 hours after it.
  * - `auth_time`: the last passkey assertion (sign-in or re-check); adding or removing passkeys needs one
  *   in the last 5 minutes, so a stolen cookie alone cannot register an attacker's passkey.
- * - `sid`: signing out revokes it (in memory: a token outlives a restart until its `exp`, at most 30 min).
+ * - `sid`: signing out revokes it (Revocations: in memory, where a token outlives a restart until its `exp`,
+ *   at most 30 min; with shared state, in the state database, so every instance refuses it).
  * - `aud`: the console origin, so a token minted for one console is useless at another.
  */
 import { randomBytes } from 'node:crypto';
@@ -42,17 +43,44 @@ export interface IssueOptions {
   maxMs?: number;
 }
 
+/** Signed-out sessions (by sid), kept until they could no longer be refreshed (their maxAt). */
+export interface Revocations {
+  has(sid: string): boolean;
+  /** Resolves once the revocation is in force (with shared state: committed). */
+  add(sid: string, until: number): Promise<void>;
+  /** Sessions signed out elsewhere (shared state): their live connections here end too. */
+  onRevoked?(fn: (sid: string) => void): void;
+}
+
+/** This process's own list (one instance). */
+export class LocalRevocations implements Revocations {
+  private readonly revoked = new Map<string, number>();
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  has(sid: string): boolean {
+    return this.revoked.has(sid);
+  }
+
+  async add(sid: string, until: number): Promise<void> {
+    this.revoked.set(sid, until);
+    const now = this.now();
+    for (const [s, u] of this.revoked) if (u < now) this.revoked.delete(s);
+  }
+}
+
 export class SessionManager {
   private readonly key: Uint8Array;
-  private readonly revoked = new Map<string, number>();
   readonly cookieName: string;
 
+  /** `port`: the console's public port (its URL's): instances behind one address share the cookie's name. */
   constructor(
     private readonly identity: IdentityStore,
     private readonly origin: string,
     private readonly secure: boolean,
     port: number,
     private readonly now: () => number = Date.now,
+    private readonly revoked: Revocations = new LocalRevocations(now),
   ) {
     this.key = new Uint8Array(identity.secret('console-session-key'));
     // Cookies ignore ports: name it after this console, so two stepgates on one host do not clash.
@@ -127,10 +155,8 @@ export class SessionManager {
     return this.revoked.has(sid);
   }
 
-  revoke(session: ConsoleSession): void {
-    this.revoked.set(session.sid, session.maxAt);
-    const now = this.now();
-    for (const [sid, until] of this.revoked) if (until < now) this.revoked.delete(sid);
+  revoke(session: ConsoleSession): Promise<void> {
+    return this.revoked.add(session.sid, session.maxAt);
   }
 
   cookie(token: string, session: ConsoleSession): string {

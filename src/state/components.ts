@@ -9,9 +9,13 @@ import { IDENTITY_STATE_MIGRATIONS } from '../identity/postgres-schema.js';
 import type { Logger } from '../log.js';
 import { redactUrl, StateDatabase, type StateMigrations } from './database.js';
 import { HOLDS_MIGRATIONS } from './holds.js';
+import { CONSOLE_MIGRATIONS } from './revocations.js';
 
-/** Components: `identity` (users and factors: identity/postgres-schema.ts), `holds` (held statements, approvals, grants, leases: holds.ts). */
-export const STATE_MIGRATIONS: StateMigrations[] = [IDENTITY_STATE_MIGRATIONS, HOLDS_MIGRATIONS];
+/**
+ * Components: `identity` (users and factors: identity/postgres-schema.ts), `holds` (held statements,
+ * approvals, grants, leases: holds.ts), `console` (sign-outs: revocations.ts).
+ */
+export const STATE_MIGRATIONS: StateMigrations[] = [IDENTITY_STATE_MIGRATIONS, HOLDS_MIGRATIONS, CONSOLE_MIGRATIONS];
 
 /**
  * `state.instance`, else host name and listening port: stable across restarts, so a restarted instance

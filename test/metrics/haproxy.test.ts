@@ -1,9 +1,12 @@
 /**
- * Two stepgate instances (`stepgate serve` child processes, each with its own data directory: they share
- * no state yet) behind HAProxy in TCP mode, health-checked on /readyz of their metrics listeners, as
- * operators run them. A client through HAProxy works and connections are spread over both; instance A
- * killed with SIGKILL: HAProxy marks it down and every new connection goes to B; the PostgreSQL behind
- * them stopped: B's /readyz says 503 and HAProxy takes B out too.
+ * Two stepgate instances (`stepgate serve` child processes, each with its own data directory, sharing
+ * their state on PostgreSQL) behind HAProxy in TCP mode, health-checked on /readyz of their metrics
+ * listeners, as operators run them. A client through HAProxy works and connections are spread over both;
+ * a user made with `stepgate users add` on one instance enrolls a passkey in a real browser on the other's
+ * console; a statement held through HAProxy (on whichever instance HAProxy picked) is approved in the
+ * browser on the console of the other instance and runs; instance A killed with SIGKILL: HAProxy marks it
+ * down and every new connection goes to B; the PostgreSQL behind them stopped: B's /readyz says 503 and
+ * HAProxy takes B out too.
  *
  * Needs Debian's `haproxy` (/usr/sbin/haproxy); skipped with a hint when it is not installed.
  */
@@ -15,7 +18,10 @@ import path from 'node:path';
 import t from 'tap';
 import pg from 'pg';
 import { freePort, startPostgres } from '../helpers/postgres.js';
-import { serveSetup, startServe, type ServeChild, type ServeSetup } from '../helpers/serve.js';
+import { execFileSync } from 'node:child_process';
+import { approveOnPage, enroll, launchBrowser, newPerson, signIn, waitForChallenge } from '../console/browser.js';
+import { serveSetup, startServe, STEPGATE_BIN, type ServeChild, type ServeSetup } from '../helpers/serve.js';
+import { rulesDirWith } from '../helpers/stepgate.js';
 import { waitFor } from '../helpers/wait.js';
 
 const HAPROXY = ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy'].find((p) => fs.existsSync(p));
@@ -32,18 +38,28 @@ interface Instance {
   setup: ServeSetup;
   child: ServeChild;
   metricsPort: number;
+  consoleUrl: string;
 }
+
+const USER = { name: 'alice', password: 'alice-pw' };
 
 async function main(haproxy: string): Promise<void> {
   const db = await startPostgres(t);
+  await db.query('CREATE DATABASE stepgate_state');
+  await db.query('CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t SELECT generate_series(1, 10)');
+  const rulesDir = rulesDirWith(t, 'default: allow\nrules:\n  - name: ask-for-deletes\n    match: {command: DELETE}\n    action: step-up\n    timeout: 60s\n');
   const start = async (name: string): Promise<Instance> => {
-    const setup = await serveSetup(t, db, { configYaml: 'metrics:\n  listen: 127.0.0.1:0\n' });
+    const setup = await serveSetup(t, db, {
+      rulesDir,
+      configYaml: `metrics:\n  listen: 127.0.0.1:0\nstate:\n  url: ${JSON.stringify(db.url('stepgate_state'))}\n  instance: ${name}\n`,
+    });
     const child = await startServe(t, ['--config', setup.configFile]);
     const metricsPort = await waitFor(`${name} to serve metrics`, () => {
       const line = child.logs.find((l) => l.event === 'metrics.listening');
       return line ? Number(String(line.listen).split(':').pop()) : null;
     });
-    return { name, setup, child, metricsPort };
+    const consoleUrl = String(child.logs.find((l) => l.event === 'stepgate.listening')!.console);
+    return { name, setup, child, metricsPort, consoleUrl };
   };
   const a = await start('a');
   const b = await start('b');
@@ -110,7 +126,7 @@ backend stepgate
   let n = 0;
   const viaHaproxy = async (): Promise<Instance> => {
     const application = `through-haproxy-${++n}`;
-    const c = new pg.Client({ host: '127.0.0.1', port: frontPort, user: a.setup.user.name, password: a.setup.user.password, database: 'postgres', application_name: application });
+    const c = new pg.Client({ host: '127.0.0.1', port: frontPort, user: USER.name, password: USER.password, database: 'postgres', application_name: application });
     c.on('error', () => {});
     try {
       await c.connect();
@@ -124,11 +140,42 @@ backend stepgate
     return served[0]!;
   };
 
+  // The user, made on A with the CLI (the shared store), enrolls on B's console below.
+  const added = execFileSync(process.execPath, [STEPGATE_BIN, 'users', 'add', USER.name, '--config', a.setup.configFile, '--password-stdin', '--console-url', b.consoleUrl, '--json'], {
+    input: USER.password + '\n',
+  }).toString();
+  const enrollmentLink = (JSON.parse(added) as { enrollmentLink: string }).enrollmentLink;
+
   t.test('a client through HAProxy works; connections are spread over both instances', async (t) => {
     await waitFor('haproxy to mark both servers up', async () => (await serverStatus('a')) === 'UP' && (await serverStatus('b')) === 'UP', 10_000, 50);
     const served = new Set<string>();
     for (let i = 0; i < 4; i++) served.add((await viaHaproxy()).name);
     t.same([...served].sort(), ['a', 'b'], 'round robin over a and b');
+  });
+
+  t.test('a statement held through HAProxy is approved in a browser on the other instance’s console', async (t) => {
+    const browser = await launchBrowser(t);
+    const alice = await newPerson(browser, USER.name);
+    await enroll(alice, enrollmentLink);
+
+    const c = new pg.Client({ host: '127.0.0.1', port: frontPort, user: USER.name, password: USER.password, database: 'postgres' });
+    c.on('error', () => {});
+    await c.connect();
+    t.teardown(() => c.end().catch(() => {}));
+    const held = c.query('DELETE FROM t WHERE id = 1');
+    const holder = await waitFor('the hold', async () => {
+      const r = await db.query(`SELECT id, instance FROM stepgate.holds WHERE status = 'pending'`, 'stepgate_state');
+      return r.rows[0] as { id: string; instance: string } | undefined;
+    });
+    const other = holder.instance === 'a' ? b : a;
+    t.comment(`held on ${holder.instance}, approved on ${other.name}`);
+    if (other === a) await signIn(alice, a.consoleUrl);
+    const id = await waitForChallenge(alice.page, holder.id);
+    t.equal(await approveOnPage(alice.page, id), 'approved', `approved on ${other.name}'s console`);
+    t.equal((await held).rowCount, 1, `and the DELETE ran on ${holder.instance}`);
+    const row = await db.query(`SELECT outcome->>'status' AS status, decided_by FROM stepgate.holds WHERE id = '${holder.id}'`, 'stepgate_state');
+    t.same(row.rows[0], { status: 'approved', decided_by: other.name }, 'the shared state records who decided, where');
+    t.same(alice.errors, [], 'no errors in the page');
   });
 
   t.test('instance A killed (SIGKILL): HAProxy marks it down, new connections go to B', async (t) => {
