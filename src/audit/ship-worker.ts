@@ -93,12 +93,12 @@ function kick(): Promise<void> {
 async function rounds(): Promise<void> {
   while (wanted && conflict === null) {
     wanted = false;
-    const head = localHead(local!);
-    if (synced !== null && head.seq === synced.seq && head.checkpoint === synced.checkpoint) {
-      post({ type: 'progress', shipped, state: 'shipping', error: null });
-      continue;
-    }
     try {
+      const head = localHead(local!);
+      if (synced !== null && head.seq === synced.seq && head.checkpoint === synced.checkpoint) {
+        post({ type: 'progress', shipped, state: 'shipping', error: null });
+        continue;
+      }
       client ??= await connect();
       const r = await shipRound(local!, client, init.instance);
       shipped = r.shipped;

@@ -48,6 +48,7 @@ export class AuditShipper {
   private readonly unsubscribe: () => void;
   private closing: Promise<void> | null = null;
   private stopped: ((m: { shipped: number; head: number }) => void) | null = null;
+  private exited = false;
 
   constructor(private readonly options: ShipperOptions) {
     const init: ShipWorkerInit = {
@@ -59,6 +60,10 @@ export class AuditShipper {
     };
     this.worker = new Worker(new URL('./ship-worker.js', import.meta.url), { workerData: init });
     this.worker.on('message', (m: FromShipper) => this.onMessage(m));
+    this.worker.once('exit', () => {
+      this.exited = true;
+      this.stopped?.({ shipped: this.shipped, head: this.shipped });
+    });
     this.worker.on('error', (err) => {
       this.state = 'stopped';
       this.error = err.message;
@@ -91,14 +96,15 @@ export class AuditShipper {
 
   private async doClose(timeoutMs: number): Promise<void> {
     this.unsubscribe();
-    const done = new Promise<{ shipped: number; head: number } | null>((resolve) => {
+    // Resolved by the worker's answer, or by its exit (a dead worker answers nothing; what it shipped is known).
+    const done = new Promise<{ shipped: number; head: number }>((resolve) => {
       this.stopped = resolve;
-      this.worker.once('exit', () => resolve(null));
+      if (this.exited) resolve({ shipped: this.shipped, head: this.shipped });
     });
     this.worker.postMessage({ type: 'stop', timeoutMs } satisfies ToShipper);
     const result = await done;
     await this.worker.terminate();
-    if (result && result.shipped < result.head) {
+    if (result.shipped < result.head) {
       this.options.log.warn('audit.ship_incomplete', {
         instance: this.options.instance,
         shipped_seq: result.shipped,
