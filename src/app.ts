@@ -5,6 +5,7 @@
  */
 import type net from 'node:net';
 import { recordMissingPasskeys } from './audit/passkey-keys.js';
+import { AuditShipper } from './audit/shipper.js';
 import { AuditStore } from './audit/store.js';
 import type { AuditSink } from './audit/types.js';
 import type { Config } from './config.js';
@@ -242,11 +243,15 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     log.info('notify.configured', { webhooks: config.notify.webhooks.map((h) => ({ name: h.name, format: h.format, events: h.events, rules: h.rules })) });
   }
 
+  // The trail's copy in the shared state, started once the proxy listens (it ships what came before too).
+  let shipper: AuditShipper | null = null;
+  const shipping = state && auditStore ? { auditShipping: () => shipper!.stats() } : {};
   // Metrics only when configured: without them the statement path does not even read the clock.
   const metrics = config.metrics
     ? new StepgateMetrics({
         audit: () => ({ healthy: trail.healthy, stats: auditStore?.stats() ?? null }),
         ...(state ? { state: () => ({ healthy: state!.healthy, errors: state!.errors }) } : {}),
+        ...shipping,
       })
     : null;
   const classifyNow: ProxyServices['classify'] = (sql, ctx) => cache.classify(sql, ctx);
@@ -292,6 +297,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     if (e.code === 'EADDRINUSE') throw new Error(`cannot listen on ${config.listen.host}:${config.listen.port}: the address is in use (choose another with --listen HOST:PORT)`);
     throw err;
   }
+  if (state && auditStore) shipper = new AuditShipper({ dataDir: config.dataDir, url: config.state!.url, instance: state.instanceId, store: auditStore, log });
   let closing: Promise<void> | null = null;
   let metricsServer: MetricsServer | null = null;
   let metricsAddress: net.AddressInfo | null = null;
@@ -302,6 +308,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       probeTimeoutMs: Math.min(config.limits.upstreamConnectTimeoutMs, 2000),
       audit: () => ({ healthy: trail.healthy, failure: trail.failure ?? null, stats: auditStore?.stats() ?? null }),
       ...(state ? { state: () => ({ healthy: state!.healthy }) } : {}),
+      ...shipping,
       shuttingDown: () => closing !== null,
       log,
     });
@@ -319,6 +326,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       rules.close();
       await closeIdentity();
       await auditStore?.close();
+      await shipper?.close();
       const e = err as NodeJS.ErrnoException;
       const at = `${config.metrics.listen.host}:${config.metrics.listen.port}`;
       if (e.code === 'EADDRINUSE') throw new Error(`cannot listen on ${at} for metrics: the address is in use (choose another with metrics: {listen: HOST:PORT}${config.source ? ` in ${config.source}` : ''})`);
@@ -377,8 +385,9 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         revocations?.close();
         rules.close();
         await closeIdentity();
-        // Last: the sessions' ends are recorded, then a final signed checkpoint.
+        // Last: the sessions' ends are recorded, then a final signed checkpoint, then shipped.
         await auditStore?.close();
+        await shipper?.close();
         // /readyz said 503 (shutting down) from the start of close; the listener goes last.
         await metricsServer?.close();
       })();

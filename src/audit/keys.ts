@@ -91,7 +91,13 @@ export async function readPublicKey(file: string): Promise<PublicKey> {
   } else {
     throw new Error(`${file}: expected a JWK (JSON) or a PEM public key`);
   }
-  return { kid: await calculateJwkThumbprint(jwk), jwk, key: (await importJWK(jwk, 'EdDSA')) as Key, source: file };
+  return publicKeyFromJwk(jwk, file);
+}
+
+/** A public key from its JWK (`source` says where it came from, for messages). */
+export async function publicKeyFromJwk(jwk: JWK, source: string): Promise<PublicKey> {
+  const own: JWK = { kty: jwk.kty, crv: jwk.crv, x: jwk.x };
+  return { kid: await calculateJwkThumbprint(own), jwk: own, key: (await importJWK(own, 'EdDSA')) as Key, source };
 }
 
 /** The data directory's own public key. */

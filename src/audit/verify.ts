@@ -84,7 +84,21 @@ interface SessionSeen {
 
 const MAX_PROBLEMS = 50;
 
-export async function verifyAudit(db: Database.Database, key: PublicKey): Promise<VerifyReport> {
+export interface VerifyOptions {
+  /**
+   * Whether the process of a run without audit.close still runs (its last events are then not missing,
+   * just not written yet). Default: its pid is alive on this host. The shared store passes one that also
+   * knows other hosts' instances by their leases (shared-read.ts).
+   */
+  running?(run: { pid: number; host: string | null; start: string | null }): boolean;
+}
+
+function runningHere(run: { pid: number; host: string | null; start: string | null }): boolean {
+  return run.host === os.hostname() && isAlive({ pid: run.pid, start: run.start });
+}
+
+export async function verifyAudit(db: Database.Database, key: PublicKey, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const running = options.running ?? runningHere;
   // Chain problems first (in chain order: the first one is the first break), then checkpoints, then the index.
   const found: Record<'chain' | 'checkpoint' | 'index' | 'approvals', Problem[]> = { chain: [], checkpoint: [], index: [], approvals: [] };
   let area: keyof typeof found = 'checkpoint';
@@ -328,7 +342,7 @@ export async function verifyAudit(db: Database.Database, key: PublicKey): Promis
       const r = runs[i]!;
       if (r.closed) continue;
       const last = i === runs.length - 1;
-      if (last && r.pid !== null && r.host === os.hostname() && isAlive({ pid: r.pid, start: r.start })) {
+      if (last && r.pid !== null && running({ pid: r.pid, host: r.host, start: r.start })) {
         r.running = true;
         continue;
       }

@@ -1,17 +1,22 @@
 /**
  * `stepgate audit verify|sessions|replay|export|pubkey`: reading, checking and exporting the audit trail.
- * Every subcommand reads DATA/audit.db and may run while stepgate writes to it.
+ * Every subcommand reads DATA/audit.db, or with a state database (`--state URL`, or `state:` in the
+ * `--config` file) every instance's trail shipped there (audit/shared-read.ts), and may run while stepgate
+ * writes to it.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
-import { resolveDataDir } from '../config.js';
+import pg from 'pg';
+import { resolveDataDir, resolveStateUrl } from '../config.js';
 import { AuditDbMissing, openAuditDbForReading } from '../audit/db.js';
-import { csvHeader, csvRow, exportRecord } from '../audit/export.js';
+import { csvField, csvHeader, csvRow, exportRecord } from '../audit/export.js';
 import { dataDirPublicKey, PUBLIC_KEY_FILE, publicKeyPem, readPublicKey, type PublicKey } from '../audit/keys.js';
 import { exportEvents, findSession, passkeyNames, formatTime, listSessions, parseTime, SessionFacts, SessionLookupError, sessionEvents, shortId, type SessionRow } from '../audit/read.js';
 import { replaySteps } from '../audit/replay.js';
+import { copyInstance, runningCheck, sessionInstance, SharedSessionError, sharedInstances, type SharedInstance } from '../audit/shared-read.js';
 import { verifyAudit, type VerifyReport } from '../audit/verify.js';
+import { redactUrl } from '../state/database.js';
 import { parse, println, UsageError, type CommandIO } from './io.js';
 
 export const AUDIT_HELP = `Usage: stepgate audit <verify|sessions|replay|export|pubkey> [options]
@@ -47,7 +52,15 @@ secrets are masked before anything is stored. See docs/audit.md.
 
 Options:
   --data DIR          data directory (default ./.stepgate)
-  --config FILE       take the data directory from this config file
+  --config FILE       take the data directory from this config file, and its state database
+                      (state:) if it has one
+  --state URL         read every instance's trail from this state database (postgres://...)
+  --local             with a --config that has state:, read the local DATA/audit.db instead
+  --instance NAME     with a state database: only this instance's trail
+
+With a state database, verify checks each instance's chain with the key pinned to it (or --pubkey,
+with --instance), sessions lists every instance's sessions (INSTANCE column), and replay and export
+take a session as its id (unique across instances) or INSTANCE/ID, INSTANCE/#NUMBER.
 
 Times (T): ISO 8601 (2025-11-24, 2025-11-24T10:00:00Z) or a time ago: 90s, 30m, 2h, 7d.
 `;
@@ -64,6 +77,9 @@ const OPTIONS = {
   instant: { type: 'boolean' },
   format: { type: 'string' },
   session: { type: 'string' },
+  state: { type: 'string' },
+  local: { type: 'boolean' },
+  instance: { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -85,10 +101,10 @@ export async function auditCommand(args: string[], io: CommandIO): Promise<numbe
   }
   const dataDir = resolveDataDir(values);
   const allowed: Record<string, (keyof Values)[]> = {
-    verify: ['pubkey'],
-    sessions: ['user', 'since', 'until', 'json'],
-    replay: ['speed', 'instant', 'json'],
-    export: ['format', 'since', 'until', 'user', 'session'],
+    verify: ['pubkey', 'instance', 'state', 'local'],
+    sessions: ['user', 'since', 'until', 'json', 'instance', 'state', 'local'],
+    replay: ['speed', 'instant', 'json', 'instance', 'state', 'local'],
+    export: ['format', 'since', 'until', 'user', 'session', 'instance', 'state', 'local'],
     pubkey: ['format'],
   };
   const own = allowed[sub];
@@ -98,6 +114,17 @@ export async function auditCommand(args: string[], io: CommandIO): Promise<numbe
     if (!own.includes(k as keyof Values)) throw new UsageError(`--${k} does not apply to "audit ${sub}"`);
   }
   if (sub === 'pubkey') return pubkeyCommand(dataDir, values, positionals, io);
+  if (values.local && values.state !== undefined) throw new UsageError('--local and --state exclude each other');
+  const stateUrl = values.local || values.data !== undefined ? (values.state ?? null) : (values.state ?? (values.config ? resolveStateUrl(values.config) : null));
+  if (stateUrl !== null) {
+    try {
+      return await sharedCommand(sub, stateUrl, values, positionals, io);
+    } catch (err) {
+      if (err instanceof SessionLookupError || err instanceof SharedSessionError) throw new UsageError(err.message);
+      throw err;
+    }
+  }
+  if (values.instance !== undefined) throw new UsageError('--instance needs a state database (--state URL, or a --config with state:)');
 
   let db: Database.Database;
   try {
@@ -170,9 +197,13 @@ async function verifyCommand(db: Database.Database, dataDir: string, values: Val
     if (values.pubkey) throw new UsageError(e.message);
     throw err;
   }
-  const r = await verifyAudit(db, key);
+  return printVerify(await verifyAudit(db, key), path.join(dataDir, 'audit.db'), '', io);
+}
+
+/** Prints a verify report (`prefix` goes before the verdict lines: which instance); returns the exit status. */
+function printVerify(r: VerifyReport, what: string, prefix: string, io: CommandIO): number {
   const out = io.stdout;
-  println(out, `stepgate audit verify: ${path.join(dataDir, 'audit.db')}`);
+  println(out, `stepgate audit verify: ${what}`);
   if (r.events === 0) println(out, 'events:       none');
   else println(out, `events:       ${r.firstSeq} to ${r.lastSeq} (${r.events.toLocaleString('en')} events, ${r.sessions} sessions), ${formatTime(r.firstTime)} to ${formatTime(r.lastTime)} UTC`);
   if (r.anchor) println(out, `retention:    events up to ${r.anchor.seq} were pruned; the chain continues from the hash signed by checkpoint ${r.anchor.checkpoint}`);
@@ -194,16 +225,16 @@ async function verifyCommand(db: Database.Database, dataDir: string, values: Val
   println(out, `approvals:    ${approvalsLine(r.approvals)}`);
   const errors = r.problems.filter((p) => p.severity === 'error');
   const warnings = r.problems.filter((p) => p.severity === 'warning');
-  for (const p of warnings) println(out, `WARNING: ${p.message}`);
+  for (const p of warnings) println(out, `WARNING: ${prefix}${p.message}`);
   if (errors.length === 0) {
     if (warnings.length === 0) {
-      println(out, 'OK: the audit trail is intact.');
+      println(out, `OK: ${prefix}the audit trail is intact.`);
       return 0;
     }
-    println(out, `INTACT WITH WARNINGS: nothing in the chain was altered, deleted or inserted, but it may be incomplete (${warnings.length} warning${warnings.length === 1 ? '' : 's'} above).`);
+    println(out, `INTACT WITH WARNINGS: ${prefix}nothing in the chain was altered, deleted or inserted, but it may be incomplete (${warnings.length} warning${warnings.length === 1 ? '' : 's'} above).`);
     return VERIFY_WARNINGS;
   }
-  println(out, `FAILED: ${errors[0]!.message}`);
+  println(out, `FAILED: ${prefix}${errors[0]!.message}`);
   if (errors.length > 1) {
     println(out, 'Other problems:');
     for (const p of errors.slice(1)) println(out, `  - ${p.message}`);
@@ -214,9 +245,18 @@ async function verifyCommand(db: Database.Database, dataDir: string, values: Val
 // ───────────────────────────── sessions ─────────────────────────────
 
 function sessionsCommand(db: Database.Database, values: Values, io: CommandIO): number {
-  const rows = listSessions(db, { user: values.user, since: time(values.since, '--since'), until: time(values.until, '--until') });
+  return printSessions(listSessions(db, sessionFilter(values)), values, io);
+}
+
+function sessionFilter(values: Values): Parameters<typeof listSessions>[1] {
+  return { user: values.user, since: time(values.since, '--since'), until: time(values.until, '--until') };
+}
+
+/** Rows with `instance` come from a state database: an INSTANCE column (and field) says whose they are. */
+function printSessions(rows: (SessionRow & { instance?: string })[], values: Values, io: CommandIO): number {
+  const shared = rows.some((r) => r.instance !== undefined);
   if (values.json) {
-    println(io.stdout, JSON.stringify(rows.map(sessionJson)));
+    println(io.stdout, JSON.stringify(rows.map((r) => (r.instance !== undefined ? { instance: r.instance, ...sessionJson(r) } : sessionJson(r)))));
     return 0;
   }
   if (rows.length === 0) {
@@ -224,6 +264,7 @@ function sessionsCommand(db: Database.Database, values: Values, io: CommandIO): 
     return 0;
   }
   const table = rows.map((r) => [
+    ...(shared ? [r.instance ?? ''] : []),
     shortId(r.connection, r.session),
     r.user ?? '?',
     r.database ?? '?',
@@ -235,11 +276,12 @@ function sessionsCommand(db: Database.Database, values: Values, io: CommandIO): 
     String(r.denied),
     String(r.held),
   ]);
-  const head = ['SESSION', 'USER', 'DATABASE', 'CLIENT', 'APPLICATION', 'START (UTC)', 'END (UTC)', 'STATEMENTS', 'DENIED', 'HELD'];
+  const head = [...(shared ? ['INSTANCE'] : []), 'SESSION', 'USER', 'DATABASE', 'CLIENT', 'APPLICATION', 'START (UTC)', 'END (UTC)', 'STATEMENTS', 'DENIED', 'HELD'];
+  const counts = head.length - 3;
   const widths = head.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));
   const line = (cells: string[]): string =>
     cells
-      .map((c, i) => (i >= 7 ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
+      .map((c, i) => (i >= counts ? c.padStart(widths[i]!) : c.padEnd(widths[i]!)))
       .join('  ')
       .trimEnd();
   println(io.stdout, line(head));
@@ -319,16 +361,31 @@ function write(stream: NodeJS.WritableStream, text: string): Promise<void> {
 
 // ───────────────────────────── export ─────────────────────────────
 
-async function exportCommand(db: Database.Database, values: Values, io: CommandIO): Promise<number> {
+function exportFormat(values: Values): 'jsonl' | 'csv' {
   const format = values.format ?? 'jsonl';
   if (format !== 'jsonl' && format !== 'csv') throw new UsageError(`--format must be jsonl or csv, not "${format}"`);
-  const sessions = values.session !== undefined ? [findSession(db, values.session).session] : undefined;
-  const facts = new SessionFacts(db);
+  return format;
+}
+
+async function exportCommand(db: Database.Database, values: Values, io: CommandIO): Promise<number> {
+  const format = exportFormat(values);
   if (format === 'csv') await write(io.stdout, csvHeader() + '\n');
+  return exportFrom(db, values, values.session, null, io);
+}
+
+/**
+ * Writes the events of one trail. `instance` (a state database): each record says whose it is (the
+ * first field of a jsonl object, the first CSV column); `session`: only that session's.
+ */
+async function exportFrom(db: Database.Database, values: Values, session: string | undefined, instance: string | null, io: CommandIO): Promise<number> {
+  const format = exportFormat(values);
+  const sessions = session !== undefined ? [findSession(db, session).session] : undefined;
+  const facts = new SessionFacts(db);
+  const who = instance === null ? '' : `${csvField(instance)},`;
   let chunk = '';
   for (const e of exportEvents(db, { since: time(values.since, '--since'), until: time(values.until, '--until'), user: values.user, sessions })) {
     const record = exportRecord(e, facts);
-    chunk += (format === 'csv' ? csvRow(record) : JSON.stringify(record)) + '\n';
+    chunk += (format === 'csv' ? who + csvRow(record) : JSON.stringify(instance === null ? record : { instance, ...record })) + '\n';
     if (chunk.length > 64 * 1024) {
       await write(io.stdout, chunk);
       chunk = '';
@@ -336,6 +393,96 @@ async function exportCommand(db: Database.Database, values: Values, io: CommandI
   }
   if (chunk) await write(io.stdout, chunk);
   return 0;
+}
+
+// ───────────────────────────── a state database ─────────────────────────────
+
+/** The subcommands over every instance's trail in the state database (one instance copied at a time). */
+async function sharedCommand(sub: string, url: string, values: Values, positionals: string[], io: CommandIO): Promise<number> {
+  const client = new pg.Client({ connectionString: url, application_name: 'stepgate audit' });
+  try {
+    await client.connect();
+  } catch (err) {
+    println(io.stderr, `stepgate audit ${sub}: cannot reach the state database ${redactUrl(url)}: ${(err as Error).message}`);
+    return 1;
+  }
+  try {
+    let instances: SharedInstance[];
+    try {
+      instances = await sharedInstances(client);
+    } catch (err) {
+      println(io.stderr, `stepgate audit ${sub}: ${redactUrl(url)} holds no stepgate audit trail (${(err as Error).message})`);
+      return 1;
+    }
+    if (values.instance !== undefined) {
+      instances = instances.filter((i) => i.instance === values.instance);
+      if (instances.length === 0) {
+        println(io.stderr, `stepgate audit ${sub}: no instance ${values.instance} in the state database ${redactUrl(url)}`);
+        return 1;
+      }
+    }
+    const each = async <T>(instance: string, sessionsOnly: boolean, fn: (db: Database.Database) => Promise<T> | T): Promise<T> => {
+      const copy = await copyInstance(client, instance, { sessionsOnly });
+      try {
+        return await fn(copy.db);
+      } finally {
+        copy.db.close();
+        copy.dispose();
+      }
+    };
+    switch (sub) {
+      case 'verify': {
+        noPositionals(positionals, 'audit verify');
+        if (values.pubkey !== undefined && instances.length !== 1) throw new UsageError('--pubkey checks one instance\'s checkpoints: name it with --instance');
+        const pinned = values.pubkey !== undefined ? await readPublicKey(path.resolve(values.pubkey)).catch((err: Error) => Promise.reject(new UsageError(err.message))) : null;
+        if (instances.length === 0) println(io.stdout, `stepgate audit verify: no instance has shipped a trail to ${redactUrl(url)}`);
+        let status = 0;
+        for (const i of instances) {
+          const what = `instance ${i.instance} in the state database ${redactUrl(url)}`;
+          const key = pinned ?? i.key;
+          if (key === null) {
+            println(io.stdout, `stepgate audit verify: ${what}`);
+            println(io.stdout, `FAILED: instance ${i.instance}: its events have no pinned key to check its checkpoints with`);
+            status = 1;
+            continue;
+          }
+          const running = await runningCheck(client, i.instance);
+          const code = await each(i.instance, false, async (db) => printVerify(await verifyAudit(db, key, { running }), what, `instance ${i.instance}: `, io));
+          status = worse(status, code);
+        }
+        return status;
+      }
+      case 'sessions': {
+        noPositionals(positionals, 'audit sessions');
+        const rows: (SessionRow & { instance: string })[] = [];
+        for (const i of instances) await each(i.instance, true, (db) => rows.push(...listSessions(db, sessionFilter(values)).map((r) => ({ ...r, instance: i.instance }))));
+        rows.sort((a, b) => (a.start_time ?? 0) - (b.start_time ?? 0) || a.instance.localeCompare(b.instance) || a.session - b.session);
+        return printSessions(rows, values, io);
+      }
+      case 'replay': {
+        if (positionals.length !== 1) throw new UsageError('usage: stepgate audit replay SESSION [--speed N | --instant] [--json]');
+        const target = await sessionInstance(client, positionals[0]!, values.instance ?? null);
+        return await each(target.instance, false, (db) => replayCommand(db, values, [target.id], io));
+      }
+      default: {
+        noPositionals(positionals, 'audit export');
+        if (exportFormat(values) === 'csv') await write(io.stdout, `instance,${csvHeader()}\n`);
+        if (values.session !== undefined) {
+          const target = await sessionInstance(client, values.session, values.instance ?? null);
+          return await each(target.instance, false, (db) => exportFrom(db, values, target.id, target.instance, io));
+        }
+        for (const i of instances) await each(i.instance, false, (db) => exportFrom(db, values, undefined, i.instance, io));
+        return 0;
+      }
+    }
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+/** The exit status of several verifications: a break (1) outweighs warnings (3), which outweigh OK (0). */
+function worse(a: number, b: number): number {
+  return a === 1 || b === 1 ? 1 : Math.max(a, b);
 }
 
 // ───────────────────────────── pubkey ─────────────────────────────

@@ -12,6 +12,7 @@
  *   label objects and closures on every call, which is fine per connection or per hold, not per statement.
  * - Everything else (connections, refusals, holds, failures) is counted with prom-client directly.
  */
+import type { ShipStats } from '../audit/shipper.js';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
 import { STATEMENT_CLASSES } from '../sql/types.js';
 import type { HoldOutcome } from '../stepup/types.js';
@@ -57,6 +58,8 @@ export interface MetricsSources {
   audit(): { healthy: boolean; stats: AuditStats | null };
   /** The shared state database (`state:`); absent: none configured (its metrics are not exported). */
   state?(): { healthy: boolean; errors: number };
+  /** The audit shipper to the shared state (audit/shipper.ts); absent without `state:`. */
+  auditShipping?(): ShipStats;
 }
 
 /** The hooks the proxy calls (ProxyServices.metrics); all cheap, none throws. */
@@ -245,6 +248,33 @@ export class StepgateMetrics implements ProxyMetrics {
         }
       },
     });
+    const shipping = sources.auditShipping;
+    if (shipping) {
+      new Gauge({
+        name: 'stepgate_audit_ship_lag_events',
+        help: 'Audit events committed to the local trail and not yet in the shared state database',
+        registers,
+        collect() {
+          this.set(shipping().behindEvents);
+        },
+      });
+      new Gauge({
+        name: 'stepgate_audit_ship_lag_seconds',
+        help: 'Age of the oldest audit event not yet in the shared state database (0 when none)',
+        registers,
+        collect() {
+          this.set(shipping().behindSeconds);
+        },
+      });
+      new Gauge({
+        name: 'stepgate_audit_ship_up',
+        help: '1 while the audit shipper copies the trail to the shared state database, 0 while it retries or stopped (a conflict: see the log)',
+        registers,
+        collect() {
+          this.set(shipping().state === 'shipping' ? 1 : 0);
+        },
+      });
+    }
     const state = sources.state;
     if (state) {
       new Gauge({

@@ -16,6 +16,7 @@ import type net from 'node:net';
 import type { HostPort } from '../config.js';
 import type { Logger } from '../log.js';
 import { probeUpstream, type UpstreamTarget } from '../proxy/upstream.js';
+import type { ShipStats } from '../audit/shipper.js';
 import type { AuditStats } from './registry.js';
 
 /** An audit writer this far behind means acknowledged statements wait on it: not ready (ms). */
@@ -28,6 +29,8 @@ export interface ReadinessSources {
   audit(): { healthy: boolean; failure: string | null; stats: AuditStats | null };
   /** The shared state database; absent: none configured. */
   state?(): { healthy: boolean };
+  /** The audit shipper (with `state:`): reported, never a reason to be not ready (the local trail is durable). */
+  auditShipping?(): ShipStats;
   shuttingDown(): boolean;
   /** Each change of readiness is logged (what failed), so the log says why a load balancer took this instance out. */
   log?: Logger;
@@ -40,6 +43,8 @@ export interface ReadyReport {
   upstream: { ok: boolean; servers: { server: string; ok: boolean; error?: string }[] };
   /** Only with `state:` in the config. */
   state?: { ok: boolean; error?: string };
+  /** Only with `state:`: information, not a check. */
+  audit_shipping?: { state: string; shipped_seq: number; behind_events: number; behind_seconds: number; error?: string };
 }
 
 interface Probe {
@@ -81,6 +86,7 @@ export class Readiness {
       audit: auditError === null ? { ok: true } : { ok: false, error: auditError },
       upstream: { ok: upstreamOk, servers },
       ...(this.sources.state ? { state: stateError === null ? { ok: true } : { ok: false, error: stateError } } : {}),
+      ...(this.sources.auditShipping ? { audit_shipping: shippingReport(this.sources.auditShipping()) } : {}),
     };
     if (report.ready !== this.lastReady) {
       // The first answer is logged only when it is "not ready".
@@ -195,4 +201,14 @@ export class MetricsServer {
         res.end('not found: try /metrics, /healthz or /readyz\n');
     }
   }
+}
+
+function shippingReport(s: ShipStats): NonNullable<ReadyReport['audit_shipping']> {
+  return {
+    state: s.state,
+    shipped_seq: s.shippedSeq,
+    behind_events: s.behindEvents,
+    behind_seconds: Math.round(s.behindSeconds * 10) / 10,
+    ...(s.error !== null ? { error: s.error } : {}),
+  };
 }

@@ -10,12 +10,14 @@ import type { Logger } from '../log.js';
 import { redactUrl, StateDatabase, type StateMigrations } from './database.js';
 import { HOLDS_MIGRATIONS } from './holds.js';
 import { CONSOLE_MIGRATIONS } from './revocations.js';
+import { AUDIT_STATE_MIGRATIONS } from '../audit/shared-schema.js';
 
 /**
  * Components: `identity` (users and factors: identity/postgres-schema.ts), `holds` (held statements,
- * approvals, grants, leases: holds.ts), `console` (sign-outs: revocations.ts).
+ * approvals, grants, leases: holds.ts), `console` (sign-outs: revocations.ts), `audit` (every instance's
+ * audit trail, shipped from its data directory: audit/shared-schema.ts).
  */
-export const STATE_MIGRATIONS: StateMigrations[] = [IDENTITY_STATE_MIGRATIONS, HOLDS_MIGRATIONS, CONSOLE_MIGRATIONS];
+export const STATE_MIGRATIONS: StateMigrations[] = [IDENTITY_STATE_MIGRATIONS, HOLDS_MIGRATIONS, CONSOLE_MIGRATIONS, AUDIT_STATE_MIGRATIONS];
 
 /**
  * `state.instance`, else host name and listening port: stable across restarts, so a restarted instance
