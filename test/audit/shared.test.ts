@@ -21,7 +21,7 @@ import { AUDIT_TABLES } from '../../src/audit/shared-schema.js';
 import { createLogger } from '../../src/log.js';
 import { startPostgres } from '../helpers/postgres.js';
 import { serveSetup, startServe } from '../helpers/serve.js';
-import { startStepgate, type TestStepgate } from '../helpers/stepgate.js';
+import { ALICE, startStepgate, type TestStepgate } from '../helpers/stepgate.js';
 import { waitFor } from '../helpers/wait.js';
 import { cli, readEvents } from './helpers.js';
 
@@ -219,9 +219,9 @@ t.test('append-only: the triggers refuse the owner, an INSERT and SELECT role ca
 });
 
 t.test('killed with SIGKILL: verify reports the run, a restart under the same name ships the rest', async (t) => {
-  const setup = serveSetup(t, db, { configYaml: `state:\n  url: ${JSON.stringify(stateUrl)}\n  instance: k\n  lease: 2s\n` });
+  const setup = await serveSetup(t, db, { configYaml: `state:\n  url: ${JSON.stringify(stateUrl)}\n  instance: k\n  lease: 2s\n` });
   const child = await startServe(t, ['--config', setup.configFile]);
-  const c = new pg.Client({ host: '127.0.0.1', port: child.port, user: setup.user.name, password: setup.user.password, database: 'postgres' });
+  const c = new pg.Client({ host: '127.0.0.1', port: child.port, user: ALICE.name, password: ALICE.password, database: 'postgres' });
   c.on('error', () => {}); // cut by the kill
   await c.connect();
   await c.query('SELECT 10 AS shipped_before_kill');
@@ -242,7 +242,7 @@ t.test('killed with SIGKILL: verify reports the run, a restart under the same na
   t.match(v.stdout, new RegExp(`WARNING: instance k: run [0-9a-f-]+ \\(stepgate pid ${child.process.pid} on [^)]+\\) ended without audit.close and its process \\(pid ${child.process.pid}\\) is gone`));
 
   const again = await startServe(t, ['--config', setup.configFile]);
-  const c2 = new pg.Client({ host: '127.0.0.1', port: again.port, user: setup.user.name, password: setup.user.password, database: 'postgres' });
+  const c2 = new pg.Client({ host: '127.0.0.1', port: again.port, user: ALICE.name, password: ALICE.password, database: 'postgres' });
   await c2.connect();
   await c2.query('SELECT 12 AS after_restart');
   await c2.end();
