@@ -29,6 +29,10 @@ Options (override the config file):
   --console HOST:PORT     web console for step-up approvals (default 127.0.0.1:6480)
   --log-level LEVEL       debug, info, warn or error (default info)
 
+With state: in the config, instances share users, held statements, grants, console
+sign-ins and the audit trail; with workers: N, serve runs N worker processes on one port
+(see README: Several instances).
+
 Logs are JSON lines on standard error. A bad config exits with status 2 and names
 the file, line and what to fix; another stepgate using the same data directory, with
 status 1 ("another stepgate (pid N) is using DIR").
