@@ -19,6 +19,7 @@ import { startPostgres } from '../test/helpers/postgres.js';
 import { m, RawClient } from '../test/helpers/raw-client.js';
 import { ALICE, REPO_ROOT, startStepgate, type TestStepgate } from '../test/helpers/stepgate.js';
 import { percentile } from './lib/stats.js';
+import { round2, withTeardown } from './lib/teardown.js';
 import path from 'node:path';
 
 export interface SharedBenchResult {
@@ -36,9 +37,7 @@ export async function benchShared(opts: { samples?: number; warmup?: number; log
   const samples = opts.samples ?? 30;
   const warmup = opts.warmup ?? 3;
   const log = opts.log ?? (() => {});
-  const cleanups: (() => unknown)[] = [];
-  const t = { teardown: (fn: () => unknown) => void cleanups.push(fn) };
-  try {
+  return withTeardown(async (t) => {
     const db = await startPostgres(t);
     const total = samples + warmup;
     await db.query('CREATE DATABASE stepgate_state');
@@ -85,23 +84,14 @@ export async function benchShared(opts: { samples?: number; warmup?: number; log
       }
       log(`sample ${i}${i <= warmup ? ' (warm-up)' : ''}: held → on B ${held.toFixed(2)} ms, approval on B → result on A ${(firstAfter - askedAt).toFixed(2)} ms`);
     }
-    const r2 = (n: number): number => Math.round(n * 100) / 100;
     return {
-      heldP50Ms: r2(percentile(heldMs, 50)),
-      heldP99Ms: r2(percentile(heldMs, 99)),
-      approvalP50Ms: r2(percentile(approvalMs, 50)),
-      approvalP99Ms: r2(percentile(approvalMs, 99)),
+      heldP50Ms: round2(percentile(heldMs, 50)),
+      heldP99Ms: round2(percentile(heldMs, 99)),
+      approvalP50Ms: round2(percentile(approvalMs, 50)),
+      approvalP99Ms: round2(percentile(approvalMs, 99)),
       samples: heldMs.length,
     };
-  } finally {
-    for (const fn of cleanups.reverse()) {
-      try {
-        await fn();
-      } catch {
-        /* keep cleaning up */
-      }
-    }
-  }
+  });
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

@@ -23,6 +23,8 @@ import { enrollmentLink } from '../src/console/url.js';
 import { startPostgres } from '../test/helpers/postgres.js';
 import { m, RawClient } from '../test/helpers/raw-client.js';
 import { ALICE, REPO_ROOT, startStepgate } from '../test/helpers/stepgate.js';
+import { percentile } from './lib/stats.js';
+import { round2, withTeardown } from './lib/teardown.js';
 
 export interface StepUpBenchOptions {
   /** Measured samples (default 30). */
@@ -60,9 +62,7 @@ export async function benchStepUp(opts: StepUpBenchOptions = {}): Promise<StepUp
   const samples = opts.samples ?? 30;
   const warmup = opts.warmup ?? 3;
   const log = opts.log ?? (() => {});
-  const cleanups: (() => unknown)[] = [];
-  const t = { teardown: (fn: () => unknown) => void cleanups.push(fn) };
-  try {
+  return withTeardown(async (t) => {
     const db = await startPostgres(t);
     const total = samples + warmup;
     await db.query(`CREATE TABLE bench (id int PRIMARY KEY); INSERT INTO bench SELECT generate_series(1, ${total})`);
@@ -130,32 +130,13 @@ export async function benchStepUp(opts: StepUpBenchOptions = {}): Promise<StepUp
       log(`sample ${i}${i <= warmup ? ' (warm-up)' : ''}: challenge ${(seenAt - sentAt).toFixed(2)} ms, release ${(firstAfter - resolvedAt).toFixed(2)} ms`);
     }
     return {
-      challengeP50Ms: round(percentile(challengeMs, 50)),
-      challengeP99Ms: round(percentile(challengeMs, 99)),
-      releaseP50Ms: round(percentile(releaseMs, 50)),
-      releaseP99Ms: round(percentile(releaseMs, 99)),
+      challengeP50Ms: round2(percentile(challengeMs, 50)),
+      challengeP99Ms: round2(percentile(challengeMs, 99)),
+      releaseP50Ms: round2(percentile(releaseMs, 50)),
+      releaseP99Ms: round2(percentile(releaseMs, 99)),
       samples: challengeMs.length,
     };
-  } finally {
-    for (const fn of cleanups.reverse()) {
-      try {
-        await fn();
-      } catch {
-        /* keep cleaning up */
-      }
-    }
-  }
-}
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  if (sorted.length === 0) return NaN;
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[rank]!;
-}
-
-function round(n: number): number {
-  return Math.round(n * 100) / 100;
+  });
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
