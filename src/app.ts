@@ -32,6 +32,7 @@ import type { StateDatabase } from './state/database.js';
 import { ConsoleBroker } from './stepup/broker.js';
 import { OutcomeTap } from './stepup/outcomes.js';
 import { SharedHolds } from './state/holds.js';
+import { SharedCeremonies } from './state/ceremonies.js';
 import { SharedRevocations } from './state/revocations.js';
 import type { StepUpBroker } from './stepup/types.js';
 
@@ -193,7 +194,6 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleUrl ?? '' });
   } else if (!overrides.stepUp) {
     broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleServer!.url });
-    // Sign-outs count on every instance sharing the state.
     revocations = state ? await SharedRevocations.open(state, log) : null;
     consoleServer = new ConsoleServer({
       config: overrides.consoleTls === false ? { ...config, tls: null } : config,
@@ -203,7 +203,9 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       sso,
       audit,
       now: overrides.now,
-      ...(revocations ? { revocations } : {}),
+      // Sign-outs and passkey ceremonies count on every instance: behind a load balancer, a ceremony's two
+      // requests may reach two instances.
+      ...(revocations && state ? { revocations, ceremonies: new SharedCeremonies(state) } : {}),
     });
     try {
       consoleUrl = await consoleServer.listen();

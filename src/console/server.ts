@@ -59,7 +59,7 @@ import type {
 } from './protocol.js';
 import { readCookie, RECENT_AUTH_MS, SessionManager, type ConsoleSession, type Revocations } from './sessions.js';
 import { consoleIdentity, deriveConsoleUrl, webauthnProblem } from './url.js';
-import { Ceremonies, CeremonyError } from './webauthn.js';
+import { Ceremonies, CeremonyError, type CeremonyStore } from './webauthn.js';
 
 const MAX_BODY = 64 * 1024;
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -113,6 +113,8 @@ export interface ConsoleServerOptions {
   now?: () => number;
   /** Signed-out sessions; default: this process's own list (shared state passes the shared one). */
   revocations?: Revocations;
+  /** Passkey ceremonies in progress; default: this process's memory (shared state: the state database). */
+  ceremonies?: CeremonyStore;
 }
 
 /** Where database clients connect (for the Connect page, `stepgate login`, credentials). */
@@ -219,7 +221,7 @@ export class ConsoleServer {
     this.canonicalHost = new URL(this.url).host;
     const publicPort = Number(new URL(this.url).port) || (secure ? 443 : 80);
     this.sessions = new SessionManager(this.identity, origin, secure, publicPort, this.now, this.options.revocations);
-    this.ceremonies = new Ceremonies(this.identity, origin, rpId);
+    this.ceremonies = new Ceremonies(this.identity, origin, rpId, this.options.ceremonies);
     this.hub = new Hub(this.broker, this.log, (sid, user) => !this.sessions.isRevoked(sid) && this.identity.getUser(user)?.disabled === false);
     this.options.revocations?.onRevoked?.((sid) => this.hub.endSession(sid));
     const wsOrigin = origin.replace(/^http/, 'ws');
@@ -359,7 +361,7 @@ export class ConsoleServer {
     // Sign-in with a discoverable passkey.
     route('POST', '/api/signin/options', false, async () => this.ceremonies.assertionOptions({ purpose: 'signin', user: null, sid: null }));
     route('POST', '/api/signin/verify', false, async ({ res, body }) => {
-      const ceremony = this.ceremonies.take(body.response, 'signin');
+      const ceremony = await this.ceremonies.take(body.response, 'signin');
       const passkey = await this.ceremonies.verifyAssertion(ceremony, body.response);
       this.refuseSsoUserPasskeySignIn(passkey.user);
       await this.startSession(res, passkey.user);
@@ -373,7 +375,7 @@ export class ConsoleServer {
       this.ceremonies.assertionOptions({ purpose: 'reauth', user: session!.user, sid: session!.sid }),
     );
     route('POST', '/api/reauth/verify', true, async ({ res, body, session }) => {
-      const ceremony = this.ceremonies.take(body.response, 'reauth');
+      const ceremony = await this.ceremonies.take(body.response, 'reauth');
       if (ceremony.sid !== session!.sid || ceremony.user !== session!.user) throw new HttpError(403, 'this passkey response belongs to another session');
       await this.ceremonies.verifyAssertion(ceremony, body.response);
       const { token, session: next } = await this.sessions.issue(session!.user, session!, true);
@@ -392,7 +394,7 @@ export class ConsoleServer {
       return this.ceremonies.registrationOptions(user, { purpose: 'enroll', token: String(body.token), sid: null });
     });
     route('POST', '/api/enroll/verify', false, async ({ res, body }) => {
-      const ceremony = this.ceremonies.take(body.response, 'enroll');
+      const ceremony = await this.ceremonies.take(body.response, 'enroll');
       if (ceremony.token !== body.token) throw new HttpError(400, 'this passkey response was made for another enrollment link');
       const name = cleanPasskeyName(body.name ?? 'Passkey');
       if (!name) throw new HttpError(400, 'give the passkey a name of 1 to 64 characters');
@@ -415,7 +417,7 @@ export class ConsoleServer {
     });
     route('POST', '/api/passkeys/verify', true, async ({ body, session }) => {
       this.requireRecentAuth(session!);
-      const ceremony = this.ceremonies.take(body.response, 'add-passkey');
+      const ceremony = await this.ceremonies.take(body.response, 'add-passkey');
       if (ceremony.sid !== session!.sid || ceremony.user !== session!.user) throw new HttpError(403, 'this passkey response belongs to another session');
       const name = cleanPasskeyName(body.name ?? 'Passkey');
       if (!name) throw new HttpError(400, 'give the passkey a name of 1 to 64 characters');
@@ -481,7 +483,7 @@ export class ConsoleServer {
     });
     route('POST', `/api/challenges/${ID}/approve`, true, async ({ params, body, session }) => {
       const user = session!.user;
-      const ceremony = this.ceremonies.take(body.response, 'approve');
+      const ceremony = await this.ceremonies.take(body.response, 'approve');
       if (ceremony.challengeId !== params[0]) throw new HttpError(403, 'this passkey response was made for another statement', 'wrong_challenge');
       if (ceremony.user !== user || ceremony.sid !== session!.sid) throw new HttpError(403, 'this passkey response belongs to another session', 'wrong_session');
       const passkey = await this.ceremonies.verifyAssertion(ceremony, body.response);

@@ -13,6 +13,11 @@
  *
  * `take()` removes a ceremony before its assertion is checked: whatever the outcome, a challenge is never
  * accepted twice (replay), and a mismatched use (another statement, another user) burns it.
+ *
+ * Where ceremonies are kept is a CeremonyStore: this process's memory (LocalCeremonies), or with shared
+ * state the state database (state/ceremonies.ts), so the options request and its answer may reach
+ * different instances behind a load balancer; `take` is then one DELETE ... RETURNING, single use across
+ * instances.
  */
 import { randomBytes } from 'node:crypto';
 import {
@@ -58,9 +63,6 @@ export interface TakenCeremony extends Ceremony {
 }
 
 const CEREMONY_TTL_MS = 3 * 60_000;
-/** Anonymous ceremonies (sign-in, enrollment) kept at most; the oldest go first. */
-const MAX_ANONYMOUS = 5000;
-const MAX_PER_USER = 50;
 /** COSE algorithms offered: EdDSA, ES256, RS256. */
 const ALGORITHMS = [-8, -7, -257];
 
@@ -73,43 +75,67 @@ export class CeremonyError extends Error {
   }
 }
 
-export class Ceremonies {
+/**
+ * Ceremonies in progress, by challenge. Bounded: at most MAX_ANONYMOUS without a session (sign-in,
+ * enrollment; the oldest go first) and MAX_PER_USER per signed-in user.
+ */
+export interface CeremonyStore {
+  put(challenge: string, ceremony: Ceremony): Promise<void>;
+  /** Removes and returns it (null: unknown, used already, or expired). */
+  take(challenge: string): Promise<Ceremony | null>;
+}
+
+export const CEREMONY_LIMITS = { anonymous: 5000, perUser: 50 } as const;
+
+/** This process's ceremonies (one instance). */
+export class LocalCeremonies implements CeremonyStore {
   private readonly anonymous = new Map<string, Ceremony>();
   private readonly authenticated = new Map<string, Ceremony>();
 
-  constructor(
-    private readonly identity: IdentityStore,
-    readonly origin: string,
-    readonly rpId: string,
-  ) {}
-
-  private remember(challenge: string, ceremony: Omit<Ceremony, 'expiresAt'>, ttlMs = CEREMONY_TTL_MS): void {
+  async put(challenge: string, ceremony: Ceremony): Promise<void> {
     this.sweep();
-    const full: Ceremony = { ...ceremony, expiresAt: Date.now() + ttlMs };
     if (ceremony.sid) {
       const mine = [...this.authenticated].filter(([, c]) => c.user === ceremony.user);
-      if (mine.length >= MAX_PER_USER) this.authenticated.delete(mine[0]![0]);
-      this.authenticated.set(challenge, full);
+      if (mine.length >= CEREMONY_LIMITS.perUser) this.authenticated.delete(mine[0]![0]);
+      this.authenticated.set(challenge, ceremony);
     } else {
-      if (this.anonymous.size >= MAX_ANONYMOUS) this.anonymous.delete(this.anonymous.keys().next().value!);
-      this.anonymous.set(challenge, full);
+      if (this.anonymous.size >= CEREMONY_LIMITS.anonymous) this.anonymous.delete(this.anonymous.keys().next().value!);
+      this.anonymous.set(challenge, ceremony);
     }
   }
 
-  /** The ceremony a response answers (by the challenge in its clientDataJSON), removed: single use. */
-  take(response: unknown, purpose: Purpose): TakenCeremony {
-    const challenge = clientChallenge(response);
+  async take(challenge: string): Promise<Ceremony | null> {
     const ceremony = this.authenticated.get(challenge) ?? this.anonymous.get(challenge);
     this.authenticated.delete(challenge);
     this.anonymous.delete(challenge);
-    if (!ceremony || ceremony.expiresAt < Date.now()) throw new CeremonyError('this passkey response does not answer a current request (used already, or expired): try again', 400);
-    if (ceremony.purpose !== purpose) throw new CeremonyError('this passkey response was made for something else', 400);
-    return { ...ceremony, challengeKey: challenge };
+    return ceremony && ceremony.expiresAt >= Date.now() ? ceremony : null;
   }
 
   private sweep(): void {
     const now = Date.now();
     for (const map of [this.anonymous, this.authenticated]) for (const [k, c] of map) if (c.expiresAt < now) map.delete(k);
+  }
+}
+
+export class Ceremonies {
+  constructor(
+    private readonly identity: IdentityStore,
+    readonly origin: string,
+    readonly rpId: string,
+    private readonly store: CeremonyStore = new LocalCeremonies(),
+  ) {}
+
+  private remember(challenge: string, ceremony: Omit<Ceremony, 'expiresAt'>, ttlMs = CEREMONY_TTL_MS): Promise<void> {
+    return this.store.put(challenge, { ...ceremony, expiresAt: Date.now() + ttlMs });
+  }
+
+  /** The ceremony a response answers (by the challenge in its clientDataJSON), removed: single use. */
+  async take(response: unknown, purpose: Purpose): Promise<TakenCeremony> {
+    const challenge = clientChallenge(response);
+    const ceremony = await this.store.take(challenge);
+    if (!ceremony) throw new CeremonyError('this passkey response does not answer a current request (used already, or expired): try again', 400);
+    if (ceremony.purpose !== purpose) throw new CeremonyError('this passkey response was made for something else', 400);
+    return { ...ceremony, challengeKey: challenge };
   }
 
   // ───────────────────────────── registration ─────────────────────────────
@@ -129,7 +155,7 @@ export class Ceremonies {
       authenticatorSelection: { residentKey: 'preferred', requireResidentKey: false, userVerification: 'required' },
       supportedAlgorithmIDs: ALGORITHMS,
     });
-    this.remember(options.challenge, { ...ceremony, user });
+    await this.remember(options.challenge, { ...ceremony, user });
     return options;
   }
 
@@ -186,7 +212,7 @@ export class Ceremonies {
       userVerification: 'required',
       ...(allow ? { allowCredentials: allow } : {}),
     });
-    this.remember(options.challenge, ceremony, ttlMs);
+    await this.remember(options.challenge, ceremony, ttlMs);
     // The page recomputes the challenge from these before it asks the authenticator (it signs what the card shows).
     return approval ? { ...options, approval } : options;
   }

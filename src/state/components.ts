@@ -9,12 +9,12 @@ import { IDENTITY_STATE_MIGRATIONS } from '../identity/postgres-schema.js';
 import type { Logger } from '../log.js';
 import { redactUrl, StateDatabase, type StateMigrations } from './database.js';
 import { HOLDS_MIGRATIONS } from './holds.js';
-import { CONSOLE_MIGRATIONS } from './revocations.js';
+import { CONSOLE_MIGRATIONS } from './console-schema.js';
 import { AUDIT_STATE_MIGRATIONS } from '../audit/shared-schema.js';
 
 /**
  * Components: `identity` (users and factors: identity/postgres-schema.ts), `holds` (held statements,
- * approvals, grants, leases: holds.ts), `console` (sign-outs: revocations.ts), `audit` (every instance's
+ * approvals, grants, leases: holds.ts), `console` (sign-outs and passkey ceremonies: console-schema.ts), `audit` (every instance's
  * audit trail, shipped from its data directory: audit/shared-schema.ts).
  */
 export const STATE_MIGRATIONS: StateMigrations[] = [IDENTITY_STATE_MIGRATIONS, HOLDS_MIGRATIONS, CONSOLE_MIGRATIONS, AUDIT_STATE_MIGRATIONS];

@@ -10,15 +10,7 @@
  */
 import type { Revocations } from '../console/sessions.js';
 import type { Logger } from '../log.js';
-import type { StateDatabase, StateMigrations } from './database.js';
-
-export const CONSOLE_MIGRATIONS: StateMigrations = {
-  component: 'console',
-  steps: [
-    `CREATE TABLE stepgate.console_revocations (sid text PRIMARY KEY, until timestamptz NOT NULL);
-     CREATE INDEX console_revocations_until ON stepgate.console_revocations (until);`,
-  ],
-};
+import type { StateDatabase } from './database.js';
 
 const CHANNEL = 'stepgate_console';
 
