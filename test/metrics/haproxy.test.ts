@@ -24,6 +24,7 @@ import { serveSetup, startServe, STEPGATE_BIN, type ServeChild, type ServeSetup 
 import { rulesDirWith } from '../helpers/stepgate.js';
 import { waitFor } from '../helpers/wait.js';
 
+const USER = { name: 'alice', password: 'alice-pw' };
 const HAPROXY = ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy'].find((p) => fs.existsSync(p));
 
 if (!HAPROXY) {
@@ -41,7 +42,6 @@ interface Instance {
   consoleUrl: string;
 }
 
-const USER = { name: 'alice', password: 'alice-pw' };
 
 async function main(haproxy: string): Promise<void> {
   const db = await startPostgres(t);
