@@ -345,7 +345,8 @@ export class ConsoleBroker implements StepUpBroker {
 
   connectionClosed(connectionId: string): void {
     for (const c of [...this.challenges.values()]) if (c.origin === 'local' && c.request.connectionId === connectionId) this.end(c, { status: 'withdrawn' });
-    if (this.exchange) {
+    // Every grant is in memory here, so only a connection that holds one costs a write.
+    if (this.exchange && [...this.grants.values()].some((g) => g.connectionId === connectionId)) {
       this.exchange.dropConnectionGrants(connectionId).catch((err) => this.log.warn('stepup.grant_drop_failed', { connection: connectionId, error: (err as Error).message }));
     }
     const users: string[] = [];
@@ -502,6 +503,7 @@ export class ConsoleBroker implements StepUpBroker {
     // Shared: the approval counts once it is in the database, and only the transaction that completes the
     // count decides (the challenge's row is locked while it counts).
     let result: Awaited<ReturnType<HoldExchange['approve']>>;
+    const before = [...c.approvals.values()];
     try {
       result = await this.exchange.approve(c, approval, (all) => {
         c.approvals.clear();
@@ -510,6 +512,9 @@ export class ConsoleBroker implements StepUpBroker {
         return d.outcome ? { outcome: d.outcome, grants: d.grants } : null;
       });
     } catch (err) {
+      // Rolled back: the card must not show an approval that was not recorded.
+      c.approvals.clear();
+      for (const a of before) c.approvals.set(a.user, a);
       this.log.error('stepup.approval_unrecorded', { challenge: id, user, error: (err as Error).message });
       return { ok: false, refusal: 'unavailable', error: `your approval was not recorded: ${STATE_DOWN}; try again` };
     }
