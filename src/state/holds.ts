@@ -24,7 +24,7 @@ import os from 'node:os';
 import type pg from 'pg';
 import type { Logger } from '../log.js';
 import type { HoldOutcome } from '../stepup/types.js';
-import { Challenge, type Approval, type ChallengeSummary, type ConsoleBroker, type Grant, type HoldExchange } from '../stepup/broker.js';
+import { Challenge, type Approval, type ChallengeSummary, type ConsoleBroker, type Grant, type HoldExchange, type RanOutcome } from '../stepup/broker.js';
 import type { StateDatabase, StateMigrations } from './database.js';
 
 export const HOLDS_MIGRATIONS: StateMigrations = {
@@ -46,6 +46,7 @@ export const HOLDS_MIGRATIONS: StateMigrations = {
        created_at timestamptz NOT NULL DEFAULT now(),
        status text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'decided', 'abandoned')),
        outcome jsonb,
+       ran jsonb NOT NULL DEFAULT '[]',
        decided_at timestamptz,
        decided_by text
      );
@@ -89,7 +90,7 @@ interface HoldRecord {
   expiresAt: number;
 }
 
-type HoldNotice = { e: 'held' | 'approval' | 'decided'; id: string; by: string };
+type HoldNotice = { e: 'held' | 'approval' | 'decided' | 'ran'; id: string; by: string };
 type GrantNotice = { e: 'put' | 'gone'; ids: string[]; by: string };
 
 export interface SharedHoldsOptions {
@@ -250,6 +251,17 @@ export class SharedHolds implements HoldExchange {
     return r.rowCount === 1;
   }
 
+  async recordOutcome(id: string, index: number, outcome: RanOutcome): Promise<void> {
+    await this.track(
+      this.db.query(`UPDATE stepgate.holds SET ran = ran || $2::jsonb WHERE id = $1 RETURNING pg_notify($3, $4)`, [
+        id,
+        JSON.stringify([{ index, ...outcome }]),
+        HOLDS,
+        notice({ e: 'ran', id, by: this.me }),
+      ]),
+    );
+  }
+
   async dropConnectionGrants(connectionId: string): Promise<void> {
     const r = await this.track(
       this.db.query<{ id: string }>(`UPDATE stepgate.grants SET revoked_at = now() WHERE connection_id = $1 AND revoked_at IS NULL RETURNING id`, [connectionId]),
@@ -281,10 +293,15 @@ export class SharedHolds implements HoldExchange {
           if (r && r.status === 'pending') this.broker.peerHeld(peerChallenge(n.id, r.record), await approvalsOf(this.db, n.id));
         } else if (n.e === 'approval') {
           this.broker.peerApprovals(n.id, await approvalsOf(this.db, n.id));
+        } else if (n.e === 'ran') {
+          const row = await this.db.query<{ ran: (RanOutcome & { index: number })[] }>(`SELECT ran FROM stepgate.holds WHERE id = $1`, [n.id]);
+          for (const o of row.rows[0]?.ran ?? []) this.broker.outcome(n.id, o.index, o);
         } else {
-          const row = await this.db.query<{ outcome: HoldOutcome | null }>(`SELECT outcome FROM stepgate.holds WHERE id = $1`, [n.id]);
-          const outcome = row.rows[0]?.outcome;
-          if (outcome) this.broker.decidedElsewhere(n.id, outcome);
+          // With what already ran: its notice may have been handled before this one.
+          const row = await this.db.query<{ outcome: HoldOutcome | null; ran: (RanOutcome & { index: number })[] }>(`SELECT outcome, ran FROM stepgate.holds WHERE id = $1`, [n.id]);
+          const r = row.rows[0];
+          if (r?.outcome) this.broker.decidedElsewhere(n.id, r.outcome);
+          for (const o of r?.ran ?? []) this.broker.outcome(n.id, o.index, o);
         }
       })().catch((err) => this.log.warn('state.hold_notice_failed', { id: n.id, event: n.e, error: (err as Error).message })),
     );

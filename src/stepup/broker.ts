@@ -231,6 +231,15 @@ export interface BrokerOptions {
  */
 export type Refusal = { ok: false; refusal: 'not_found' | 'not_allowed' | 'stale' | 'unavailable'; error: string };
 
+/** What one statement of an approved challenge did (as the audit trail records it). */
+export interface RanOutcome {
+  tag: string | null;
+  sqlstate: string | null;
+  message: string | null;
+  skipped: boolean;
+  durationMs: number;
+}
+
 export type ApproveResult = { ok: true; status: 'approved' | 'pending'; remaining: number } | Refusal;
 
 /**
@@ -255,6 +264,8 @@ export interface HoldExchange {
   /** Records `outcome` as final unless one already is; resolves to the outcome in force. */
   decide(id: string, outcome: HoldOutcome): Promise<HoldOutcome>;
   revokeGrant(id: string): Promise<boolean>;
+  /** What an approved statement held here did once it ran (consoles elsewhere show it in "recently decided"). */
+  recordOutcome(id: string, index: number, outcome: RanOutcome): Promise<void>;
   /** A connection closed: its connection-scoped grants go. */
   dropConnectionGrants(connectionId: string): Promise<void>;
 }
@@ -391,9 +402,12 @@ export class ConsoleBroker implements StepUpBroker {
    * What an approved statement did once it ran (the outcome the audit trail records, passed on by
    * OutcomeTap): added to its entry in "recently decided" and sent to the consoles that see it.
    */
-  outcome(challengeId: string, index: number, outcome: { tag: string | null; sqlstate: string | null; message: string | null; skipped: boolean; durationMs: number }): void {
+  outcome(challengeId: string, index: number, outcome: RanOutcome): void {
     const entry = this.recent.findLast((r) => r.view.id === challengeId);
     if (!entry || entry.view.outcomes.some((o) => o.index === index)) return;
+    if (this.exchange && entry.audience.origin === 'local') {
+      this.exchange.recordOutcome(challengeId, index, outcome).catch((err) => this.log.warn('stepup.outcome_unshared', { challenge: challengeId, error: (err as Error).message }));
+    }
     const view: OutcomeView = {
       index,
       tag: outcome.tag,

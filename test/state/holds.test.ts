@@ -129,10 +129,24 @@ t.test('a statement held on A is approved on B; its grant then lets the next one
 
   const heardOnA = resolvedOn(a, challenge.id);
   const grantsOnA = grantsChangedOn(a);
+  const ranOnB = new Promise<string | null>((resolve) => {
+    const off = b.broker!.addListener({
+      challengeCreated() {},
+      challengeUpdated() {},
+      challengeResolved() {},
+      grantsChanged() {},
+      challengeOutcome(c, resolved) {
+        if (c.id !== challenge.id) return;
+        off();
+        resolve(resolved.outcomes[0]?.tag ?? null);
+      },
+    });
+  });
   t.same(await b.broker!.approve(challenge.id, ALICE.name, 'cred-alice'), { ok: true, status: 'approved', remaining: 0 }, 'approved on B');
   t.equal((await held).rowCount, 1, 'and the DELETE ran on A');
   t.equal(await heardOnA, 'approved');
   t.equal(b.broker!.get(challenge.id), undefined, 'B dropped its copy');
+  t.equal(await ranOnB, 'DELETE 1', "B's consoles learn what the statement did on A (recently decided)");
 
   // The grant (scope user, 1 min) was made by B's approval: B's statement path has it at once.
   const cb = await client(t, b);
