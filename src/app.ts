@@ -4,7 +4,7 @@
  * start one.
  */
 import type net from 'node:net';
-import { recordMissingPasskeys } from './audit/passkey-keys.js';
+import { PasskeyKeysForApprovals, recordMissingPasskeys } from './audit/passkey-keys.js';
 import { AuditShipper } from './audit/shipper.js';
 import { AuditStore } from './audit/store.js';
 import type { AuditSink } from './audit/types.js';
@@ -172,7 +172,7 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     }
   }
   // Public keys of passkeys registered before the trail recorded them, so their approvals can be verified.
-  if (auditStore) recordMissingPasskeys(config.dataDir, identity, auditStore, log);
+  const passkeysInTrail = auditStore ? recordMissingPasskeys(config.dataDir, identity, auditStore, log).known : null;
   // Every statement's record passes the recorder of touched tables (first_access) on its way to the trail.
   const trail: AuditSink = overrides.audit ?? auditStore!;
   const audit: AuditSink = new TouchRecordingSink(trail, signals);
@@ -235,6 +235,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       throw new Error(`cannot share held statements on the state database: ${(err as Error).message}`);
     }
   }
+  // Shared passkeys: each trail records the keys its own approvals need (registered elsewhere or not).
+  if (broker && state && auditStore && passkeysInTrail) broker.addListener(new PasskeyKeysForApprovals(passkeysInTrail, identity, auditStore));
   const stepUp: StepUpBroker = overrides.stepUp ?? broker!;
   // Webhooks listen to the broker like the console's hub: enqueued during hold(), delivered later.
   let notifier: WebhookNotifier | null = null;

@@ -10,6 +10,8 @@ import type { IdentityStore, Passkey } from '../identity/store.js';
 import type { Logger } from '../log.js';
 import { openAuditDbForReading } from './db.js';
 import type { AuditSink } from './types.js';
+import type { BrokerListener, Challenge } from '../stepup/broker.js';
+import type { HoldOutcome } from '../stepup/types.js';
 
 /** The body of a `passkey.enrolled` event. */
 export function passkeyEnrolledBody(p: Omit<Passkey, 'createdAt' | 'lastUsedAt'> & { createdAt?: Date }, via: string): Record<string, unknown> {
@@ -48,25 +50,58 @@ export function recordedPasskeys(dataDir: string): Set<string> {
   }
 }
 
-/** Records the keys of passkeys the trail does not hold yet; returns how many. */
-export function recordMissingPasskeys(dataDir: string, identity: IdentityStore, audit: AuditSink, log: Logger): number {
-  if (!audit.event) return 0;
+/**
+ * Records the keys of passkeys the trail does not hold yet; returns how many, and the ids the trail holds
+ * keys for now (null: the trail could not be read).
+ */
+export function recordMissingPasskeys(dataDir: string, identity: IdentityStore, audit: AuditSink, log: Logger): { recorded: number; known: Set<string> | null } {
+  if (!audit.event) return { recorded: 0, known: null };
   let known: Set<string>;
   try {
     known = recordedPasskeys(dataDir);
   } catch (err) {
     // Not fatal: approvals by passkeys without a recorded key are reported by verify as not checked.
     log.warn('audit.passkeys_unread', { error: (err as Error).message, note: 'could not read which passkey keys the audit trail holds; none recorded now' });
-    return 0;
+    return { recorded: 0, known: null };
   }
   let n = 0;
   for (const user of identity.listUsers()) {
     for (const p of identity.passkeys(user.name)) {
       if (known.has(p.id)) continue;
       audit.event('passkey.enrolled', passkeyEnrolledBody(p, 'recorded at start (registered before stepgate recorded passkey keys)'));
+      known.add(p.id);
       n++;
     }
   }
   if (n > 0) log.info('audit.passkeys_recorded', { passkeys: n, note: 'public keys of passkeys registered earlier, for audit verify' });
-  return n;
+  return { recorded: n, known };
+}
+
+/**
+ * With shared state, a passkey may have been registered on another instance, whose trail holds its key.
+ * So that each instance's trail proves its own approvals, a passkey approval of a statement held here
+ * records the key first when this trail lacks it. A broker listener: it runs as the challenge is decided,
+ * before the session records the outcome (the key comes first in the chain).
+ */
+export class PasskeyKeysForApprovals implements BrokerListener {
+  constructor(
+    private readonly known: Set<string>,
+    private readonly identity: IdentityStore,
+    private readonly audit: AuditSink,
+  ) {}
+
+  challengeResolved(c: Challenge, outcome: HoldOutcome): void {
+    if (c.origin !== 'local' || outcome.status !== 'approved' || !this.audit.event) return;
+    for (const a of outcome.approvers) {
+      if (!a.signed || !a.credentialId || this.known.has(a.credentialId)) continue;
+      const p = this.identity.passkey(a.credentialId);
+      if (!p) continue;
+      this.audit.event('passkey.enrolled', passkeyEnrolledBody(p, 'recorded at an approval (registered on another instance)'));
+      this.known.add(p.id);
+    }
+  }
+
+  challengeCreated(): void {}
+  challengeUpdated(): void {}
+  grantsChanged(): void {}
 }

@@ -23,12 +23,12 @@ t.test('keys of earlier passkeys are recorded once', async (t) => {
   const { log } = capturedLog();
 
   let store = await AuditStore.open({ dataDir, log });
-  t.equal(recordMissingPasskeys(dataDir, identity, store, log), 1);
+  t.equal(recordMissingPasskeys(dataDir, identity, store, log).recorded, 1);
   await store.close();
   store = await AuditStore.open({ dataDir, log });
-  t.equal(recordMissingPasskeys(dataDir, identity, store, log), 0, 'not again after a restart');
+  t.equal(recordMissingPasskeys(dataDir, identity, store, log).recorded, 0, 'not again after a restart');
   await identity.addPasskey({ id: 'cred-2', user: 'alice', publicKey: key, counter: 0, transports: [], name: 'New phone', deviceType: 'multiDevice', backedUp: true });
-  t.equal(recordMissingPasskeys(dataDir, identity, store, log), 1, 'only the one not recorded yet');
+  t.equal(recordMissingPasskeys(dataDir, identity, store, log).recorded, 1, 'only the one not recorded yet');
   await store.close();
 
   const enrolled = readEvents(dataDir, "kind = 'passkey.enrolled'");
