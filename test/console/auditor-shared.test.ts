@@ -13,6 +13,9 @@ import { startStepgate, type TestStepgate, type TestUser } from '../helpers/step
 import { waitFor } from '../helpers/wait.js';
 import { readEvents, writeRules } from '../audit/helpers.js';
 import { enrollmentLink } from '../../src/console/url.js';
+import type { SessionFilter } from '../../src/audit/read.js';
+import { sharedSessionsPage } from '../../src/audit/shared-browse.js';
+import { AUDIT_STATE_MIGRATIONS } from '../../src/audit/shared-schema.js';
 import { enroll, launchBrowser, newPerson, type Person } from './browser.js';
 
 const AUDREY: TestUser = { name: 'audrey', password: 'audrey-secret-pw', groups: ['auditors'] };
@@ -99,6 +102,55 @@ async function shippedSession(name: string, user: string): Promise<string> {
     return (r.rows[0]?.connection as string | undefined) ?? null;
   });
 }
+
+t.test('pages of sessions across instances add up to the newest version of each, in order, however small the pages', async (t) => {
+  // A database of its own: the audit component's migrations, then sessions index versions as shipped.
+  await db.query('CREATE DATABASE paging');
+  const c = await db.client('paging');
+  t.teardown(() => c.end());
+  await c.query('CREATE SCHEMA stepgate');
+  for (const step of AUDIT_STATE_MIGRATIONS.steps) await c.query(step);
+  const base = 1_700_000_000_000;
+  type V = { instance: string; session: number; last_seq: number; user: string | null; start: number | null; end: number | null };
+  const versions: V[] = [];
+  for (const instance of ['a', 'b', 'c']) {
+    for (let i = 1; i <= 12; i++) {
+      const start = i % 7 === 0 ? null : base + Math.floor(i / 2) * 1000;
+      const n = 1 + (i % 4); // 1 to 4 versions; the last one is the index
+      for (let v = 1; v <= n; v++) {
+        // Some sessions' start moved between versions (first shipped before their start was known).
+        const s = v === 1 && i % 5 === 0 ? null : start;
+        versions.push({ instance, session: i, last_seq: i * 10 + v, user: `u${i % 3}`, start: s, end: v === n && i % 3 !== 0 ? (start ?? base) + 5000 : null });
+      }
+    }
+  }
+  for (const v of versions) {
+    await c.query(
+      `INSERT INTO stepgate.audit_sessions (instance, session, last_seq, connection, user_name, start_time, end_time, statements, denied, held) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, 0)`,
+      [v.instance, v.session, v.last_seq, `${v.instance}-${v.session}`, v.user, v.start, v.end],
+    );
+  }
+  const newest = [...new Map(versions.map((v) => [`${v.instance}/${v.session}`, v])).values()];
+  const filters: SessionFilter[] = [{}, { user: 'u1' }, { since: base + 4000 }, { until: base + 3000 }, { user: 'u2', since: base + 2000, until: base + 5000 }];
+  for (const filter of filters) {
+    const expected = newest
+      .filter((v) => (filter.user === undefined || v.user === filter.user) && (filter.until === undefined || (v.start ?? 0) <= filter.until) && (filter.since === undefined || v.end === null || v.end >= filter.since))
+      .sort((x, y) => (y.start ?? -1) - (x.start ?? -1) || (x.instance < y.instance ? 1 : x.instance > y.instance ? -1 : 0) || y.session - x.session)
+      .map((v) => `${v.instance}/${v.session}`);
+    for (const [limit, maxScan] of [[1, 1], [3, 2], [5, 7], [50, 2000]] as const) {
+      const got: string[] = [];
+      let cursor: string | null = null;
+      let pages = 0;
+      do {
+        const page = await sharedSessionsPage(c, filter, cursor, limit, maxScan);
+        t.ok(page.sessions.length <= limit);
+        got.push(...page.sessions.map((r) => `${r.instance}/${r.session}`));
+        cursor = page.next;
+      } while (cursor && ++pages < 400);
+      t.same(got, expected, `${JSON.stringify(filter)}, pages of ${limit}, examining ${maxScan}`);
+    }
+  }
+});
 
 let aliceOnA = '';
 let bobOnB = '';
