@@ -30,7 +30,6 @@ import { INSTANCE_NAMES_SQL } from './shared-read.js';
 
 /** A StateDatabase, a pool or a client: whatever runs a query. */
 export interface Queryable {
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   query<R extends pg.QueryResultRow = any>(text: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
 }
 
