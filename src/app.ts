@@ -183,6 +183,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     void sso.discovered().catch(() => {});
   }
 
+  // The trail's copy in the shared state, started once the proxy listens (it ships what came before too).
+  let shipper: AuditShipper | null = null;
   // The console first: held statements' notices carry its URL.
   let broker: ConsoleBroker | null = null;
   let consoleServer: ConsoleServer | null = null;
@@ -206,6 +208,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       // Sign-outs and passkey ceremonies count on every instance: behind a load balancer, a ceremony's two
       // requests may reach two instances.
       ...(revocations && state ? { revocations, ceremonies: new SharedCeremonies(state) } : {}),
+      // The shipper starts once the proxy listens, after the console: asked when needed.
+      ...(state && auditStore ? { auditShared: { db: state, url: config.state!.url, instance: state.instanceId, shipping: () => shipper?.stats() ?? null } } : {}),
     });
     try {
       consoleUrl = await consoleServer.listen();
@@ -247,8 +251,6 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     log.info('notify.configured', { webhooks: config.notify.webhooks.map((h) => ({ name: h.name, format: h.format, events: h.events, rules: h.rules })) });
   }
 
-  // The trail's copy in the shared state, started once the proxy listens (it ships what came before too).
-  let shipper: AuditShipper | null = null;
   const shipping = state && auditStore ? { auditShipping: () => shipper!.stats() } : {};
   // Metrics only when configured: without them the statement path does not even read the clock.
   const metrics = config.metrics

@@ -72,24 +72,65 @@ export function sessionsPage(db: Database.Database, filter: SessionFilter, curso
     phases.push({ sql: `SELECT * FROM sessions WHERE ${where} ORDER BY session DESC`, params: p });
   }
 
-  const sessions: SessionRow[] = [];
-  let scanned = 0;
-  let last: SessionRow | null = null;
+  const page = new PageCollector<SessionRow>(filter, limit, maxScan, cursorOf);
   for (const phase of phases) {
     for (const row of db.prepare(phase.sql).iterate(phase.params) as IterableIterator<SessionRow>) {
-      // Examined enough for one request: the next one goes on after the last row examined.
-      if (scanned >= maxScan && last) return { sessions, next: cursorOf(last) };
-      scanned++;
-      if (filter.since !== undefined && row.end_time !== null && row.end_time < filter.since) {
-        last = row;
-        continue;
-      }
-      if (sessions.length === limit) return { sessions, next: cursorOf(last!) };
-      sessions.push(row);
-      last = row;
+      if (!page.offer(row)) return page.result();
     }
   }
-  return { sessions, next: null };
+  return page.result();
+}
+
+/**
+ * How a page of sessions is cut, whatever the rows come from (this file's audit.db, or the shared store:
+ * shared-browse.ts): rows arrive in list order; the `since` filter is applied here, while reading; at most
+ * `maxScan` rows are examined, then the page ends (maybe short, maybe empty) with a cursor after the last
+ * row examined, so a request costs the same however selective the filter. `skip` drops a row that is not
+ * a session of the list (the shared store's older versions of a sessions index row), counted as examined.
+ */
+export class PageCollector<R extends SessionRow> {
+  private readonly sessions: R[] = [];
+  private scanned = 0;
+  private last: R | null = null;
+  private next: string | null = null;
+
+  constructor(
+    private readonly filter: SessionFilter,
+    private readonly limit: number,
+    private readonly maxScan: number,
+    private readonly cursorOf: (row: R) => string,
+  ) {}
+
+  /** Takes the next row in list order; false when the page is complete (no more rows wanted). */
+  offer(row: R, skip = false): boolean {
+    // Examined enough for one request: the next one goes on after the last row examined.
+    if (this.scanned >= this.maxScan && this.last) {
+      this.next = this.cursorOf(this.last);
+      return false;
+    }
+    this.scanned++;
+    if (skip || (this.filter.since !== undefined && row.end_time !== null && row.end_time < this.filter.since)) {
+      this.last = row;
+      return true;
+    }
+    if (this.sessions.length === this.limit) {
+      this.next = this.cursorOf(this.last!);
+      return false;
+    }
+    this.sessions.push(row);
+    this.last = row;
+    return true;
+  }
+
+  /** At most this many more rows can be offered before the page is complete (what the next read need fetch). */
+  get wanted(): number {
+    return Math.min(this.maxScan - this.scanned, this.limit - this.sessions.length + (this.filter.since !== undefined ? this.maxScan : 0)) + 1;
+  }
+
+  /** The page: a cursor when it was cut, null when every row was offered and taken or filtered out. */
+  result(): { sessions: R[]; next: string | null } {
+    return { sessions: this.sessions, next: this.next };
+  }
 }
 
 export interface TimelineStep {
@@ -113,7 +154,7 @@ export interface TimelinePage {
 }
 
 /** Events read before a later page's first one, so pauses and statement state carry over (replay keeps both). */
-const CONTEXT_EVENTS = 64;
+export const CONTEXT_EVENTS = 64;
 
 /**
  * One page of a session's timeline: up to `limit` events after seq `after` (null: from the start),
@@ -161,8 +202,17 @@ export function timelinePage(db: Database.Database, session: SessionRow, after: 
     }
   }
 
+  return timelineSteps(session, context, page, more, after, passkeyNames(db));
+}
+
+/**
+ * A page of a timeline from its events, wherever they were read (this file's audit.db, or the shared
+ * store: shared-browse.ts): `context` are up to CONTEXT_EVENTS events of the session just before the page
+ * (so pauses and statement state carry over), `page` its events, `more` whether events follow.
+ */
+export function timelineSteps(session: SessionRow, context: AuditEvent[], page: AuditEvent[], more: boolean, after: number | null, names: Map<string, string>): TimelinePage {
   const bySeq = new Map(page.map((e) => [e.seq, e]));
-  const all = replaySteps(session, [...context, ...page], passkeyNames(db));
+  const all = replaySteps(session, [...context, ...page], names);
   const steps: TimelineStep[] = [];
   let seenEvent = false;
   for (const step of all) {
@@ -228,7 +278,11 @@ export interface CheckpointView {
 /** The latest stored checkpoint (as stored: `verifyAudit` says whether its signature holds). */
 export function latestCheckpoint(db: Database.Database): CheckpointView | null {
   const row = db.prepare('SELECT id, seq, time, reason, jws FROM checkpoints ORDER BY id DESC LIMIT 1').get() as { id: number; seq: number; time: number; reason: string; jws: string } | undefined;
-  if (!row) return null;
+  return row ? checkpointView(row) : null;
+}
+
+/** A stored checkpoint as shown (the key id read from its JWS header, not checked: verification does that). */
+export function checkpointView(row: { id: number; seq: number; time: number; reason: string; jws: string }): CheckpointView {
   let kid: string | null = null;
   try {
     kid = decodeProtectedHeader(row.jws).kid ?? null;

@@ -112,16 +112,25 @@ export function sessionEvents(db: Database.Database, session: number): AuditEven
 /** Passkey names by credential id, from the trail's passkey.enrolled and passkey.renamed events (latest name wins). */
 export function passkeyNames(db: Database.Database): Map<string, string> {
   const spans = db.prepare('SELECT first_seq, last_seq FROM session_spans WHERE session = 0 ORDER BY first_seq').all() as { first_seq: number; last_seq: number }[];
-  const range = db.prepare("SELECT body FROM events WHERE seq BETWEEN ? AND ? AND session = 0 AND kind IN ('passkey.enrolled', 'passkey.renamed') ORDER BY seq");
+  const range = db.prepare(`SELECT body FROM events WHERE seq BETWEEN ? AND ? AND session = 0 AND kind IN (${PASSKEY_NAME_KINDS.map((k) => `'${k}'`).join(', ')}) ORDER BY seq`);
+  function* bodies(): Generator<string> {
+    for (const s of spans) for (const row of range.iterate(s.first_seq, s.last_seq) as IterableIterator<{ body: string }>) yield row.body;
+  }
+  return passkeyNamesFrom(bodies());
+}
+
+/** The events that name passkeys. */
+export const PASSKEY_NAME_KINDS = ['passkey.enrolled', 'passkey.renamed'] as const;
+
+/** Passkey names from those events' bodies, oldest first (wherever they were read: shared-browse.ts reads every instance's). */
+export function passkeyNamesFrom(bodies: Iterable<string>): Map<string, string> {
   const names = new Map<string, string>();
-  for (const s of spans) {
-    for (const row of range.iterate(s.first_seq, s.last_seq) as IterableIterator<{ body: string }>) {
-      try {
-        const body = JSON.parse(row.body) as { credential?: unknown; name?: unknown };
-        if (typeof body.credential === 'string' && typeof body.name === 'string') names.set(body.credential, body.name);
-      } catch {
-        // verify reports a body that is not JSON
-      }
+  for (const text of bodies) {
+    try {
+      const body = JSON.parse(text) as { credential?: unknown; name?: unknown };
+      if (typeof body.credential === 'string' && typeof body.name === 'string') names.set(body.credential, body.name);
+    } catch {
+      // verify reports a body that is not JSON
     }
   }
   return names;

@@ -21,6 +21,7 @@ import type pg from 'pg';
 import { isAlive } from '../util/process-identity.js';
 import { openAuditDbForReading, openAuditDbForWriting } from './db.js';
 import { publicKeyFromJwk, type PublicKey } from './keys.js';
+import { verifyAudit, type VerifyReport } from './verify.js';
 
 export interface SharedInstance {
   instance: string;
@@ -28,12 +29,23 @@ export interface SharedInstance {
   key: PublicKey | null;
 }
 
+/**
+ * The names of the instances with a trail in the shared store (a pinned key, or events without one): the
+ * events' names by a loose index scan of their primary key (one descent per instance, not a pass over
+ * every event).
+ */
+export const INSTANCE_NAMES_SQL = `WITH RECURSIVE shipped AS (
+    (SELECT instance FROM stepgate.audit_events ORDER BY instance LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.instance FROM stepgate.audit_events e WHERE e.instance > shipped.instance ORDER BY e.instance LIMIT 1) FROM shipped WHERE shipped.instance IS NOT NULL
+  )
+  SELECT instance FROM stepgate.audit_keys UNION SELECT instance FROM shipped WHERE instance IS NOT NULL`;
+
 /** Every instance with a trail in the shared store, by name. */
-export async function sharedInstances(client: pg.ClientBase): Promise<SharedInstance[]> {
+export async function sharedInstances(client: Pick<pg.ClientBase, 'query'>): Promise<SharedInstance[]> {
   const rows = (
     await client.query<{ instance: string; jwk: Record<string, string> | null }>(
-      `SELECT i.instance, k.jwk FROM (SELECT instance FROM stepgate.audit_keys UNION SELECT DISTINCT instance FROM stepgate.audit_events) i
-       LEFT JOIN stepgate.audit_keys k USING (instance) ORDER BY i.instance`,
+      `SELECT i.instance, k.jwk FROM (${INSTANCE_NAMES_SQL}) i LEFT JOIN stepgate.audit_keys k USING (instance) ORDER BY i.instance`,
     )
   ).rows;
   return Promise.all(rows.map(async (r) => ({ instance: r.instance, key: r.jwk ? await publicKeyFromJwk(r.jwk, `the key pinned to instance ${r.instance} in the shared store`) : null })));
@@ -137,6 +149,23 @@ export async function runningCheck(client: pg.ClientBase, instance: string): Pro
     lease = null;
   }
   return (run) => (run.host === os.hostname() ? isAlive({ pid: run.pid, start: run.start }) : lease !== null && lease.host === run.host && lease.pid === run.pid);
+}
+
+/**
+ * Verifies one instance's chain in the shared store (a copy, as above) with `key`, default its pinned
+ * key; null when it has none (its events cannot be checked against a checkpoint key: a failure the
+ * caller reports). The run check knows other hosts' instances by their leases (runningCheck).
+ */
+export async function verifyShared(client: pg.ClientBase, instance: SharedInstance, key: PublicKey | null = instance.key): Promise<VerifyReport | null> {
+  if (key === null) return null;
+  const running = await runningCheck(client, instance.instance);
+  const copy = await copyInstance(client, instance.instance);
+  try {
+    return await verifyAudit(copy.db, key, { running });
+  } finally {
+    copy.db.close();
+    copy.dispose();
+  }
 }
 
 export class SharedSessionError extends Error {}

@@ -19,6 +19,7 @@
  * - Append-only: triggers refuse UPDATE, DELETE and TRUNCATE on every one of these tables, for every role
  *   (a superuser can disable triggers: `stepgate audit verify` then still finds the edit in the chain).
  *   Operators should also grant stepgate's login role only INSERT and SELECT on them (README).
+ * - Steps are never edited once shipped: a change is a new step (2 added the auditor view's indexes).
  * - No retention here: the shared store keeps every instance's chain whole (pruning a local trail does not
  *   prune its shipped copy).
  */
@@ -106,5 +107,11 @@ export const AUDIT_STATE_MIGRATIONS: StateMigrations = {
      CREATE TRIGGER ${t}_no_truncate BEFORE TRUNCATE ON stepgate.${t} FOR EACH STATEMENT EXECUTE FUNCTION stepgate.audit_append_only();`,
        )
        .join('\n     ')}`,
+    // 2: for the console's auditor view (shared-browse.ts), which pages the sessions list newest first
+    // across instances by walking these indexes, and names passkeys from the few events that name them.
+    `CREATE INDEX audit_sessions_start ON stepgate.audit_sessions (start_time, instance, session, last_seq);
+     CREATE INDEX audit_sessions_user ON stepgate.audit_sessions (user_name, start_time, instance, session, last_seq);
+     CREATE INDEX audit_events_passkey_names ON stepgate.audit_events (time, instance, seq)
+       WHERE session = 0 AND kind IN ('passkey.enrolled', 'passkey.renamed');`,
   ],
 };

@@ -14,7 +14,7 @@ import { csvField, csvHeader, csvRow, exportRecord } from '../audit/export.js';
 import { dataDirPublicKey, PUBLIC_KEY_FILE, publicKeyPem, readPublicKey, type PublicKey } from '../audit/keys.js';
 import { exportEvents, findSession, passkeyNames, formatTime, listSessions, parseTime, SessionFacts, SessionLookupError, sessionEvents, shortId, type SessionRow } from '../audit/read.js';
 import { replaySteps } from '../audit/replay.js';
-import { copyInstance, runningCheck, sessionInstance, SharedSessionError, sharedInstances, type SharedInstance } from '../audit/shared-read.js';
+import { copyInstance, sessionInstance, SharedSessionError, sharedInstances, verifyShared, type SharedInstance } from '../audit/shared-read.js';
 import { verifyAudit, type VerifyReport } from '../audit/verify.js';
 import { redactUrl } from '../state/database.js';
 import { parse, println, UsageError, type CommandIO } from './io.js';
@@ -439,16 +439,14 @@ async function sharedCommand(sub: string, url: string, values: Values, positiona
         let status = 0;
         for (const i of instances) {
           const what = `instance ${i.instance} in the state database ${redactUrl(url)}`;
-          const key = pinned ?? i.key;
-          if (key === null) {
+          const report = await verifyShared(client, i, pinned ?? i.key);
+          if (report === null) {
             println(io.stdout, `stepgate audit verify: ${what}`);
             println(io.stdout, `FAILED: instance ${i.instance}: its events have no pinned key to check its checkpoints with`);
             status = 1;
             continue;
           }
-          const running = await runningCheck(client, i.instance);
-          const code = await each(i.instance, false, async (db) => printVerify(await verifyAudit(db, key, { running }), what, `instance ${i.instance}: `, io));
-          status = worse(status, code);
+          status = worse(status, printVerify(report, what, `instance ${i.instance}: `, io));
         }
         return status;
       }

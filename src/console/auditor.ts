@@ -9,16 +9,43 @@
  * - Verification walks the whole chain (a SHA-256 per event, seconds on a big trail): it runs in a worker
  *   thread of its own (audit/verify-worker.ts) with its own connection and snapshot, never on the proxy's
  *   event loop. One run at a time; "verify now" while one runs joins it. The last result is kept in memory.
+ *
+ * With `state:` (`shared`), every instance's trail, from the shared store (audit/shared-schema.ts):
+ * - The sessions list and a timeline query PostgreSQL directly (audit/shared-browse.ts), with the same
+ *   bounds and the same page and transcript shapes as browse.ts; rows name their instance, and a timeline
+ *   is read from the instance that recorded the session.
+ * - Verification runs in the same worker thread, which verifies each instance's chain as `stepgate audit
+ *   verify --state` does (a snapshot copy per instance, checked with its pinned key): reading every row
+ *   is the point there, and the copy lets the one verifier of audit.db run unchanged. Results per instance.
+ * - Lag is said, not hidden: events an instance committed locally but did not ship yet are not in the
+ *   shared store. For this console's own instance the shipper knows how many (shown, and counted as not
+ *   verified by a run); for the others this instance cannot know, and the answer says so (their head is
+ *   "last shipped", not "last written").
+ * - Without `state:` everything is as above, on DATA/audit.db: the shared paths are separate branches.
  */
 import { Worker } from 'node:worker_threads';
 import type Database from 'better-sqlite3';
 import { AuditDbMissing, openAuditDbForReading } from '../audit/db.js';
-import { BrowseError, chainHead, latestCheckpoint, sessionsPage, timelinePage, type CheckpointView, type TimelineStep } from '../audit/browse.js';
+import { BrowseError, chainHead, latestCheckpoint, MAX_SCAN, sessionsPage, timelinePage, type CheckpointView, type TimelineStep } from '../audit/browse.js';
 import { findSession, parseTime, SessionLookupError, shortId, type SessionFilter, type SessionRow } from '../audit/read.js';
+import { findSharedSession, sharedHeads, sharedSessionsPage, sharedTimelinePage, type Queryable, type SharedSessionRow } from '../audit/shared-browse.js';
+import type { ShipStats } from '../audit/shipper.js';
 import type { Problem, VerifyReport } from '../audit/verify.js';
-import type { FromVerifyWorker, VerifyWorkerInit } from '../audit/verify-worker.js';
+import type { FromVerifyWorker, InstanceVerification, VerifyWorkerInit } from '../audit/verify-worker.js';
 import type { Logger } from '../log.js';
-import type { AuditSessionView, AuditSessionsReply, AuditTimelineReply, VerificationReply, VerificationRunView } from './protocol.js';
+import type { AuditInstanceView, AuditSessionView, AuditSessionsReply, AuditTimelineReply, SharedVerificationView, VerificationReply, VerificationRunView } from './protocol.js';
+
+/** The shared store, when stepgate runs with `state:`. */
+export interface AuditorShared {
+  /** Queries (the state database's pool). */
+  db: Queryable;
+  /** For the verification thread's own connection. */
+  url: string;
+  /** This instance's name there. */
+  instance: string;
+  /** This instance's shipper (null until it runs). */
+  shipping(): ShipStats | null;
+}
 
 /** Members of this group see the auditor view. */
 export const AUDITORS_GROUP = 'auditors';
@@ -45,6 +72,10 @@ interface VerificationResult {
   finishedAt: number;
   by: string;
   report: VerifyReport | null;
+  /** With `shared`: each instance's. */
+  instances: InstanceVerification[] | null;
+  /** With `shared`: this instance's local head when the run finished (what it had committed). */
+  localHead: number | null;
   error: string | null;
 }
 
@@ -57,11 +88,12 @@ export class AuditorService {
   constructor(
     private readonly dataDir: string,
     private readonly log: Logger,
+    private readonly shared: AuditorShared | null = null,
   ) {}
 
   // ───────────────────────────── sessions ─────────────────────────────
 
-  sessions(query: URLSearchParams): AuditSessionsReply & { now: number } {
+  async sessions(query: URLSearchParams): Promise<AuditSessionsReply & { now: number }> {
     const filter: SessionFilter = {};
     const user = text(query, 'user', 200);
     if (user) filter.user = user;
@@ -72,39 +104,59 @@ export class AuditorService {
     const limit = integer(query, 'limit', SESSIONS_DEFAULT, 1, SESSIONS_MAX);
     const cursor = text(query, 'cursor', 100) || null;
     try {
+      if (this.shared) {
+        this.notClosed();
+        const page = await sharedSessionsPage(this.shared.db, filter, cursor, limit, MAX_SCAN);
+        return { now: Date.now(), sessions: page.sessions.map(sessionView), next: page.next, shared: true };
+      }
       const page = sessionsPage(this.open(), filter, cursor, limit);
-      return { now: Date.now(), sessions: page.sessions.map(sessionView), next: page.next };
+      return { now: Date.now(), sessions: page.sessions.map(sessionView), next: page.next, shared: false };
     } catch (err) {
       if (err instanceof BrowseError) throw new AuditorError(400, err.message, 'bad_cursor');
       throw err;
     }
   }
 
-  /** One session and a page of its timeline. `id`: a session id, a unique prefix of it, or #NUMBER. */
-  timeline(id: string, query: URLSearchParams): AuditTimelineReply & { steps: TimelineStep[] } {
-    const db = this.open();
-    let session: SessionRow;
+  /**
+   * One session and a page of its timeline. `id`: a session id, a unique prefix of it, or #NUMBER; with
+   * `shared`, `instance` names whose trail (needed for #NUMBER: numbers are per instance).
+   */
+  async timeline(id: string, query: URLSearchParams): Promise<AuditTimelineReply & { steps: TimelineStep[] }> {
     try {
-      session = findSession(db, id);
+      if (this.shared) {
+        this.notClosed();
+        const instance = text(query, 'instance', 200) || null;
+        const session = await findSharedSession(this.shared.db, id, instance);
+        const { after, limit } = this.timelinePaging(query);
+        const page = await sharedTimelinePage(this.shared.db, session, after, limit);
+        return { session: sessionView(session), steps: page.steps, next: page.next };
+      }
+      const db = this.open();
+      const session = findSession(db, id);
+      const { after, limit } = this.timelinePaging(query);
+      const page = timelinePage(db, session, after, limit);
+      return { session: sessionView(session), steps: page.steps, next: page.next };
     } catch (err) {
       if (err instanceof SessionLookupError) throw new AuditorError(/^no session/.test(err.message) ? 404 : 400, err.message, 'session');
       throw err;
     }
+  }
+
+  private timelinePaging(query: URLSearchParams): { after: number | null; limit: number } {
     const afterText = query.get('after');
     let after: number | null = null;
     if (afterText !== null && afterText !== '') {
       if (!/^\d{1,15}$/.test(afterText)) throw new AuditorError(400, '"after" must be an event number', 'bad_request');
       after = Number(afterText);
     }
-    const limit = integer(query, 'limit', TIMELINE_DEFAULT, 1, TIMELINE_MAX);
-    const page = timelinePage(db, session, after, limit);
-    return { session: sessionView(session), steps: page.steps, next: page.next };
+    return { after, limit: integer(query, 'limit', TIMELINE_DEFAULT, 1, TIMELINE_MAX) };
   }
 
   // ───────────────────────────── verification ─────────────────────────────
 
   /** Where verification stands: the last result, a run in progress, and the chain's head and latest checkpoint now. */
-  verification(): VerificationReply & { now: number } {
+  async verification(): Promise<VerificationReply & { now: number }> {
+    if (this.shared) return this.sharedVerification(this.shared);
     let checkpoint: CheckpointView | null = null;
     let head: { seq: number; time: number } | null = null;
     try {
@@ -115,7 +167,7 @@ export class AuditorService {
       if (!(err instanceof AuditorError)) throw err;
     }
     const last = this.last;
-    const state = this.running ? 'running' : !last ? 'never' : last.error !== null ? 'error' : last.report!.ok ? 'verified' : 'broken';
+    const state = this.running ? 'running' : !last ? 'never' : stateOf(last);
     return {
       now: Date.now(),
       state,
@@ -123,11 +175,51 @@ export class AuditorService {
       last: last ? resultView(last) : null,
       checkpoint,
       head,
+      shared: null,
+    };
+  }
+
+  /** Every instance's chain head and latest checkpoint now, with its part of the last run. */
+  private async sharedVerification(shared: AuditorShared): Promise<VerificationReply & { now: number }> {
+    this.notClosed();
+    const heads = await sharedHeads(shared.db);
+    const last = this.last;
+    const results = new Map((last?.instances ?? []).map((i) => [i.instance, i]));
+    const ship = shared.shipping();
+    const instances: AuditInstanceView[] = heads.map((h) => {
+      const self = h.instance === shared.instance;
+      const r = results.get(h.instance);
+      const lastSeq = r?.report?.lastSeq ?? null;
+      return {
+        instance: h.instance,
+        head: h.head,
+        checkpoint: h.checkpoint,
+        pinnedKid: h.pinnedKid,
+        unshipped: self && ship ? { events: ship.behindEvents, seconds: Math.round(ship.behindSeconds), state: ship.state, error: ship.error } : null,
+        last: r && last ? resultView({ ...last, report: r.report, error: r.error }) : null,
+        unverified: self && r?.report && last?.localHead !== null && last?.localHead !== undefined ? Math.max(0, last.localHead - (lastSeq ?? 0)) : null,
+      };
+    });
+    // An instance the last run checked but the store no longer lists cannot happen (INSERT-only); one
+    // that first shipped after the run has `last` null.
+    const view: SharedVerificationView = {
+      self: shared.instance,
+      last: last ? { startedAt: last.startedAt, finishedAt: last.finishedAt, durationMs: last.finishedAt - last.startedAt, by: last.by, ok: sharedOk(last), error: last.error } : null,
+      instances,
+    };
+    return {
+      now: Date.now(),
+      state: this.running ? 'running' : !last ? 'never' : stateOf(last),
+      running: this.running ? { startedAt: this.running.startedAt, by: this.running.by } : null,
+      last: null,
+      checkpoint: null,
+      head: null,
+      shared: view,
     };
   }
 
   /** Starts a verification unless one is running; returns the status. */
-  verify(by: string): VerificationReply & { now: number } {
+  async verify(by: string): Promise<VerificationReply & { now: number }> {
     if (this.closed) throw new AuditorError(503, 'the console is shutting down', 'closing');
     if (!this.running) this.start(by);
     return this.verification();
@@ -151,23 +243,32 @@ export class AuditorService {
 
   private start(by: string): void {
     const startedAt = Date.now();
-    const worker = new Worker(new URL('../audit/verify-worker.js', import.meta.url), { workerData: { dataDir: this.dataDir } satisfies VerifyWorkerInit });
+    const init: VerifyWorkerInit = { dataDir: this.dataDir, ...(this.shared ? { shared: { url: this.shared.url, instance: this.shared.instance } } : {}) };
+    const worker = new Worker(new URL('../audit/verify-worker.js', import.meta.url), { workerData: init });
     worker.unref();
     this.log.info('audit.verify_started', { user: by });
     const done = new Promise<void>((resolve) => {
       let finished = false;
-      const finish = (report: VerifyReport | null, error: string | null): void => {
+      const finish = (report: VerifyReport | null, error: string | null, instances: InstanceVerification[] | null = null): void => {
         if (finished) return;
         finished = true;
         this.running = null;
-        this.last = { startedAt, finishedAt: Date.now(), by, report, error };
-        if (error !== null) this.log.warn('audit.verify_error', { user: by, error });
+        const ship = this.shared?.shipping() ?? null;
+        this.last = { startedAt, finishedAt: Date.now(), by, report, instances, localHead: ship ? ship.shippedSeq + ship.behindEvents : null, error };
+        if (instances !== null) {
+          for (const i of instances) {
+            if (i.error !== null) this.log.warn('audit.verify_error', { user: by, instance: i.instance, error: i.error });
+            else if (i.report!.ok) this.log.info('audit.verified', { user: by, instance: i.instance, events: i.report!.events, last_seq: i.report!.lastSeq, unsealed: i.report!.unsealed });
+            else this.log.error('audit.verify_failed', { user: by, instance: i.instance, problem: i.report!.problems.find((p) => p.severity === 'error')?.message ?? null, problems: i.report!.problems.length });
+          }
+        } else if (error !== null) this.log.warn('audit.verify_error', { user: by, error });
         else if (report!.ok) this.log.info('audit.verified', { user: by, events: report!.events, last_seq: report!.lastSeq, unsealed: report!.unsealed, ms: Date.now() - startedAt });
         else this.log.error('audit.verify_failed', { user: by, problem: report!.problems.find((p) => p.severity === 'error')?.message ?? null, problems: report!.problems.length });
         resolve();
       };
       worker.once('message', (m: FromVerifyWorker) => {
         if (m.type === 'report') finish(m.report, null);
+        else if (m.type === 'shared') finish(null, null, m.instances);
         else finish(null, m.message);
       });
       worker.once('error', (err) => finish(null, err.message));
@@ -176,8 +277,12 @@ export class AuditorService {
     this.running = { startedAt, by, worker, done };
   }
 
-  private open(): Database.Database {
+  private notClosed(): void {
     if (this.closed) throw new AuditorError(503, 'the console is shutting down', 'closing');
+  }
+
+  private open(): Database.Database {
+    this.notClosed();
     if (this.db) return this.db;
     try {
       this.db = openAuditDbForReading(this.dataDir);
@@ -189,7 +294,21 @@ export class AuditorService {
   }
 }
 
-function resultView(r: VerificationResult): VerificationRunView {
+/** A run's outcome: over every instance with `shared` (a break anywhere outweighs one that could not be checked). */
+function stateOf(r: VerificationResult): 'verified' | 'broken' | 'error' {
+  if (r.error !== null) return 'error';
+  if (r.instances !== null) {
+    if (r.instances.some((i) => i.report !== null && !i.report.ok)) return 'broken';
+    return r.instances.some((i) => i.error !== null) ? 'error' : 'verified';
+  }
+  return r.report!.ok ? 'verified' : 'broken';
+}
+
+function sharedOk(r: VerificationResult): boolean {
+  return stateOf(r) === 'verified';
+}
+
+function resultView(r: Pick<VerificationResult, 'startedAt' | 'finishedAt' | 'by' | 'report' | 'error'>): VerificationRunView {
   const base = { startedAt: r.startedAt, finishedAt: r.finishedAt, durationMs: r.finishedAt - r.startedAt, by: r.by };
   if (!r.report) return { ...base, ok: false, error: r.error ?? 'the verification did not finish' };
   const p = r.report;
@@ -215,8 +334,9 @@ function resultView(r: VerificationResult): VerificationRunView {
   };
 }
 
-function sessionView(r: SessionRow): AuditSessionView & { durationMs: number | null; bytesIn: number | null; bytesOut: number | null } {
+function sessionView(r: SessionRow | SharedSessionRow): AuditSessionView & { durationMs: number | null; bytesIn: number | null; bytesOut: number | null } {
   return {
+    ...('instance' in r ? { instance: r.instance } : {}),
     id: r.connection,
     short: shortId(r.connection, r.session),
     no: r.session,

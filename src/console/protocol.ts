@@ -323,6 +323,8 @@ export interface CliLoginInfo {
 // The auditor view (members of `auditors`): what the page reads of console/auditor.ts's answers.
 
 export interface AuditSessionView {
+  /** With `state:`: the instance whose trail recorded it (absent without: there is only this one). */
+  instance?: string;
   id: string | null;
   short: string;
   no: number;
@@ -344,6 +346,8 @@ export interface AuditSessionView {
 export interface AuditSessionsReply {
   sessions: AuditSessionView[];
   next: string | null;
+  /** Every instance's trail from the shared store (`state:`); false: this instance's DATA/audit.db. */
+  shared: boolean;
 }
 
 export interface TimelineStepView {
@@ -369,7 +373,7 @@ export interface VerificationProblemView {
   message: string;
 }
 
-interface VerificationRunBase {
+export interface VerificationRunBase {
   startedAt: number;
   finishedAt: number;
   durationMs: number;
@@ -399,11 +403,54 @@ export type VerificationRunView =
       moreProblems: number;
     });
 
+export interface CheckpointInfoView {
+  id: number;
+  seq: number;
+  time: number;
+  reason: string;
+  kid: string | null;
+}
+
 /** GET /api/audit/verification, POST /api/audit/verify */
 export interface VerificationReply {
+  /** With `shared`: over every instance (broken when any is, error when any could not be checked). */
   state: 'never' | 'running' | 'verified' | 'broken' | 'error';
   running: { startedAt: number; by: string } | null;
+  /** This instance's DATA/audit.db; null with `shared` (see its instances). */
   last: VerificationRunView | null;
-  checkpoint: { id: number; seq: number; time: number; reason: string; kid: string | null } | null;
+  checkpoint: CheckpointInfoView | null;
   head: { seq: number; time: number } | null;
+  /** With `state:`: every instance's chain in the shared store; null without. */
+  shared: SharedVerificationView | null;
+}
+
+export interface SharedVerificationView {
+  /** This console's instance. */
+  self: string;
+  /** The last run over every instance: when, by whom, and an error that stopped it as a whole. */
+  last: (VerificationRunBase & { ok: boolean; error: string | null }) | null;
+  instances: AuditInstanceView[];
+}
+
+/** One instance's chain in the shared store. */
+export interface AuditInstanceView {
+  instance: string;
+  /** Its last shipped event and latest shipped checkpoint, read when asked. */
+  head: { seq: number; time: number } | null;
+  checkpoint: CheckpointInfoView | null;
+  /** The key pinned to it in the shared store (what its checkpoints are checked with). */
+  pinnedKid: string | null;
+  /**
+   * Events committed to its local trail and not in the shared store, so neither listed nor verified here:
+   * known for this console's own instance only (its shipper); null for the others (their consoles and
+   * /metrics stepgate_audit_ship_lag_events show theirs).
+   */
+  unshipped: { events: number; seconds: number; state: string; error: string | null } | null;
+  /** Its part of the last run (null: not in it, e.g. first shipped after it). */
+  last: VerificationRunView | null;
+  /**
+   * This console's own instance only: events it had committed locally when that run finished beyond the
+   * last one the run verified (not shipped yet, so not checked); null for the others (not known here).
+   */
+  unverified: number | null;
 }

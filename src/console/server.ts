@@ -36,7 +36,7 @@ import { CodeFactors, newRecoveryCodes, newTotpSecret, totpUri } from '../identi
 import type { Logger } from '../log.js';
 import { makeVerifier } from '../protocol/scram.js';
 import type { ConsoleBroker, Refusal } from '../stepup/broker.js';
-import { AUDITORS_GROUP, AuditorError, AuditorService } from './auditor.js';
+import { AUDITORS_GROUP, AuditorError, AuditorService, type AuditorShared } from './auditor.js';
 import { pageHtml } from './client/page.js';
 import { CONSOLE_CSS } from './client/styles.js';
 import { Hub } from './hub.js';
@@ -115,6 +115,8 @@ export interface ConsoleServerOptions {
   revocations?: Revocations;
   /** Passkey ceremonies in progress; default: this process's memory (shared state: the state database). */
   ceremonies?: CeremonyStore;
+  /** With `state:`: the auditor view reads every instance's trail from the shared store. */
+  auditShared?: AuditorShared | null;
 }
 
 /** Where database clients connect (for the Connect page, `stepgate login`, credentials). */
@@ -177,7 +179,7 @@ export class ConsoleServer {
     this.broker = options.broker;
     this.log = options.log;
     this.tls = options.config.tls !== null;
-    this.auditor = new AuditorService(options.config.dataDir, options.log);
+    this.auditor = new AuditorService(options.config.dataDir, options.log, options.auditShared ?? null);
     this.sso = options.sso ?? null;
     this.now = options.now ?? Date.now;
     this.codes = new CodeFactors(options.identity, this.now);

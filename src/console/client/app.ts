@@ -48,7 +48,7 @@ const ACTIONS: Record<string, (button: HTMLButtonElement) => unknown> = {
   'audit-filter': applyFilter,
   'audit-clear': clearFilter,
   'audit-more': () => loadSessions(false),
-  'audit-open': (button) => openSession(button.dataset.id ?? '', true),
+  'audit-open': (button) => openSession(button.dataset.id ?? '', true, button.dataset.instance ?? null),
   'audit-back': back,
   'audit-timeline-more': () => loadTimeline(),
 };
@@ -58,7 +58,7 @@ document.addEventListener('click', (event) => {
   if (!button) {
     // A click anywhere on a session's row opens it (the button in its first cell is the keyboard way).
     const row = closest(event.target, 'tr[data-audit-session]');
-    if (row && !window.getSelection()?.toString()) void openSession(row.dataset.auditSession ?? '', true);
+    if (row && !window.getSelection()?.toString()) void openSession(row.dataset.auditSession ?? '', true, row.dataset.instance ?? null);
     return;
   }
   if (button.disabled) return;

@@ -178,6 +178,7 @@ export function pageHtml(): string {
         <p id="audit-status" class="verify" data-audit-status="" role="status" aria-live="polite"></p>
         <ul id="audit-verify-facts" class="facts-list"></ul>
         <ul id="audit-problems" class="problems" hidden></ul>
+        <ul id="audit-instances" class="instances" hidden></ul>
       </section>
 
       <section id="audit-sessions-panel" class="panel" aria-labelledby="sessions-title">
@@ -194,7 +195,7 @@ export function pageHtml(): string {
         <p id="audit-sessions-error" class="error" role="alert"></p>
         <div class="table-wrap">
           <table class="sessions">
-            <thead><tr><th scope="col">Session</th><th scope="col">User</th><th scope="col">Database</th><th scope="col">Client</th>
+            <thead><tr><th scope="col" id="audit-instance-col" hidden>Instance</th><th scope="col">Session</th><th scope="col">User</th><th scope="col">Database</th><th scope="col">Client</th>
               <th scope="col">Application</th><th scope="col">Start (UTC)</th><th scope="col">End (UTC)</th>
               <th scope="col" class="num">Statements</th><th scope="col" class="num">Denied</th><th scope="col" class="num">Held</th></tr></thead>
             <tbody id="audit-sessions"></tbody>
