@@ -10,7 +10,6 @@
  *
  * Needs Debian's `haproxy` (/usr/sbin/haproxy); skipped with a hint when it is not installed.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -18,7 +17,7 @@ import path from 'node:path';
 import t from 'tap';
 import pg from 'pg';
 import { freePort, startPostgres } from '../helpers/postgres.js';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { approveOnPage, enroll, launchBrowser, newPerson, signIn, waitForChallenge } from '../console/browser.js';
 import { serveSetup, startServe, STEPGATE_BIN, type ServeChild, type ServeSetup } from '../helpers/serve.js';
 import { rulesDirWith } from '../helpers/stepgate.js';
@@ -176,6 +175,13 @@ backend stepgate
     const row = await db.query(`SELECT outcome->>'status' AS status, decided_by FROM stepgate.holds WHERE id = '${holder.id}'`, 'stepgate_state');
     t.same(row.rows[0], { status: 'approved', decided_by: other.name }, 'the shared state records who decided, where');
     t.same(alice.errors, [], 'no errors in the page');
+    // The holder's own trail proves the approval, though the passkey was registered on the other instance.
+    const holderInstance = holder.instance === 'a' ? a : b;
+    const verified = await waitFor('the approval in the holder’s trail', () => {
+      const r = spawnSync(process.execPath, [STEPGATE_BIN, 'audit', 'verify', '--data', holderInstance.setup.dataDir, '--local'], { encoding: 'utf8' });
+      return /1 passkey approval signature-checked/.test(r.stdout) ? r : null;
+    });
+    t.notMatch(verified.stdout, /not in the trail|FAILED/, `${holder.instance}'s trail holds the passkey's key and the signature checks`);
   });
 
   t.test('instance A killed (SIGKILL): HAProxy marks it down, new connections go to B', async (t) => {
@@ -190,9 +196,11 @@ backend stepgate
     await db.stop();
     const report = await waitFor('b to be not ready', async () => {
       const res = await fetch(`http://127.0.0.1:${b.metricsPort}/readyz`);
-      return res.status === 503 ? ((await res.json()) as Record<string, any>) : null;
+      // The state database (on the same server) may be reported first: wait for the upstream's probe.
+      const body = res.status === 503 ? ((await res.json()) as Record<string, any>) : null;
+      return body?.upstream?.ok === false ? body : null;
     });
-    t.match(report, { ready: false, upstream: { ok: false, servers: [{ ok: false, error: /could not connect/ }] }, audit: { ok: true } });
+    t.match(report, { ready: false, upstream: { ok: false, servers: [{ ok: false, error: /could not connect/ }] }, audit: { ok: true }, state: { ok: false } });
     await waitFor('haproxy to mark b down', async () => ((await serverStatus('b')) ?? '').startsWith('DOWN'), 10_000, 50);
     t.pass('b is out of the pool');
     const health = await fetch(`http://127.0.0.1:${b.metricsPort}/healthz`);
