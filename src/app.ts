@@ -132,26 +132,38 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
       }),
   });
   shadowed(rules.current);
+  // What a failed start undoes, newest first (a started stepgate stops in the order of close() below).
+  const undo: (() => unknown)[] = [() => rules.close()];
+  const abandon = async (err: unknown, message?: string): Promise<never> => {
+    for (const fn of undo.reverse()) {
+      try {
+        await fn();
+      } catch {
+        // the error that stopped the start is the one to report
+      }
+    }
+    throw message === undefined ? err : new Error(message);
+  };
   let state: StateDatabase | null = null;
   let identity: IdentityStore;
   try {
-    if (config.state) state = await openStateDatabase(config.state, instanceId(config.state, config.listen.port), log);
+    if (config.state) {
+      state = await openStateDatabase(config.state, instanceId(config.state, config.listen.port), log);
+      undo.push(() => state!.close());
+    }
     identity = await openIdentityStore(config.dataDir, state, log);
   } catch (err) {
-    rules.close();
-    await state?.close();
-    throw err;
+    return abandon(err);
   }
   const signals = openSignalRecords(config.dataDir, identity);
-  /** The people and their signal records, and the state database under them (also on a failed start). */
-  const closeIdentity = async (): Promise<void> => {
+  undo.push(() => {
     signals.close();
     identity.close();
-    await state?.close();
-  };
+  });
   const cache = new ClassificationCache();
   // Large texts (and texts too deep for this thread's stack) are classified in a worker thread.
   const classifier = new OffThreadClassifier({ cache });
+  undo.push(() => classifier.close());
 
   // The audit trail before anything can connect: stepgate does not run without one.
   let auditStore: AuditStore | null = null;
@@ -166,10 +178,10 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         checkpointMs: config.audit.checkpointMs,
       });
     } catch (err) {
-      rules.close();
-      await closeIdentity();
-      throw new Error(`cannot open the audit trail in ${config.dataDir}: ${(err as Error).message}`);
+      return abandon(err, `cannot open the audit trail in ${config.dataDir}: ${(err as Error).message}`);
     }
+    const opened = auditStore;
+    undo.push(() => opened.close());
   }
   // Public keys of passkeys registered before the trail recorded them, so their approvals can be verified.
   const passkeysInTrail = auditStore ? recordMissingPasskeys(config.dataDir, identity, auditStore, log).known : null;
@@ -196,7 +208,11 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleUrl ?? '' });
   } else if (!overrides.stepUp) {
     broker = new ConsoleBroker({ identity, log, consoleUrl: () => consoleServer!.url });
-    revocations = state ? await SharedRevocations.open(state, log) : null;
+    try {
+      revocations = state ? await SharedRevocations.open(state, log) : null;
+    } catch (err) {
+      return abandon(err);
+    }
     consoleServer = new ConsoleServer({
       config: overrides.consoleTls === false ? { ...config, tls: null } : config,
       identity,
@@ -214,16 +230,18 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     try {
       consoleUrl = await consoleServer.listen();
     } catch (err) {
-      broker.close();
-      rules.close();
-      await closeIdentity();
-      await auditStore?.close();
       const e = err as NodeJS.ErrnoException;
-      if (e.code === 'EADDRINUSE') {
-        throw new Error(`cannot listen on ${config.console.host}:${config.console.port} for the console: the address is in use (choose another with --console HOST:PORT)`);
-      }
-      throw err;
+      return abandon(
+        err,
+        e.code === 'EADDRINUSE' ? `cannot listen on ${config.console.host}:${config.console.port} for the console: the address is in use (choose another with --console HOST:PORT)` : undefined,
+      );
     }
+    const listening = consoleServer;
+    undo.push(() => listening.close());
+  }
+  if (broker) {
+    const b = broker;
+    undo.push(() => b.close());
   }
   // Holds and grants shared with the other instances on the state database.
   let sharedHolds: SharedHolds | null = null;
@@ -231,13 +249,10 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     try {
       sharedHolds = await SharedHolds.start({ db: state, broker, log, leaseMs: config.state!.leaseMs });
     } catch (err) {
-      broker.close();
-      await consoleServer?.close();
-      rules.close();
-      await closeIdentity();
-      await auditStore?.close();
-      throw new Error(`cannot share held statements on the state database: ${(err as Error).message}`);
+      return abandon(err, `cannot share held statements on the state database: ${(err as Error).message}`);
     }
+    const shared = sharedHolds;
+    undo.push(() => shared.close());
   }
   // Shared passkeys: each trail records the keys its own approvals need (registered elsewhere or not).
   if (broker && state && auditStore && passkeysInTrail) broker.addListener(new PasskeyKeysForApprovals(passkeysInTrail, identity, auditStore));
@@ -248,6 +263,8 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     const b = broker;
     notifier = new WebhookNotifier({ webhooks: config.notify.webhooks, audit, log, url: (id) => b.challengeUrl(id), ...overrides.notify });
     broker.addListener(notifier);
+    const n = notifier;
+    undo.push(() => n.close());
     log.info('notify.configured', { webhooks: config.notify.webhooks.map((h) => ({ name: h.name, format: h.format, events: h.events, rules: h.rules })) });
   }
 
@@ -292,18 +309,15 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
   try {
     proxyAddress = await proxy.listen();
   } catch (err) {
-    broker?.close();
-    notifier?.close();
-    await sharedHolds?.close();
-    await consoleServer?.close();
-    rules.close();
-    await closeIdentity();
-    await auditStore?.close();
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'EADDRINUSE') throw new Error(`cannot listen on ${config.listen.host}:${config.listen.port}: the address is in use (choose another with --listen HOST:PORT)`);
-    throw err;
+    return abandon(err, e.code === 'EADDRINUSE' ? `cannot listen on ${config.listen.host}:${config.listen.port}: the address is in use (choose another with --listen HOST:PORT)` : undefined);
   }
-  if (state && auditStore) shipper = new AuditShipper({ dataDir: config.dataDir, url: config.state!.url, instance: state.instanceId, store: auditStore, log });
+  undo.push(() => proxy.close());
+  if (state && auditStore) {
+    const s = new AuditShipper({ dataDir: config.dataDir, url: config.state!.url, instance: state.instanceId, store: auditStore, log });
+    shipper = s;
+    undo.push(() => s.close());
+  }
   let closing: Promise<void> | null = null;
   let metricsServer: MetricsServer | null = null;
   let metricsAddress: net.AddressInfo | null = null;
@@ -324,19 +338,14 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
     try {
       metricsAddress = await metricsServer.listen();
     } catch (err) {
-      await proxy.close();
-      await classifier.close();
-      broker?.close();
-      await sharedHolds?.close();
-      await consoleServer?.close();
-      rules.close();
-      await closeIdentity();
-      await auditStore?.close();
-      await shipper?.close();
       const e = err as NodeJS.ErrnoException;
       const at = `${config.metrics.listen.host}:${config.metrics.listen.port}`;
-      if (e.code === 'EADDRINUSE') throw new Error(`cannot listen on ${at} for metrics: the address is in use (choose another with metrics: {listen: HOST:PORT}${config.source ? ` in ${config.source}` : ''})`);
-      throw new Error(`cannot listen on ${at} for metrics: ${e.message}`);
+      return abandon(
+        err,
+        e.code === 'EADDRINUSE'
+          ? `cannot listen on ${at} for metrics: the address is in use (choose another with metrics: {listen: HOST:PORT}${config.source ? ` in ${config.source}` : ''})`
+          : `cannot listen on ${at} for metrics: ${e.message}`,
+      );
     }
     log.info('metrics.listening', { listen: `${metricsAddress.address}:${metricsAddress.port}`, paths: ['/metrics', '/healthz', '/readyz'] });
   }
@@ -390,7 +399,9 @@ export async function startApp(config: Config, log: Logger, overrides: AppOverri
         await consoleServer?.close();
         revocations?.close();
         rules.close();
-        await closeIdentity();
+        signals.close();
+        identity.close();
+        await state?.close();
         // Last: the sessions' ends are recorded, then a final signed checkpoint, then shipped.
         await auditStore?.close();
         await shipper?.close();

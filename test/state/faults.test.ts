@@ -6,7 +6,8 @@
  */
 import t from 'tap';
 import pg from 'pg';
-import { startPostgres } from '../helpers/postgres.js';
+import { freePort, startPostgres } from '../helpers/postgres.js';
+import { serveSetup, startServe } from '../helpers/serve.js';
 import { ALICE, rulesDirWith, startStepgate } from '../helpers/stepgate.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -77,4 +78,15 @@ t.test('unreachable, then back', async (t) => {
   t.match(await held, { code: '42501' });
   const logged = JSON.stringify(sg.logs.filter((l) => String(l.event).startsWith('state.')));
   t.notMatch(logged, new RegExp(db.password), 'no password in the state log lines');
+});
+
+t.test('a state database out of reach at start: serve exits 1 naming it (without its password), and does not hang', async (t) => {
+  const closed = `postgres://stepgate:hunter2-secret@127.0.0.1:${await freePort()}/stepgate_state`;
+  const setup = await serveSetup(t, db, { configYaml: `state: ${JSON.stringify(closed)}\n` });
+  const err = await startServe(t, ['--config', setup.configFile]).then(
+    () => null,
+    (e: Error) => e.message,
+  );
+  t.match(err, /exited with 1: .*cannot use the state database postgres:\/\/stepgate:\*\*\*@127\.0\.0\.1:\d+\/stepgate_state/s, 'exit status 1, naming the database');
+  t.notMatch(err, /hunter2/, 'never the password');
 });
