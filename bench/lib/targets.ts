@@ -214,18 +214,20 @@ export async function startStepgateProcess(db: TestPostgres, database: string, r
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-bench-'));
   const port = await freePort();
   const user = { name: 'bench', password: 'bench-password' };
-  execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin/stepgate.js'), 'users', 'add', user.name, '--password-stdin', '--data', dir], {
-    input: user.password + '\n',
-    stdio: ['pipe', 'ignore', 'inherit'],
-  });
+  const configFile = path.join(dir, 'stepgate.yaml');
   fs.writeFileSync(
-    path.join(dir, 'stepgate.yaml'),
+    configFile,
     `listen: 127.0.0.1:${port}\nupstream: ${JSON.stringify(socketUrl(db, database))}\ndata: ${JSON.stringify(dir)}\nrules: ${JSON.stringify(rulesDir)}\nconsole: 127.0.0.1:0\nlimits:\n  max_connections: 5000\n` +
       (options.stateDatabase ? `state: ${JSON.stringify(socketUrl(db, options.stateDatabase))}\n` : ''),
   );
+  // Through the config: into the shared store when it has state:, else into the data directory.
+  execFileSync(process.execPath, [path.join(REPO_ROOT, 'bin/stepgate.js'), 'users', 'add', user.name, '--password-stdin', '--config', configFile], {
+    input: user.password + '\n',
+    stdio: ['pipe', 'ignore', 'inherit'],
+  });
   // STEPGATE_BENCH_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof" profiles the stepgate process.
   const nodeArgs = (process.env.STEPGATE_BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
-  const args = [...nodeArgs, path.join(REPO_ROOT, 'bin/stepgate.js'), 'serve', '--config', path.join(dir, 'stepgate.yaml'), '--log-level', 'warn'];
+  const args = [...nodeArgs, path.join(REPO_ROOT, 'bin/stepgate.js'), 'serve', '--config', configFile, '--log-level', 'warn'];
   const unenforced = options.enforceReads === false;
   const name = unenforced ? 'stepgate-unenforced' : options.stateDatabase ? 'stepgate-shared' : 'stepgate';
   return startNodeTarget(name, args, port, { user: user.name, password: user.password, database }, dir, unenforced ? { STEPGATE_UNSAFE_NO_READ_ONLY: '1' } : {});
