@@ -168,7 +168,11 @@ export class SharedHolds implements HoldExchange {
       ])
       .then(() => undefined);
     this.published.set(c.id, done);
-    void done.catch(() => {});
+    // Once answered, nothing needs to wait for it (a failed insert leaves no row: approvals find none).
+    const forget = (): void => {
+      this.published.delete(c.id);
+    };
+    done.then(forget, forget);
     return done;
   }
 
