@@ -58,8 +58,14 @@ export async function serveSetup(t: { teardown(fn: () => unknown): void }, db: T
 /** Spawns `stepgate serve ARGS`; resolves once it listens (or rejects with its stderr if it exits first). */
 export async function startServe(t: { teardown(fn: () => unknown): void }, args: string[]): Promise<ServeChild> {
   const child = spawn(process.execPath, [STEPGATE_BIN, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  t.teardown(() => {
+  const kill = (): void => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  // A test that crashes never runs its teardown: the child must not outlive this process either way.
+  process.once('exit', kill);
+  t.teardown(() => {
+    process.off('exit', kill);
+    kill();
   });
   let err = '';
   const logs: Record<string, unknown>[] = [];

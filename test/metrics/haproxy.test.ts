@@ -98,7 +98,11 @@ backend stepgate
   let proxyErr = '';
   proxy.stderr!.on('data', (d: Buffer) => (proxyErr += d.toString()));
   const proxyExited = new Promise<void>((resolve) => proxy.once('exit', () => resolve()));
+  // A test that crashes never runs its teardown: HAProxy must not outlive this process either way.
+  const killOnExit = (): void => void (proxy.exitCode === null && proxy.signalCode === null && proxy.kill('SIGKILL'));
+  process.once('exit', killOnExit);
   t.teardown(async () => {
+    process.off('exit', killOnExit);
     if (proxy.exitCode === null && proxy.signalCode === null) proxy.kill('SIGKILL');
     await proxyExited;
   });
