@@ -678,25 +678,15 @@ export function routeDatabase(config: Pick<Config, 'upstream' | 'databases'>, da
   return { target, database: target.database && mapped ? target.database : database };
 }
 
+/** The `state:` URL of a config file (for `stepgate audit`, which reads nothing else of it); null without one. */
+export function resolveStateUrl(configFile: string): string | null {
+  return resolveState({ config: configFile })?.url ?? null;
+}
+
 /**
  * The data directory for commands that need only it (users, audit): --data, else the config file's
  * `data:`, else the default. Lenient: the rest of the config file is not checked here.
  */
-/** The `state:` URL of a config file (for `stepgate audit`, which reads nothing else of it); null without one. */
-export function resolveStateUrl(configFile: string): string | null {
-  const file = path.resolve(configFile);
-  let raw: unknown;
-  try {
-    raw = (parseDocument(fs.readFileSync(file, 'utf8')).toJS() as Record<string, unknown> | null)?.state;
-  } catch (err) {
-    throw new ConfigError([`${file}: cannot read the config file: ${(err as Error).message}`]);
-  }
-  const problems: string[] = [];
-  const state = parseStateSection(raw, (key, sub) => `${file}: ${sub ? `${key}.${sub}` : key}: `, problems);
-  if (problems.length > 0) throw new ConfigError(problems);
-  return state?.url ?? null;
-}
-
 export function resolveDataDir(flags: { data?: string; config?: string }): string {
   if (flags.data) return path.resolve(flags.data);
   if (flags.config) {

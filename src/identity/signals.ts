@@ -48,10 +48,11 @@ export function tableKey(database: string, table: TableRef): string {
   return `${database.toLowerCase()}\u001f${table.schema === null ? '' : `${table.schema.toLowerCase()}.`}${table.name.toLowerCase()}`;
 }
 
-/** signals.db's schema: the tables identity.db's third step holds for a SQLite instance. Append only. */
-export const SIGNALS_MIGRATIONS: Migration[] = [
-  (db) => {
-    db.exec(`
+/**
+ * The tables of the records signals are computed from: in identity.db (its third step) for a SQLite
+ * instance, alone in signals.db with shared state. Shipped DDL: never edit, append steps instead.
+ */
+export const SIGNALS_DDL = `
       CREATE TABLE login_places (
         user_name TEXT NOT NULL,
         kind TEXT NOT NULL,
@@ -71,9 +72,10 @@ export const SIGNALS_MIGRATIONS: Migration[] = [
         first_at INTEGER NOT NULL,
         PRIMARY KEY (user_name, tbl)
       );
-    `);
-  },
-];
+`;
+
+/** signals.db's schema (with `state:`). Append only. */
+export const SIGNALS_MIGRATIONS: Migration[] = [(db) => db.exec(SIGNALS_DDL)];
 
 export class SignalRecords {
   private readonly tables = new Map<string, Set<string>>();

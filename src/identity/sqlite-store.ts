@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { openDatabase, type Migration } from '../util/sqlite-schema.js';
+import { SIGNALS_DDL } from './signals.js';
 import {
   checkUserName,
   CREDENTIALS_PER_USER,
@@ -114,26 +115,9 @@ export const IDENTITY_MIGRATIONS: Migration[] = [
         used_at INTEGER,
         PRIMARY KEY (user_name, code_hash)
       );
-      CREATE TABLE login_places (
-        user_name TEXT NOT NULL,
-        kind TEXT NOT NULL,
-        value TEXT NOT NULL,
-        first_seen INTEGER NOT NULL,
-        last_seen INTEGER NOT NULL,
-        PRIMARY KEY (user_name, kind, value)
-      );
-      CREATE TABLE login_failures (
-        user_name TEXT NOT NULL,
-        at INTEGER NOT NULL
-      );
-      CREATE INDEX login_failures_user ON login_failures (user_name, at);
-      CREATE TABLE table_access (
-        user_name TEXT NOT NULL,
-        tbl TEXT NOT NULL,
-        first_at INTEGER NOT NULL,
-        PRIMARY KEY (user_name, tbl)
-      );
     `);
+    // The signal records (signals.ts), here for a SQLite instance.
+    db.exec(SIGNALS_DDL);
   },
 ];
 

@@ -209,95 +209,54 @@ export class StepgateMetrics implements ProxyMetrics {
     });
     this.catalogErrors = new Counter({ name: 'stepgate_catalog_errors_total', help: 'Failed reads of a database\'s schema catalog (the classifier then knows less)', registers });
 
-    const audit = (): ReturnType<MetricsSources['audit']> => sources.audit();
-    new Gauge({
-      name: 'stepgate_audit_healthy',
-      help: '1 when the audit store records, 0 when it failed (statements that must be recorded are refused)',
-      registers,
-      collect() {
-        this.set(audit().healthy ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: 'stepgate_audit_queue_records',
-      help: 'Audit records waiting in memory for the writer',
-      registers,
-      collect() {
-        this.set(audit().stats?.queued ?? 0);
-      },
-    });
-    new Gauge({
-      name: 'stepgate_audit_write_lag_seconds',
-      help: 'Age of the oldest audit record not yet committed (0 when none waits)',
-      registers,
-      collect() {
-        const at = audit().stats?.oldestQueuedAt ?? null;
-        this.set(at === null ? 0 : Math.max(0, (Date.now() - at) / 1000));
-      },
-    });
-    let droppedReported = 0;
-    const dropped = new Counter({
-      name: 'stepgate_audit_dropped_events_total',
-      help: 'Audit events dropped because the store was down and its memory buffer full (recorded as audit.gap)',
-      registers,
-      collect() {
-        const now = audit().stats?.dropped ?? 0;
-        if (now > droppedReported) {
-          dropped.inc(now - droppedReported);
-          droppedReported = now;
-        }
-      },
-    });
-    const shipping = sources.auditShipping;
-    if (shipping) {
+    // Read when scraped: a gauge of a value, a counter following a running total kept elsewhere.
+    const gauge = (name: string, help: string, read: () => number): void => {
       new Gauge({
-        name: 'stepgate_audit_ship_lag_events',
-        help: 'Audit events committed to the local trail and not yet in the shared state database',
+        name,
+        help,
         registers,
         collect() {
-          this.set(shipping().behindEvents);
+          this.set(read());
         },
       });
-      new Gauge({
-        name: 'stepgate_audit_ship_lag_seconds',
-        help: 'Age of the oldest audit event not yet in the shared state database (0 when none)',
+    };
+    const total = (name: string, help: string, read: () => number): void => {
+      let reported = 0;
+      const counter = new Counter({
+        name,
+        help,
         registers,
         collect() {
-          this.set(shipping().behindSeconds);
-        },
-      });
-      new Gauge({
-        name: 'stepgate_audit_ship_up',
-        help: '1 while the audit shipper copies the trail to the shared state database, 0 while it retries or stopped (a conflict: see the log)',
-        registers,
-        collect() {
-          this.set(shipping().state === 'shipping' ? 1 : 0);
-        },
-      });
-    }
-    const state = sources.state;
-    if (state) {
-      new Gauge({
-        name: 'stepgate_state_up',
-        help: '1 while the shared state database is reachable, 0 while stepgate reconnects (step-up then fails closed)',
-        registers,
-        collect() {
-          this.set(state().healthy ? 1 : 0);
-        },
-      });
-      let errorsReported = 0;
-      const errors = new Counter({
-        name: 'stepgate_state_errors_total',
-        help: 'Connection failures of the shared state database (each followed by a reconnection with backoff)',
-        registers,
-        collect() {
-          const now = state().errors;
-          if (now > errorsReported) {
-            errors.inc(now - errorsReported);
-            errorsReported = now;
+          const now = read();
+          if (now > reported) {
+            counter.inc(now - reported);
+            reported = now;
           }
         },
       });
+    };
+    const audit = (): ReturnType<MetricsSources['audit']> => sources.audit();
+    gauge('stepgate_audit_healthy', '1 when the audit store records, 0 when it failed (statements that must be recorded are refused)', () => (audit().healthy ? 1 : 0));
+    gauge('stepgate_audit_queue_records', 'Audit records waiting in memory for the writer', () => audit().stats?.queued ?? 0);
+    gauge('stepgate_audit_write_lag_seconds', 'Age of the oldest audit record not yet committed (0 when none waits)', () => {
+      const at = audit().stats?.oldestQueuedAt ?? null;
+      return at === null ? 0 : Math.max(0, (Date.now() - at) / 1000);
+    });
+    total('stepgate_audit_dropped_events_total', 'Audit events dropped because the store was down and its memory buffer full (recorded as audit.gap)', () => audit().stats?.dropped ?? 0);
+    const shipping = sources.auditShipping;
+    if (shipping) {
+      gauge('stepgate_audit_ship_lag_events', 'Audit events committed to the local trail and not yet in the shared state database', () => shipping().behindEvents);
+      gauge('stepgate_audit_ship_lag_seconds', 'Age of the oldest audit event not yet in the shared state database (0 when none)', () => shipping().behindSeconds);
+      gauge(
+        'stepgate_audit_ship_up',
+        '1 while the audit shipper copies the trail to the shared state database, 0 while it retries or stopped (a conflict: see the log)',
+        () => (shipping().state === 'shipping' ? 1 : 0),
+      );
+    }
+    const state = sources.state;
+    if (state) {
+      gauge('stepgate_state_up', '1 while the shared state database is reachable, 0 while stepgate reconnects (step-up then fails closed)', () => (state().healthy ? 1 : 0));
+      total('stepgate_state_errors_total', 'Connection failures of the shared state database (each followed by a reconnection with backoff)', () => state().errors);
     }
     // Process metrics (CPU, memory, event loop lag, handles), in this registry.
     collectDefaultMetrics({ register: this.registry });

@@ -23,6 +23,7 @@
 import os from 'node:os';
 import type pg from 'pg';
 import type { Logger } from '../log.js';
+import { pidExists } from '../util/process-identity.js';
 import type { HoldOutcome } from '../stepup/types.js';
 import { Challenge, type Approval, type ChallengeSummary, type ConsoleBroker, type Grant, type HoldExchange, type RanOutcome } from '../stepup/broker.js';
 import type { StateDatabase, StateMigrations } from './database.js';
@@ -344,7 +345,7 @@ export class SharedHolds implements HoldExchange {
     // Restarted on the same host after a crash: the old process is gone, so its lease need not run out.
     const prior = await this.db.query<{ host: string; pid: number; stopped: boolean }>(`SELECT host, pid, stopped_at IS NOT NULL AS stopped FROM stepgate.instances WHERE id = $1`, [this.me]);
     const p = prior.rows[0];
-    if (p && !p.stopped && p.host === os.hostname() && p.pid !== process.pid && !processAlive(p.pid)) {
+    if (p && !p.stopped && p.host === os.hostname() && p.pid !== process.pid && !pidExists(p.pid)) {
       await this.db.query(`UPDATE stepgate.instances SET stopped_at = now() WHERE id = $1 AND pid = $2`, [this.me, p.pid]);
     }
     const r = await this.db.query(
@@ -411,15 +412,6 @@ export class SharedHolds implements HoldExchange {
     };
     p.then(forget, forget);
     return p;
-  }
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -43,8 +43,8 @@ export class SharedRevocations implements Revocations {
       [sid, until, CHANNEL],
     );
     this.remember(sid, until);
-    // Now and then, the expired ones go (any instance may prune: they can no longer be refreshed).
-    if (Math.random() < 0.05) void this.db.query(`DELETE FROM stepgate.console_revocations WHERE until < now()`).catch(() => {});
+    // Sign-outs are rare: each one clears the expired (they can no longer be refreshed anyway).
+    void this.db.query(`DELETE FROM stepgate.console_revocations WHERE until < now()`).catch(() => {});
   }
 
   /** Called with each sid revoked on another instance (the console ends that session's live connections). */

@@ -219,8 +219,6 @@ export interface BrokerOptions {
   /** The console's base URL (known once it listens). */
   consoleUrl(): string;
   now?(): number;
-  /** Holds and grants shared with other instances (src/state/holds.ts); absent: this process alone. */
-  exchange?: HoldExchange;
 }
 
 /**
@@ -283,13 +281,13 @@ export class ConsoleBroker implements StepUpBroker {
   private readonly now: () => number;
   private grantTimer: NodeJS.Timeout | null = null;
   private closed = false;
-  private exchange: HoldExchange | null;
+  /** Holds and grants shared with other instances (src/state/holds.ts); null: this process alone. */
+  private exchange: HoldExchange | null = null;
 
   constructor(private readonly options: BrokerOptions) {
     this.identity = options.identity;
     this.log = options.log;
     this.now = options.now ?? Date.now;
-    this.exchange = options.exchange ?? null;
   }
 
   /** Connects the shared state after construction (it needs the broker to deliver what peers say). */
@@ -356,10 +354,6 @@ export class ConsoleBroker implements StepUpBroker {
 
   connectionClosed(connectionId: string): void {
     for (const c of [...this.challenges.values()]) if (c.origin === 'local' && c.request.connectionId === connectionId) this.end(c, { status: 'withdrawn' });
-    // Every grant is in memory here, so only a connection that holds one costs a write.
-    if (this.exchange && [...this.grants.values()].some((g) => g.connectionId === connectionId)) {
-      this.exchange.dropConnectionGrants(connectionId).catch((err) => this.log.warn('stepup.grant_drop_failed', { connection: connectionId, error: (err as Error).message }));
-    }
     const users: string[] = [];
     for (const [id, g] of this.grants) {
       if (g.connectionId === connectionId) {
@@ -367,7 +361,10 @@ export class ConsoleBroker implements StepUpBroker {
         users.push(g.user, ...g.approvedBy);
       }
     }
-    if (users.length) this.emitGrants(users);
+    if (users.length === 0) return;
+    this.emitGrants(users);
+    // Every grant is in memory here, so only a connection that held one costs a write to the shared state.
+    this.exchange?.dropConnectionGrants(connectionId).catch((err) => this.log.warn('stepup.grant_drop_failed', { connection: connectionId, error: (err as Error).message }));
   }
 
   // ───────────────────────────── for the console ─────────────────────────────
