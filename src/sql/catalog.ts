@@ -165,8 +165,23 @@ export interface CatalogLookups {
   lookup<K extends CatalogKey>(key: K): CatalogAnswer<K> | undefined;
 }
 
+/**
+ * The string of each key object seen: a cached classification asks its catalog keys again on every hit
+ * (cache.ts), and building and hashing a fresh string each time cost more than the rest of the check.
+ */
+const keyStrings = new WeakMap<CatalogKey, string>();
+
 /** A stable string for a key (for maps and deduplication; never parsed back). */
 export function catalogKeyString(key: CatalogKey): string {
+  let s = keyStrings.get(key);
+  if (s === undefined) {
+    s = buildKeyString(key);
+    keyStrings.set(key, s);
+  }
+  return s;
+}
+
+function buildKeyString(key: CatalogKey): string {
   switch (key.kind) {
     case 'names':
       return `names\u0000${key.of}\u0000${key.name}`;

@@ -141,19 +141,29 @@ t.test('the data directory vanishes: unhealthy, and it stays so (no new chain be
 });
 
 t.test('the database replaced by another file is refused', async (t) => {
-  const { store, dataDir } = await openStore(t, { restartDelayMs: 50 });
+  const { store, dataDir, logs } = await openStore(t, { restartDelayMs: 50 });
   statement(store, 'SELECT 1');
   await store.durable();
   const other = fs.mkdtempSync(path.join(os.tmpdir(), 'stepgate-audit-other-'));
   t.teardown(() => fs.rmSync(other, { recursive: true, force: true }));
   const decoy = await AuditStore.open({ dataDir: other, log: createLogger({ write: () => {} }) });
   await decoy.close();
+  const decoyRun = readEvents(other, "kind = 'audit.open'")[0]!.data.run as string;
   fs.copyFileSync(path.join(other, 'audit.db'), path.join(dataDir, 'audit.db.new'));
   fs.renameSync(path.join(dataDir, 'audit.db.new'), path.join(dataDir, 'audit.db'));
   await waitFor('failure', () => !store.healthy, 5000);
   t.match(store.failure, /replaced/);
-  await new Promise((r) => setTimeout(r, 300));
-  t.notOk(store.healthy, 'a database of another run is not written to');
+  // Something to write, so the store restarts its writer (no sleep: it logs each restart's outcome).
+  statement(store, 'SELECT 2');
+  await t.rejects(store.durable(), { code: 'AUDIT_UNAVAILABLE' });
+  const refused = () => logs.filter((l) => l.event === 'audit.retry_failed').length;
+  await waitFor('the restarted writer to settle', () => store.healthy || refused() >= 2, 10_000);
+  // Either the restart refused the other run's file, or SQLite rebuilt this run's pages from the write-ahead
+  // log left beside it (the file was swapped under an open WAL): never is this run written into the other's chain.
+  const events = readEvents(dataDir);
+  const runs = events.filter((e) => e.kind === 'audit.open').map((e) => e.data.run as string);
+  t.notOk(runs.includes(decoyRun) && events.some((e) => e.data.sql === 'SELECT 2'), 'a database of another run is not written to');
+  if (!store.healthy) t.equal(runs.length, 1, 'the other run\'s file is left as it was');
 });
 
 t.test('through stepgate: with the store down, a denied statement is not answered as if recorded', async (t) => {
