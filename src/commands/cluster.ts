@@ -9,8 +9,8 @@
  *
  * The primary runs no proxy. It holds the data directory's lock, starts worker 1 (which alone serves
  * the web console: passkey ceremonies are in memory, so they must not be split across processes) and
- * then the others with worker 1's console URL, serves /metrics (prom-client's AggregatorRegistry sums
- * the workers' registries), /healthz and /readyz (ready when every worker is), restarts a worker that
+ * then the others with worker 1's console URL, serves /metrics (prom-client's AggregatorRegistry combines
+ * the workers' registries: counts summed, up gauges the least, lags the largest), /healthz and /readyz (ready when every worker is), restarts a worker that
  * dies with backoff, and on SIGTERM/SIGINT stops the workers in order and waits for them.
  *
  * Invariants: a worker that fails before it listens stops the whole cluster with its exit status (a

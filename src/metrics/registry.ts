@@ -210,11 +210,14 @@ export class StepgateMetrics implements ProxyMetrics {
     this.catalogErrors = new Counter({ name: 'stepgate_catalog_errors_total', help: 'Failed reads of a database\'s schema catalog (the classifier then knows less)', registers });
 
     // Read when scraped: a gauge of a value, a counter following a running total kept elsewhere.
-    const gauge = (name: string, help: string, read: () => number): void => {
+    // `aggregator`: how `workers: N` combines the workers' values on the primary's /metrics: an "up" gauge is
+    // the least of them (one worker cut off is 0, not N-1), a lag the largest, a count the sum.
+    const gauge = (name: string, help: string, read: () => number, aggregator: 'sum' | 'min' | 'max' = 'sum'): void => {
       new Gauge({
         name,
         help,
         registers,
+        aggregator,
         collect() {
           this.set(read());
         },
@@ -236,26 +239,27 @@ export class StepgateMetrics implements ProxyMetrics {
       });
     };
     const audit = (): ReturnType<MetricsSources['audit']> => sources.audit();
-    gauge('stepgate_audit_healthy', '1 when the audit store records, 0 when it failed (statements that must be recorded are refused)', () => (audit().healthy ? 1 : 0));
+    gauge('stepgate_audit_healthy', '1 when the audit store records, 0 when it failed (statements that must be recorded are refused)', () => (audit().healthy ? 1 : 0), 'min');
     gauge('stepgate_audit_queue_records', 'Audit records waiting in memory for the writer', () => audit().stats?.queued ?? 0);
     gauge('stepgate_audit_write_lag_seconds', 'Age of the oldest audit record not yet committed (0 when none waits)', () => {
       const at = audit().stats?.oldestQueuedAt ?? null;
       return at === null ? 0 : Math.max(0, (Date.now() - at) / 1000);
-    });
+    }, 'max');
     total('stepgate_audit_dropped_events_total', 'Audit events dropped because the store was down and its memory buffer full (recorded as audit.gap)', () => audit().stats?.dropped ?? 0);
     const shipping = sources.auditShipping;
     if (shipping) {
       gauge('stepgate_audit_ship_lag_events', 'Audit events committed to the local trail and not yet in the shared state database', () => shipping().behindEvents);
-      gauge('stepgate_audit_ship_lag_seconds', 'Age of the oldest audit event not yet in the shared state database (0 when none)', () => shipping().behindSeconds);
+      gauge('stepgate_audit_ship_lag_seconds', 'Age of the oldest audit event not yet in the shared state database (0 when none)', () => shipping().behindSeconds, 'max');
       gauge(
         'stepgate_audit_ship_up',
         '1 while the audit shipper copies the trail to the shared state database, 0 while it retries or stopped (a conflict: see the log)',
         () => (shipping().state === 'shipping' ? 1 : 0),
+        'min',
       );
     }
     const state = sources.state;
     if (state) {
-      gauge('stepgate_state_up', '1 while the shared state database is reachable, 0 while stepgate reconnects (step-up then fails closed)', () => (state().healthy ? 1 : 0));
+      gauge('stepgate_state_up', '1 while the shared state database is reachable, 0 while stepgate reconnects (step-up then fails closed)', () => (state().healthy ? 1 : 0), 'min');
       total('stepgate_state_errors_total', 'Connection failures of the shared state database (each followed by a reconnection with backoff)', () => state().errors);
     }
     // Process metrics (CPU, memory, event loop lag, handles), in this registry.

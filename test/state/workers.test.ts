@@ -2,7 +2,7 @@
  * `workers: 2` (Node's cluster) as people run it: `stepgate serve` with shared state. Clients on one port
  * are spread over both workers (each an instance of its own: the holds table names which one holds a
  * statement); statements held by either worker are approved in a real browser on the one console (worker
- * 1's) and run; /metrics sums the workers and /readyz reports each; a worker killed with SIGKILL is
+ * 1's) and run; /metrics sums the workers (up gauges: the least of them) and /readyz reports each; a worker killed with SIGKILL is
  * replaced under the same index and instance name; SIGTERM stops everything in order (exit 0).
  */
 import { execFileSync } from 'node:child_process';
@@ -75,6 +75,9 @@ t.test('two workers on one port; holds of both approved on the one console', asy
   const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
   const value = (name: string): number => Number(text.split('\n').find((l) => l.startsWith(`${name} `))?.split(' ')[1]);
   t.equal(value('stepgate_connections_open'), 4, '/metrics sums the workers: 4 connections open');
+  // "Up" gauges take the least of the workers (summed, two healthy workers would read 2).
+  t.equal(value('stepgate_state_up'), 1, 'stepgate_state_up is the least of the workers, not their sum');
+  t.equal(value('stepgate_audit_healthy'), 1, 'stepgate_audit_healthy too');
   const ready = await fetch(`http://127.0.0.1:${metricsPort}/readyz`);
   t.equal(ready.status, 200);
   const body = (await ready.json()) as { ready: boolean; workers: { worker: number; ready: boolean }[] };
