@@ -168,6 +168,7 @@ export interface CatalogLookups {
 /**
  * The string of each key object seen: a cached classification asks its catalog keys again on every hit
  * (cache.ts), and building and hashing a fresh string each time cost more than the rest of the check.
+ * Sound because a key is never changed once made (nothing assigns to a key's fields).
  */
 const keyStrings = new WeakMap<CatalogKey, string>();
 
