@@ -10,8 +10,9 @@
  * The primary runs no proxy. It holds the data directory's lock, starts worker 1 (which alone serves
  * the web console: passkey ceremonies are in memory, so they must not be split across processes) and
  * then the others with worker 1's console URL, serves /metrics (prom-client's AggregatorRegistry combines
- * the workers' registries: counts summed, up gauges the least, lags the largest), /healthz and /readyz (ready when every worker is), restarts a worker that
- * dies with backoff, and on SIGTERM/SIGINT stops the workers in order and waits for them.
+ * the workers' registries: counts summed, up gauges the least, lags the largest), /healthz and /readyz
+ * (ready when every worker is), restarts a worker that dies with backoff, and on SIGTERM/SIGINT stops the
+ * workers in order and waits for them.
  *
  * Invariants: a worker that fails before it listens stops the whole cluster with its exit status (a
  * config or startup error would only repeat); a worker that dies later is replaced under the same index,

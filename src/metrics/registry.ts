@@ -13,7 +13,7 @@
  * - Everything else (connections, refusals, holds, failures) is counted with prom-client directly.
  */
 import type { ShipStats } from '../audit/shipper.js';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry, type Aggregator, type MetricObjectWithValues, type MetricValueWithName } from 'prom-client';
 import { STATEMENT_CLASSES } from '../sql/types.js';
 import type { HoldOutcome } from '../stepup/types.js';
 
@@ -212,7 +212,7 @@ export class StepgateMetrics implements ProxyMetrics {
     // Read when scraped: a gauge of a value, a counter following a running total kept elsewhere.
     // `aggregator`: how `workers: N` combines the workers' values on the primary's /metrics: an "up" gauge is
     // the least of them (one worker cut off is 0, not N-1), a lag the largest, a count the sum.
-    const gauge = (name: string, help: string, read: () => number, aggregator: 'sum' | 'min' | 'max' = 'sum'): void => {
+    const gauge = (name: string, help: string, read: () => number, aggregator: Aggregator = 'sum'): void => {
       new Gauge({
         name,
         help,

@@ -55,18 +55,27 @@ export async function serveSetup(t: { teardown(fn: () => unknown): void }, db: T
   return { dataDir, configFile, user };
 }
 
+/**
+ * SIGKILLs a child process at the test's teardown (and waits for it), or when this process exits first: a
+ * test that crashes never runs its teardown, and the child must not outlive it either way.
+ */
+export function killAtTeardown(t: { teardown(fn: () => unknown): void }, child: ChildProcess): void {
+  const running = (): boolean => child.exitCode === null && child.signalCode === null;
+  const kill = (): void => void (running() && child.kill('SIGKILL'));
+  process.once('exit', kill);
+  t.teardown(async () => {
+    process.off('exit', kill);
+    if (!running()) return;
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    kill();
+    await exited;
+  });
+}
+
 /** Spawns `stepgate serve ARGS`; resolves once it listens (or rejects with its stderr if it exits first). */
 export async function startServe(t: { teardown(fn: () => unknown): void }, args: string[]): Promise<ServeChild> {
   const child = spawn(process.execPath, [STEPGATE_BIN, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  const kill = (): void => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  };
-  // A test that crashes never runs its teardown: the child must not outlive this process either way.
-  process.once('exit', kill);
-  t.teardown(() => {
-    process.off('exit', kill);
-    kill();
-  });
+  killAtTeardown(t, child);
   let err = '';
   const logs: Record<string, unknown>[] = [];
   let partial = '';

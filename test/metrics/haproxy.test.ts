@@ -19,7 +19,7 @@ import pg from 'pg';
 import { freePort, startPostgres } from '../helpers/postgres.js';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { approveOnPage, enroll, launchBrowser, newPerson, signIn, waitForChallenge } from '../console/browser.js';
-import { serveSetup, startServe, STEPGATE_BIN, type ServeChild, type ServeSetup } from '../helpers/serve.js';
+import { killAtTeardown, serveSetup, startServe, STEPGATE_BIN, type ServeChild, type ServeSetup } from '../helpers/serve.js';
 import { rulesDirWith } from '../helpers/stepgate.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -97,15 +97,7 @@ backend stepgate
   const proxy = spawn(haproxy, ['-f', cfg, '-db'], { stdio: ['ignore', 'ignore', 'pipe'] });
   let proxyErr = '';
   proxy.stderr!.on('data', (d: Buffer) => (proxyErr += d.toString()));
-  const proxyExited = new Promise<void>((resolve) => proxy.once('exit', () => resolve()));
-  // A test that crashes never runs its teardown: HAProxy must not outlive this process either way.
-  const killOnExit = (): void => void (proxy.exitCode === null && proxy.signalCode === null && proxy.kill('SIGKILL'));
-  process.once('exit', killOnExit);
-  t.teardown(async () => {
-    process.off('exit', killOnExit);
-    if (proxy.exitCode === null && proxy.signalCode === null) proxy.kill('SIGKILL');
-    await proxyExited;
-  });
+  killAtTeardown(t, proxy);
 
   /** HAProxy's view of a server: UP, DOWN, ... (from `show stat` on its admin socket). */
   const serverStatus = async (server: string): Promise<string | null> => {

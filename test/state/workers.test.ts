@@ -2,8 +2,9 @@
  * `workers: 2` (Node's cluster) as people run it: `stepgate serve` with shared state. Clients on one port
  * are spread over both workers (each an instance of its own: the holds table names which one holds a
  * statement); statements held by either worker are approved in a real browser on the one console (worker
- * 1's) and run; /metrics sums the workers (up gauges: the least of them) and /readyz reports each; a worker killed with SIGKILL is
- * replaced under the same index and instance name; SIGTERM stops everything in order (exit 0).
+ * 1's) and run; /metrics sums the workers (up gauges: the least of them) and /readyz reports each; a
+ * worker killed with SIGKILL is replaced under the same index and instance name; SIGTERM stops everything
+ * in order (exit 0).
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
